@@ -1,5 +1,201 @@
-//! usb9pfsd entry point (stub while the core is being written).
-fn main() {
-    eprintln!("usb9pfsd: not built yet");
-    std::process::exit(2);
+//! usb9pfsd's entry point: parse the command line, set up logging, and run
+//! the chosen subcommand. Wiring only: the daemon's parts live in the library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Parser;
+use serde::Serialize;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+
+use usb9pfsd::board::GadgetInfo;
+use usb9pfsd::cli::{self, Cli, Command};
+use usb9pfsd::config::{self, Config, Decision};
+use usb9pfsd::discover::Sysfs;
+use usb9pfsd::supervisor::{Input, Notify, Silent, Spawn, Supervisor};
+use usb9pfsd::worker::{self, Job};
+use usb9pfsd::{device, hotplug, logging, notify};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.verbose);
+    let result = match cli.command {
+        Command::Run { config } => Config::load(&config)
+            .map_err(|e| e.to_string())
+            .and_then(|c| serve(c, Box::new(notify::Systemd))),
+        Command::List { json, config } => list(json, config.as_deref()),
+        Command::Forward { server, port, id, path, serial, buflen } => {
+            cli::forward_config(&server, port, id.as_deref(), path.as_deref(), serial.as_deref(), buflen)
+                .and_then(|c| check_single(&c).map(|()| c))
+                .and_then(|c| serve(c, Box::new(Silent)))
+        }
+        Command::CheckConfig { path } => check_config(&path),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("usb9pfsd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Workers on OS threads; libusb is initialised when the first board needs it,
+/// so the daemon starts on a machine whose USB stack appears later.
+#[derive(Default)]
+struct Threads {
+    ctx: Option<rusb::Context>,
+}
+
+impl Spawn for Threads {
+    fn spawn(&mut self, job: Job) -> Result<(), String> {
+        let ctx = match &self.ctx {
+            Some(c) => c.clone(),
+            None => {
+                let c = device::context().map_err(|e| format!("cannot initialise libusb: {e} (is /dev/bus/usb present?)"))?;
+                self.ctx = Some(c.clone());
+                c
+            }
+        };
+        worker::spawn(ctx, job).map_err(|e| format!("cannot start a worker thread: {e}"))
+    }
+}
+
+/// Runs the supervisor and hotplug until SIGTERM/SIGINT.
+fn serve(config: Config, notify: Box<dyn Notify>) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    rt.block_on(async {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let supervisor = Supervisor::new(config, Threads::default(), notify, tx.clone());
+        let mut supervising = std::pin::pin!(supervisor.run(rx));
+        let hotplug = hotplug::run(Sysfs::default(), tx.clone());
+        let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+        let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+        let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+        let signals = async {
+            loop {
+                tokio::select! {
+                    _ = term.recv() => break "SIGTERM",
+                    _ = int.recv() => break "SIGINT",
+                    _ = hup.recv() => tracing::warn!(
+                        "SIGHUP: live reload is not implemented yet; restart usb9pfsd to apply config changes"
+                    ),
+                }
+            }
+        };
+        tokio::select! {
+            _ = &mut supervising => Ok(()),
+            r = hotplug => r.map_err(|e| e.to_string()),
+            s = signals => {
+                tracing::info!("{s}: stopping; boards with a request in flight get EIO");
+                let _ = tx.send(Input::Shutdown);
+                supervising.await;
+                Ok(())
+            }
+        }
+    })
+}
+
+/// `forward` serves one gadget: refuse to guess among several.
+fn check_single(c: &Config) -> Result<(), String> {
+    let matching: Vec<GadgetInfo> = Sysfs::default()
+        .scan()
+        .into_iter()
+        .filter(|g| matches!(c.resolve(g), Decision::Serve { .. }))
+        .collect();
+    if matching.len() > 1 {
+        let which: Vec<String> = matching.iter().map(|g| format!("{} {} ({})", g.port_path, g.id, g.serial_or_none())).collect();
+        return Err(format!(
+            "{} usb9pfs gadgets match; pick one with --path or --serial: {}",
+            matching.len(),
+            which.join(", ")
+        ));
+    }
+    if matching.is_empty() {
+        tracing::info!("no matching usb9pfs gadget yet; waiting for one to be plugged in");
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct Listed<'a> {
+    #[serde(flatten)]
+    gadget: &'a GadgetInfo,
+    backend: Option<String>,
+    matched_by: Option<&'static str>,
+}
+
+fn list(json: bool, config_path: Option<&Path>) -> Result<(), String> {
+    let config = match config_path {
+        Some(p) => Config::load(p).map_err(|e| e.to_string())?,
+        None if Path::new(config::DEFAULT_PATH).exists() => Config::load(Path::new(config::DEFAULT_PATH)).unwrap_or_else(|e| {
+            eprintln!("usb9pfsd: {e}; listing without backends");
+            Config::empty()
+        }),
+        None => Config::empty(),
+    };
+    let gadgets = Sysfs::default().scan();
+    let rows: Vec<Listed> = gadgets
+        .iter()
+        .map(|g| match config.resolve(g) {
+            Decision::Serve { target, why } => Listed { gadget: g, backend: Some(target.backend.to_string()), matched_by: Some(why) },
+            _ => Listed { gadget: g, backend: None, matched_by: None },
+        })
+        .collect();
+    if json {
+        let text = serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?;
+        println!("{text}");
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("no usb9pfs gadgets present");
+        return Ok(());
+    }
+    let dash = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".into());
+    println!("{:<3} {:<4} {:<10} {:<9} {:<20} {:<16} {:<20} BACKEND", "BUS", "ADDR", "PORT", "ID", "SERIAL", "MANUFACTURER", "PRODUCT");
+    for r in &rows {
+        let g = r.gadget;
+        let backend = match (&r.backend, r.matched_by) {
+            (Some(b), Some(why)) => format!("{b} (by {why})"),
+            _ => "- (not served)".into(),
+        };
+        println!(
+            "{:<3} {:<4} {:<10} {:<9} {:<20} {:<16} {:<20} {backend}",
+            g.bus,
+            g.address,
+            g.port_path,
+            g.id,
+            dash(&g.serial),
+            dash(&g.manufacturer),
+            dash(&g.product)
+        );
+    }
+    Ok(())
+}
+
+fn check_config(path: &PathBuf) -> Result<(), String> {
+    let c = Config::load(path).map_err(|e| e.to_string())?;
+    println!("{}: OK", path.display());
+    match &c.default {
+        Some(t) => println!("  unlisted boards -> {} (buflen {})", t.backend, t.buflen),
+        None => println!("  unlisted boards -> left alone"),
+    }
+    for r in &c.boards {
+        let m = match &r.matcher {
+            config::Match::Serial(s) => format!("serial {s}"),
+            config::Match::Path(p) => format!("path {p}"),
+        };
+        println!("  {m} -> {} (buflen {})", r.target.backend, r.target.buflen);
+    }
+    if let Some(ids) = &c.allow_ids {
+        let ids: Vec<String> = ids.iter().map(|(v, p)| usb9pfsd::board::usb_id(*v, *p)).collect();
+        println!("  only VID:PID {}", ids.join(", "));
+    }
+    println!("  max_frame {}", c.max_frame);
+    Ok(())
 }

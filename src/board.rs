@@ -1,0 +1,69 @@
+//! Who a board is: its place on the bus right now ([`BusAddr`], the key of
+//! its worker) and what it says about itself ([`GadgetInfo`]).
+//!
+//! Plain data only; it must never open a device or read sysfs.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+/// Bus number and device address: unique while the device stays plugged;
+/// a reset or re-enumeration gives the board a new one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BusAddr {
+    pub bus: u8,
+    pub addr: u8,
+}
+
+impl fmt::Display for BusAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:03}-{:03}", self.bus, self.addr)
+    }
+}
+
+impl BusAddr {
+    /// The usbfs node of this device.
+    pub fn devnode(&self) -> PathBuf {
+        PathBuf::from(format!("/dev/bus/usb/{:03}/{:03}", self.bus, self.addr))
+    }
+}
+
+/// A USB device that carries a usb9pfs interface.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GadgetInfo {
+    #[serde(skip)]
+    pub busaddr: BusAddr,
+    pub bus: u8,
+    pub address: u8,
+    /// Kernel port path, e.g. `1-1.2` (stable across resets on the same port).
+    pub port_path: String,
+    #[serde(skip)]
+    pub vid: u16,
+    #[serde(skip)]
+    pub pid: u16,
+    /// `vid:pid` in hex.
+    pub id: String,
+    pub serial: Option<String>,
+    pub manufacturer: Option<String>,
+    pub product: Option<String>,
+    /// bInterfaceNumber of the usb9pfs interface.
+    #[serde(skip)]
+    pub interface: u8,
+}
+
+impl GadgetInfo {
+    /// A short label for messages: `serial 0001-A at 001-004`.
+    pub fn label(&self) -> String {
+        format!("{} at {} (port {})", self.serial_or_none(), self.busaddr, self.port_path)
+    }
+
+    pub fn serial_or_none(&self) -> &str {
+        self.serial.as_deref().unwrap_or("(no serial)")
+    }
+}
+
+/// `vid:pid` as lowercase hex.
+pub fn usb_id(vid: u16, pid: u16) -> String {
+    format!("{vid:04x}:{pid:04x}")
+}

@@ -1,0 +1,369 @@
+//! The TOML file that maps boards to 9P servers, and the one question the
+//! supervisor asks of it: which backend serves this board?
+//!
+//! Precedence: a `[[board]]` entry matching the board's serial, then one
+//! matching its USB port path, then `[defaults] backend`, else the board is
+//! left alone. Unknown keys are errors; every error names file, line and
+//! column. This module must never touch devices or sockets.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::backend::BackendAddr;
+use crate::board::GadgetInfo;
+
+/// Default path of the config file.
+pub const DEFAULT_PATH: &str = "/etc/usb9pfsd/config.toml";
+/// The kernel's default usb9pfs `buflen` (DEFAULT_BUFLEN in trans_usbg.c).
+pub const DEFAULT_BUFLEN: u32 = 16384;
+/// Default hard ceiling for a 9P frame, whatever msize a session negotiates.
+pub const DEFAULT_MAX_FRAME: u32 = 1 << 20;
+const FRAME_RANGE: (u32, u32) = (4096, 16 << 20);
+const BUFLEN_RANGE: (u32, u32) = (512, 16 << 20);
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSchema {
+    #[serde(default)]
+    daemon: DaemonSchema,
+    #[serde(default)]
+    defaults: DefaultsSchema,
+    #[serde(default)]
+    board: Vec<Spanned<BoardSchema>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DaemonSchema {
+    max_frame: Option<Spanned<u32>>,
+    allow_ids: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DefaultsSchema {
+    backend: Option<BackendAddr>,
+    buflen: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BoardSchema {
+    serial: Option<Spanned<String>>,
+    path: Option<Spanned<String>>,
+    backend: BackendAddr,
+    buflen: Option<Spanned<u32>>,
+}
+
+/// Where a board's frames go, and the board's receive buffer size.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub backend: BackendAddr,
+    pub buflen: u32,
+}
+
+/// How a `[[board]]` entry picks its board.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Match {
+    Serial(String),
+    Path(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BoardRule {
+    pub matcher: Match,
+    pub target: Target,
+}
+
+/// A validated configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub max_frame: u32,
+    /// When set, only gadgets with one of these VID:PIDs are served.
+    pub allow_ids: Option<Vec<(u16, u16)>>,
+    pub default: Option<Target>,
+    pub boards: Vec<BoardRule>,
+}
+
+/// What the config says about one board.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Serve { target: Target, why: &'static str },
+    /// Not listed, and no `[defaults] backend`.
+    NoBackend,
+    /// VID:PID outside `[daemon] allow_ids`.
+    NotAllowed,
+}
+
+/// A config problem with its place in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.path.display(), self.message)
+        } else {
+            write!(f, "{}:{}:{}: {}", self.path.display(), self.line, self.column, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// No boards, no defaults: every gadget is left alone.
+    pub fn empty() -> Config {
+        Config { max_frame: DEFAULT_MAX_FRAME, allow_ids: None, default: None, boards: Vec::new() }
+    }
+
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            message: format!(
+                "cannot read the config file: {e} (start from config.example.toml, installed as /usr/share/doc/usb9pfsd/config.example.toml, or pass --config PATH)"
+            ),
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `path` is only used in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let err = |span: Option<std::ops::Range<usize>>, message: String| {
+            let (line, column) = span.map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+            ConfigError { path: path.to_path_buf(), line, column, message }
+        };
+        let file: FileSchema = toml::from_str(text).map_err(|e| err(e.span(), e.message().to_string()))?;
+
+        let max_frame = match &file.daemon.max_frame {
+            Some(v) => in_range(v, FRAME_RANGE, "max_frame").map_err(|m| err(Some(v.span()), m))?,
+            None => DEFAULT_MAX_FRAME,
+        };
+        let allow_ids = match &file.daemon.allow_ids {
+            None => None,
+            Some(ids) => Some(
+                ids.iter()
+                    .map(|s| parse_usb_id(s.get_ref()).map_err(|m| err(Some(s.span()), m)))
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
+        let default_buflen = match &file.defaults.buflen {
+            Some(v) => in_range(v, BUFLEN_RANGE, "buflen").map_err(|m| err(Some(v.span()), m))?,
+            None => DEFAULT_BUFLEN,
+        };
+        let default = file.defaults.backend.clone().map(|backend| Target { backend, buflen: default_buflen });
+
+        let mut seen = HashSet::new();
+        let mut boards = Vec::new();
+        for entry in &file.board {
+            let b = entry.get_ref();
+            let matcher = match (&b.serial, &b.path) {
+                (Some(s), None) => (Match::Serial(s.get_ref().clone()), s.span()),
+                (None, Some(p)) => (Match::Path(p.get_ref().clone()), p.span()),
+                (Some(_), Some(p)) => {
+                    return Err(err(Some(p.span()), "a [[board]] entry matches by serial or by path, not both".into()))
+                }
+                (None, None) => {
+                    return Err(err(
+                        Some(entry.span()),
+                        "this [[board]] entry has neither serial nor path: add serial = \"...\" (see `usb9pfsd list`)".into(),
+                    ))
+                }
+            };
+            let (matcher, span) = matcher;
+            if !seen.insert(matcher.clone()) {
+                return Err(err(Some(span), format!("{} is listed twice", describe(&matcher))));
+            }
+            let buflen = match &b.buflen {
+                Some(v) => in_range(v, BUFLEN_RANGE, "buflen").map_err(|m| err(Some(v.span()), m))?,
+                None => default_buflen,
+            };
+            boards.push(BoardRule { matcher, target: Target { backend: b.backend.clone(), buflen } });
+        }
+        Ok(Config { max_frame, allow_ids, default, boards })
+    }
+
+    /// Which backend serves `g`: serial, then port path, then defaults.
+    pub fn resolve(&self, g: &GadgetInfo) -> Decision {
+        if let Some(ids) = &self.allow_ids {
+            if !ids.contains(&(g.vid, g.pid)) {
+                return Decision::NotAllowed;
+            }
+        }
+        let by = |m: &Match| self.boards.iter().find(|r| &r.matcher == m).map(|r| r.target.clone());
+        if let Some(target) = g.serial.as_ref().and_then(|s| by(&Match::Serial(s.clone()))) {
+            return Decision::Serve { target, why: "serial" };
+        }
+        if let Some(target) = by(&Match::Path(g.port_path.clone())) {
+            return Decision::Serve { target, why: "path" };
+        }
+        match &self.default {
+            Some(target) => Decision::Serve { target: target.clone(), why: "defaults" },
+            None => Decision::NoBackend,
+        }
+    }
+}
+
+fn describe(m: &Match) -> String {
+    match m {
+        Match::Serial(s) => format!("serial {s:?}"),
+        Match::Path(p) => format!("path {p:?}"),
+    }
+}
+
+fn in_range(v: &Spanned<u32>, (lo, hi): (u32, u32), name: &str) -> Result<u32, String> {
+    let x = *v.get_ref();
+    if x < lo || x > hi {
+        return Err(format!("{name} = {x} is outside {lo}..={hi}"));
+    }
+    Ok(x)
+}
+
+/// Parses `1d6b:0109`.
+pub fn parse_usb_id(s: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("{s:?} is not a VID:PID like \"1d6b:0109\"");
+    let (v, p) = s.split_once(':').ok_or_else(bad)?;
+    let hex = |x: &str| if x.len() == 4 { u16::from_str_radix(x, 16).ok() } else { None };
+    Ok((hex(v).ok_or_else(bad)?, hex(p).ok_or_else(bad)?))
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::board::{usb_id, BusAddr};
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    fn gadget(serial: Option<&str>, port: &str, vid: u16, pid: u16) -> GadgetInfo {
+        GadgetInfo {
+            busaddr: BusAddr { bus: 1, addr: 2 },
+            bus: 1,
+            address: 2,
+            port_path: port.into(),
+            vid,
+            pid,
+            id: usb_id(vid, pid),
+            serial: serial.map(Into::into),
+            manufacturer: None,
+            product: None,
+            interface: 0,
+        }
+    }
+
+    const EXAMPLE: &str = r#"
+[defaults]
+backend = "127.0.0.1:564"
+
+[[board]]
+serial = "0001-BOARD-A"
+backend = "buildhost:5640"
+
+[[board]]
+path = "1-1.2"
+backend = "unix:/run/diod-b.sock"
+buflen = 65536
+"#;
+
+    #[test]
+    fn precedence_is_serial_then_path_then_defaults() {
+        let c = parse(EXAMPLE).expect("parse");
+        let target = |d: Decision| match d {
+            Decision::Serve { target, why } => (target.backend.to_string(), target.buflen, why),
+            other => panic!("{other:?}"),
+        };
+        // Serial wins even on the path of another entry.
+        assert_eq!(
+            target(c.resolve(&gadget(Some("0001-BOARD-A"), "1-1.2", 1, 2))),
+            ("buildhost:5640".into(), 16384, "serial")
+        );
+        assert_eq!(
+            target(c.resolve(&gadget(Some("other"), "1-1.2", 1, 2))),
+            ("unix:/run/diod-b.sock".into(), 65536, "path")
+        );
+        assert_eq!(target(c.resolve(&gadget(None, "1-1.3", 1, 2))), ("127.0.0.1:564".into(), 16384, "defaults"));
+    }
+
+    #[test]
+    fn no_defaults_leaves_unknown_boards_alone_and_allow_list_filters() {
+        let c = parse("[daemon]\nallow_ids = [\"1d6b:0109\"]\n[[board]]\nserial = \"A\"\nbackend = \"h:1\"\n").expect("parse");
+        assert_eq!(c.resolve(&gadget(Some("B"), "1-1", 0x1d6b, 0x0109)), Decision::NoBackend);
+        assert_eq!(c.resolve(&gadget(Some("A"), "1-1", 0x0525, 0xa4a0)), Decision::NotAllowed);
+        assert!(matches!(c.resolve(&gadget(Some("A"), "1-1", 0x1d6b, 0x0109)), Decision::Serve { .. }));
+        assert_eq!(Config::empty().resolve(&gadget(Some("A"), "1-1", 1, 1)), Decision::NoBackend);
+    }
+
+    #[test]
+    fn empty_file_is_valid() {
+        assert_eq!(parse("").expect("empty"), Config::empty());
+    }
+
+    fn at(text: &str) -> (usize, usize, String) {
+        let e = parse(text).expect_err("must fail");
+        (e.line, e.column, e.message)
+    }
+
+    #[test]
+    fn errors_carry_line_and_column() {
+        let (l, c, m) = at("[defaults]\nbackend = \"127.0.0.1:564\"\nbakend = \"x:1\"\n");
+        assert_eq!((l, c), (3, 1), "{m}");
+        assert!(m.contains("unknown field `bakend`"), "{m}");
+
+        let (l, c, m) = at("[[board]]\nserial = \"A\"\nbackend = \"nohostport\"\n");
+        assert_eq!((l, c), (3, 11), "{m}");
+        assert!(m.contains("host:port"), "{m}");
+
+        let (l, _, m) = at("[[board]]\nserial = \"A\"\nbackend = \"h:1\"\n\n[[board]]\nserial = \"A\"\nbackend = \"h:2\"\n");
+        assert_eq!(l, 6, "{m}");
+        assert!(m.contains("listed twice"), "{m}");
+
+        let (l, _, m) = at("[[board]]\nbackend = \"h:1\"\n");
+        assert_eq!(l, 1, "{m}");
+        assert!(m.contains("neither serial nor path"), "{m}");
+
+        let (l, _, m) = at("[[board]]\nserial = \"A\"\npath = \"1-1\"\nbackend = \"h:1\"\n");
+        assert_eq!(l, 3, "{m}");
+
+        let (l, c, m) = at("[daemon]\nmax_frame = 10\n");
+        assert_eq!((l, c), (2, 13), "{m}");
+        let (l, _, m) = at("[daemon]\nallow_ids = [\"1d6b-0109\"]\n");
+        assert_eq!(l, 2, "{m}");
+        let (l, _, _) = at("[defaults\n");
+        assert_eq!(l, 1);
+        let e = parse("[[board]]\nserial = \"A\"\nbackend = \"h:1\"\nbuflen = 1\n").expect_err("range");
+        assert_eq!(e.to_string(), "test.toml:4:10: buflen = 1 is outside 512..=16777216");
+    }
+
+    #[test]
+    fn missing_file_says_what_to_do() {
+        let e = Config::load(Path::new("/nonexistent/usb9pfsd.toml")).expect_err("missing");
+        assert!(e.to_string().contains("--config"), "{e}");
+    }
+
+    #[test]
+    fn shipped_example_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
+        Config::load(&path).expect("config.example.toml must parse");
+    }
+}

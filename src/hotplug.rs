@@ -1,0 +1,58 @@
+//! Hotplug: turns the present gadgets (coldplug) and udev's usb_device events
+//! (add, bind, change → present; remove, unbind → gone) into
+//! [`HotplugEvent`]s for the supervisor.
+//!
+//! It listens to udev's monitor (events after udev rules ran, so device node
+//! permissions are already set) on a tokio `AsyncFd`; the monitor is opened
+//! before the coldplug scan so no board falls in between. It must never open
+//! devices or make decisions about boards.
+
+use std::io;
+
+use tokio::io::unix::AsyncFd;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::board::BusAddr;
+use crate::discover::{probe, Sysfs};
+use crate::supervisor::{HotplugEvent, Input};
+
+/// Reports coldplug, then follows udev until the supervisor goes away.
+pub async fn run(sysfs: Sysfs, tx: UnboundedSender<Input>) -> io::Result<()> {
+    let monitor = udev::MonitorBuilder::new()
+        .and_then(|m| m.match_subsystem_devtype("usb", "usb_device"))
+        .and_then(|m| m.listen())
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen to udev for USB hotplug: {e} (is /run/udev present and the netlink socket allowed?)")))?;
+    for g in sysfs.scan() {
+        send(&tx, HotplugEvent::Present(g))?;
+    }
+    send(&tx, HotplugEvent::ColdplugDone)?;
+    // SAFETY: the monitor owns its netlink socket for as long as the
+    // AsyncFd owns the monitor, and as_raw_fd always returns that socket.
+    let fd = unsafe { AsyncFd::register_with_interest(monitor, tokio::io::Interest::READABLE) }?;
+    loop {
+        let mut ready = fd.readable().await?;
+        for event in ready.get_inner().iter() {
+            if let Some(ev) = translate(&event) {
+                tracing::debug!(action = %event.event_type(), syspath = %event.syspath().display(), "{ev:?}");
+                send(&tx, ev)?;
+            }
+        }
+        ready.clear_ready();
+    }
+}
+
+fn send(tx: &UnboundedSender<Input>, ev: HotplugEvent) -> io::Result<()> {
+    tx.send(Input::Hotplug(ev)).map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "supervisor stopped"))
+}
+
+fn translate(event: &udev::Event) -> Option<HotplugEvent> {
+    use udev::EventType::*;
+    match event.event_type() {
+        Add | Bind | Change => probe(event.syspath()).map(HotplugEvent::Present),
+        Remove | Unbind => {
+            let num = |key: &str| event.property_value(key)?.to_str()?.parse::<u8>().ok();
+            Some(HotplugEvent::Gone(BusAddr { bus: num("BUSNUM")?, addr: num("DEVNUM")? }))
+        }
+        Unknown => None,
+    }
+}

@@ -1,0 +1,352 @@
+//! The supervisor: the one owner of per-board state. It hears hotplug events,
+//! worker reports and commands on a single ordered input channel, decides
+//! which board gets a worker and with which backend, restarts failed workers
+//! with capped exponential backoff, and answers status queries.
+//!
+//! A board is keyed by bus and address: a reset or re-enumeration is a new
+//! key, hence a fresh worker and a fresh backend connection. One board's
+//! failures never touch another board's entry. The supervisor must never
+//! touch endpoints or sockets itself; it only starts workers through
+//! [`Spawn`] and stops backends through [`BoardBackend::stop`].
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{sleep_until, Instant};
+
+use crate::board::{BusAddr, GadgetInfo};
+use crate::config::{Config, Decision, Target};
+use crate::forward::Limits;
+use crate::reconnect::BoardBackend;
+use crate::status::{BoardState, BoardStatus, Counters};
+use crate::worker::{End, Job, Report, Reporter, WorkerEvent};
+
+/// First delay before restarting a failed worker; doubles per failure.
+pub const FIRST_RESTART: Duration = Duration::from_millis(500);
+/// The longest a failed board waits for its next worker.
+pub const MAX_RESTART: Duration = Duration::from_secs(30);
+
+/// What the hotplug side reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HotplugEvent {
+    /// A usb9pfs gadget is present (coldplug, add, bind). Repeats are harmless.
+    Present(GadgetInfo),
+    /// Whatever was at this bus address is gone (remove, unbind).
+    Gone(BusAddr),
+    /// Every gadget present at start-up has been reported.
+    ColdplugDone,
+}
+
+/// Everything the supervisor reacts to, in one ordered stream.
+#[derive(Debug)]
+pub enum Input {
+    Hotplug(HotplugEvent),
+    Worker(Report),
+    Status(oneshot::Sender<Vec<BoardStatus>>),
+    /// Stop every board's backend (waking blocked workers) and return.
+    Shutdown,
+}
+
+impl From<Report> for Input {
+    fn from(r: Report) -> Input {
+        Input::Worker(r)
+    }
+}
+
+/// Starts a worker for a job (a thread on real hardware, a recorder in tests).
+pub trait Spawn: Send {
+    fn spawn(&mut self, job: Job) -> Result<(), String>;
+}
+
+/// Tells the service manager how things stand (sd_notify in production).
+pub trait Notify: Send {
+    fn ready(&mut self, served: usize);
+    fn status(&mut self, served: usize, total: usize);
+}
+
+/// A notifier that says nothing (foreground runs, tests).
+pub struct Silent;
+
+impl Notify for Silent {
+    fn ready(&mut self, _: usize) {}
+    fn status(&mut self, _: usize, _: usize) {}
+}
+
+enum Slot {
+    Ignored(String),
+    Running,
+    Waiting(Instant),
+}
+
+struct Board {
+    info: GadgetInfo,
+    target: Option<Target>,
+    backend: Option<Arc<BoardBackend>>,
+    counters: Arc<Counters>,
+    slot: Slot,
+    generation: u64,
+    starts: u64,
+    failures: u32,
+    /// r_messages when the current worker started: did it serve anything?
+    served_at_start: u64,
+    last_error: Option<String>,
+}
+
+pub struct Supervisor<S: Spawn> {
+    config: Config,
+    spawner: S,
+    notify: Box<dyn Notify>,
+    inputs: mpsc::UnboundedSender<Input>,
+    boards: BTreeMap<BusAddr, Board>,
+    /// Serials / port paths of unserved boards already logged once.
+    noted: HashSet<String>,
+    next_generation: u64,
+    ready: bool,
+}
+
+impl<S: Spawn> Supervisor<S> {
+    /// `inputs` is the sender half of the channel `run` will read; workers
+    /// report through clones of it.
+    pub fn new(config: Config, spawner: S, notify: Box<dyn Notify>, inputs: mpsc::UnboundedSender<Input>) -> Self {
+        Supervisor {
+            config,
+            spawner,
+            notify,
+            inputs,
+            boards: BTreeMap::new(),
+            noted: HashSet::new(),
+            next_generation: 1,
+            ready: false,
+        }
+    }
+
+    /// Runs until `Shutdown` or until every sender is gone.
+    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Input>) {
+        loop {
+            let due = self.next_restart();
+            let input = tokio::select! {
+                biased;
+                input = rx.recv() => input,
+                _ = sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
+                    self.restart_due();
+                    continue;
+                }
+            };
+            match input {
+                Some(Input::Hotplug(ev)) => self.on_hotplug(ev),
+                Some(Input::Worker(r)) => self.on_report(r),
+                Some(Input::Status(reply)) => {
+                    let _ = reply.send(self.status());
+                }
+                Some(Input::Shutdown) | None => break,
+            }
+        }
+        for b in self.boards.values() {
+            if let Some(be) = &b.backend {
+                be.stop();
+            }
+        }
+    }
+
+    fn on_hotplug(&mut self, ev: HotplugEvent) {
+        match ev {
+            HotplugEvent::Present(info) => self.on_present(info),
+            HotplugEvent::Gone(at) => {
+                if let Some(b) = self.boards.remove(&at) {
+                    if let Some(be) = &b.backend {
+                        be.stop();
+                    }
+                    if b.target.is_some() {
+                        tracing::info!(serial = %b.info.serial_or_none(), busaddr = %at, "board removed");
+                    }
+                    self.report_status();
+                }
+            }
+            HotplugEvent::ColdplugDone => {
+                if !self.ready {
+                    self.ready = true;
+                    let served = self.served();
+                    tracing::info!("{served} board(s) served, {} present", self.boards.len());
+                    self.notify.ready(served);
+                }
+            }
+        }
+    }
+
+    fn on_present(&mut self, info: GadgetInfo) {
+        if self.boards.contains_key(&info.busaddr) {
+            return;
+        }
+        let decision = self.config.resolve(&info);
+        let (target, slot) = match decision {
+            Decision::Serve { target, why } => {
+                tracing::info!(
+                    serial = %info.serial_or_none(), busaddr = %info.busaddr, port = %info.port_path, id = %info.id,
+                    backend = %target.backend, matched_by = why, "board found"
+                );
+                (Some(target), Slot::Running)
+            }
+            Decision::NoBackend | Decision::NotAllowed => {
+                let reason = if decision == Decision::NoBackend {
+                    "no backend configured for this board and no [defaults] backend".to_string()
+                } else {
+                    format!("VID:PID {} is not in [daemon] allow_ids", info.id)
+                };
+                let identity = info.serial.clone().unwrap_or_else(|| format!("port {}", info.port_path));
+                if self.noted.insert(identity) {
+                    tracing::info!(
+                        serial = %info.serial_or_none(), busaddr = %info.busaddr, port = %info.port_path, id = %info.id,
+                        "{reason}; leaving it alone (not claimed). Add a [[board]] entry to serve it."
+                    );
+                }
+                (None, Slot::Ignored(reason))
+            }
+        };
+        let backend = target.as_ref().map(|t| Arc::new(BoardBackend::new(t.backend.clone())));
+        let at = info.busaddr;
+        self.boards.insert(
+            at,
+            Board {
+                info,
+                target,
+                backend,
+                counters: Arc::new(Counters::default()),
+                slot,
+                generation: 0,
+                starts: 0,
+                failures: 0,
+                served_at_start: 0,
+                last_error: None,
+            },
+        );
+        if matches!(self.boards.get(&at).map(|b| &b.slot), Some(Slot::Running)) {
+            self.start(at);
+        }
+        self.report_status();
+    }
+
+    /// Starts a worker for a board that has a target.
+    fn start(&mut self, at: BusAddr) {
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let Some(b) = self.boards.get_mut(&at) else { return };
+        let (Some(target), Some(backend)) = (&b.target, &b.backend) else { return };
+        b.generation = generation;
+        b.starts += 1;
+        b.slot = Slot::Running;
+        b.served_at_start = b.counters.snapshot().r_messages;
+        let job = Job {
+            info: b.info.clone(),
+            backends: backend.clone(),
+            counters: b.counters.clone(),
+            limits: Limits { max_frame: self.config.max_frame, board_buflen: target.buflen },
+            reporter: Reporter {
+                busaddr: at,
+                generation,
+                sink: {
+                    let tx = self.inputs.clone();
+                    // The supervisor only goes away at shutdown; nothing to tell then.
+                    Arc::new(move |r| {
+                        let _ = tx.send(Input::Worker(r));
+                    })
+                },
+            },
+        };
+        if let Err(why) = self.spawner.spawn(job) {
+            self.on_report(Report { busaddr: at, generation, event: WorkerEvent::Ended(End::Failed(why)) });
+        }
+    }
+
+    fn on_report(&mut self, r: Report) {
+        let Some(b) = self.boards.get_mut(&r.busaddr) else { return };
+        if b.generation != r.generation {
+            return; // a replaced worker's last words
+        }
+        let end = match r.event {
+            WorkerEvent::Serving => return,
+            WorkerEvent::Ended(end) => end,
+        };
+        // A worker that served anything starts the count afresh.
+        if b.counters.snapshot().r_messages > b.served_at_start {
+            b.failures = 0;
+        }
+        b.failures += 1;
+        let delay = FIRST_RESTART.saturating_mul(1 << (b.failures - 1).min(16)).min(MAX_RESTART);
+        b.slot = Slot::Waiting(Instant::now() + delay);
+        let (serial, at) = (b.info.serial_or_none().to_string(), r.busaddr);
+        match end {
+            End::Gone => {
+                tracing::info!(serial = %serial, busaddr = %at, "board stopped answering on USB (reset or unplug); retrying in {delay:?} unless it is removed");
+            }
+            End::Failed(why) => {
+                tracing::warn!(serial = %serial, busaddr = %at, "worker stopped: {why}; restarting in {delay:?}");
+                b.last_error = Some(why);
+            }
+        }
+        self.report_status();
+    }
+
+    fn next_restart(&self) -> Option<Instant> {
+        self.boards
+            .values()
+            .filter_map(|b| match b.slot {
+                Slot::Waiting(t) => Some(t),
+                _ => None,
+            })
+            .min()
+    }
+
+    fn restart_due(&mut self) {
+        let now = Instant::now();
+        let due: Vec<BusAddr> = self
+            .boards
+            .iter()
+            .filter(|(_, b)| matches!(b.slot, Slot::Waiting(t) if t <= now))
+            .map(|(at, _)| *at)
+            .collect();
+        for at in due {
+            self.start(at);
+        }
+        self.report_status();
+    }
+
+    fn served(&self) -> usize {
+        self.boards.values().filter(|b| b.target.is_some()).count()
+    }
+
+    fn report_status(&mut self) {
+        let (served, total) = (self.served(), self.boards.len());
+        self.notify.status(served, total);
+    }
+
+    /// Every known board, ordered by bus address.
+    pub fn status(&self) -> Vec<BoardStatus> {
+        let now = Instant::now();
+        self.boards
+            .values()
+            .map(|b| {
+                let backend_error = b.backend.as_ref().and_then(|be| be.last_error.lock().ok().and_then(|e| e.clone()));
+                BoardStatus {
+                    busaddr: b.info.busaddr.to_string(),
+                    port_path: b.info.port_path.clone(),
+                    id: b.info.id.clone(),
+                    serial: b.info.serial.clone(),
+                    backend: b.target.as_ref().map(|t| t.backend.to_string()),
+                    state: match &b.slot {
+                        Slot::Ignored(reason) => BoardState::Ignored { reason: reason.clone() },
+                        Slot::Running => BoardState::Running,
+                        Slot::Waiting(t) => BoardState::Backoff { retry_in_ms: t.saturating_duration_since(now).as_millis() as u64 },
+                    },
+                    starts: b.starts,
+                    counters: b.counters.snapshot(),
+                    last_error: b.last_error.clone().or(backend_error),
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;
