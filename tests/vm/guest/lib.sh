@@ -1,0 +1,354 @@
+# shellcheck shell=bash
+# Guest-side helpers for the usb9pfsd VM rig. Sourced by guest/main.sh (and by
+# guest/shell.sh for `tests/vm/run --shell`); runs as root inside the virtme-ng
+# guest. Every wait here is bounded; nothing ever unbinds a UDC under a live
+# 9P mount (vm-rig notes, trap 3).
+#
+# Layout inside the guest:
+#   /run/rig/vm          tests/vm of the checkout (read-only)
+#   /run/rig/out         tests/vm/out of the checkout (read-write)
+#   /run/rig/out/.stage  usb9pfs.ko, p9_fwd.py, usb9pfsd, env.sh (made by tests/vm/run)
+#   $SC_OUT              /run/rig/out/<scenario>: logs, checks.txt, result
+
+RIG_VM=${RIG_VM:-/run/rig/vm}
+RIG_OUTROOT=${RIG_OUTROOT:-/run/rig/out}
+STAGE=${STAGE:-$RIG_OUTROOT/.stage}
+GADGETS=/sys/kernel/config/usb_gadget
+EXPORTS=/run/ex          # fresh tmpfs: diod cannot export overlayfs (trap 2)
+MNTROOT=/run/mnt
+LOCAL=/run/local         # guest-local scratch (tmpfs)
+
+# RIG_FWD selects the forwarder: usb9pfsd (default) or p9fwd (tools/usb/p9_fwd.py,
+# one process per board, used to prove the rig itself).
+RIG_FWD=${RIG_FWD:-usb9pfsd}
+USB9PFSD=${USB9PFSD:-$STAGE/usb9pfsd}
+P9FWD=${P9FWD:-$STAGE/p9_fwd.py}
+
+FAILED=0
+FIRST_FAILURE=""
+NCHECKS=0
+
+# ---------------------------------------------------------------- logging
+# Builtins only: every fork+exec costs ~0.1-0.3 s under TCG.
+log() {
+    local line
+    printf -v line '[%(%H:%M:%S)T +%ss] %s' -1 "$SECONDS" "$*"
+    printf '%s\n' "$line" >> "$SC_OUT/guest.log"
+    printf '%s\n' "$line" >&2
+}
+
+# persist(): make a file's content reach the host even if the guest dies next.
+# The rwdir is a 9p mount without cache, so writes already go straight to the
+# host; the sync is belt and braces for the result file only.
+persist() { sync "$@" 2>/dev/null || sync; }
+
+# write_result STATUS [REASON]  (STATUS = PASS | FAIL | SKIP). Written at once:
+# the guest's stdout only reaches the host if it shuts down cleanly (trap 4).
+write_result() {
+    local status=$1; shift
+    if [ $# -gt 0 ] && [ -n "$*" ]; then
+        printf '%s: %s\n' "$status" "$*" > "$SC_OUT/result"
+    else
+        printf '%s\n' "$status" > "$SC_OUT/result"
+    fi
+    persist "$SC_OUT/result"
+}
+
+# ok DESCRIPTION / bad DESCRIPTION: record one check (checks.txt is synced each time).
+ok()  { NCHECKS=$((NCHECKS + 1)); printf 'ok   %s\n' "$*" >> "$SC_OUT/checks.txt"; log "ok: $*"; }
+bad() {
+    NCHECKS=$((NCHECKS + 1)); FAILED=1
+    [ -n "$FIRST_FAILURE" ] || FIRST_FAILURE="$*"
+    printf 'FAIL %s\n' "$*" >> "$SC_OUT/checks.txt"; log "FAIL: $*"; persist "$SC_OUT/checks.txt"
+}
+# die REASON: fatal failure, stop the scenario here (main.sh writes the result).
+die() { bad "$*"; exit 1; }
+
+# expect_eq DESCRIPTION EXPECTED ACTUAL
+expect_eq() {
+    if [ "$2" == "$3" ]; then ok "$1"; else bad "$1 (expected '$2', got '$3')"; fi
+}
+# expect DESCRIPTION CMD...: the command must succeed.
+expect() { local d=$1; shift; if "$@"; then ok "$d"; else bad "$d (command failed: $*)"; fi; }
+# expect_not DESCRIPTION CMD...: the command must fail.
+expect_not() { local d=$1; shift; if "$@"; then bad "$d (command unexpectedly succeeded: $*)"; else ok "$d"; fi; }
+
+# wait_until SECONDS CMD...: poll CMD every 0.5 s, bounded.
+wait_until() {
+    local limit=$1; shift
+    local end=$(( $(date +%s) + limit ))
+    while ! "$@"; do
+        [ "$(date +%s)" -lt "$end" ] || return 1
+        sleep 0.5
+    done
+}
+
+sha() { sha256sum "$1" | cut -d' ' -f1; }
+
+# --------------------------------------------------------------- guest setup
+# rig_setup NUM_UDCS: network, configfs, dummy_hcd with NUM_UDCS UDCs, 9p, usb9pfs.
+rig_setup() {
+    local n=${1:-1}
+    mkdir -p "$SC_OUT" "$EXPORTS" "$MNTROOT" "$LOCAL"
+    ip link set lo up
+    modprobe configfs
+    mountpoint -q /sys/kernel/config || mount -t configfs none /sys/kernel/config
+    modprobe libcomposite
+    modprobe dummy_hcd num="$n"
+    modprobe 9pnet
+    modprobe 9p
+    grep -q '^usb9pfs ' /proc/modules || insmod "$STAGE/usb9pfs.ko"
+    grep -qw usbg /proc/filesystems 2>/dev/null || true
+    mountpoint -q "$EXPORTS" || mount -t tmpfs -o size=1200m none "$EXPORTS"
+    mountpoint -q "$LOCAL" || mount -t tmpfs -o size=300m none "$LOCAL"
+    wait_until 20 test -e "/sys/class/udc/dummy_udc.$((n - 1))" || die "dummy_udc.$((n - 1)) did not appear"
+    pgrep -x systemd-udevd >/dev/null || log "warning: systemd-udevd is not running"
+    log "setup: $n UDC(s), kernel $(uname -r), forwarder $RIG_FWD"
+}
+
+# ---------------------------------------------------------------- boards
+# A board is a configfs gadget NAME with one usb9pfs function instance TAG.
+declare -gA B_SERIAL=() B_ID=() B_TAG=() B_UDC=() B_MNT=() B_ANAME=() B_BACKEND=()
+
+# board_create NAME SERIAL VID:PID TAG UDC
+board_create() {
+    local name=$1 serial=$2 id=$3 tag=$4 udc=$5 g=$GADGETS/$1
+    mkdir "$g"
+    echo "0x${id%%:*}" > "$g/idVendor"
+    echo "0x${id##*:}" > "$g/idProduct"
+    mkdir "$g/strings/0x409"
+    echo "$serial" > "$g/strings/0x409/serialnumber"
+    echo "usb9pfsd-rig" > "$g/strings/0x409/manufacturer"
+    echo "rig board $name" > "$g/strings/0x409/product"
+    mkdir "$g/configs/c.1"
+    mkdir "$g/functions/usb9pfs.$tag"
+    ln -s "$g/functions/usb9pfs.$tag" "$g/configs/c.1/"
+    B_SERIAL[$name]=$serial B_ID[$name]=$id B_TAG[$name]=$tag B_UDC[$name]=$udc
+    B_MNT[$name]=$MNTROOT/$name
+    mkdir -p "${B_MNT[$name]}"
+    log "board $name: serial=$serial id=$id tag=$tag udc=$udc"
+}
+
+# board_set_serial NAME SERIAL (only while unplugged)
+board_set_serial() {
+    echo "$2" > "$GADGETS/$1/strings/0x409/serialnumber"
+    B_SERIAL[$1]=$2
+    log "board $1: serial now $2"
+}
+
+# host_dev_of SERIAL: print the host-side sysfs name (= port path, e.g. 1-1) of
+# the USB device with that serial; fail if none.
+host_dev_of() {
+    local d
+    for d in /sys/bus/usb/devices/*; do
+        case ${d##*/} in *:*|usb*) continue ;; esac
+        [ -r "$d/serial" ] || continue
+        if [ "$(cat "$d/serial" 2>/dev/null)" == "$1" ]; then echo "${d##*/}"; return 0; fi
+    done
+    return 1
+}
+host_dev_present() { host_dev_of "$1" >/dev/null; }
+host_dev_absent() { ! host_dev_of "$1" >/dev/null; }
+# busaddr_of SERIAL: BUS-ADDR as usb9pfsd logs it
+busaddr_of() {
+    local p; p=$(host_dev_of "$1") || return 1
+    echo "$(cat "/sys/bus/usb/devices/$p/busnum")-$(cat "/sys/bus/usb/devices/$p/devnum")"
+}
+
+# board_plug NAME: bind the gadget to its UDC and wait until the host side
+# enumerated it (its interface exists and udev has made the device node).
+board_plug() {
+    local name=$1 serial=${B_SERIAL[$1]} p
+    echo "${B_UDC[$name]}" > "$GADGETS/$name/UDC"
+    wait_until 30 host_dev_present "$serial" || die "board $name ($serial) did not enumerate on the host side"
+    p=$(host_dev_of "$serial")
+    wait_until 20 test -e "/sys/bus/usb/devices/$p:1.0" || die "board $name: interface $p:1.0 missing"
+    local node; node=$(printf '/dev/bus/usb/%03d/%03d' "$(cat "/sys/bus/usb/devices/$p/busnum")" "$(cat "/sys/bus/usb/devices/$p/devnum")")
+    wait_until 20 test -e "$node" || die "board $name: device node $node missing"
+    udevadm settle -t 10 2>/dev/null || true
+    log "board $name plugged: port $p, $node"
+}
+
+# board_unplug NAME: unbind the gadget from its UDC. Refuses (fatal) if the board
+# still has a 9P mount: unbinding under a live session wedges the guest (trap 3).
+board_unplug() {
+    local name=$1
+    if mountpoint -q "${B_MNT[$name]}"; then die "refusing to unbind board $name under a live 9P mount (trap 3)"; fi
+    if grep -q " ${B_MNT[$name]} " /proc/mounts; then die "refusing to unbind board $name: mount entry still present"; fi
+    echo "" > "$GADGETS/$name/UDC"
+    wait_until 30 host_dev_absent "${B_SERIAL[$name]}" || die "board $name did not disappear from the host side"
+    udevadm settle -t 10 2>/dev/null || true
+    log "board $name unplugged"
+}
+
+# board_mount NAME ANAME [SECONDS]: board-side mount, killed if it hangs (trap 5).
+board_mount() {
+    local name=$1 aname=$2 t=${3:-90} rc=0
+    B_ANAME[$name]=$aname
+    timeout -s KILL "$t" mount -t 9p -o "trans=usbg,aname=$aname" "${B_TAG[$name]}" "${B_MNT[$name]}" \
+        2>>"$SC_OUT/guest.log" || rc=$?
+    if [ "$rc" -eq 0 ]; then log "board $name mounted $aname on ${B_MNT[$name]}"; else log "board $name: mount failed rc=$rc"; fi
+    return "$rc"
+}
+
+# board_mount_retry NAME ANAME TOTAL_SECONDS: retry a failing mount (e.g. while
+# the forwarder re-enumerates the board or the backend comes back).
+board_mount_retry() {
+    local name=$1 aname=$2 total=${3:-30} end
+    end=$(( $(date +%s) + total ))
+    while :; do
+        board_mount "$name" "$aname" 60 && return 0
+        [ "$(date +%s)" -lt "$end" ] || return 1
+        sleep 2
+    done
+}
+
+# board_umount NAME [SECONDS]: bounded umount; fails if the mount is still there.
+board_umount() {
+    local name=$1 t=${2:-60} rc=0
+    mountpoint -q "${B_MNT[$name]}" || return 0
+    timeout -s KILL "$t" umount "${B_MNT[$name]}" 2>>"$SC_OUT/guest.log" || rc=$?
+    if mountpoint -q "${B_MNT[$name]}"; then log "board $name: umount failed rc=$rc"; return 1; fi
+    log "board $name unmounted"
+}
+
+# board_reset NAME [NEW_SERIAL]: what a real board reset looks like from the
+# host: the board's mount goes away (bounded umount), the device disconnects,
+# comes back (optionally with another serial) and the board mounts again.
+board_reset_unplug() {
+    local name=$1
+    board_umount "$name" || die "board $name: umount before reset failed; not unbinding (trap 3)"
+    board_unplug "$name"
+}
+
+# ----------------------------------------------------------------- backends
+declare -gA DIOD_PID=() DIOD_PORT=() DIOD_EXPORT=()
+
+# diod_start NAME PORT EXPORT_DIR: diod on 127.0.0.1:PORT exporting a tmpfs dir
+diod_start() {
+    local name=$1 port=$2 ex=$3
+    mkdir -p "$ex"
+    diod -f -n -d 0 -c /dev/null -L stderr -l "127.0.0.1:$port" -e "$ex" >>"$SC_OUT/diod-$name.log" 2>&1 &
+    DIOD_PID[$name]=$! DIOD_PORT[$name]=$port DIOD_EXPORT[$name]=$ex
+    wait_until 30 port_listening "$port" || die "diod $name did not listen on port $port"
+    log "diod $name: pid ${DIOD_PID[$name]} port $port export $ex"
+}
+port_listening() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q LISTEN; }
+diod_kill() {
+    local name=$1 pid=${DIOD_PID[$1]}
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    wait_until 10 sh -c "! kill -0 $pid 2>/dev/null" || true
+    log "diod $name killed"
+}
+
+# ---------------------------------------------------------------- forwarder
+# The scenarios talk to the forwarder only through these functions, so the
+# same scenario runs against usb9pfsd or (for proving the rig) p9_fwd.py.
+#
+# fwd_write_config FILE [DEFAULT_BACKEND]: one [[board]] per entry of B_BACKEND
+# (board NAME -> "127.0.0.1:PORT"), mapped by the board's current serial, plus
+# FWD_EXTRA_CONFIG appended verbatim.
+FWD_CONFIG=""
+FWD_EXTRA_CONFIG=""
+declare -gA FWD_MAP_SERIAL=()   # extra serial -> backend entries (e.g. a board's alternate serial)
+fwd_write_config() {
+    local f=$1 def=${2:-} name s
+    {
+        echo "# written by tests/vm/guest/lib.sh"
+        if [ -n "$def" ]; then printf '[defaults]\nbackend = "%s"\n\n' "$def"; fi
+        for name in "${!B_BACKEND[@]}"; do
+            printf '[[board]]\nserial = "%s"\nbackend = "%s"\n\n' "${B_SERIAL[$name]}" "${B_BACKEND[$name]}"
+        done
+        for s in "${!FWD_MAP_SERIAL[@]}"; do
+            printf '[[board]]\nserial = "%s"\nbackend = "%s"\n\n' "$s" "${FWD_MAP_SERIAL[$s]}"
+        done
+        printf '%s\n' "$FWD_EXTRA_CONFIG"
+    } > "$f"
+    FWD_CONFIG=$f
+    cp "$f" "$SC_OUT/usb9pfsd.toml"
+}
+
+FWD_PID=""
+declare -gA P9FWD_PID=()
+
+# fwd_start: start the forwarder for all boards in B_BACKEND.
+fwd_start() {
+    case $RIG_FWD in
+    usb9pfsd)
+        [ -n "$FWD_CONFIG" ] || fwd_write_config "$LOCAL/usb9pfsd.toml"
+        "$USB9PFSD" run --config "$FWD_CONFIG" ${USB9PFSD_VERBOSE:--v} >>"$SC_OUT/usb9pfsd.log" 2>&1 &
+        FWD_PID=$!
+        sleep 1
+        kill -0 "$FWD_PID" 2>/dev/null || die "usb9pfsd run exited at once: $(tail -5 "$SC_OUT/usb9pfsd.log" | tr '\n' ' ')"
+        log "usb9pfsd run: pid $FWD_PID config $FWD_CONFIG"
+        ;;
+    p9fwd)
+        local name
+        for name in "${!B_BACKEND[@]}"; do
+            if host_dev_present "${B_SERIAL[$name]}"; then p9fwd_start_board "$name"; fi
+        done
+        ;;
+    *) die "unknown RIG_FWD=$RIG_FWD" ;;
+    esac
+}
+
+p9fwd_start_board() {
+    local name=$1 serial=${B_SERIAL[$1]} be port path
+    be=${FWD_MAP_SERIAL[$serial]:-${B_BACKEND[$name]}}
+    port=${be##*:}
+    path=$(host_dev_of "$serial") || die "p9fwd: board $name not present"
+    python3 "$P9FWD" --id "${B_ID[$name]}" --path "$path" connect -s 127.0.0.1 -p "$port" \
+        >>"$SC_OUT/p9fwd-$name.log" 2>&1 &
+    P9FWD_PID[$name]=$!
+    log "p9_fwd.py for board $name: pid ${P9FWD_PID[$name]} path $path -> $be"
+}
+p9fwd_stop_board() {
+    local pid=${P9FWD_PID[$1]:-}
+    [ -n "$pid" ] || return 0
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    P9FWD_PID[$1]=""
+}
+
+# fwd_board_unplugged NAME / fwd_board_plugged NAME: hotplug hooks. usb9pfsd
+# follows udev itself; p9_fwd.py handles one device for its lifetime and is
+# restarted.
+fwd_board_unplugged() { [ "$RIG_FWD" != p9fwd ] || p9fwd_stop_board "$1"; }
+fwd_board_plugged() { [ "$RIG_FWD" != p9fwd ] || p9fwd_start_board "$1"; }
+
+fwd_alive() {
+    case $RIG_FWD in
+    usb9pfsd) [ -n "$FWD_PID" ] && kill -0 "$FWD_PID" 2>/dev/null ;;
+    p9fwd) local p; for p in "${P9FWD_PID[@]}"; do [ -z "$p" ] || kill -0 "$p" 2>/dev/null || return 1; done ;;
+    esac
+}
+fwd_stop() {
+    if [ -n "$FWD_PID" ]; then kill -TERM "$FWD_PID" 2>/dev/null || true
+        wait_until 10 sh -c "! kill -0 $FWD_PID 2>/dev/null" || kill -KILL "$FWD_PID" 2>/dev/null || true
+        wait "$FWD_PID" 2>/dev/null || true; FWD_PID=""; fi
+    local n; for n in "${!P9FWD_PID[@]}"; do p9fwd_stop_board "$n"; done
+}
+# fd / thread counts of the usb9pfsd process
+fwd_fds() { ls "/proc/$FWD_PID/fd" 2>/dev/null | wc -l; }
+fwd_threads() { ls "/proc/$FWD_PID/task" 2>/dev/null | wc -l; }
+# fwd_log_count REGEX: lines of the daemon log matching an extended regex
+fwd_log_count() { grep -cE -- "$1" "$SC_OUT/usb9pfsd.log" 2>/dev/null || true; }
+
+requires_usb9pfsd() {
+    if [ "$RIG_FWD" != usb9pfsd ]; then
+        write_result SKIP "needs usb9pfsd (RIG_FWD=$RIG_FWD)"
+        exit 0
+    fi
+}
+
+# ---------------------------------------------------------------- teardown
+# Unmount everything the board side mounted (bounded); never unbinds a UDC.
+rig_teardown() {
+    local name
+    for name in "${!B_MNT[@]}"; do
+        mountpoint -q "${B_MNT[$name]}" 2>/dev/null && { board_umount "$name" 30 || log "teardown: umount of board $name failed"; }
+    done
+    fwd_stop 2>/dev/null || true
+    local d; for d in "${!DIOD_PID[@]}"; do kill -KILL "${DIOD_PID[$d]}" 2>/dev/null || true; done
+}

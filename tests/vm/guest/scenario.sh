@@ -1,0 +1,34 @@
+#!/bin/bash
+# Runs one scenario inside the guest: scenario.sh NAME
+# Sources lib.sh and scenarios/NAME.sh, calls scenario_main, and writes the
+# result (PASS unless a check failed) before tearing down.
+set -uo pipefail
+SCENARIO=$1
+# shellcheck source=/dev/null
+. /run/rig/out/.stage/env.sh
+SC_OUT=$RIG_OUTROOT/$SCENARIO
+# shellcheck source=lib.sh
+. "$RIG_VM/guest/lib.sh"
+[ -f "$RIG_VM/guest/scenarios/$SCENARIO.sh" ] || { write_result FAIL "no such scenario: $SCENARIO"; exit 1; }
+# shellcheck source=/dev/null
+. "$RIG_VM/guest/scenarios/$SCENARIO.sh"
+
+finish() {
+    local rc=$?
+    if [ ! -s "$SC_OUT/result" ]; then
+        # a check may have failed in a subshell: checks.txt is the record
+        if [ -z "$FIRST_FAILURE" ] && grep -q '^FAIL' "$SC_OUT/checks.txt"; then
+            FAILED=1; FIRST_FAILURE=$(grep -m1 '^FAIL' "$SC_OUT/checks.txt" | cut -c6-)
+        fi
+        if [ "$FAILED" -ne 0 ]; then write_result FAIL "$FIRST_FAILURE"
+        elif [ "$rc" -ne 0 ]; then write_result FAIL "scenario script error (rc=$rc), see guest.log"
+        elif [ "$NCHECKS" -eq 0 ]; then write_result FAIL "no checks ran"
+        else write_result PASS "$NCHECKS checks"; fi
+    fi
+    log "result: $(cat "$SC_OUT/result")"
+    rig_teardown
+}
+trap finish EXIT
+: > "$SC_OUT/checks.txt"
+log "scenario $SCENARIO starts (forwarder: $RIG_FWD)"
+scenario_main
