@@ -133,7 +133,7 @@ impl Config {
             line: 0,
             column: 0,
             message: format!(
-                "cannot read the config file: {e} (start from config.example.toml, installed as /usr/share/doc/usb9pfsd/config.example.toml, or pass --config PATH)"
+                "cannot read the config file: {e} (start from config.example.toml, installed as /usr/share/doc/usb9pfsd/examples/config.example.toml, or pass --config PATH)"
             ),
         })?;
         Config::parse(&text, path)

@@ -147,11 +147,13 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
             }
         }
         tracing::trace!(target: "usb9pfsd::wire", "server → board {}", Decoded(r));
+        // Counted before the transfer: once the board has the reply, anyone
+        // it tells must already see the count.
+        counters.r_messages.fetch_add(1, Ordering::Relaxed);
+        counters.r_bytes.fetch_add(r_len as u64, Ordering::Relaxed);
         if let Err(e) = pipe::send_message(pipe, r, limits.board_buflen) {
             return usb_exit(e);
         }
-        counters.r_messages.fetch_add(1, Ordering::Relaxed);
-        counters.r_bytes.fetch_add(r_len as u64, Ordering::Relaxed);
     }
 }
 
@@ -166,9 +168,8 @@ fn reply_error<P: UsbPipe + ?Sized>(
 ) -> Result<(), Exit> {
     let n = frame::error_reply(buf, s.dialect, tag, errno);
     tracing::trace!(target: "usb9pfsd::wire", "usb9pfsd → board {} errno={errno}", Decoded(&buf[..n]));
-    pipe::send_message(pipe, &buf[..n], limits.board_buflen).map_err(usb_exit)?;
     counters.error_replies.fetch_add(1, Ordering::Relaxed);
-    Ok(())
+    pipe::send_message(pipe, &buf[..n], limits.board_buflen).map_err(usb_exit)
 }
 
 fn usb_exit(e: UsbError) -> Exit {

@@ -134,6 +134,11 @@ impl<S: Spawn> Supervisor<S> {
                     continue;
                 }
             };
+            // Restarts that fell due while the input waited come first, so
+            // the input (a status query, say) sees them.
+            if self.next_restart().is_some_and(|t| t <= Instant::now()) {
+                self.restart_due();
+            }
             match input {
                 Some(Input::Hotplug(ev)) => self.on_hotplug(ev),
                 Some(Input::Worker(r)) => self.on_report(r),

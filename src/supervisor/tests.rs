@@ -1,1 +1,306 @@
+//! The supervisor's state machine driven by a fake event source (the input
+//! channel) and a recording spawner. Time is tokio's paused clock: backoff is
+//! checked by advancing it, and every check is a status query answered in
+//! order after the inputs before it — no sleeps.
 
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::*;
+use crate::board::usb_id;
+use crate::status::BoardState;
+
+type Jobs = Arc<Mutex<Vec<Job>>>;
+
+struct Recorder {
+    jobs: Jobs,
+    fail: Arc<Mutex<bool>>,
+}
+
+impl Spawn for Recorder {
+    fn spawn(&mut self, job: Job) -> Result<(), String> {
+        if *self.fail.lock().expect("lock") {
+            return Err("no threads left".into());
+        }
+        self.jobs.lock().expect("lock").push(job);
+        Ok(())
+    }
+}
+
+#[derive(Default, Clone)]
+struct Notes(Arc<Mutex<Vec<String>>>);
+
+impl Notify for Notes {
+    fn ready(&mut self, served: usize) {
+        self.0.lock().expect("lock").push(format!("ready {served}"));
+    }
+    fn status(&mut self, served: usize, total: usize) {
+        self.0.lock().expect("lock").push(format!("status {served}/{total}"));
+    }
+}
+
+struct Rig {
+    tx: mpsc::UnboundedSender<Input>,
+    jobs: Jobs,
+    fail_spawn: Arc<Mutex<bool>>,
+    notes: Notes,
+}
+
+const CONFIG: &str = r#"
+[[board]]
+serial = "A"
+backend = "127.0.0.1:5640"
+[[board]]
+serial = "B"
+backend = "127.0.0.1:5641"
+[[board]]
+serial = "A2"
+backend = "127.0.0.1:5642"
+"#;
+
+fn rig(config: &str) -> Rig {
+    let config = Config::parse(config, Path::new("t.toml")).expect("config");
+    let (tx, rx) = mpsc::unbounded_channel();
+    let jobs = Jobs::default();
+    let fail_spawn = Arc::new(Mutex::new(false));
+    let notes = Notes::default();
+    let sup = Supervisor::new(
+        config,
+        Recorder { jobs: jobs.clone(), fail: fail_spawn.clone() },
+        Box::new(notes.clone()),
+        tx.clone(),
+    );
+    tokio::spawn(sup.run(rx));
+    Rig { tx, jobs, fail_spawn, notes }
+}
+
+fn gadget(serial: &str, bus: u8, addr: u8) -> GadgetInfo {
+    GadgetInfo {
+        busaddr: BusAddr { bus, addr },
+        bus,
+        address: addr,
+        port_path: format!("{bus}-1"),
+        vid: 0x1d6b,
+        pid: 0x0109,
+        id: usb_id(0x1d6b, 0x0109),
+        serial: Some(serial.into()),
+        manufacturer: None,
+        product: None,
+        interface: 0,
+    }
+}
+
+impl Rig {
+    fn send(&self, ev: HotplugEvent) {
+        self.tx.send(Input::Hotplug(ev)).expect("supervisor alive");
+    }
+
+    async fn status(&self) -> Vec<BoardStatus> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Input::Status(reply)).expect("supervisor alive");
+        rx.await.expect("status")
+    }
+
+    async fn board(&self, busaddr: &str) -> Option<BoardStatus> {
+        self.status().await.into_iter().find(|b| b.busaddr == busaddr)
+    }
+
+    fn spawned(&self) -> usize {
+        self.jobs.lock().expect("lock").len()
+    }
+
+    /// Ends the i-th worker once the supervisor has caught up with every
+    /// input sent before (the status round trip is the synchronisation).
+    async fn end(&self, i: usize, end: End) {
+        let _ = self.status().await;
+        let reporter = self.jobs.lock().expect("lock")[i].reporter.clone();
+        reporter.send(WorkerEvent::Ended(end));
+        let _ = self.status().await;
+    }
+}
+
+fn state(b: &Option<BoardStatus>) -> BoardState {
+    b.as_ref().expect("board listed").state.clone()
+}
+
+#[tokio::test(start_paused = true)]
+async fn coldplug_serves_known_boards_and_leaves_unknown_alone() {
+    let r = rig(CONFIG);
+    r.send(HotplugEvent::Present(gadget("A", 1, 2)));
+    r.send(HotplugEvent::Present(gadget("stranger", 2, 2)));
+    r.send(HotplugEvent::Present(gadget("A", 1, 2))); // bind after add: no second worker
+    r.send(HotplugEvent::ColdplugDone);
+    let s = r.status().await;
+    assert_eq!(s.len(), 2);
+    assert_eq!(s[0].state, BoardState::Running);
+    assert_eq!(s[0].backend.as_deref(), Some("127.0.0.1:5640"));
+    assert_eq!(s[0].starts, 1);
+    assert!(matches!(&s[1].state, BoardState::Ignored { reason } if reason.contains("no backend")));
+    assert_eq!(s[1].backend, None);
+    assert_eq!(r.spawned(), 1, "the unknown board is not claimed");
+    let notes = r.notes.0.lock().expect("lock").clone();
+    assert!(notes.contains(&"ready 1".to_string()), "{notes:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn removal_forgets_the_board_and_a_reenumerated_board_gets_a_fresh_worker() {
+    let r = rig(CONFIG);
+    r.send(HotplugEvent::Present(gadget("A", 1, 2)));
+    r.send(HotplugEvent::Gone(BusAddr { bus: 1, addr: 2 }));
+    assert!(r.status().await.is_empty());
+    // Same serial, new address: a reset or re-enumeration.
+    r.send(HotplugEvent::Present(gadget("A", 1, 3)));
+    assert_eq!(state(&r.board("001-003").await), BoardState::Running);
+    assert_eq!(r.spawned(), 2);
+    let jobs = r.jobs.lock().expect("lock");
+    let (a, b) = (Arc::as_ptr(&jobs[0].backends) as *const (), Arc::as_ptr(&jobs[1].backends) as *const ());
+    assert_ne!(a, b, "a fresh backend for the new enumeration");
+    // Reports from the worker of the removed enumeration change nothing.
+    drop(jobs);
+    r.end(0, End::Failed("late".into())).await;
+    assert_eq!(state(&r.board("001-003").await), BoardState::Running);
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_workers_restart_with_capped_exponential_backoff() {
+    let r = rig(CONFIG);
+    r.send(HotplugEvent::Present(gadget("A", 1, 2)));
+    let mut expected = Vec::new();
+    let mut seen = Vec::new();
+    for i in 0..8 {
+        r.end(i, End::Failed(format!("failure {i}"))).await;
+        let b = r.board("001-002").await.expect("listed");
+        let BoardState::Backoff { retry_in_ms } = b.state else { panic!("{:?}", b.state) };
+        assert_eq!(b.last_error.as_deref(), Some(format!("failure {i}").as_str()));
+        seen.push(retry_in_ms);
+        expected.push((500u64 << i).min(30_000));
+        tokio::time::advance(Duration::from_millis(retry_in_ms - 1)).await;
+        assert_eq!(r.spawned(), i + 1, "not restarted before the delay");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        let b = r.board("001-002").await.expect("listed");
+        assert_eq!(b.state, BoardState::Running);
+        assert_eq!(b.starts, i as u64 + 2);
+    }
+    assert_eq!(seen, expected);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_that_served_starts_the_backoff_afresh() {
+    let r = rig(CONFIG);
+    r.send(HotplugEvent::Present(gadget("A", 1, 2)));
+    r.end(0, End::Failed("one".into())).await;
+    tokio::time::advance(Duration::from_millis(500)).await;
+    assert_eq!(state(&r.board("001-002").await), BoardState::Running);
+    let _ = r.status().await;
+    r.jobs.lock().expect("lock")[1].counters.r_messages.fetch_add(3, Ordering::Relaxed);
+    r.end(1, End::Failed("two".into())).await;
+    assert_eq!(state(&r.board("001-002").await), BoardState::Backoff { retry_in_ms: 500 });
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_boards_trouble_never_touches_another() {
+    let r = rig(CONFIG);
+    r.send(HotplugEvent::Present(gadget("A", 1, 2)));
+    r.send(HotplugEvent::Present(gadget("B", 2, 2)));
+    r.end(0, End::Failed("USB error".into())).await;
+    r.end(0, End::Gone).await;
+    let s = r.status().await;
+    assert!(matches!(s[0].state, BoardState::Backoff { .. }));
+    assert_eq!((s[1].state.clone(), s[1].starts, s[1].last_error.clone()), (BoardState::Running, 1, None));
+}
+
+#[tokio::test(start_paused = true)]
+async fn removal_during_backoff_cancels_the_restart() {
+    let r = rig(CONFIG);
+    r.send(HotplugEvent::Present(gadget("A", 1, 2)));
+    r.end(0, End::Gone).await;
+    assert!(matches!(state(&r.board("001-002").await), BoardState::Backoff { .. }));
+    r.send(HotplugEvent::Gone(BusAddr { bus: 1, addr: 2 }));
+    assert!(r.status().await.is_empty());
+    tokio::time::advance(Duration::from_secs(60)).await;
+    assert!(r.status().await.is_empty());
+    assert_eq!(r.spawned(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn spawn_failure_is_a_failure_with_backoff() {
+    let r = rig(CONFIG);
+    *r.fail_spawn.lock().expect("lock") = true;
+    r.send(HotplugEvent::Present(gadget("A", 1, 2)));
+    let b = r.board("001-002").await.expect("listed");
+    assert_eq!(b.state, BoardState::Backoff { retry_in_ms: 500 });
+    assert_eq!(b.last_error.as_deref(), Some("no threads left"));
+    *r.fail_spawn.lock().expect("lock") = false;
+    tokio::time::advance(Duration::from_millis(500)).await;
+    assert_eq!(state(&r.board("001-002").await), BoardState::Running);
+}
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unknown_board_is_logged_once_across_replugs() {
+    let out = Captured::default();
+    let writer = out.clone();
+    let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let r = rig(CONFIG);
+    for addr in 2..6 {
+        r.send(HotplugEvent::Present(gadget("stranger", 3, addr)));
+        r.send(HotplugEvent::Present(gadget("stranger", 3, addr)));
+        r.send(HotplugEvent::Gone(BusAddr { bus: 3, addr }));
+    }
+    r.send(HotplugEvent::Present(gadget("A", 1, 2)));
+    let _ = r.status().await;
+    let text = String::from_utf8(out.0.lock().expect("lock").clone()).expect("utf8");
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("no backend")).collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert!(lines[0].contains("serial=stranger") && lines[0].contains("busaddr=003-002"), "{}", lines[0]);
+    assert!(text.lines().any(|l| l.contains("board found") && l.contains("serial=A")), "{text}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn allow_list_and_defaults_apply() {
+    let r = rig("[daemon]\nallow_ids = [\"1d6b:0109\"]\n[defaults]\nbackend = \"127.0.0.1:1\"\n");
+    let mut other = gadget("x", 1, 2);
+    other.vid = 0x0525;
+    other.id = usb_id(0x0525, 0x0109);
+    r.send(HotplugEvent::Present(other));
+    r.send(HotplugEvent::Present(gadget("y", 1, 3)));
+    let s = r.status().await;
+    assert!(matches!(&s[0].state, BoardState::Ignored { reason } if reason.contains("allow_ids")));
+    assert_eq!(s[1].backend.as_deref(), Some("127.0.0.1:1"));
+    assert_eq!(r.spawned(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_returns() {
+    let config = Config::parse(CONFIG, Path::new("t.toml")).expect("config");
+    let (tx, rx) = mpsc::unbounded_channel();
+    let jobs = Jobs::default();
+    let sup = Supervisor::new(
+        config,
+        Recorder { jobs: jobs.clone(), fail: Arc::default() },
+        Box::new(Silent),
+        tx.clone(),
+    );
+    tx.send(Input::Hotplug(HotplugEvent::Present(gadget("A", 1, 2)))).expect("send");
+    tx.send(Input::Shutdown).expect("send");
+    sup.run(rx).await;
+    assert_eq!(jobs.lock().expect("lock").len(), 1);
+}

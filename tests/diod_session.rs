@@ -1,0 +1,273 @@
+//! Host integration: a real diod on loopback, a worker carrying a real
+//! 9P2000.L session from an in-memory board (Tversion, Tattach, Twalk, Tlopen,
+//! Tread of a known file, Tclunk), then a remount, then the server dying.
+//! Needs the `diod` binary (Debian package diod); fails loudly without it.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use usb9pfsd::board::{usb_id, BusAddr, GadgetInfo};
+use usb9pfsd::forward::Limits;
+use usb9pfsd::reconnect::BoardBackend;
+use usb9pfsd::sim::{self, Board};
+use usb9pfsd::status::Counters;
+use usb9pfsd::worker::{self, End, Job, Reporter};
+
+const NOFID: u32 = u32::MAX;
+
+struct Diod {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Diod {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn diod_binary() -> PathBuf {
+    for p in ["/usr/sbin/diod", "/usr/bin/diod"] {
+        if Path::new(p).exists() {
+            return p.into();
+        }
+    }
+    panic!("diod is not installed: apt-get install diod (the test command installs it)");
+}
+
+/// Starts diod exporting `export` and waits (bounded) until it listens.
+fn start_diod(export: &Path) -> Diod {
+    let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let child = Command::new(diod_binary())
+        .args(["-f", "-n", "-d", "0", "-L", "stderr", "-l"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("-e")
+        .arg(export)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start diod");
+    let diod = Diod { child, port };
+    // Readiness of an external process: probe its port, bounded.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "diod did not listen on port {port} within 10 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    diod
+}
+
+/// Builds 9P messages the way a board's kernel would.
+struct Msg(Vec<u8>);
+
+impl Msg {
+    fn new(kind: u8, tag: u16) -> Msg {
+        let mut v = vec![0, 0, 0, 0, kind];
+        v.extend_from_slice(&tag.to_le_bytes());
+        Msg(v)
+    }
+    fn u16(mut self, x: u16) -> Msg {
+        self.0.extend_from_slice(&x.to_le_bytes());
+        self
+    }
+    fn u32(mut self, x: u32) -> Msg {
+        self.0.extend_from_slice(&x.to_le_bytes());
+        self
+    }
+    fn u64(mut self, x: u64) -> Msg {
+        self.0.extend_from_slice(&x.to_le_bytes());
+        self
+    }
+    fn s(self, s: &str) -> Msg {
+        let mut m = self.u16(s.len() as u16);
+        m.0.extend_from_slice(s.as_bytes());
+        m
+    }
+    fn done(mut self) -> Vec<u8> {
+        let n = self.0.len() as u32;
+        self.0[..4].copy_from_slice(&n.to_le_bytes());
+        self.0
+    }
+}
+
+/// Sends a T-message and returns the reply after checking type and tag.
+fn rpc(board: &Board, t: Vec<u8>, want_type: u8) -> Vec<u8> {
+    board.send(&t);
+    let r = board.recv();
+    let size = u32::from_le_bytes([r[0], r[1], r[2], r[3]]) as usize;
+    assert_eq!(size, r.len(), "reply size field matches the transfer");
+    assert_eq!(&r[5..7], &t[5..7], "reply carries the request's tag");
+    assert_eq!(r[4], want_type, "reply type for T-type {} (Rlerror is 7): {:?}", t[4], &r[..r.len().min(16)]);
+    r
+}
+
+fn errno_of(r: &[u8]) -> u32 {
+    assert_eq!(r[4], 7, "an Rlerror");
+    u32::from_le_bytes([r[7], r[8], r[9], r[10]])
+}
+
+fn gadget() -> GadgetInfo {
+    GadgetInfo {
+        busaddr: BusAddr { bus: 1, addr: 2 },
+        bus: 1,
+        address: 2,
+        port_path: "1-1".into(),
+        vid: 0x1d6b,
+        pid: 0x0109,
+        id: usb_id(0x1d6b, 0x0109),
+        serial: Some("ITEST".into()),
+        manufacturer: None,
+        product: None,
+        interface: 0,
+    }
+}
+
+/// Deterministic file content (xorshift), so failures are reproducible.
+fn content(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn mount(board: &Board, export: &Path, msize: u32) {
+    let r = rpc(board, Msg::new(100, 0xffff).u32(msize).s("9P2000.L").done(), 101);
+    let negotiated = u32::from_le_bytes([r[7], r[8], r[9], r[10]]);
+    assert!(negotiated <= msize && negotiated >= 4096, "msize {negotiated}");
+    let aname = export.to_str().expect("utf8 path");
+    rpc(board, Msg::new(104, 1).u32(1).u32(NOFID).s("root").s(aname).u32(0).done(), 105);
+}
+
+#[test]
+fn real_9p_session_through_a_worker_to_diod() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let export = dir.path().canonicalize().expect("canon");
+    let data = content(300_000);
+    std::fs::write(export.join("data.bin"), &data).expect("write file");
+    let diod = start_diod(&export);
+
+    let (host, board) = sim::gadget(512, 16384);
+    let counters = Arc::new(Counters::default());
+    let backend = Arc::new(BoardBackend::new(format!("127.0.0.1:{}", diod.port).parse().expect("addr")));
+    let (end_tx, end_rx) = std::sync::mpsc::channel();
+    let job = Job {
+        info: gadget(),
+        backends: backend.clone(),
+        counters: counters.clone(),
+        limits: Limits { max_frame: 1 << 20, board_buflen: 16384 },
+        reporter: Reporter { busaddr: BusAddr { bus: 1, addr: 2 }, generation: 1, sink: Arc::new(|_| {}) },
+    };
+    let worker = std::thread::spawn(move || {
+        let mut host = host;
+        let end = worker::serve(&mut host, &job);
+        let _ = end_tx.send(end);
+    });
+
+    mount(&board, &export, 16384);
+    rpc(&board, Msg::new(110, 2).u32(1).u32(2).u16(1).s("data.bin").done(), 111);
+    rpc(&board, Msg::new(12, 3).u32(2).u32(0).done(), 13);
+    // Reads whose replies (11-byte header + data) land on, just below and
+    // just above packet multiples, then large ones up to msize.
+    let counts = [501u32, 500, 502, 1013, 1012, 1014, 8181, 16384 - 24];
+    let mut got = Vec::new();
+    let mut i = 0;
+    loop {
+        let count = counts[i % counts.len()];
+        i += 1;
+        let r = rpc(&board, Msg::new(116, 4).u32(2).u64(got.len() as u64).u32(count).done(), 117);
+        let n = u32::from_le_bytes([r[7], r[8], r[9], r[10]]) as usize;
+        assert_eq!(r.len(), 11 + n);
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&r[11..]);
+    }
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "file bytes read through the worker match the server's file");
+    rpc(&board, Msg::new(120, 5).u32(2).done(), 121);
+    assert_eq!(board.empty_receives(), 0, "no ZLP leaked into a later receive");
+
+    // umount + mount without replug: a new Tversion, a fresh server session.
+    mount(&board, &export, 8192);
+    rpc(&board, Msg::new(110, 6).u32(1).u32(3).u16(1).s("data.bin").done(), 111);
+    assert_eq!(counters.snapshot().sessions, 2);
+
+    // The server dies mid-session: the pending request is answered with EIO
+    // (same tag) instead of leaving the board waiting; so are later ones.
+    drop(diod);
+    let r = rpc(&board, Msg::new(12, 7).u32(3).u32(0).done(), 7);
+    assert_eq!(errno_of(&r), 5);
+    let r = rpc(&board, Msg::new(120, 8).u32(3).done(), 7);
+    assert_eq!(errno_of(&r), 5);
+    // A new mount while the server is down fails at once with ECONNREFUSED.
+    let r = rpc(&board, Msg::new(100, 0xffff).u32(8192).s("9P2000.L").done(), 7);
+    assert_eq!(errno_of(&r), libc::ECONNREFUSED as u32);
+    let snap = counters.snapshot();
+    assert_eq!((snap.backend_failures, snap.error_replies), (1, 3));
+    assert!(backend.last_error.lock().expect("lock").as_deref().is_some_and(|e| e.contains("cannot connect")));
+
+    // Unplug: the worker ends and says the board is gone.
+    drop(board);
+    assert_eq!(end_rx.recv_timeout(Duration::from_secs(20)).expect("worker ended"), End::Gone);
+    worker.join().expect("worker thread");
+}
+
+#[test]
+fn server_coming_back_serves_a_new_mount() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let export = dir.path().canonicalize().expect("canon");
+    std::fs::write(export.join("marker"), b"back").expect("write");
+    // Reserve a port, leave it closed: the first mount is refused.
+    let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("a").port();
+    let (host, board) = sim::gadget(512, 16384);
+    let backend = Arc::new(BoardBackend::new(format!("127.0.0.1:{port}").parse().expect("addr")));
+    let job = Job {
+        info: gadget(),
+        backends: backend,
+        counters: Arc::new(Counters::default()),
+        limits: Limits { max_frame: 1 << 20, board_buflen: 16384 },
+        reporter: Reporter { busaddr: BusAddr { bus: 1, addr: 2 }, generation: 1, sink: Arc::new(|_| {}) },
+    };
+    let worker = std::thread::spawn(move || {
+        let mut host = host;
+        worker::serve(&mut host, &job)
+    });
+    let r = rpc(&board, Msg::new(100, 0xffff).u32(16384).s("9P2000.L").done(), 7);
+    assert_eq!(errno_of(&r), libc::ECONNREFUSED as u32);
+
+    let child = Command::new(diod_binary())
+        .args(["-f", "-n", "-d", "0", "-L", "stderr", "-l"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("-e")
+        .arg(&export)
+        .spawn()
+        .expect("diod");
+    let _diod = Diod { child, port };
+    // Mount retries, as a person or a boot script would, bounded.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        board.send(&Msg::new(100, 0xffff).u32(16384).s("9P2000.L").done());
+        let r = board.recv();
+        if r[4] == 101 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "server back but mounts still fail");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let aname = export.to_str().expect("utf8");
+    rpc(&board, Msg::new(104, 1).u32(1).u32(NOFID).s("root").s(aname).u32(0).done(), 105);
+    rpc(&board, Msg::new(110, 2).u32(1).u32(2).u16(1).s("marker").done(), 111);
+    rpc(&board, Msg::new(12, 3).u32(2).u32(0).done(), 13);
+    let r = rpc(&board, Msg::new(116, 4).u32(2).u64(0).u32(100).done(), 117);
+    assert_eq!(&r[11..], b"back");
+    drop(board);
+    assert_eq!(worker.join().expect("join"), End::Gone);
+}
