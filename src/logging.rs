@@ -3,6 +3,8 @@
 //! line per 9P message (target `usb9pfsd::wire`). RUST_LOG overrides both.
 //! It must never panic: with no journal, it falls back to stderr.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::EnvFilter;
 
@@ -24,6 +26,12 @@ pub fn init(verbose: u8) {
         }
     }
     registry
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(false)
+                // Colour only for people: logs captured to files stay greppable.
+                .with_ansi(std::io::stderr().is_terminal()),
+        )
         .init();
 }

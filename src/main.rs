@@ -35,7 +35,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e}");
+            // stderr reaches the journal too when systemd runs us.
             eprintln!("usb9pfsd: {e}");
             ExitCode::FAILURE
         }
