@@ -178,3 +178,170 @@ fn usb_exit(e: UsbError) -> Exit {
         e => Exit::Usb(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::BackendAddr;
+    use crate::frame::{RLERROR, RVERSION};
+    use crate::sim;
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixListener;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+
+    /// A scripted 9P server on a unix socket: answers each T with `reply`.
+    struct Server {
+        addr: BackendAddr,
+        connections: Arc<AtomicUsize>,
+        _dir: tempfile::TempDir,
+    }
+
+    fn server(reply: fn(&[u8]) -> Option<Vec<u8>>) -> Server {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("9p.sock");
+        let l = UnixListener::bind(&path).expect("bind");
+        let connections = Arc::new(AtomicUsize::new(0));
+        let count = connections.clone();
+        std::thread::spawn(move || {
+            for conn in l.incoming() {
+                let Ok(mut c) = conn else { return };
+                count.fetch_add(1, Ordering::SeqCst);
+                std::thread::spawn(move || loop {
+                    let mut size = [0u8; 4];
+                    if c.read_exact(&mut size).is_err() {
+                        return;
+                    }
+                    let mut t = size.to_vec();
+                    t.resize(u32::from_le_bytes(size) as usize, 0);
+                    if c.read_exact(&mut t[4..]).is_err() {
+                        return;
+                    }
+                    match reply(&t) {
+                        Some(r) => {
+                            if c.write_all(&r).is_err() {
+                                return;
+                            }
+                        }
+                        None => return, // hang up mid-request
+                    }
+                });
+            }
+        });
+        Server { addr: BackendAddr::Unix(path), connections, _dir: dir }
+    }
+
+    struct Direct(BackendAddr);
+
+    impl Backends for Direct {
+        fn connect(&self) -> Result<Backend, ConnectError> {
+            Backend::connect(&self.0, std::time::Duration::from_secs(5))
+                .map_err(|e| ConnectError::from_io(&e, "connect".into()))
+        }
+        fn lost(&self, _: &BackendError) {}
+    }
+
+    fn msg(kind: u8, tag: u16, body: &[u8]) -> Vec<u8> {
+        let mut m = ((7 + body.len()) as u32).to_le_bytes().to_vec();
+        m.push(kind);
+        m.extend_from_slice(&tag.to_le_bytes());
+        m.extend_from_slice(body);
+        m
+    }
+
+    fn tversion(msize: u32, name: &str) -> Vec<u8> {
+        let mut body = msize.to_le_bytes().to_vec();
+        body.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        body.extend_from_slice(name.as_bytes());
+        msg(TVERSION, frame::NOTAG, &body)
+    }
+
+    /// Echo server: R = T with type + 1; Rversion keeps the msize; a Tread
+    /// (116) with tag 99 gets an oversized reply header; tag 66 hangs up.
+    fn echo(t: &[u8]) -> Option<Vec<u8>> {
+        let tag = u16::from_le_bytes([t[5], t[6]]);
+        match tag {
+            66 => None,
+            99 => Some(msg(t[4] + 1, tag, &[0; 64]).into_iter().enumerate().map(|(i, b)| if i == 2 { 0x7f } else { b }).collect()),
+            _ => Some(msg(t[4] + 1, tag, &t[7..])),
+        }
+    }
+
+    struct Running {
+        board: sim::Board,
+        counters: Arc<Counters>,
+        exit: std::thread::JoinHandle<Exit>,
+        connections: Arc<AtomicUsize>,
+        _server: Server,
+    }
+
+    fn start() -> Running {
+        let server = server(echo);
+        let (mut host, board) = sim::gadget(512, 16384);
+        let counters = Arc::new(Counters::default());
+        let c = counters.clone();
+        let backends = Direct(server.addr.clone());
+        let limits = Limits { max_frame: 1 << 20, board_buflen: 16384 };
+        let exit = std::thread::spawn(move || run(&mut host, &backends, &c, limits));
+        Running { board, counters, exit, connections: server.connections.clone(), _server: server }
+    }
+
+    #[test]
+    fn requests_before_any_tversion_fail_fast_with_eio() {
+        let r = start();
+        r.board.send(&msg(120, 5, &[1, 0, 0, 0]));
+        assert_eq!(r.board.recv(), vec![11, 0, 0, 0, RLERROR, 5, 0, 5, 0, 0, 0]);
+        assert_eq!(r.connections.load(Ordering::SeqCst), 0, "no server session to ask");
+        drop(r.board);
+        assert_eq!(r.exit.join().expect("join"), Exit::BoardGone);
+    }
+
+    #[test]
+    fn msize_caps_frames_and_each_tversion_opens_a_new_connection() {
+        let r = start();
+        r.board.send(&tversion(8192, "9P2000.L"));
+        assert_eq!(r.board.recv()[4], RVERSION);
+        r.board.send(&tversion(8192, "9P2000.L"));
+        assert_eq!(r.board.recv()[4], RVERSION);
+        assert_eq!(r.connections.load(Ordering::SeqCst), 2);
+        assert_eq!(r.counters.snapshot().sessions, 2);
+        // A frame above the negotiated msize is a protocol violation.
+        let mut big = msg(118, 1, &vec![0; 8200 - 7]);
+        big[..4].copy_from_slice(&8200u32.to_le_bytes());
+        r.board.send(&big);
+        assert_eq!(r.exit.join().expect("join"), Exit::Violation(FrameError::TooLarge { size: 8200, ceiling: 8192 }));
+    }
+
+    #[test]
+    fn bad_server_frames_and_hangups_become_error_replies_with_the_tag() {
+        let r = start();
+        r.board.send(&tversion(16384, "9P2000.L"));
+        assert_eq!(r.board.recv()[4], RVERSION);
+        r.board.send(&msg(116, 99, &[0; 16]));
+        assert_eq!(r.board.recv(), vec![11, 0, 0, 0, RLERROR, 99, 0, 5, 0, 0, 0]);
+        // Session lost: later requests fail fast, no new connection.
+        r.board.send(&msg(120, 3, &[0; 4]));
+        assert_eq!(r.board.recv()[..7], [11, 0, 0, 0, RLERROR, 3, 0]);
+        // Remount, then the server hangs up mid-request.
+        r.board.send(&tversion(16384, "9P2000.u"));
+        assert_eq!(r.board.recv()[4], RVERSION);
+        r.board.send(&msg(116, 66, &[0; 16]));
+        let reply = r.board.recv();
+        assert_eq!((reply[4], &reply[5..7]), (frame::RERROR, &[66u8, 0][..]), "9P2000.u gets Rerror");
+        assert_eq!(r.counters.snapshot().backend_failures, 2);
+        assert_eq!(r.counters.snapshot().error_replies, 3);
+        drop(r.board);
+        assert_eq!(r.exit.join().expect("join"), Exit::BoardGone);
+    }
+
+    #[test]
+    fn malformed_board_frames_end_the_session() {
+        for bad in [0u32, 6, 0x7fff_ffff] {
+            let r = start();
+            let mut m = msg(120, 1, &[0; 9]);
+            m[..4].copy_from_slice(&bad.to_le_bytes());
+            r.board.send(&m);
+            assert!(matches!(r.exit.join().expect("join"), Exit::Violation(_)), "size {bad}");
+        }
+    }
+}
