@@ -1,7 +1,7 @@
 //! usb9pfsd's entry point: parse the command line, set up logging, and run
 //! the chosen subcommand. Wiring only: the daemon's parts live in the library.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -178,7 +178,7 @@ fn list(json: bool, config_path: Option<&Path>) -> Result<(), String> {
     Ok(())
 }
 
-fn check_config(path: &PathBuf) -> Result<(), String> {
+fn check_config(path: &Path) -> Result<(), String> {
     let c = Config::load(path).map_err(|e| e.to_string())?;
     println!("{}: OK", path.display());
     match &c.default {

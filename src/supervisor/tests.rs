@@ -157,11 +157,12 @@ async fn removal_forgets_the_board_and_a_reenumerated_board_gets_a_fresh_worker(
     r.send(HotplugEvent::Present(gadget("A", 1, 3)));
     assert_eq!(state(&r.board("001-003").await), BoardState::Running);
     assert_eq!(r.spawned(), 2);
-    let jobs = r.jobs.lock().expect("lock");
-    let (a, b) = (Arc::as_ptr(&jobs[0].backends) as *const (), Arc::as_ptr(&jobs[1].backends) as *const ());
-    assert_ne!(a, b, "a fresh backend for the new enumeration");
+    {
+        let jobs = r.jobs.lock().expect("lock");
+        let (a, b) = (Arc::as_ptr(&jobs[0].backends) as *const (), Arc::as_ptr(&jobs[1].backends) as *const ());
+        assert_ne!(a, b, "a fresh backend for the new enumeration");
+    }
     // Reports from the worker of the removed enumeration change nothing.
-    drop(jobs);
     r.end(0, End::Failed("late".into())).await;
     assert_eq!(state(&r.board("001-003").await), BoardState::Running);
 }
