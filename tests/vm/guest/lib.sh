@@ -149,10 +149,10 @@ host_dev_of() {
 }
 host_dev_present() { host_dev_of "$1" >/dev/null; }
 host_dev_absent() { ! host_dev_of "$1" >/dev/null; }
-# busaddr_of SERIAL: BUS-ADDR as usb9pfsd logs it
-busaddr_of() {
+# busaddr_re SERIAL: regex for BUS-ADDR as usb9pfsd logs it (zero padding optional)
+busaddr_re() {
     local p; p=$(host_dev_of "$1") || return 1
-    echo "$(cat "/sys/bus/usb/devices/$p/busnum")-$(cat "/sys/bus/usb/devices/$p/devnum")"
+    echo "0*$(cat "/sys/bus/usb/devices/$p/busnum")-0*$(cat "/sys/bus/usb/devices/$p/devnum")"
 }
 
 # board_plug NAME: bind the gadget to its UDC and wait until the host side
@@ -277,7 +277,7 @@ fwd_start() {
     case $RIG_FWD in
     usb9pfsd)
         [ -n "$FWD_CONFIG" ] || fwd_write_config "$LOCAL/usb9pfsd.toml"
-        "$USB9PFSD" run --config "$FWD_CONFIG" ${USB9PFSD_VERBOSE:--v} >>"$SC_OUT/usb9pfsd.log" 2>&1 &
+        NO_COLOR=1 "$USB9PFSD" run --config "$FWD_CONFIG" ${USB9PFSD_VERBOSE:--v} >>"$SC_OUT/usb9pfsd.log" 2>&1 &
         FWD_PID=$!
         sleep 1
         kill -0 "$FWD_PID" 2>/dev/null || die "usb9pfsd run exited at once: $(tail -5 "$SC_OUT/usb9pfsd.log" | tr '\n' ' ')"
@@ -332,8 +332,8 @@ fwd_stop() {
 # fd / thread counts of the usb9pfsd process
 fwd_fds() { ls "/proc/$FWD_PID/fd" 2>/dev/null | wc -l; }
 fwd_threads() { ls "/proc/$FWD_PID/task" 2>/dev/null | wc -l; }
-# fwd_log_count REGEX: lines of the daemon log matching an extended regex
-fwd_log_count() { grep -cE -- "$1" "$SC_OUT/usb9pfsd.log" 2>/dev/null || true; }
+# fwd_log: the daemon's log without ANSI colour codes
+fwd_log() { sed 's/\x1b\[[0-9;]*m//g' "$SC_OUT/usb9pfsd.log" 2>/dev/null; }
 
 requires_usb9pfsd() {
     if [ "$RIG_FWD" != usb9pfsd ]; then

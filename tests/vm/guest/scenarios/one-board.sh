@@ -91,8 +91,8 @@ scenario_main() {
     expect "forwarder still running after umount" fwd_alive
 
     if [ "$RIG_FWD" = usb9pfsd ]; then
-        local ba; ba=$(busaddr_of 0001-BOARD-A)
-        expect "usb9pfsd log lines about the board carry serial=0001-BOARD-A and busaddr=$ba" \
-            grep -qE "serial=\"?0001-BOARD-A\"?.*busaddr=\"?$ba\"?|busaddr=\"?$ba\"?.*serial=\"?0001-BOARD-A\"?" "$SC_OUT/usb9pfsd.log"
+        local ba; ba=$(busaddr_re 0001-BOARD-A)
+        board_line() { fwd_log | grep -E 'serial="?0001-BOARD-A\b' | grep -qE "busaddr=\"?$ba\\b"; }
+        expect "usb9pfsd log lines about the board carry serial=0001-BOARD-A and busaddr=$ba" board_line
     fi
 }
