@@ -109,6 +109,8 @@ rig_setup() {
 # ---------------------------------------------------------------- boards
 # A board is a configfs gadget NAME with one usb9pfs function instance TAG.
 declare -gA B_SERIAL=() B_ID=() B_TAG=() B_UDC=() B_MNT=() B_ANAME=() B_BACKEND=()
+# B_FRESH[NAME]=1 from plug until the board's first mount: see board_unplug.
+declare -gA B_FRESH=()
 
 # board_create NAME SERIAL VID:PID TAG UDC
 board_create() {
@@ -166,13 +168,24 @@ board_plug() {
     local node; node=$(printf '/dev/bus/usb/%03d/%03d' "$(cat "/sys/bus/usb/devices/$p/busnum")" "$(cat "/sys/bus/usb/devices/$p/devnum")")
     wait_until 20 test -e "$node" || die "board $name: device node $node missing"
     udevadm settle -t 10 2>/dev/null || true
+    B_FRESH[$name]=1
     log "board $name plugged: port $p, $node"
 }
 
 # board_unplug NAME: unbind the gadget from its UDC. Refuses (fatal) if the board
 # still has a 9P mount: unbinding under a live session wedges the guest (trap 3).
+# Also refuses if the board was configured by the host but never mounted since:
+# stock trans_usbg.c leaves in_req->context pointing at its own f_usb9pfs after
+# set_alt (alloc_requests), and the disconnect path (usb9pfs_disable ->
+# usb9pfs_clear_tx) then passes that as a p9_req_t to p9_client_cb with a NULL
+# client: the guest spins forever on a garbage lock (RCU stall, backtrace
+# p9_client_cb <- usb9pfs_clear_tx <- reset_config <- __composite_disconnect).
+# The first completed send of a mount resets the context to NULL.
 board_unplug() {
     local name=$1
+    if [ "${B_FRESH[$name]:-0}" = 1 ] && [ "${RIG_ALLOW_FRESH_UNPLUG:-0}" != 1 ]; then
+        die "refusing to unbind board $name: configured but never mounted since plug (trans_usbg.c disconnect bug wedges the guest)"
+    fi
     if mountpoint -q "${B_MNT[$name]}"; then die "refusing to unbind board $name under a live 9P mount (trap 3)"; fi
     if grep -q " ${B_MNT[$name]} " /proc/mounts; then die "refusing to unbind board $name: mount entry still present"; fi
     echo "" > "$GADGETS/$name/UDC"
@@ -187,7 +200,7 @@ board_mount() {
     B_ANAME[$name]=$aname
     timeout -s KILL "$t" mount -t 9p -o "trans=usbg,aname=$aname" "${B_TAG[$name]}" "${B_MNT[$name]}" \
         2>>"$SC_OUT/guest.log" || rc=$?
-    if [ "$rc" -eq 0 ]; then log "board $name mounted $aname on ${B_MNT[$name]}"; else log "board $name: mount failed rc=$rc"; fi
+    if [ "$rc" -eq 0 ]; then B_FRESH[$name]=0; log "board $name mounted $aname on ${B_MNT[$name]}"; else log "board $name: mount failed rc=$rc"; fi
     return "$rc"
 }
 

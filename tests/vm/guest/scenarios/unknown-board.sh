@@ -31,14 +31,6 @@ scenario_main() {
     sleep 3
     expect "interface $p:1.0 of the unknown board is not claimed (no usbfs driver)" not_claimed "$p"
 
-    board_unplug U
-    board_plug U
-    p=$(host_dev_of "$serial")
-    sleep 8   # give the daemon ample time to (wrongly) log or claim again
-    expect "after a re-plug, interface $p:1.0 is still not claimed" not_claimed "$p"
-    expect_eq "'no backend' logged exactly once for $serial across a re-plug" 1 "$(nb_count)"
-    expect "usb9pfsd still running" fwd_alive
-
     # left alone means usable by someone else: p9_fwd.py claims it and serves a mount
     python3 "$P9FWD" --id 1d6b:0109 --path "$p" connect -s 127.0.0.1 -p 5640 >>"$SC_OUT/p9fwd-U.log" 2>&1 &
     local other=$!
@@ -50,5 +42,15 @@ scenario_main() {
         bad "p9_fwd.py could not serve the unknown board while usb9pfsd runs ($(tail -3 "$SC_OUT/p9fwd-U.log" | tr '\n' ' '))"
     fi
     kill "$other" 2>/dev/null || true
-    expect_eq "still exactly one 'no backend' line for $serial" 1 "$(nb_count)"
+    wait "$other" 2>/dev/null || true
+
+    # re-plug (after the mount above: unbinding a board that was configured
+    # but never mounted trips a trans_usbg.c bug, see board_unplug in lib.sh)
+    board_unplug U
+    board_plug U
+    p=$(host_dev_of "$serial")
+    sleep 8   # give the daemon ample time to (wrongly) log or claim again
+    expect "after a re-plug, interface $p:1.0 is still not claimed" not_claimed "$p"
+    expect_eq "'no backend' logged exactly once for $serial across a re-plug" 1 "$(nb_count)"
+    expect "usb9pfsd still running" fwd_alive
 }
