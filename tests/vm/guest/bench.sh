@@ -74,7 +74,7 @@ do_mount() {
     *) timeout -s KILL 90 mount -t 9p -o "trans=usbg,aname=$EX,msize=$MSIZE" rigA "$M" ;;
     esac
 }
-do_umount() { timeout -s KILL 60 umount "$M"; ! mountpoint -q "$M"; }
+do_umount() { timeout -s KILL 60 umount "$M"; ! is_mounted "$M"; }
 cpu_ticks() { if [ -n "$FPID" ]; then awk '{print $14 + $15}' "/proc/$FPID/stat"; else echo 0; fi; }
 now() { date +%s.%N; }
 rate() { awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN { printf "%.3f", n / (b - a) }'; }

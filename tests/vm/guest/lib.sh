@@ -85,6 +85,15 @@ wait_until() {
 
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 
+# is_mounted DIR: DIR has a mount in this namespace. Reads /proc/self/mounts:
+# mountpoint(1) stats DIR, which fails with EIO on a 9P mount whose server is
+# gone, and then wrongly says "not a mountpoint".
+is_mounted() {
+    local dev mnt rest
+    while read -r dev mnt rest; do [ "$mnt" != "$1" ] || return 0; done < /proc/self/mounts
+    return 1
+}
+
 # --------------------------------------------------------------- guest setup
 # rig_setup NUM_UDCS: network, configfs, dummy_hcd with NUM_UDCS UDCs, 9p, usb9pfs.
 rig_setup() {
@@ -186,8 +195,7 @@ board_unplug() {
     if [ "${B_FRESH[$name]:-0}" = 1 ] && [ "${RIG_ALLOW_FRESH_UNPLUG:-0}" != 1 ]; then
         die "refusing to unbind board $name: configured but never mounted since plug (trans_usbg.c disconnect bug wedges the guest)"
     fi
-    if mountpoint -q "${B_MNT[$name]}"; then die "refusing to unbind board $name under a live 9P mount (trap 3)"; fi
-    if grep -q " ${B_MNT[$name]} " /proc/mounts; then die "refusing to unbind board $name: mount entry still present"; fi
+    if is_mounted "${B_MNT[$name]}"; then die "refusing to unbind board $name under a live 9P mount (trap 3)"; fi
     echo "" > "$GADGETS/$name/UDC"
     wait_until 30 host_dev_absent "${B_SERIAL[$name]}" || die "board $name did not disappear from the host side"
     udevadm settle -t 10 2>/dev/null || true
@@ -219,9 +227,9 @@ board_mount_retry() {
 # board_umount NAME [SECONDS]: bounded umount; fails if the mount is still there.
 board_umount() {
     local name=$1 t=${2:-60} rc=0
-    mountpoint -q "${B_MNT[$name]}" || return 0
+    is_mounted "${B_MNT[$name]}" || return 0
     timeout -s KILL "$t" umount "${B_MNT[$name]}" 2>>"$SC_OUT/guest.log" || rc=$?
-    if mountpoint -q "${B_MNT[$name]}"; then log "board $name: umount failed rc=$rc"; return 1; fi
+    if is_mounted "${B_MNT[$name]}"; then log "board $name: umount failed rc=$rc"; return 1; fi
     log "board $name unmounted"
 }
 
@@ -360,7 +368,7 @@ requires_usb9pfsd() {
 rig_teardown() {
     local name
     for name in "${!B_MNT[@]}"; do
-        mountpoint -q "${B_MNT[$name]}" 2>/dev/null && { board_umount "$name" 30 || log "teardown: umount of board $name failed"; }
+        is_mounted "${B_MNT[$name]}" && { board_umount "$name" 30 || log "teardown: umount of board $name failed"; }
     done
     fwd_stop 2>/dev/null || true
     local d; for d in "${!DIOD_PID[@]}"; do kill -KILL "${DIOD_PID[$d]}" 2>/dev/null || true; done

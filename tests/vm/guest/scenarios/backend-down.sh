@@ -39,7 +39,7 @@ scenario_main() {
     expect "usb9pfsd still running with its backend down" kill -0 "$pid0"
     if board_umount A 60; then ok "umount with the backend down"; else die "umount with the backend down failed (board wedged)"; fi
     op_fails "mounting while the backend is down" mount -t 9p -o "trans=usbg,aname=$ex" rigA "$m"
-    mountpoint -q "$m" && { board_umount A 30 || die "stray mount could not be removed"; }
+    is_mounted "$m" && { board_umount A 30 || die "stray mount could not be removed"; }
 
     backend_error_logged() { fwd_log | grep -E '(ERROR|WARN)' | grep -qF -- "$be"; }
     wait_until 20 backend_error_logged \
