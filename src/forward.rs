@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering;
 use crate::backend::{Backend, BackendError};
 use crate::frame::{self, Decoded, Dialect, FrameError, ERROR_REPLY_MAX, TVERSION};
 use crate::pipe::{self, RecvError, UsbError, UsbPipe};
-use crate::status::Counters;
+use crate::status::{Counters, IN_FLIGHT};
 
 /// Size limits of one board.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,6 +85,8 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
             Err(RecvError::Usb(e)) => return Exit::Usb(e),
             Err(RecvError::Frame(e)) => return Exit::Violation(e),
         };
+        // Until this iteration ends, the board is owed a reply.
+        let _pending = IN_FLIGHT.enter();
         let t = &tbuf[..n];
         tracing::trace!(target: "usb9pfsd::wire", "board → server {}", Decoded(t));
         counters.t_messages.fetch_add(1, Ordering::Relaxed);

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use serde::Serialize;
@@ -12,6 +13,7 @@ use tokio::sync::mpsc;
 use usb9pfsd::board::GadgetInfo;
 use usb9pfsd::cli::{self, Cli, Command};
 use usb9pfsd::config::{self, Config, Decision};
+use usb9pfsd::status::IN_FLIGHT;
 use usb9pfsd::discover::Sysfs;
 use usb9pfsd::supervisor::{Input, Notify, Silent, Spawn, Supervisor};
 use usb9pfsd::worker::{self, Job};
@@ -95,6 +97,11 @@ fn serve(config: Config, notify: Box<dyn Notify>) -> Result<(), String> {
                 tracing::info!("{s}: stopping; boards with a request in flight get EIO");
                 let _ = tx.send(Input::Shutdown);
                 supervising.await;
+                // Every server connection is broken now; let the workers hand
+                // their EIO replies to the boards before the process goes.
+                if !IN_FLIGHT.wait_idle(Duration::from_secs(2)) {
+                    tracing::warn!("some boards did not take their last reply within 2 s");
+                }
                 Ok(())
             }
         }

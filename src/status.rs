@@ -79,3 +79,63 @@ pub struct BoardStatus {
     pub counters: CounterSnapshot,
     pub last_error: Option<String>,
 }
+
+/// Requests taken from a board whose reply has not been handed back yet, over
+/// all boards. At shutdown the daemon breaks every server connection (so
+/// pending requests are answered with EIO) and waits here, bounded, for those
+/// replies to reach their boards before the process exits — a board left
+/// without a reply would wait forever.
+pub struct InFlight {
+    count: std::sync::Mutex<usize>,
+    idle: std::sync::Condvar,
+}
+
+/// The process-wide in-flight count.
+pub static IN_FLIGHT: InFlight = InFlight { count: std::sync::Mutex::new(0), idle: std::sync::Condvar::new() };
+
+/// One request in flight; dropping it marks the reply delivered (or given up).
+pub struct Pending<'a>(&'a InFlight);
+
+impl InFlight {
+    pub fn enter(&self) -> Pending<'_> {
+        *self.count.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        Pending(self)
+    }
+
+    /// Waits until no request is in flight or `limit` passes; true if idle.
+    pub fn wait_idle(&self, limit: std::time::Duration) -> bool {
+        let guard = self.count.lock().unwrap_or_else(|p| p.into_inner());
+        match self.idle.wait_timeout_while(guard, limit, |n| *n > 0) {
+            Ok((n, _)) => *n == 0,
+            Err(p) => *p.into_inner().0 == 0,
+        }
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        let mut n = self.0.count.lock().unwrap_or_else(|p| p.into_inner());
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            self.0.idle.notify_all();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn waits_for_pending_replies() {
+        let f = InFlight { count: std::sync::Mutex::new(0), idle: std::sync::Condvar::new() };
+        assert!(f.wait_idle(Duration::ZERO));
+        let p = f.enter();
+        assert!(!f.wait_idle(Duration::from_millis(1)));
+        std::thread::scope(|s| {
+            s.spawn(move || drop(p));
+            assert!(f.wait_idle(Duration::from_secs(20)));
+        });
+    }
+}
