@@ -22,7 +22,7 @@ scenario_main() {
 
     # expected rows from sysfs: serial -> "bus address port_path id manufacturer product backend"
     expected_json() {
-        python3 - "$@" <<'PY'
+        python3 - <<'PY'
 import json, os, sys
 backends = {"0001-BOARD-A": "127.0.0.1:5640", "0002-BOARD-B": "127.0.0.1:5641", "0003-UNMAPPED": None}
 rows = {}

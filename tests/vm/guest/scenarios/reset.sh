@@ -21,7 +21,7 @@ scenario_main() {
     board_create B 0002-BOARD-B 1209:0001 rigB dummy_udc.1
     B_BACKEND[A]=127.0.0.1:5640
     B_BACKEND[B]=127.0.0.1:5641
-    FWD_MAP_SERIAL[0003-BOARD-A2]=127.0.0.1:5641   # A's "other" serial -> backend b
+    FWD_MAP_SERIAL["0003-BOARD-A2"]=127.0.0.1:5641   # A's "other" serial -> backend b
     fwd_write_config "$LOCAL/usb9pfsd.toml"
     board_plug A
     board_plug B

@@ -11,7 +11,8 @@ scenario_main() {
     diod_start a 5640 "$ex"
     echo "reached-by-p9_fwd" > "$ex/marker"
     board_create U "$serial" 1d6b:0109 rigU dummy_udc.0
-    FWD_MAP_SERIAL[0009-SOMEONE-ELSE]=127.0.0.1:5640   # a config that maps some other board only
+    # shellcheck disable=SC2080  # associative array (lib.sh)
+    FWD_MAP_SERIAL["0009-SOMEONE-ELSE"]=127.0.0.1:5640   # a config that maps some other board only
     fwd_write_config "$LOCAL/usb9pfsd.toml"
     grep -q '^\[defaults\]' "$FWD_CONFIG" && die "config unexpectedly has [defaults]"
     board_plug U
