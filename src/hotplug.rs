@@ -33,7 +33,13 @@ pub async fn run(sysfs: Sysfs, tx: UnboundedSender<Input>) -> io::Result<()> {
         let mut ready = fd.readable().await?;
         for event in ready.get_inner().iter() {
             if let Some(ev) = translate(&event) {
-                tracing::debug!(action = %event.event_type(), syspath = %event.syspath().display(), "{ev:?}");
+                match &ev {
+                    HotplugEvent::Present(g) => tracing::debug!(
+                        serial = %g.serial_or_none(), busaddr = %g.busaddr, action = %event.event_type(), "usb9pfs gadget present"
+                    ),
+                    HotplugEvent::Gone(at) => tracing::debug!(busaddr = %at, action = %event.event_type(), "USB device gone"),
+                    HotplugEvent::ColdplugDone => {}
+                }
                 send(&tx, ev)?;
             }
         }

@@ -76,7 +76,7 @@ pub fn recv_message<P: UsbPipe + ?Sized>(
 ) -> Result<usize, RecvError> {
     let want = request_len(ceiling, pipe.max_packet_size()).min(buf.len());
     let mut got = 0;
-    let mut read = |pipe: &mut P, buf: &mut [u8], got: usize| {
+    let read = |pipe: &mut P, buf: &mut [u8], got: usize| {
         let end = (got + IN_CHUNK).min(want);
         pipe.read_transfer(&mut buf[got..end])
     };

@@ -281,12 +281,15 @@ impl<S: Spawn> Supervisor<S> {
         let delay = FIRST_RESTART.saturating_mul(1 << (b.failures - 1).min(16)).min(MAX_RESTART);
         b.slot = Slot::Waiting(Instant::now() + delay);
         let (serial, at) = (b.info.serial_or_none().to_string(), r.busaddr);
+        // An unplug usually fails the pending transfer a moment before udev
+        // reports the removal: say why only if the board is still there when
+        // its restart comes (see restart_due), not on every unplug.
         match end {
             End::Gone => {
-                tracing::info!(serial = %serial, busaddr = %at, "board stopped answering on USB (reset or unplug); retrying in {delay:?} unless it is removed");
+                tracing::debug!(serial = %serial, busaddr = %at, "board stopped answering on USB; retrying in {delay:?} unless it is removed");
             }
             End::Failed(why) => {
-                tracing::warn!(serial = %serial, busaddr = %at, "worker stopped: {why}; restarting in {delay:?}");
+                tracing::debug!(serial = %serial, busaddr = %at, "worker stopped: {why}; restarting in {delay:?} unless the board is removed");
                 b.last_error = Some(why);
             }
         }
@@ -312,6 +315,13 @@ impl<S: Spawn> Supervisor<S> {
             .map(|(at, _)| *at)
             .collect();
         for at in due {
+            if let Some(b) = self.boards.get(&at) {
+                tracing::warn!(
+                    serial = %b.info.serial_or_none(), busaddr = %at,
+                    "restarting the worker (start {}) after: {}", b.starts + 1,
+                    b.last_error.as_deref().unwrap_or("the board stopped answering on USB")
+                );
+            }
             self.start(at);
         }
         self.report_status();

@@ -254,25 +254,37 @@ impl Write for Captured {
     }
 }
 
+/// Every test's log, captured by one process-wide subscriber (a per-test
+/// scoped one races with tracing's per-callsite interest cache across the
+/// test threads). Tests find their own lines by unique serials.
+fn captured_log() -> Captured {
+    static LOG: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+        tracing::subscriber::set_global_default(subscriber).expect("no other global subscriber in unit tests");
+        out
+    })
+    .clone()
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_unknown_board_is_logged_once_across_replugs() {
-    let out = Captured::default();
-    let writer = out.clone();
-    let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let out = captured_log();
     let r = rig(CONFIG);
     for addr in 2..6 {
-        r.send(HotplugEvent::Present(gadget("stranger", 3, addr)));
-        r.send(HotplugEvent::Present(gadget("stranger", 3, addr)));
+        r.send(HotplugEvent::Present(gadget("stranger-once", 3, addr)));
+        r.send(HotplugEvent::Present(gadget("stranger-once", 3, addr)));
         r.send(HotplugEvent::Gone(BusAddr { bus: 3, addr }));
     }
-    r.send(HotplugEvent::Present(gadget("A", 1, 2)));
+    r.send(HotplugEvent::Present(gadget("A2", 1, 2)));
     let _ = r.status().await;
     let text = String::from_utf8(out.0.lock().expect("lock").clone()).expect("utf8");
-    let lines: Vec<&str> = text.lines().filter(|l| l.contains("no backend")).collect();
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("no backend") && l.contains("serial=stranger-once")).collect();
     assert_eq!(lines.len(), 1, "{text}");
-    assert!(lines[0].contains("serial=stranger") && lines[0].contains("busaddr=003-002"), "{}", lines[0]);
-    assert!(text.lines().any(|l| l.contains("board found") && l.contains("serial=A")), "{text}");
+    assert!(lines[0].contains("busaddr=003-002"), "{}", lines[0]);
+    assert!(text.lines().any(|l| l.contains("board found") && l.contains("serial=A2")), "{text}");
 }
 
 #[tokio::test(start_paused = true)]
