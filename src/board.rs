@@ -53,11 +53,6 @@ pub struct GadgetInfo {
 }
 
 impl GadgetInfo {
-    /// A short label for messages: `serial 0001-A at 001-004`.
-    pub fn label(&self) -> String {
-        format!("{} at {} (port {})", self.serial_or_none(), self.busaddr, self.port_path)
-    }
-
     pub fn serial_or_none(&self) -> &str {
         self.serial.as_deref().unwrap_or("(no serial)")
     }
