@@ -79,7 +79,7 @@ pub fn forward_config(
         c.allow_ids = Some(vec![config::parse_usb_id(id)?]);
     }
     let rules = [serial.map(|s| Match::Serial(s.into())), path.map(|p| Match::Path(p.into()))];
-    c.boards = rules.into_iter().flatten().map(|matcher| BoardRule { matcher, target: target.clone() }).collect();
+    c.boards = rules.into_iter().flatten().map(|matcher| BoardRule { matcher, interface: None, target: target.clone() }).collect();
     if c.boards.is_empty() {
         c.default = Some(target);
     }
@@ -89,23 +89,11 @@ pub fn forward_config(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::board::{usb_id, BusAddr, GadgetInfo};
+    use crate::board::{usb_id, GadgetInfo};
     use crate::config::Decision;
 
     fn g(serial: &str, port: &str, vid: u16) -> GadgetInfo {
-        GadgetInfo {
-            busaddr: BusAddr { bus: 1, addr: 1 },
-            bus: 1,
-            address: 1,
-            port_path: port.into(),
-            vid,
-            pid: 0x0109,
-            id: usb_id(vid, 0x0109),
-            serial: Some(serial.into()),
-            manufacturer: None,
-            product: None,
-            interface: 0,
-        }
+        GadgetInfo { port_path: port.into(), vid, id: usb_id(vid, 0x0109), ..GadgetInfo::example(Some(serial), 1, 1) }
     }
 
     #[test]

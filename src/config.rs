@@ -1,8 +1,10 @@
 //! The TOML file that maps boards to 9P servers, and the one question the
 //! supervisor asks of it: which backend serves this board?
 //!
-//! Precedence: a `[[board]]` entry matching the board's serial, then one
-//! matching its USB port path, then `[defaults] backend`, else the board is
+//! A board here is one usb9pfs interface of a gadget. Precedence: a
+//! `[[board]]` entry matching the gadget's serial (one naming this interface
+//! with `interface = N` before one for every interface), then one matching
+//! its USB port path (likewise), then `[defaults] backend`, else the board is
 //! left alone. Unknown keys are errors; every error names file, line and
 //! column. This module must never touch devices or sockets.
 
@@ -55,6 +57,7 @@ struct DefaultsSchema {
 struct BoardSchema {
     serial: Option<Spanned<String>>,
     path: Option<Spanned<String>>,
+    interface: Option<Spanned<u8>>,
     backend: BackendAddr,
     buflen: Option<Spanned<u32>>,
 }
@@ -76,6 +79,9 @@ pub enum Match {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BoardRule {
     pub matcher: Match,
+    /// Only this usb9pfs interface (bInterfaceNumber) of the gadget; `None`
+    /// for every interface.
+    pub interface: Option<u8>,
     pub target: Target,
 }
 
@@ -183,26 +189,38 @@ impl Config {
                 }
             };
             let (matcher, span) = matcher;
-            if !seen.insert(matcher.clone()) {
-                return Err(err(Some(span), format!("{} is listed twice", describe(&matcher))));
+            let interface = b.interface.as_ref().map(|i| *i.get_ref());
+            if !seen.insert((matcher.clone(), interface)) {
+                let what = match interface {
+                    Some(i) => format!("{} interface {i}", describe(&matcher)),
+                    None => describe(&matcher),
+                };
+                return Err(err(Some(span), format!("{what} is listed twice")));
             }
             let buflen = match &b.buflen {
                 Some(v) => in_range(v, BUFLEN_RANGE, "buflen").map_err(|m| err(Some(v.span()), m))?,
                 None => default_buflen,
             };
-            boards.push(BoardRule { matcher, target: Target { backend: b.backend.clone(), buflen } });
+            boards.push(BoardRule { matcher, interface, target: Target { backend: b.backend.clone(), buflen } });
         }
         Ok(Config { max_frame, allow_ids, default, boards })
     }
 
-    /// Which backend serves `g`: serial, then port path, then defaults.
+    /// Which backend serves `g`: serial, then port path, then defaults; an
+    /// entry naming `g`'s interface beats one for every interface.
     pub fn resolve(&self, g: &GadgetInfo) -> Decision {
         if let Some(ids) = &self.allow_ids {
             if !ids.contains(&(g.vid, g.pid)) {
                 return Decision::NotAllowed;
             }
         }
-        let by = |m: &Match| self.boards.iter().find(|r| &r.matcher == m).map(|r| r.target.clone());
+        let by = |m: &Match| {
+            let rules = || self.boards.iter().filter(|r| &r.matcher == m);
+            rules()
+                .find(|r| r.interface == Some(g.interface))
+                .or_else(|| rules().find(|r| r.interface.is_none()))
+                .map(|r| r.target.clone())
+        };
         if let Some(target) = g.serial.as_ref().and_then(|s| by(&Match::Serial(s.clone()))) {
             return Decision::Serve { target, why: "serial" };
         }
@@ -250,26 +268,14 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::board::{usb_id, BusAddr};
+    use crate::board::usb_id;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("test.toml"))
     }
 
     fn gadget(serial: Option<&str>, port: &str, vid: u16, pid: u16) -> GadgetInfo {
-        GadgetInfo {
-            busaddr: BusAddr { bus: 1, addr: 2 },
-            bus: 1,
-            address: 2,
-            port_path: port.into(),
-            vid,
-            pid,
-            id: usb_id(vid, pid),
-            serial: serial.map(Into::into),
-            manufacturer: None,
-            product: None,
-            interface: 0,
-        }
+        GadgetInfo { port_path: port.into(), vid, pid, id: usb_id(vid, pid), ..GadgetInfo::example(serial, 1, 2) }
     }
 
     const EXAMPLE: &str = r#"
@@ -312,6 +318,31 @@ buflen = 65536
         assert_eq!(c.resolve(&gadget(Some("A"), "1-1", 0x0525, 0xa4a0)), Decision::NotAllowed);
         assert!(matches!(c.resolve(&gadget(Some("A"), "1-1", 0x1d6b, 0x0109)), Decision::Serve { .. }));
         assert_eq!(Config::empty().resolve(&gadget(Some("A"), "1-1", 1, 1)), Decision::NoBackend);
+    }
+
+    #[test]
+    fn an_interface_entry_narrows_a_serial_or_path_match() {
+        let c = parse(
+            "[[board]]\nserial = \"A\"\nbackend = \"h:1\"\n[[board]]\nserial = \"A\"\ninterface = 3\nbackend = \"h:3\"\n\
+             [[board]]\npath = \"2-1\"\ninterface = 1\nbackend = \"p:1\"\n",
+        )
+        .expect("parse");
+        let on = |serial: Option<&str>, port: &str, iface: u8| {
+            let g = GadgetInfo { interface: iface, ..gadget(serial, port, 1, 2) };
+            match c.resolve(&g) {
+                Decision::Serve { target, why } => format!("{} {why}", target.backend),
+                other => format!("{other:?}"),
+            }
+        };
+        assert_eq!(on(Some("A"), "1-1", 3), "h:3 serial");
+        assert_eq!(on(Some("A"), "1-1", 0), "h:1 serial");
+        assert_eq!(on(Some("B"), "2-1", 1), "p:1 path");
+        assert_eq!(on(Some("B"), "2-1", 2), "NoBackend", "the path entry names interface 1 only");
+        let (l, _, m) = at("[[board]]\nserial = \"A\"\ninterface = 1\nbackend = \"h:1\"\n[[board]]\nserial = \"A\"\ninterface = 1\nbackend = \"h:2\"\n");
+        assert_eq!(l, 6, "{m}");
+        assert!(m.contains("serial \"A\" interface 1 is listed twice"), "{m}");
+        let (l, _, m) = at("[[board]]\nserial = \"A\"\ninterface = 300\nbackend = \"h:1\"\n");
+        assert_eq!(l, 3, "{m}");
     }
 
     #[test]

@@ -25,7 +25,8 @@ use crate::status::{Counters, IN_FLIGHT};
 pub struct Limits {
     /// Hard ceiling for any frame, before and regardless of msize.
     pub max_frame: u32,
-    /// The board's usb9pfs `buflen` (its receive request size).
+    /// The board's usb9pfs `buflen` (its receive request size) as the config
+    /// says; the session raises it to the board's Tversion msize.
     pub board_buflen: u32,
 }
 
@@ -62,26 +63,44 @@ pub enum Exit {
     Usb(UsbError),
     #[error("protocol violation by the board: {0}")]
     Violation(FrameError),
+    /// A stop was requested and the loop stopped at a message boundary: the
+    /// board owes nothing and is owed nothing; the session is intact.
+    #[error("stopped at a message boundary")]
+    Stopped,
 }
 
-/// Where the session with the server stands.
-struct Session {
-    backend: Option<Backend>,
-    dialect: Dialect,
-    ceiling: u32,
+/// Where one board's 9P session stands. It outlives a loop that stopped at a
+/// message boundary, so a successor can carry on with it.
+pub struct Session {
+    pub backend: Option<Backend>,
+    pub dialect: Dialect,
+    /// Ceiling for any frame: max_frame, lowered by T/Rversion msize.
+    pub ceiling: u32,
     /// True while the board has a session the server knows about.
-    live: bool,
+    pub live: bool,
+    /// The board's receive request size as far as we know: the larger of
+    /// the configured buflen and its Tversion msize (which its kernel caps at
+    /// its buflen). It decides when an R-message needs a ZLP.
+    pub board_rx: u32,
 }
 
-/// Runs the loop until the board goes away or breaks the protocol.
-pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters: &Counters, limits: Limits) -> Exit {
+impl Session {
+    /// No session yet: every request before a Tversion fails fast.
+    pub fn new(limits: Limits) -> Session {
+        Session { backend: None, dialect: Dialect::Linux, ceiling: limits.max_frame, live: false, board_rx: limits.board_buflen }
+    }
+}
+
+/// Runs the loop until the board goes away, breaks the protocol, or the loop
+/// is stopped at a message boundary (then `s` holds the live session).
+pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters: &Counters, limits: Limits, s: &mut Session) -> Exit {
     let mut tbuf = vec![0u8; pipe::request_len(limits.max_frame, pipe.max_packet_size())];
     let mut rbuf = vec![0u8; (limits.max_frame as usize).max(ERROR_REPLY_MAX)];
-    let mut s = Session { backend: None, dialect: Dialect::Linux, ceiling: limits.max_frame, live: false };
     loop {
         let n = match pipe::recv_message(pipe, &mut tbuf, s.ceiling) {
             Ok(n) => n,
             Err(RecvError::Usb(UsbError::Gone)) => return Exit::BoardGone,
+            Err(RecvError::Usb(UsbError::Stopped)) => return Exit::Stopped,
             Err(RecvError::Usb(e)) => return Exit::Usb(e),
             Err(RecvError::Frame(e)) => return Exit::Violation(e),
         };
@@ -101,9 +120,11 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
             s.backend = None;
             s.live = false;
             s.ceiling = limits.max_frame;
+            s.board_rx = limits.board_buflen;
             if let Some(v) = frame::version(t) {
                 s.dialect = v.dialect;
                 s.ceiling = s.ceiling.min(v.msize.max(frame::HEADER_LEN as u32));
+                s.board_rx = s.board_rx.max(v.msize);
             }
             match backends.connect() {
                 Ok(b) => {
@@ -112,7 +133,7 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
                     counters.sessions.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e) => {
-                    if let Err(exit) = reply_error(pipe, &mut rbuf, &s, h.tag, e.errno, counters, limits) {
+                    if let Err(exit) = reply_error(pipe, &mut rbuf, s, h.tag, e.errno, counters) {
                         return exit;
                     }
                     continue;
@@ -123,7 +144,7 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
         let Some(backend) = s.backend.as_mut().filter(|_| s.live) else {
             // No Tversion since the worker started, or the server session was
             // lost: nothing the server could answer. Fail fast.
-            if let Err(exit) = reply_error(pipe, &mut rbuf, &s, h.tag, frame::EIO, counters, limits) {
+            if let Err(exit) = reply_error(pipe, &mut rbuf, s, h.tag, frame::EIO, counters) {
                 return exit;
             }
             continue;
@@ -136,7 +157,7 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
                 counters.backend_failures.fetch_add(1, Ordering::Relaxed);
                 s.backend = None;
                 s.live = false;
-                if let Err(exit) = reply_error(pipe, &mut rbuf, &s, h.tag, frame::EIO, counters, limits) {
+                if let Err(exit) = reply_error(pipe, &mut rbuf, s, h.tag, frame::EIO, counters) {
                     return exit;
                 }
                 continue;
@@ -153,7 +174,7 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
         // it tells must already see the count.
         counters.r_messages.fetch_add(1, Ordering::Relaxed);
         counters.r_bytes.fetch_add(r_len as u64, Ordering::Relaxed);
-        if let Err(e) = pipe::send_message(pipe, r, limits.board_buflen) {
+        if let Err(e) = pipe::send_message(pipe, r, s.board_rx) {
             return usb_exit(e);
         }
     }
@@ -166,12 +187,11 @@ fn reply_error<P: UsbPipe + ?Sized>(
     tag: u16,
     errno: u32,
     counters: &Counters,
-    limits: Limits,
 ) -> Result<(), Exit> {
     let n = frame::error_reply(buf, s.dialect, tag, errno);
     tracing::trace!(target: "usb9pfsd::wire", "usb9pfsd → board {} errno={errno}", Decoded(&buf[..n]));
     counters.error_replies.fetch_add(1, Ordering::Relaxed);
-    pipe::send_message(pipe, &buf[..n], limits.board_buflen).map_err(usb_exit)
+    pipe::send_message(pipe, &buf[..n], s.board_rx).map_err(usb_exit)
 }
 
 fn usb_exit(e: UsbError) -> Exit {
@@ -185,7 +205,7 @@ fn usb_exit(e: UsbError) -> Exit {
 mod tests {
     use super::*;
     use crate::backend::BackendAddr;
-    use crate::frame::{RLERROR, RVERSION};
+    use crate::frame::{Dialect, RLERROR, RVERSION};
     use crate::sim;
     use std::io::{Read, Write};
     use std::os::unix::net::UnixListener;
@@ -284,7 +304,7 @@ mod tests {
         let c = counters.clone();
         let backends = Direct(server.addr.clone());
         let limits = Limits { max_frame: 1 << 20, board_buflen: 16384 };
-        let exit = std::thread::spawn(move || run(&mut host, &backends, &c, limits));
+        let exit = std::thread::spawn(move || run(&mut host, &backends, &c, limits, &mut Session::new(limits)));
         Running { board, counters, exit, connections: server.connections.clone(), _server: server }
     }
 
@@ -334,6 +354,66 @@ mod tests {
         assert_eq!(r.counters.snapshot().error_replies, 3);
         drop(r.board);
         assert_eq!(r.exit.join().expect("join"), Exit::BoardGone);
+    }
+
+    #[test]
+    fn a_stopped_loop_keeps_the_live_session_for_its_successor() {
+        let server = server(echo);
+        let (mut host, board) = sim::gadget(512, 16384);
+        let stop = host.stop_switch();
+        let counters = Arc::new(Counters::default());
+        let limits = Limits { max_frame: 1 << 20, board_buflen: 16384 };
+        let backends = Arc::new(Direct(server.addr.clone()));
+        let (b, c) = (backends.clone(), counters.clone());
+        let first = std::thread::spawn(move || {
+            let mut s = Session::new(limits);
+            let exit = run(&mut host, b.as_ref(), &c, limits, &mut s);
+            (exit, s, host)
+        });
+        board.send(&tversion(8192, "9P2000.u"));
+        assert_eq!(board.recv()[4], RVERSION);
+        board.send(&msg(120, 4, &[1, 0, 0, 0]));
+        assert_eq!(board.recv(), msg(121, 4, &[1, 0, 0, 0]));
+        stop.request();
+        let (exit, mut session, mut host) = first.join().expect("join");
+        assert_eq!(exit, Exit::Stopped);
+        assert!(session.live && session.backend.is_some());
+        assert_eq!((session.dialect, session.ceiling), (Dialect::Unix, 8192));
+        // The successor carries on with the same server connection: the
+        // board sees nothing happen, and the server sees no new session.
+        host.renew_stop_switch();
+        let c = counters.clone();
+        let second = std::thread::spawn(move || run(&mut host, backends.as_ref(), &c, limits, &mut session));
+        board.send(&msg(110, 5, &[9; 20]));
+        assert_eq!(board.recv(), msg(111, 5, &[9; 20]));
+        assert_eq!(server.connections.load(Ordering::SeqCst), 1);
+        assert_eq!(counters.snapshot().error_replies, 0);
+        drop(board);
+        assert_eq!(second.join().expect("join"), Exit::BoardGone);
+    }
+
+    #[test]
+    fn a_board_with_a_raised_buflen_gets_its_zlps_whatever_the_config_says() {
+        let server = server(echo);
+        // The board's receive request is 64 KiB; the config still says 16 KiB.
+        let (mut host, board) = sim::gadget(512, 65536);
+        let limits = Limits { max_frame: 1 << 20, board_buflen: 16384 };
+        let backends = Direct(server.addr.clone());
+        let counters = Arc::new(Counters::default());
+        let c = counters.clone();
+        let worker = std::thread::spawn(move || run(&mut host, &backends, &c, limits, &mut Session::new(limits)));
+        board.send(&tversion(65536, "9P2000.L"));
+        assert_eq!(board.recv()[4], RVERSION);
+        for len in [16384usize, 16384 + 512, 32768, 49152, 65536 - 512, 65536, 4096, 511, 513] {
+            let m = msg(116, 7, &vec![(len % 251) as u8; len - 7]);
+            board.send(&m);
+            let mut want = m.clone();
+            want[4] = 117;
+            assert_eq!(board.recv(), want, "R-message of {len} bytes");
+        }
+        assert_eq!(board.empty_receives(), 0, "no ZLP leaked into a later request");
+        drop(board);
+        assert_eq!(worker.join().expect("join"), Exit::BoardGone);
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub enum FrameError {
     TooSmall { size: u32 },
     #[error("9P frame declares size {size}, above this session's ceiling of {ceiling} bytes (negotiated msize or max_frame)")]
     TooLarge { size: u32, ceiling: u32 },
+    #[error("{count} empty USB transfers in a row instead of a 9P frame")]
+    StrayZlps { count: u32 },
     #[error("9P frame declares size {declared} but its transfer carried {got} bytes")]
     LengthMismatch { declared: u32, got: usize },
 }

@@ -17,7 +17,7 @@ use usb9pfsd::status::IN_FLIGHT;
 use usb9pfsd::discover::Sysfs;
 use usb9pfsd::supervisor::{Input, Notify, Silent, Spawn, Supervisor};
 use usb9pfsd::worker::{self, Job};
-use usb9pfsd::{device, hotplug, logging, notify};
+use usb9pfsd::{hotplug, logging, notify};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -44,24 +44,14 @@ fn main() -> ExitCode {
     }
 }
 
-/// Workers on OS threads; libusb is initialised when the first board needs it,
-/// so the daemon starts on a machine whose USB stack appears later.
-#[derive(Default)]
-struct Threads {
-    ctx: Option<rusb::Context>,
-}
+/// Workers on OS threads, each with its own libusb context (made when the
+/// worker opens its board, so the daemon starts on a machine whose USB stack
+/// appears later).
+struct Threads;
 
 impl Spawn for Threads {
     fn spawn(&mut self, job: Job) -> Result<(), String> {
-        let ctx = match &self.ctx {
-            Some(c) => c.clone(),
-            None => {
-                let c = device::context().map_err(|e| format!("cannot initialise libusb: {e} (is /dev/bus/usb present?)"))?;
-                self.ctx = Some(c.clone());
-                c
-            }
-        };
-        worker::spawn(ctx, job).map_err(|e| format!("cannot start a worker thread: {e}"))
+        worker::spawn(job).map_err(|e| format!("cannot start a worker thread: {e}"))
     }
 }
 
@@ -73,7 +63,7 @@ fn serve(config: Config, notify: Box<dyn Notify>) -> Result<(), String> {
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     rt.block_on(async {
         let (tx, rx) = mpsc::unbounded_channel();
-        let supervisor = Supervisor::new(config, Threads::default(), notify, tx.clone());
+        let supervisor = Supervisor::new(config, Threads, notify, tx.clone());
         let mut supervising = std::pin::pin!(supervisor.run(rx));
         let hotplug = hotplug::run(Sysfs::default(), tx.clone());
         let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
@@ -108,13 +98,15 @@ fn serve(config: Config, notify: Box<dyn Notify>) -> Result<(), String> {
     })
 }
 
-/// `forward` serves one gadget: refuse to guess among several.
+/// `forward` serves one gadget (every usb9pfs interface of it): refuse to
+/// guess among several.
 fn check_single(c: &Config) -> Result<(), String> {
-    let matching: Vec<GadgetInfo> = Sysfs::default()
+    let mut matching: Vec<GadgetInfo> = Sysfs::default()
         .scan()
         .into_iter()
         .filter(|g| matches!(c.resolve(g), Decision::Serve { .. }))
         .collect();
+    matching.dedup_by_key(|g| g.busaddr);
     if matching.len() > 1 {
         let which: Vec<String> = matching.iter().map(|g| format!("{} {} ({})", g.port_path, g.id, g.serial_or_none())).collect();
         return Err(format!(
@@ -164,7 +156,10 @@ fn list(json: bool, config_path: Option<&Path>) -> Result<(), String> {
         return Ok(());
     }
     let dash = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".into());
-    println!("{:<3} {:<4} {:<10} {:<9} {:<20} {:<16} {:<20} BACKEND", "BUS", "ADDR", "PORT", "ID", "SERIAL", "MANUFACTURER", "PRODUCT");
+    println!(
+        "{:<3} {:<4} {:<10} {:<5} {:<9} {:<20} {:<16} {:<20} BACKEND",
+        "BUS", "ADDR", "PORT", "IFACE", "ID", "SERIAL", "MANUFACTURER", "PRODUCT"
+    );
     for r in &rows {
         let g = r.gadget;
         let backend = match (&r.backend, r.matched_by) {
@@ -172,10 +167,11 @@ fn list(json: bool, config_path: Option<&Path>) -> Result<(), String> {
             _ => "- (not served)".into(),
         };
         println!(
-            "{:<3} {:<4} {:<10} {:<9} {:<20} {:<16} {:<20} {backend}",
+            "{:<3} {:<4} {:<10} {:<5} {:<9} {:<20} {:<16} {:<20} {backend}",
             g.bus,
             g.address,
             g.port_path,
+            g.interface,
             g.id,
             dash(&g.serial),
             dash(&g.manufacturer),
@@ -193,10 +189,13 @@ fn check_config(path: &Path) -> Result<(), String> {
         None => println!("  unlisted boards -> left alone"),
     }
     for r in &c.boards {
-        let m = match &r.matcher {
+        let mut m = match &r.matcher {
             config::Match::Serial(s) => format!("serial {s}"),
             config::Match::Path(p) => format!("path {p}"),
         };
+        if let Some(i) = r.interface {
+            m.push_str(&format!(" interface {i}"));
+        }
         println!("  {m} -> {} (buflen {})", r.target.backend, r.target.buflen);
     }
     if let Some(ids) = &c.allow_ids {

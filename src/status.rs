@@ -68,6 +68,8 @@ pub enum BoardState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BoardStatus {
     pub busaddr: String,
+    /// bInterfaceNumber of this usb9pfs interface.
+    pub interface: u8,
     pub port_path: String,
     pub id: String,
     pub serial: Option<String>,

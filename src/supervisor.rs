@@ -3,11 +3,13 @@
 //! which board gets a worker and with which backend, restarts failed workers
 //! with capped exponential backoff, and answers status queries.
 //!
-//! A board is keyed by bus and address: a reset or re-enumeration is a new
-//! key, hence a fresh worker and a fresh backend connection. One board's
-//! failures never touch another board's entry. The supervisor must never
-//! touch endpoints or sockets itself; it only starts workers through
-//! [`Spawn`] and stops backends through [`BoardBackend::stop`].
+//! A board is one usb9pfs interface, keyed by bus, address and interface
+//! number ([`GadgetKey`]): a reset or re-enumeration is a new key, hence a
+//! fresh worker and a fresh backend connection; a gadget with two usb9pfs
+//! functions is two boards. One board's failures never touch another board's
+//! entry. The supervisor must never touch endpoints or sockets itself; it only
+//! starts workers through [`Spawn`], stops them through their [`StopSwitch`]
+//! and stops backends through [`BoardBackend::stop`].
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -16,9 +18,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, Instant};
 
-use crate::board::{BusAddr, GadgetInfo};
+use crate::board::{BusAddr, GadgetInfo, GadgetKey};
 use crate::config::{Config, Decision, Target};
 use crate::forward::Limits;
+use crate::pipe::StopSwitch;
 use crate::reconnect::BoardBackend;
 use crate::status::{BoardState, BoardStatus, Counters};
 use crate::worker::{End, Job, Report, Reporter, WorkerEvent};
@@ -27,13 +30,17 @@ use crate::worker::{End, Job, Report, Reporter, WorkerEvent};
 pub const FIRST_RESTART: Duration = Duration::from_millis(500);
 /// The longest a failed board waits for its next worker.
 pub const MAX_RESTART: Duration = Duration::from_secs(30);
+/// Unserved boards remembered so each is logged once (bounded memory).
+const MAX_NOTED: usize = 1024;
 
 /// What the hotplug side reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HotplugEvent {
-    /// A usb9pfs gadget is present (coldplug, add, bind). Repeats are harmless.
+    /// A usb9pfs interface is present (coldplug, add, bind); one event per
+    /// interface. Repeats are harmless.
     Present(GadgetInfo),
-    /// Whatever was at this bus address is gone (remove, unbind).
+    /// Whatever was at this bus address is gone (remove, unbind): every
+    /// interface of the device.
     Gone(BusAddr),
     /// Every gadget present at start-up has been reported.
     ColdplugDone,
@@ -85,6 +92,8 @@ struct Board {
     target: Option<Target>,
     backend: Option<Arc<BoardBackend>>,
     counters: Arc<Counters>,
+    /// The current worker's stop switch.
+    stop: Arc<StopSwitch>,
     slot: Slot,
     generation: u64,
     starts: u64,
@@ -99,7 +108,9 @@ pub struct Supervisor<S: Spawn> {
     spawner: S,
     notify: Box<dyn Notify>,
     inputs: mpsc::UnboundedSender<Input>,
-    boards: BTreeMap<BusAddr, Board>,
+    boards: BTreeMap<GadgetKey, Board>,
+    /// Workers of removed boards that have not reported their end yet.
+    orphans: BTreeMap<GadgetKey, u64>,
     /// Serials / port paths of unserved boards already logged once.
     noted: HashSet<String>,
     next_generation: u64,
@@ -116,6 +127,7 @@ impl<S: Spawn> Supervisor<S> {
             notify,
             inputs,
             boards: BTreeMap::new(),
+            orphans: BTreeMap::new(),
             noted: HashSet::new(),
             next_generation: 1,
             ready: false,
@@ -152,23 +164,14 @@ impl<S: Spawn> Supervisor<S> {
             if let Some(be) = &b.backend {
                 be.stop();
             }
+            b.stop.request();
         }
     }
 
     fn on_hotplug(&mut self, ev: HotplugEvent) {
         match ev {
             HotplugEvent::Present(info) => self.on_present(info),
-            HotplugEvent::Gone(at) => {
-                if let Some(b) = self.boards.remove(&at) {
-                    if let Some(be) = &b.backend {
-                        be.stop();
-                    }
-                    if b.target.is_some() {
-                        tracing::info!(serial = %b.info.serial_or_none(), busaddr = %at, "board removed");
-                    }
-                    self.report_status();
-                }
-            }
+            HotplugEvent::Gone(at) => self.on_gone(at),
             HotplugEvent::ColdplugDone => {
                 if !self.ready {
                     self.ready = true;
@@ -180,16 +183,40 @@ impl<S: Spawn> Supervisor<S> {
         }
     }
 
+    /// Every interface of the device at `at` is gone: wake and stop their
+    /// workers (blocked on the server or the board) and remember each one
+    /// until it reports its end, so the interface is known to be released.
+    fn on_gone(&mut self, at: BusAddr) {
+        let keys: Vec<GadgetKey> = self.boards.range(GadgetKey { busaddr: at, iface: 0 }..=GadgetKey { busaddr: at, iface: u8::MAX }).map(|(k, _)| *k).collect();
+        if keys.is_empty() {
+            return;
+        }
+        for key in keys {
+            let Some(b) = self.boards.remove(&key) else { continue };
+            if let Some(be) = &b.backend {
+                be.stop();
+            }
+            b.stop.request();
+            if matches!(b.slot, Slot::Running) {
+                self.orphans.insert(key, b.generation);
+            }
+            if b.target.is_some() {
+                tracing::info!(serial = %b.info.serial_or_none(), busaddr = %at, iface = key.iface, "board removed");
+            }
+        }
+        self.report_status();
+    }
+
     fn on_present(&mut self, info: GadgetInfo) {
-        if self.boards.contains_key(&info.busaddr) {
+        if self.boards.contains_key(&info.key()) {
             return;
         }
         let decision = self.config.resolve(&info);
         let (target, slot) = match decision {
             Decision::Serve { target, why } => {
                 tracing::info!(
-                    serial = %info.serial_or_none(), busaddr = %info.busaddr, port = %info.port_path, id = %info.id,
-                    backend = %target.backend, matched_by = why, "board found"
+                    serial = %info.serial_or_none(), busaddr = %info.busaddr, iface = info.interface, port = %info.port_path,
+                    id = %info.id, backend = %target.backend, matched_by = why, "board found"
                 );
                 (Some(target), Slot::Running)
             }
@@ -199,10 +226,19 @@ impl<S: Spawn> Supervisor<S> {
                 } else {
                     format!("VID:PID {} is not in [daemon] allow_ids", info.id)
                 };
-                let identity = info.serial.clone().unwrap_or_else(|| format!("port {}", info.port_path));
+                let identity = format!(
+                    "{}#{}",
+                    info.serial.clone().unwrap_or_else(|| format!("port {}", info.port_path)),
+                    info.interface
+                );
+                if self.noted.len() >= MAX_NOTED {
+                    // Bounded memory whatever a board claims to be: forget
+                    // the oldest notes (they are only log de-duplication).
+                    self.noted.clear();
+                }
                 if self.noted.insert(identity) {
                     tracing::info!(
-                        serial = %info.serial_or_none(), busaddr = %info.busaddr, port = %info.port_path, id = %info.id,
+                        serial = %info.serial_or_none(), busaddr = %info.busaddr, iface = info.interface, port = %info.port_path, id = %info.id,
                         "{reason}; leaving it alone (not claimed). Add a [[board]] entry to serve it."
                     );
                 }
@@ -210,7 +246,7 @@ impl<S: Spawn> Supervisor<S> {
             }
         };
         let backend = target.as_ref().map(|t| Arc::new(BoardBackend::new(t.backend.clone())));
-        let at = info.busaddr;
+        let at = info.key();
         self.boards.insert(
             at,
             Board {
@@ -218,6 +254,7 @@ impl<S: Spawn> Supervisor<S> {
                 target,
                 backend,
                 counters: Arc::new(Counters::default()),
+                stop: Arc::new(StopSwitch::default()),
                 slot,
                 generation: 0,
                 starts: 0,
@@ -233,7 +270,7 @@ impl<S: Spawn> Supervisor<S> {
     }
 
     /// Starts a worker for a board that has a target.
-    fn start(&mut self, at: BusAddr) {
+    fn start(&mut self, at: GadgetKey) {
         let generation = self.next_generation;
         self.next_generation += 1;
         let Some(b) = self.boards.get_mut(&at) else { return };
@@ -242,13 +279,15 @@ impl<S: Spawn> Supervisor<S> {
         b.starts += 1;
         b.slot = Slot::Running;
         b.served_at_start = b.counters.snapshot().r_messages;
+        b.stop = Arc::new(StopSwitch::default());
         let job = Job {
             info: b.info.clone(),
             backends: backend.clone(),
             counters: b.counters.clone(),
             limits: Limits { max_frame: self.config.max_frame, board_buflen: target.buflen },
+            stop: b.stop.clone(),
             reporter: Reporter {
-                busaddr: at,
+                key: at,
                 generation,
                 sink: {
                     let tx = self.inputs.clone();
@@ -260,12 +299,19 @@ impl<S: Spawn> Supervisor<S> {
             },
         };
         if let Err(why) = self.spawner.spawn(job) {
-            self.on_report(Report { busaddr: at, generation, event: WorkerEvent::Ended(End::Failed(why)) });
+            self.on_report(Report { key: at, generation, event: WorkerEvent::Ended(End::Failed(why)) });
         }
     }
 
     fn on_report(&mut self, r: Report) {
-        let Some(b) = self.boards.get_mut(&r.busaddr) else { return };
+        if let WorkerEvent::Ended(end) = &r.event {
+            if self.orphans.get(&r.key) == Some(&r.generation) {
+                self.orphans.remove(&r.key);
+                tracing::debug!(busaddr = %r.key.busaddr, iface = r.key.iface, "worker of a removed board ended: {end:?}");
+                return;
+            }
+        }
+        let Some(b) = self.boards.get_mut(&r.key) else { return };
         if b.generation != r.generation {
             return; // a replaced worker's last words
         }
@@ -280,16 +326,16 @@ impl<S: Spawn> Supervisor<S> {
         b.failures += 1;
         let delay = FIRST_RESTART.saturating_mul(1 << (b.failures - 1).min(16)).min(MAX_RESTART);
         b.slot = Slot::Waiting(Instant::now() + delay);
-        let (serial, at) = (b.info.serial_or_none().to_string(), r.busaddr);
+        let (serial, at, iface) = (b.info.serial_or_none().to_string(), r.key.busaddr, r.key.iface);
         // An unplug usually fails the pending transfer a moment before udev
         // reports the removal: say why only if the board is still there when
         // its restart comes (see restart_due), not on every unplug.
         match end {
-            End::Gone => {
-                tracing::debug!(serial = %serial, busaddr = %at, "board stopped answering on USB; retrying in {delay:?} unless it is removed");
+            End::Gone | End::Stopped => {
+                tracing::debug!(serial = %serial, busaddr = %at, iface, "board stopped answering on USB; retrying in {delay:?} unless it is removed");
             }
             End::Failed(why) => {
-                tracing::debug!(serial = %serial, busaddr = %at, "worker stopped: {why}; restarting in {delay:?} unless the board is removed");
+                tracing::debug!(serial = %serial, busaddr = %at, iface, "worker stopped: {why}; restarting in {delay:?} unless the board is removed");
                 b.last_error = Some(why);
             }
         }
@@ -308,7 +354,7 @@ impl<S: Spawn> Supervisor<S> {
 
     fn restart_due(&mut self) {
         let now = Instant::now();
-        let due: Vec<BusAddr> = self
+        let due: Vec<GadgetKey> = self
             .boards
             .iter()
             .filter(|(_, b)| matches!(b.slot, Slot::Waiting(t) if t <= now))
@@ -317,7 +363,7 @@ impl<S: Spawn> Supervisor<S> {
         for at in due {
             if let Some(b) = self.boards.get(&at) {
                 tracing::warn!(
-                    serial = %b.info.serial_or_none(), busaddr = %at,
+                    serial = %b.info.serial_or_none(), busaddr = %at.busaddr, iface = at.iface,
                     "restarting the worker (start {}) after: {}", b.starts + 1,
                     b.last_error.as_deref().unwrap_or("the board stopped answering on USB")
                 );
@@ -345,6 +391,7 @@ impl<S: Spawn> Supervisor<S> {
                 let backend_error = b.backend.as_ref().and_then(|be| be.last_error.lock().ok().and_then(|e| e.clone()));
                 BoardStatus {
                     busaddr: b.info.busaddr.to_string(),
+                    interface: b.info.interface,
                     port_path: b.info.port_path.clone(),
                     id: b.info.id.clone(),
                     serial: b.info.serial.clone(),

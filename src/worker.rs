@@ -1,17 +1,18 @@
-//! One board's worker: a thread that opens and claims the gadget, runs the
-//! frame loop until the board goes away or fails, and tells the supervisor.
+//! One usb9pfs interface's worker: a thread that opens and claims the
+//! interface, runs the frame loop until the board goes away, fails, or is
+//! asked to stop at a message boundary, and tells the supervisor.
 //!
-//! Blocking USB and socket I/O on a dedicated thread keeps the hot path free
-//! of executor hops; the thread sleeps in the kernel between frames. A worker
-//! must never restart itself, read config or touch another board: that is the
-//! supervisor's job.
+//! Blocking socket I/O and libusb event handling on a dedicated thread keep
+//! the hot path free of executor hops; the thread sleeps in the kernel
+//! between frames. A worker must never restart itself, read config or touch
+//! another interface: that is the supervisor's job.
 
 use std::sync::Arc;
 
-use crate::board::{BusAddr, GadgetInfo};
+use crate::board::{GadgetInfo, GadgetKey};
 use crate::device::{Device, OpenError};
-use crate::forward::{self, Backends, Exit, Limits};
-use crate::pipe::UsbPipe;
+use crate::forward::{self, Backends, Exit, Limits, Session};
+use crate::pipe::{StopSwitch, UsbPipe};
 use crate::status::Counters;
 
 /// Everything a worker needs, prepared by the supervisor.
@@ -20,6 +21,8 @@ pub struct Job {
     pub backends: Arc<dyn Backends>,
     pub counters: Arc<Counters>,
     pub limits: Limits,
+    /// Stops the worker at its next message boundary.
+    pub stop: Arc<StopSwitch>,
     pub reporter: Reporter,
 }
 
@@ -36,56 +39,79 @@ pub enum WorkerEvent {
 pub enum End {
     /// The device went away (unplug, reset, re-enumeration).
     Gone,
+    /// Stopped on request at a message boundary; the interface is released.
+    Stopped,
     /// Anything else: the reason, for people.
     Failed(String),
 }
 
-/// A worker's line to the supervisor, tagged with the board and generation so
-/// that late reports from a replaced worker are recognised.
+/// A worker's line to the supervisor, tagged with the interface and
+/// generation so that late reports from a replaced worker are recognised.
 #[derive(Clone)]
 pub struct Reporter {
-    pub busaddr: BusAddr,
+    pub key: GadgetKey,
     pub generation: u64,
     pub sink: Arc<dyn Fn(Report) + Send + Sync>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
-    pub busaddr: BusAddr,
+    pub key: GadgetKey,
     pub generation: u64,
     pub event: WorkerEvent,
 }
 
 impl Reporter {
     pub fn send(&self, event: WorkerEvent) {
-        (self.sink)(Report { busaddr: self.busaddr, generation: self.generation, event });
+        (self.sink)(Report { key: self.key, generation: self.generation, event });
     }
 }
 
-/// Serves one board over any pipe until it ends; reports both edges.
+/// Serves one interface over any pipe until it ends; reports both edges.
 pub fn serve<P: UsbPipe + ?Sized>(pipe: &mut P, job: &Job) -> End {
     job.reporter.send(WorkerEvent::Serving);
-    match forward::run(pipe, job.backends.as_ref(), &job.counters, job.limits) {
+    let mut session = Session::new(job.limits);
+    match forward::run(pipe, job.backends.as_ref(), &job.counters, job.limits, &mut session) {
         Exit::BoardGone => End::Gone,
+        Exit::Stopped => End::Stopped,
         other => End::Failed(other.to_string()),
     }
 }
 
-/// Starts the thread for a real gadget.
-pub fn spawn(ctx: rusb::Context, job: Job) -> std::io::Result<()> {
-    let name = format!("board-{}", job.info.busaddr);
+/// Starts the thread for a real gadget's interface.
+pub fn spawn(job: Job) -> std::io::Result<()> {
+    let name = format!("board-{}", job.info.key());
     std::thread::Builder::new().name(name).spawn(move || {
-        let span = tracing::info_span!("board", serial = %job.info.serial_or_none(), busaddr = %job.info.busaddr);
+        let span = tracing::info_span!(
+            "board",
+            serial = %job.info.serial_or_none(),
+            busaddr = %job.info.busaddr,
+            iface = job.info.interface
+        );
         let _enter = span.enter();
-        let end = match Device::open(&ctx, &job.info) {
-            Ok(mut dev) => {
-                tracing::info!(interface = dev.interface(), "claimed the usb9pfs interface; waiting for the board to mount");
-                serve(&mut dev, &job)
-            }
-            Err(OpenError::Gone) => End::Gone,
-            Err(OpenError::Failed(why)) => End::Failed(why),
-        };
+        // A bug must not leave the board listed as served forever: a panic
+        // becomes a failure the supervisor restarts with backoff.
+        let end = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| open_and_serve(&job)))
+            .unwrap_or_else(|panic| End::Failed(format!("worker panicked: {}", panic_message(&panic))));
         job.reporter.send(WorkerEvent::Ended(end));
     })?;
     Ok(())
+}
+
+fn open_and_serve(job: &Job) -> End {
+    match Device::open(&job.info, job.stop.clone()) {
+        Ok(mut dev) => {
+            for s in &dev.detached_storage {
+                tracing::info!("detached usb-storage from interface {s} (its resets would break usb9pfs transfers)");
+            }
+            tracing::info!(alt = job.info.alt, "claimed the usb9pfs interface; waiting for the board to mount");
+            serve(&mut dev, job)
+        }
+        Err(OpenError::Gone) => End::Gone,
+        Err(OpenError::Failed(why)) => End::Failed(why),
+    }
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> &str {
+    p.downcast_ref::<&str>().copied().or_else(|| p.downcast_ref::<String>().map(String::as_str)).unwrap_or("(no message)")
 }

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use usb9pfsd::board::{usb_id, BusAddr, GadgetInfo};
+use usb9pfsd::board::GadgetInfo;
 use usb9pfsd::forward::Limits;
 use usb9pfsd::reconnect::BoardBackend;
 use usb9pfsd::sim::{self, Board};
@@ -110,19 +110,7 @@ fn errno_of(r: &[u8]) -> u32 {
 }
 
 fn gadget() -> GadgetInfo {
-    GadgetInfo {
-        busaddr: BusAddr { bus: 1, addr: 2 },
-        bus: 1,
-        address: 2,
-        port_path: "1-1".into(),
-        vid: 0x1d6b,
-        pid: 0x0109,
-        id: usb_id(0x1d6b, 0x0109),
-        serial: Some("ITEST".into()),
-        manufacturer: None,
-        product: None,
-        interface: 0,
-    }
+    GadgetInfo::example(Some("ITEST"), 1, 2)
 }
 
 /// Deterministic file content (xorshift), so failures are reproducible.
@@ -163,7 +151,8 @@ fn real_9p_session_through_a_worker_to_diod() {
         backends: backend.clone(),
         counters: counters.clone(),
         limits: Limits { max_frame: 1 << 20, board_buflen: 16384 },
-        reporter: Reporter { busaddr: BusAddr { bus: 1, addr: 2 }, generation: 1, sink: Arc::new(|_| {}) },
+        stop: host.stop_switch(),
+        reporter: Reporter { key: gadget().key(), generation: 1, sink: Arc::new(|_| {}) },
     };
     let worker = std::thread::spawn(move || {
         let mut host = host;
@@ -234,7 +223,8 @@ fn server_coming_back_serves_a_new_mount() {
         backends: backend,
         counters: Arc::new(Counters::default()),
         limits: Limits { max_frame: 1 << 20, board_buflen: 16384 },
-        reporter: Reporter { busaddr: BusAddr { bus: 1, addr: 2 }, generation: 1, sink: Arc::new(|_| {}) },
+        stop: host.stop_switch(),
+        reporter: Reporter { key: gadget().key(), generation: 1, sink: Arc::new(|_| {}) },
     };
     let worker = std::thread::spawn(move || {
         let mut host = host;

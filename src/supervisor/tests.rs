@@ -80,19 +80,7 @@ fn rig(config: &str) -> Rig {
 }
 
 fn gadget(serial: &str, bus: u8, addr: u8) -> GadgetInfo {
-    GadgetInfo {
-        busaddr: BusAddr { bus, addr },
-        bus,
-        address: addr,
-        port_path: format!("{bus}-1"),
-        vid: 0x1d6b,
-        pid: 0x0109,
-        id: usb_id(0x1d6b, 0x0109),
-        serial: Some(serial.into()),
-        manufacturer: None,
-        product: None,
-        interface: 0,
-    }
+    GadgetInfo::example(Some(serial), bus, addr)
 }
 
 impl Rig {
@@ -316,4 +304,39 @@ async fn shutdown_returns() {
     tx.send(Input::Shutdown).expect("send");
     sup.run(rx).await;
     assert_eq!(jobs.lock().expect("lock").len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_usb9pfs_interface_is_a_board_and_removal_stops_them_all() {
+    let r = rig(CONFIG);
+    let iface = |serial: &str, bus: u8, addr: u8, interface: u8| GadgetInfo { interface, ..gadget(serial, bus, addr) };
+    r.send(HotplugEvent::Present(iface("A", 1, 2, 2)));
+    r.send(HotplugEvent::Present(iface("A", 1, 2, 10)));
+    r.send(HotplugEvent::Present(iface("B", 2, 3, 0)));
+    let s = r.status().await;
+    let listed: Vec<_> = s.iter().map(|b| (b.busaddr.as_str(), b.interface, b.state.clone())).collect();
+    assert_eq!(
+        listed,
+        vec![("001-002", 2, BoardState::Running), ("001-002", 10, BoardState::Running), ("002-003", 0, BoardState::Running)]
+    );
+    assert_eq!(r.spawned(), 3, "one worker per interface");
+    // One interface's failure leaves its sibling alone.
+    r.end(1, End::Failed("interface 10 broke".into())).await;
+    let s = r.status().await;
+    assert_eq!(s[0].state, BoardState::Running);
+    assert!(matches!(s[1].state, BoardState::Backoff { .. }));
+    // Unplugging the device stops every worker of it, and only those.
+    let stops: Vec<_> = r.jobs.lock().expect("lock").iter().map(|j| j.stop.clone()).collect();
+    r.send(HotplugEvent::Gone(BusAddr { bus: 1, addr: 2 }));
+    let s = r.status().await;
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].busaddr, "002-003");
+    assert!(stops[0].requested(), "the running worker of interface 2 is asked to stop");
+    assert!(!stops[2].requested(), "the other device's worker is untouched");
+    // The orphan's last report is recognised and changes nothing.
+    r.end(0, End::Gone).await;
+    assert_eq!(r.status().await.len(), 1);
+    // No restart ever comes for the removed interfaces.
+    tokio::time::advance(MAX_RESTART * 2).await;
+    assert_eq!(r.spawned(), 3);
 }
