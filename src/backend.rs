@@ -16,6 +16,10 @@ use std::time::Duration;
 
 use crate::frame::{self, FrameError};
 
+/// The longest unix socket path the kernel can connect to: `sun_path` is 108
+/// bytes including the terminating NUL.
+pub const SUN_PATH_MAX: usize = 107;
+
 /// Where a board's 9P server listens.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum BackendAddr {
@@ -42,6 +46,15 @@ impl FromStr for BackendAddr {
         if let Some(path) = s.strip_prefix("unix:") {
             if !path.starts_with('/') {
                 return Err(format!("backend {s:?}: a unix socket path must be absolute, like unix:/run/diod.sock"));
+            }
+            if path.len() > SUN_PATH_MAX {
+                return Err(format!(
+                    "backend {s:?}: the unix socket path is {} bytes, but the kernel cannot connect to a path longer than {SUN_PATH_MAX} bytes (sun_path); use a shorter path, e.g. under /run",
+                    path.len()
+                ));
+            }
+            if path.contains('\0') {
+                return Err(format!("backend {s:?}: a unix socket path cannot contain a NUL byte"));
             }
             return Ok(BackendAddr::Unix(PathBuf::from(path)));
         }
@@ -207,6 +220,16 @@ mod tests {
         for bad in ["", "host", ":564", "host:", "host:x", "host:0", "::1:564", "unix:rel", "[::1:564"] {
             assert!(bad.parse::<BackendAddr>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn unix_paths_longer_than_sun_path_are_refused() {
+        let fits = format!("unix:/{}", "a".repeat(SUN_PATH_MAX - 1));
+        assert!(fits.parse::<BackendAddr>().is_ok());
+        let long = format!("unix:/{}", "a".repeat(SUN_PATH_MAX));
+        let e = long.parse::<BackendAddr>().expect_err("108 bytes cannot be connected to");
+        assert!(e.contains("108 bytes") && e.contains("107"), "{e}");
+        assert!("unix:/run/a\0b".parse::<BackendAddr>().is_err());
     }
 
     #[test]

@@ -23,7 +23,8 @@ pub const DEFAULT_BUFLEN: u32 = 16384;
 /// Default hard ceiling for a 9P frame, whatever msize a session negotiates.
 pub const DEFAULT_MAX_FRAME: u32 = 1 << 20;
 const FRAME_RANGE: (u32, u32) = (4096, 16 << 20);
-const BUFLEN_RANGE: (u32, u32) = (512, 16 << 20);
+/// What `buflen` may be, in the config and for `forward --buflen`.
+pub const BUFLEN_RANGE: (u32, u32) = (512, 16 << 20);
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -353,6 +354,10 @@ buflen = 65536
         assert_eq!(l, 1);
         let e = parse("[[board]]\nserial = \"A\"\nbackend = \"h:1\"\nbuflen = 1\n").expect_err("range");
         assert_eq!(e.to_string(), "test.toml:4:10: buflen = 1 is outside 512..=16777216");
+        let long = format!("[[board]]\nserial = \"A\"\nbackend = \"unix:/{}\"\n", "s".repeat(120));
+        let (l, c, m) = at(&long);
+        assert_eq!((l, c), (3, 11), "{m}");
+        assert!(m.contains("107"), "{m}");
     }
 
     #[test]
