@@ -100,6 +100,8 @@ pub enum BackendError {
     Frame(#[from] FrameError),
     #[error("9P server answered tag {got} while tag {want} was pending")]
     WrongTag { want: u16, got: u16 },
+    #[error("9P server answered a {} with a {}", frame::type_name(*sent), frame::type_name(*got))]
+    WrongType { sent: u8, got: u8 },
 }
 
 enum Stream {
@@ -161,16 +163,21 @@ impl Backend {
 
     /// Sends one T-message and reads its R-message into `buf`, returning its
     /// length. The reply's size is checked against `ceiling` before the rest
-    /// is read, and its tag must match the request's.
+    /// is read; its tag must match the request's and its type must answer it
+    /// (T+1, or Rlerror/Rerror), or a stray reply would reach the board as
+    /// the answer to its next request with that tag.
     pub fn exchange(&mut self, t: &[u8], buf: &mut [u8], ceiling: u32) -> Result<usize, BackendError> {
         self.write_all(t)?;
         let n = self.recv(buf, ceiling)?;
-        let want = frame::header(t).map(|h| h.tag);
-        let got = frame::header(&buf[..n]).map(|h| h.tag);
-        match (want, got) {
-            (Some(want), Some(got)) if want != got => Err(BackendError::WrongTag { want, got }),
-            _ => Ok(n),
+        if let (Some(t), Some(r)) = (frame::header(t), frame::header(&buf[..n])) {
+            if t.tag != r.tag {
+                return Err(BackendError::WrongTag { want: t.tag, got: r.tag });
+            }
+            if !frame::answers(t.kind, r.kind) {
+                return Err(BackendError::WrongType { sent: t.kind, got: r.kind });
+            }
         }
+        Ok(n)
     }
 
     fn recv(&mut self, buf: &mut [u8], ceiling: u32) -> Result<usize, BackendError> {
@@ -238,6 +245,26 @@ mod tests {
             let a: BackendAddr = s.parse().expect(s);
             assert_eq!(a.to_string(), s);
         }
+    }
+
+    #[test]
+    fn exchange_checks_the_reply_type() {
+        use std::os::unix::net::UnixStream;
+        let (a, mut server) = UnixStream::pair().expect("pair");
+        let mut b = Backend { stream: Stream::Unix(a) };
+        let tclunk = [7, 0, 0, 0, 120, 3, 0];
+        let mut buf = [0u8; 64];
+        // Rlerror and Rerror answer anything.
+        server.write_all(&[11, 0, 0, 0, frame::RLERROR, 3, 0, 2, 0, 0, 0]).expect("w");
+        assert_eq!(b.exchange(&tclunk, &mut buf, 64).expect("Rlerror"), 11);
+        server.write_all(&[9, 0, 0, 0, frame::RERROR, 3, 0, 0, 0]).expect("w");
+        assert_eq!(b.exchange(&tclunk, &mut buf, 64).expect("Rerror"), 9);
+        // A stray Rread with the pending tag is not the answer to a Tclunk.
+        server.write_all(&[11, 0, 0, 0, 117, 3, 0, 0, 0, 0, 0]).expect("w");
+        assert!(matches!(
+            b.exchange(&tclunk, &mut buf, 64),
+            Err(BackendError::WrongType { sent: 120, got: 117 })
+        ));
     }
 
     #[test]

@@ -259,11 +259,14 @@ mod tests {
     }
 
     /// Echo server: R = T with type + 1; Rversion keeps the msize; a Tread
-    /// (116) with tag 99 gets an oversized reply header; tag 66 hangs up.
+    /// (116) with tag 99 gets an oversized reply header; tag 66 hangs up;
+    /// tag 77 is answered twice.
     fn echo(t: &[u8]) -> Option<Vec<u8>> {
         let tag = u16::from_le_bytes([t[5], t[6]]);
         match tag {
             66 => None,
+            // The answer, then a stray Rclunk for tag 78.
+            77 => Some([msg(t[4] + 1, tag, &[]), msg(121, 78, &[])].concat()),
             99 => Some(msg(t[4] + 1, tag, &[0; 64]).into_iter().enumerate().map(|(i, b)| if i == 2 { 0x7f } else { b }).collect()),
             _ => Some(msg(t[4] + 1, tag, &t[7..])),
         }
@@ -332,6 +335,22 @@ mod tests {
         assert_eq!((reply[4], &reply[5..7]), (frame::RERROR, &[66u8, 0][..]), "9P2000.u gets Rerror");
         assert_eq!(r.counters.snapshot().backend_failures, 2);
         assert_eq!(r.counters.snapshot().error_replies, 3);
+        drop(r.board);
+        assert_eq!(r.exit.join().expect("join"), Exit::BoardGone);
+    }
+
+    #[test]
+    fn a_stray_reply_is_not_the_answer_to_the_next_request() {
+        let r = start();
+        r.board.send(&tversion(16384, "9P2000.L"));
+        assert_eq!(r.board.recv()[4], RVERSION);
+        r.board.send(&msg(120, 77, &[0; 4]));
+        assert_eq!(r.board.recv()[4..7], [121, 77, 0]);
+        // The stray Rclunk tag 78 waits in the socket; a Tread tag 78 must
+        // not get it: the session ends and the board gets an error reply.
+        r.board.send(&msg(116, 78, &[0; 16]));
+        assert_eq!(r.board.recv(), vec![11, 0, 0, 0, RLERROR, 78, 0, 5, 0, 0, 0]);
+        assert_eq!(r.counters.snapshot().backend_failures, 1);
         drop(r.board);
         assert_eq!(r.exit.join().expect("join"), Exit::BoardGone);
     }
