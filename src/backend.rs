@@ -1,6 +1,7 @@
 //! Connections to 9P servers (diod, nfs-ganesha): where a backend is
 //! (`host:port` resolved at connect time, or `unix:/path`), how to reach it
-//! (TCP_NODELAY, bounded connect), and moving whole frames over it.
+//! (TCP_NODELAY, keepalive and TCP_USER_TIMEOUT so a vanished server is
+//! noticed, bounded connect), and moving whole frames over it.
 //!
 //! It must never retry, back off or log policy decisions (that is the
 //! supervisor's), and never allocate per message: frames are read into the
@@ -9,6 +10,7 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -109,6 +111,22 @@ enum Stream {
     Unix(UnixStream),
 }
 
+/// TCP keepalive: probe a connection idle this long, then every
+/// [`KEEPALIVE_INTERVAL`], and give up after [`KEEPALIVE_PROBES`] unanswered
+/// probes. A server whose host vanished (power loss, network gone, no RST)
+/// while the board was idle is noticed within 10 + 3 × 5 = 25 s, so the
+/// board's next request fails at once instead of stalling.
+pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+pub const KEEPALIVE_PROBES: u32 = 3;
+/// TCP_USER_TIMEOUT: a request the server's host has not acknowledged for
+/// this long breaks the connection (instead of tcp_retries2, about 15
+/// minutes), so a board whose server vanished mid-request gets EIO in 25 s.
+/// Neither this nor keepalive can notice a server process that is alive
+/// but silent (wedged, SIGSTOPped): its kernel still acknowledges. Only
+/// `request_timeout` bounds that.
+pub const USER_TIMEOUT: Duration = Duration::from_secs(25);
+
 /// One open connection to a 9P server.
 pub struct Backend {
     stream: Stream,
@@ -147,6 +165,7 @@ impl Backend {
                 let s = found.ok_or(last)?;
                 // One request in flight: every delayed segment is a stalled board.
                 s.set_nodelay(true)?;
+                notice_vanished_peer(s.as_raw_fd())?;
                 Stream::Tcp(s)
             }
         };
@@ -208,9 +227,58 @@ impl Backend {
     }
 }
 
+/// Keepalive and TCP_USER_TIMEOUT (see [`KEEPALIVE_IDLE`], [`USER_TIMEOUT`]).
+fn notice_vanished_peer(fd: RawFd) -> io::Result<()> {
+    set_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)?;
+    set_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, KEEPALIVE_IDLE.as_secs() as libc::c_int)?;
+    set_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, KEEPALIVE_INTERVAL.as_secs() as libc::c_int)?;
+    set_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPCNT, KEEPALIVE_PROBES as libc::c_int)?;
+    set_int(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, USER_TIMEOUT.as_millis() as libc::c_int)
+}
+
+fn set_int(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: value lives across the call and len is its size.
+    let r = unsafe { libc::setsockopt(fd, level, name, (&value as *const libc::c_int).cast(), len) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fd(b: &Backend) -> RawFd {
+        match &b.stream {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        }
+    }
+
+    fn int_option(b: &Backend, level: libc::c_int, name: libc::c_int) -> libc::c_int {
+        let mut v: libc::c_int = -1;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: v and len are valid for writing and len holds v's size.
+        let r = unsafe { libc::getsockopt(fd(b), level, name, (&mut v as *mut libc::c_int).cast(), &mut len) };
+        assert_eq!(r, 0, "getsockopt {level}/{name}: {}", io::Error::last_os_error());
+        v
+    }
+
+    #[test]
+    fn tcp_backends_notice_a_vanished_server() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr: BackendAddr = l.local_addr().expect("addr").to_string().parse().expect("parse");
+        let b = Backend::connect(&addr, Duration::from_secs(5)).expect("connect");
+        assert_eq!(int_option(&b, libc::SOL_SOCKET, libc::SO_KEEPALIVE), 1);
+        assert_eq!(int_option(&b, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE) as u64, KEEPALIVE_IDLE.as_secs());
+        assert_eq!(int_option(&b, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL) as u64, KEEPALIVE_INTERVAL.as_secs());
+        assert_eq!(int_option(&b, libc::IPPROTO_TCP, libc::TCP_KEEPCNT) as u32, KEEPALIVE_PROBES);
+        assert_eq!(int_option(&b, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT) as u128, USER_TIMEOUT.as_millis());
+        assert_eq!(int_option(&b, libc::IPPROTO_TCP, libc::TCP_NODELAY), 1);
+    }
 
     #[test]
     fn parses_addresses() {
