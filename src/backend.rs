@@ -14,6 +14,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use crate::frame::{self, FrameError};
@@ -127,18 +128,24 @@ pub const KEEPALIVE_PROBES: u32 = 3;
 /// `request_timeout` bounds that.
 pub const USER_TIMEOUT: Duration = Duration::from_secs(25);
 
-/// One open connection to a 9P server.
+/// One open connection to a 9P server. Dropping it closes the socket: the
+/// server's session (its fids, its locks) ends with it.
 pub struct Backend {
-    stream: Stream,
+    /// The only strong reference: [`AbortHandle`]s hold weak ones, so they
+    /// never keep a connection open after its session ended.
+    stream: Arc<Stream>,
 }
 
-/// A second handle on a backend socket that can wake a worker blocked on it.
-pub struct AbortHandle(Stream);
+/// A handle that can wake a worker blocked on its backend socket, without
+/// keeping that socket open.
+pub struct AbortHandle(Weak<Stream>);
 
 impl AbortHandle {
-    /// Shuts the socket down; the worker's pending read returns at once.
+    /// Shuts the socket down, if it is still open; the worker's pending read
+    /// returns at once.
     pub fn abort(&self) {
-        let _ = match &self.0 {
+        let Some(stream) = self.0.upgrade() else { return };
+        let _ = match &*stream {
             Stream::Tcp(s) => s.shutdown(Shutdown::Both),
             Stream::Unix(s) => s.shutdown(Shutdown::Both),
         };
@@ -169,15 +176,12 @@ impl Backend {
                 Stream::Tcp(s)
             }
         };
-        Ok(Backend { stream })
+        Ok(Backend { stream: Arc::new(stream) })
     }
 
     /// A handle that can abort this connection from another thread.
-    pub fn abort_handle(&self) -> io::Result<AbortHandle> {
-        Ok(AbortHandle(match &self.stream {
-            Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
-            Stream::Unix(s) => Stream::Unix(s.try_clone()?),
-        }))
+    pub fn abort_handle(&self) -> AbortHandle {
+        AbortHandle(Arc::downgrade(&self.stream))
     }
 
     /// Sends one T-message and reads its R-message into `buf`, returning its
@@ -209,16 +213,16 @@ impl Backend {
     }
 
     fn write_all(&mut self, b: &[u8]) -> io::Result<()> {
-        match &mut self.stream {
-            Stream::Tcp(s) => s.write_all(b),
-            Stream::Unix(s) => s.write_all(b),
+        match &*self.stream {
+            Stream::Tcp(s) => (&mut &*s).write_all(b),
+            Stream::Unix(s) => (&mut &*s).write_all(b),
         }
     }
 
     fn read_exact(&mut self, b: &mut [u8]) -> Result<(), BackendError> {
-        let r = match &mut self.stream {
-            Stream::Tcp(s) => s.read_exact(b),
-            Stream::Unix(s) => s.read_exact(b),
+        let r = match &*self.stream {
+            Stream::Tcp(s) => (&mut &*s).read_exact(b),
+            Stream::Unix(s) => (&mut &*s).read_exact(b),
         };
         r.map_err(|e| match e.kind() {
             io::ErrorKind::UnexpectedEof => BackendError::Closed,
@@ -252,7 +256,7 @@ mod tests {
     use super::*;
 
     fn fd(b: &Backend) -> RawFd {
-        match &b.stream {
+        match &*b.stream {
             Stream::Tcp(s) => s.as_raw_fd(),
             Stream::Unix(s) => s.as_raw_fd(),
         }
@@ -319,7 +323,7 @@ mod tests {
     fn exchange_checks_the_reply_type() {
         use std::os::unix::net::UnixStream;
         let (a, mut server) = UnixStream::pair().expect("pair");
-        let mut b = Backend { stream: Stream::Unix(a) };
+        let mut b = Backend { stream: Arc::new(Stream::Unix(a)) };
         let tclunk = [7, 0, 0, 0, 120, 3, 0];
         let mut buf = [0u8; 64];
         // Rlerror and Rerror answer anything.
@@ -339,7 +343,7 @@ mod tests {
     fn exchange_checks_size_and_tag() {
         use std::os::unix::net::UnixStream;
         let (a, mut server) = UnixStream::pair().expect("pair");
-        let mut b = Backend { stream: Stream::Unix(a) };
+        let mut b = Backend { stream: Arc::new(Stream::Unix(a)) };
         let t = [7, 0, 0, 0, 120, 3, 0];
         let mut buf = [0u8; 64];
         server.write_all(&[7, 0, 0, 0, 121, 3, 0]).expect("w");
@@ -349,7 +353,7 @@ mod tests {
         server.write_all(&[200, 0, 0, 0, 121, 3, 0]).expect("w");
         assert!(matches!(b.exchange(&t, &mut buf, 64), Err(BackendError::Frame(FrameError::TooLarge { .. }))));
         let (a, server) = UnixStream::pair().expect("pair");
-        let mut b = Backend { stream: Stream::Unix(a) };
+        let mut b = Backend { stream: Arc::new(Stream::Unix(a)) };
         drop(server);
         assert!(b.exchange(&t, &mut buf, 64).is_err());
     }

@@ -93,7 +93,7 @@ impl Backends for BoardBackend {
         match Backend::connect(&addr, CONNECT_TIMEOUT) {
             Ok(b) => {
                 *lock(&self.attempts) = Attempts::default();
-                *lock(&self.abort) = b.abort_handle().ok();
+                *lock(&self.abort) = Some(b.abort_handle());
                 if self.stopped.load(Ordering::SeqCst) {
                     // Raced with stop(): do not leave a live connection behind.
                     self.stop();
@@ -149,6 +149,23 @@ mod tests {
         assert_eq!(second, first);
         assert_eq!(b.tries.load(Ordering::Relaxed), 1, "the second mount must not hit the server");
         assert!(lock(&b.last_error).as_deref().is_some_and(|m| m.contains(&port.to_string())));
+    }
+
+    #[test]
+    fn a_session_that_ends_closes_its_server_connection() {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let b = BoardBackend::new(l.local_addr().expect("a").to_string().parse().expect("addr"));
+        let conn = b.connect().expect("connect");
+        let (mut server_side, _) = l.accept().expect("accept");
+        // Hang guard only: EOF must come at once.
+        server_side.set_read_timeout(Some(std::time::Duration::from_secs(20))).expect("timeout");
+        // forward drops the connection on a new Tversion, a lost session and
+        // when the worker ends: the server must see the session end then,
+        // not at the board's next mount.
+        drop(conn);
+        let mut byte = [0u8; 1];
+        assert_eq!(std::io::Read::read(&mut server_side, &mut byte).expect("EOF, not a timeout"), 0);
+        b.stop();
     }
 
     #[test]
