@@ -1,7 +1,8 @@
 //! Connections to 9P servers (diod, nfs-ganesha): where a backend is
 //! (`host:port` resolved at connect time, or `unix:/path`), how to reach it
 //! (TCP_NODELAY, keepalive and TCP_USER_TIMEOUT so a vanished server is
-//! noticed, bounded connect), and moving whole frames over it.
+//! noticed, a connect bounded by its timeout — name resolution included —
+//! that another thread can abandon), and moving whole frames over it.
 //!
 //! It must never retry, back off or log policy decisions (that is the
 //! supervisor's), and never allocate per message: frames are read into the
@@ -10,12 +11,13 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
 
 use crate::frame::{self, FrameError};
 
@@ -153,15 +155,25 @@ impl AbortHandle {
 }
 
 impl Backend {
-    /// Connects, trying each resolved address in turn, each bounded by `timeout`.
+    /// Connects on the calling thread. The connect calls together take at
+    /// most `timeout` (each resolved address gets what is left; a unix
+    /// listener that stopped accepting fails it with `TimedOut`), but name
+    /// resolution is bounded only by the resolver: callers that must not
+    /// wait longer than `timeout`, or must be able to give up, use [`Dial`].
     pub fn connect(addr: &BackendAddr, timeout: Duration) -> io::Result<Backend> {
+        let deadline = Instant::now() + timeout;
         let stream = match addr {
-            BackendAddr::Unix(path) => Stream::Unix(UnixStream::connect(path)?),
+            BackendAddr::Unix(path) => Stream::Unix(connect_unix(path, deadline)?),
             BackendAddr::Tcp { host, port } => {
                 let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{host} resolved to no address"));
                 let mut found = None;
                 for sa in (host.as_str(), *port).to_socket_addrs()? {
-                    match TcpStream::connect_timeout(&sa, timeout) {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        last = io::Error::new(io::ErrorKind::TimedOut, format!("no address of {host} answered within {timeout:?}"));
+                        break;
+                    }
+                    match TcpStream::connect_timeout(&sa, left) {
                         Ok(s) => {
                             found = Some(s);
                             break;
@@ -231,6 +243,146 @@ impl Backend {
     }
 }
 
+/// A connection attempt on its own short-lived thread: the caller waits at
+/// most the timeout even while the resolver hangs, and another thread can
+/// give up on it ([`Dial::cancel`]), which no blocking connect allows. The
+/// helper thread outlives an abandoned wait only until its own connect gives
+/// up (the same timeout; name resolution: the resolver's own timeouts) and
+/// then closes whatever it got.
+pub struct Dial {
+    state: Mutex<DialState>,
+    changed: Condvar,
+}
+
+/// How much longer than the connect timeout [`Dial::wait`] waits: only a
+/// hung name resolution needs it.
+pub const DIAL_GRACE: Duration = Duration::from_millis(100);
+
+enum DialState {
+    Pending,
+    Done(io::Result<Backend>),
+    /// Nobody wants the result any more.
+    Abandoned,
+}
+
+impl Dial {
+    /// Starts connecting to `addr`, bounded by `timeout`.
+    pub fn start(addr: &BackendAddr, timeout: Duration) -> io::Result<Arc<Dial>> {
+        let dial = Arc::new(Dial { state: Mutex::new(DialState::Pending), changed: Condvar::new() });
+        let (d, addr) = (dial.clone(), addr.clone());
+        std::thread::Builder::new().name("backend-connect".into()).spawn(move || {
+            let r = Backend::connect(&addr, timeout);
+            let mut s = lock(&d.state);
+            if matches!(*s, DialState::Pending) {
+                *s = DialState::Done(r);
+                d.changed.notify_all();
+            }
+            // Otherwise dropping r closes the connection nobody waits for.
+        })?;
+        Ok(dial)
+    }
+
+    /// Waits for the attempt: at most its timeout plus [`DIAL_GRACE`], so that
+    /// a connect that gives up on its own says why. After [`Dial::cancel`] it
+    /// returns `Interrupted`.
+    pub fn wait(&self, timeout: Duration) -> io::Result<Backend> {
+        let s = lock(&self.state);
+        let mut s = match self.changed.wait_timeout_while(s, timeout + DIAL_GRACE, |s| matches!(s, DialState::Pending)) {
+            Ok((s, _)) => s,
+            Err(p) => p.into_inner().0,
+        };
+        match std::mem::replace(&mut *s, DialState::Abandoned) {
+            DialState::Done(r) => r,
+            DialState::Pending => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no connection within {timeout:?} (name resolution or connect hung)"),
+            )),
+            DialState::Abandoned => Err(io::Error::new(io::ErrorKind::Interrupted, "connect cancelled")),
+        }
+    }
+
+    /// Wakes the waiter and drops the result, now or when it comes.
+    pub fn cancel(&self) {
+        *lock(&self.state) = DialState::Abandoned;
+        self.changed.notify_all();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panicking holder cannot leave these plain values inconsistent.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A blocking unix connect bounded by SO_SNDTIMEO, which Linux honours while
+/// the listener's backlog is full (the connect then fails with EAGAIN). A
+/// non-blocking connect would fail at once with EAGAIN and leave nothing to
+/// wait on.
+fn connect_unix(path: &Path, deadline: Instant) -> io::Result<UnixStream> {
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.len() > SUN_PATH_MAX || bytes.contains(&0) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{} is not a usable unix socket path", path.display())));
+    }
+    // SAFETY: socket(2) with constant arguments.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh socket nobody else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: an all-zero sockaddr_un is valid; the path (≤ 107 bytes, no
+    // NUL) fits sun_path with its terminating NUL.
+    let mut sa: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    sa.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, b) in sa.sun_path.iter_mut().zip(bytes) {
+        *d = *b as libc::c_char;
+    }
+    let len = (std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1) as libc::socklen_t;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(backlog_full());
+        }
+        set_send_timeout(fd, left)?;
+        // SAFETY: sa is a valid sockaddr_un of at least len bytes.
+        let r = unsafe { libc::connect(fd, (&sa as *const libc::sockaddr_un).cast(), len) };
+        if r == 0 {
+            break;
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EAGAIN) => return Err(backlog_full()),
+            _ => return Err(e),
+        }
+    }
+    // Writes block as before; request_timeout bounds them where set.
+    set_send_timeout(fd, Duration::ZERO)?;
+    Ok(UnixStream::from(sock))
+}
+
+fn backlog_full() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "the server accepted no connection in time: its listen backlog is full (server wedged, stopped or overloaded)",
+    )
+}
+
+/// SO_SNDTIMEO; zero means none.
+fn set_send_timeout(fd: RawFd, t: Duration) -> io::Result<()> {
+    let mut tv = libc::timeval { tv_sec: t.as_secs() as libc::time_t, tv_usec: t.subsec_micros() as libc::suseconds_t };
+    if !t.is_zero() && tv.tv_sec == 0 && tv.tv_usec == 0 {
+        tv.tv_usec = 1; // below a microsecond: still a timeout, not "none"
+    }
+    let len = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
+    // SAFETY: tv lives across the call and len is its size.
+    let r = unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_SNDTIMEO, (&tv as *const libc::timeval).cast(), len) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Keepalive and TCP_USER_TIMEOUT (see [`KEEPALIVE_IDLE`], [`USER_TIMEOUT`]).
 fn notice_vanished_peer(fd: RawFd) -> io::Result<()> {
     set_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)?;
@@ -248,6 +400,45 @@ fn set_int(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int)
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+/// Servers that accept no connection, on loopback: a listener whose backlog
+/// of one is taken and which never accepts.
+#[cfg(test)]
+pub(crate) mod blackhole {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::{UnixListener, UnixStream};
+
+    use super::BackendAddr;
+
+    /// Keeps the listener, the connection filling its backlog, and its directory.
+    pub struct Blackhole {
+        pub addr: BackendAddr,
+        _keep: Box<dyn Send + Sync>,
+    }
+
+    fn backlog_zero(fd: i32) {
+        // SAFETY: listen(2) on a socket we own; re-listening changes the backlog.
+        assert_eq!(unsafe { libc::listen(fd, 0) }, 0, "listen: {}", std::io::Error::last_os_error());
+    }
+
+    pub fn unix() -> Blackhole {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("full.sock");
+        let l = UnixListener::bind(&path).expect("bind");
+        backlog_zero(l.as_raw_fd());
+        let filler = UnixStream::connect(&path).expect("the one slot");
+        Blackhole { addr: BackendAddr::Unix(path), _keep: Box::new((dir, l, filler)) }
+    }
+
+    pub fn tcp() -> Blackhole {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        backlog_zero(l.as_raw_fd());
+        let at = l.local_addr().expect("addr");
+        let filler = std::net::TcpStream::connect(at).expect("the one slot");
+        let addr = at.to_string().parse().expect("addr");
+        Blackhole { addr, _keep: Box::new((l, filler)) }
     }
 }
 
@@ -282,6 +473,19 @@ mod tests {
         assert_eq!(int_option(&b, libc::IPPROTO_TCP, libc::TCP_KEEPCNT) as u32, KEEPALIVE_PROBES);
         assert_eq!(int_option(&b, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT) as u128, USER_TIMEOUT.as_millis());
         assert_eq!(int_option(&b, libc::IPPROTO_TCP, libc::TCP_NODELAY), 1);
+    }
+
+    #[test]
+    fn a_unix_server_that_stopped_accepting_fails_the_connect_in_time() {
+        let hole = blackhole::unix();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let addr = hole.addr.clone();
+        std::thread::spawn(move || tx.send(Backend::connect(&addr, Duration::from_millis(300)).map(|_| ())));
+        // Hang guard only; the connect must give up after 300 ms.
+        let r = rx.recv_timeout(Duration::from_secs(20)).expect("connect() must be bounded by its timeout");
+        let e = r.expect_err("nobody accepts");
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+        assert!(e.to_string().contains("backlog"), "{e}");
     }
 
     #[test]

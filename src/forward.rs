@@ -39,7 +39,8 @@ pub struct ConnectError {
 
 impl ConnectError {
     pub fn from_io(e: &io::Error, what: String) -> ConnectError {
-        let errno = e.raw_os_error().filter(|n| *n > 0).unwrap_or(libc::EIO) as u32;
+        let timed_out = (e.kind() == io::ErrorKind::TimedOut).then_some(libc::ETIMEDOUT);
+        let errno = e.raw_os_error().filter(|n| *n > 0).or(timed_out).unwrap_or(libc::EIO) as u32;
         ConnectError { errno, message: format!("{what}: {e}") }
     }
 }

@@ -1,5 +1,7 @@
 //! The supervisor's policy for one board's backend connections: which server
-//! (the config's answer, swappable on reload), a bounded connect, a capped
+//! (the config's answer, swappable on reload), a connect bounded by
+//! [`CONNECT_TIMEOUT`] (name resolution included) that [`BoardBackend::stop`]
+//! can abandon while it is in progress, a capped
 //! exponential backoff after failed attempts so a board retrying its mount in
 //! a loop neither hammers the server nor floods the log, and an abort switch
 //! that wakes the worker when the board is removed or the daemon stops.
@@ -11,13 +13,19 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::backend::{AbortHandle, Backend, BackendAddr, BackendError};
+use crate::backend::{AbortHandle, Backend, BackendAddr, BackendError, Dial};
 use crate::forward::{Backends, ConnectError};
 
-/// How long one connect attempt may take.
+/// How long one connect attempt may take, name resolution included.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(8);
+
+enum Live {
+    Idle,
+    Dialing(std::sync::Arc<Dial>),
+    Connected(AbortHandle),
+}
 
 #[derive(Default)]
 struct Attempts {
@@ -30,8 +38,10 @@ struct Attempts {
 pub struct BoardBackend {
     addr: Mutex<BackendAddr>,
     attempts: Mutex<Attempts>,
-    abort: Mutex<Option<AbortHandle>>,
+    /// What stop() must break: the attempt in progress or the live session.
+    live: Mutex<Live>,
     stopped: AtomicBool,
+    connect_timeout: Duration,
     /// Connect attempts actually made (not refused by backoff).
     pub tries: AtomicU64,
     /// The last failure, for status and logs.
@@ -43,24 +53,55 @@ impl BoardBackend {
         BoardBackend {
             addr: Mutex::new(addr),
             attempts: Mutex::default(),
-            abort: Mutex::new(None),
+            live: Mutex::new(Live::Idle),
             stopped: AtomicBool::new(false),
+            connect_timeout: CONNECT_TIMEOUT,
             tries: AtomicU64::new(0),
             last_error: Mutex::new(None),
         }
+    }
+
+    /// The same backend with another bound on each connect (tests).
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> BoardBackend {
+        self.connect_timeout = timeout;
+        self
     }
 
     pub fn addr(&self) -> BackendAddr {
         lock(&self.addr).clone()
     }
 
-    /// Refuses new connections and breaks the live one, so a worker blocked
-    /// on the server wakes up (board removed, daemon stopping).
+    /// Refuses new connections and breaks the one in progress or live, so a
+    /// worker blocked on the server wakes up (board removed, daemon stopping).
     pub fn stop(&self) {
         self.stopped.store(true, Ordering::SeqCst);
-        if let Some(a) = lock(&self.abort).take() {
-            a.abort();
+        match std::mem::replace(&mut *lock(&self.live), Live::Idle) {
+            Live::Idle => {}
+            Live::Dialing(d) => d.cancel(),
+            Live::Connected(a) => a.abort(),
         }
+    }
+
+    fn stopped_error() -> ConnectError {
+        ConnectError { errno: libc::EIO as u32, message: "usb9pfsd is letting go of this board".into() }
+    }
+
+    /// One connect attempt, bounded by the timeout and woken by stop().
+    fn dial(&self, addr: &BackendAddr) -> std::io::Result<Backend> {
+        let dial = Dial::start(addr, self.connect_timeout)?;
+        *lock(&self.live) = Live::Dialing(dial.clone());
+        // stop() sets the flag before it looks at `live`: either it saw the
+        // dial and cancelled it, or this sees the flag.
+        if self.stopped.load(Ordering::SeqCst) {
+            dial.cancel();
+        }
+        let b = dial.wait(self.connect_timeout)?;
+        *lock(&self.live) = Live::Connected(b.abort_handle());
+        if self.stopped.load(Ordering::SeqCst) {
+            // Raced with stop(): do not leave a live connection behind.
+            self.stop();
+        }
+        Ok(b)
     }
 
     fn record(&self, message: &str) {
@@ -76,7 +117,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Backends for BoardBackend {
     fn connect(&self) -> Result<Backend, ConnectError> {
         if self.stopped.load(Ordering::SeqCst) {
-            return Err(ConnectError { errno: libc::EIO as u32, message: "usb9pfsd is letting go of this board".into() });
+            return Err(Self::stopped_error());
         }
         let now = Instant::now();
         let addr = self.addr();
@@ -90,19 +131,21 @@ impl Backends for BoardBackend {
             }
         }
         self.tries.fetch_add(1, Ordering::Relaxed);
-        match Backend::connect(&addr, CONNECT_TIMEOUT) {
+        match self.dial(&addr) {
+            Err(_) if self.stopped.load(Ordering::SeqCst) => Err(Self::stopped_error()),
             Ok(b) => {
                 *lock(&self.attempts) = Attempts::default();
-                *lock(&self.abort) = Some(b.abort_handle());
-                if self.stopped.load(Ordering::SeqCst) {
-                    // Raced with stop(): do not leave a live connection behind.
-                    self.stop();
-                }
                 tracing::info!(backend = %addr, "board mounted: new 9P session with the server");
                 Ok(b)
             }
             Err(e) => {
+                *lock(&self.live) = Live::Idle;
                 let err = ConnectError::from_io(&e, format!("cannot connect to 9P server {addr}"));
+                let hint = if e.kind() == std::io::ErrorKind::TimedOut {
+                    format!("the server did not accept within {:?}: is it wedged, stopped (SIGSTOP) or overloaded, or its host unreachable?", self.connect_timeout)
+                } else {
+                    "is the server running and reachable?".to_string()
+                };
                 let mut a = lock(&self.attempts);
                 a.failures += 1;
                 let delay = FIRST_BACKOFF.saturating_mul(1 << (a.failures - 1).min(16)).min(MAX_BACKOFF);
@@ -110,7 +153,7 @@ impl Backends for BoardBackend {
                 a.last = Some(err.clone());
                 tracing::warn!(
                     backend = %addr,
-                    "{}; the board's mount fails with errno {} (is the server running and reachable?); mounts in the next {delay:?} fail without retrying",
+                    "{}; the board's mount fails with errno {} ({hint}); mounts in the next {delay:?} fail without retrying",
                     err.message,
                     err.errno
                 );
@@ -125,7 +168,7 @@ impl Backends for BoardBackend {
         let message = format!("lost the 9P server {addr} mid-session: {err}");
         tracing::error!(backend = %addr, "{message}; the board's requests now fail with EIO until it mounts again");
         self.record(&message);
-        *lock(&self.abort) = None;
+        *lock(&self.live) = Live::Idle;
     }
 }
 
@@ -166,6 +209,49 @@ mod tests {
         let mut byte = [0u8; 1];
         assert_eq!(std::io::Read::read(&mut server_side, &mut byte).expect("EOF, not a timeout"), 0);
         b.stop();
+    }
+
+    /// Starts `b.connect()` on a thread, waits until the attempt is under
+    /// way, stops the backend, and returns what connect() said.
+    fn stop_during_connect(b: BoardBackend) -> Result<(), ConnectError> {
+        let b = std::sync::Arc::new(b);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let worker = b.clone();
+        std::thread::spawn(move || tx.send(worker.connect().map(|_| ())));
+        // The attempt is counted just before it starts; stop() must wake it
+        // whether it lands just before the socket call or inside it.
+        let guard = Instant::now() + Duration::from_secs(20);
+        while b.tries.load(Ordering::SeqCst) == 0 && Instant::now() < guard {
+            std::thread::yield_now();
+        }
+        b.stop();
+        rx.recv_timeout(Duration::from_secs(20)).expect("stop() must wake a connect in progress")
+    }
+
+    #[test]
+    fn stop_wakes_a_connect_to_a_unix_server_that_stopped_accepting() {
+        let hole = crate::backend::blackhole::unix();
+        let b = BoardBackend::new(hole.addr.clone()).with_connect_timeout(Duration::from_secs(120));
+        let e = stop_during_connect(b).expect_err("stopped");
+        assert!(e.message.contains("letting go"), "{e:?}");
+    }
+
+    #[test]
+    fn stop_wakes_a_connect_to_a_blackholed_tcp_server() {
+        let hole = crate::backend::blackhole::tcp();
+        let b = BoardBackend::new(hole.addr.clone()).with_connect_timeout(Duration::from_secs(120));
+        let e = stop_during_connect(b).expect_err("stopped");
+        assert!(e.message.contains("letting go"), "{e:?}");
+    }
+
+    #[test]
+    fn a_connect_that_times_out_fails_the_mount_with_etimedout() {
+        let hole = crate::backend::blackhole::unix();
+        let b = BoardBackend::new(hole.addr.clone()).with_connect_timeout(Duration::from_millis(300));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(b.connect().map(|_| ())));
+        let e = rx.recv_timeout(Duration::from_secs(20)).expect("bounded").expect_err("nobody accepts");
+        assert_eq!(e.errno, libc::ETIMEDOUT as u32, "{e:?}");
     }
 
     #[test]
