@@ -154,6 +154,9 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
         // it tells must already see the count.
         counters.r_messages.fetch_add(1, Ordering::Relaxed);
         counters.r_bytes.fetch_add(r_len as u64, Ordering::Relaxed);
+        if h.kind != TVERSION {
+            counters.served.fetch_add(1, Ordering::Relaxed);
+        }
         if let Err(e) = pipe::send_message(pipe, r, limits.board_buflen) {
             return usb_exit(e);
         }
@@ -347,6 +350,7 @@ mod tests {
         assert_eq!(r.board.recv()[4], RVERSION);
         r.board.send(&msg(120, 77, &[0; 4]));
         assert_eq!(r.board.recv()[4..7], [121, 77, 0]);
+        assert_eq!((r.counters.snapshot().r_messages, r.counters.snapshot().served), (2, 1), "Rversion is not service");
         // The stray Rclunk tag 78 waits in the socket; a Tread tag 78 must
         // not get it: the session ends and the board gets an error reply.
         r.board.send(&msg(116, 78, &[0; 16]));

@@ -2,8 +2,9 @@
 //! (the config's answer, swappable on reload), a connect bounded by
 //! [`CONNECT_TIMEOUT`] (name resolution included) that [`BoardBackend::stop`]
 //! can abandon while it is in progress, a capped
-//! exponential backoff after failed attempts so a board retrying its mount in
-//! a loop neither hammers the server nor floods the log, and an abort switch
+//! exponential backoff after failed attempts and a session rate limit (a
+//! burst, then one per interval) so a board retrying its mount in a loop
+//! neither hammers the server nor floods the log, and an abort switch
 //! that wakes the worker when the board is removed or the daemon stops.
 //!
 //! Runs on the worker's thread when the frame loop asks for a connection. It
@@ -15,6 +16,40 @@ use std::time::{Duration, Instant};
 
 use crate::backend::{AbortHandle, Backend, BackendAddr, BackendError, Dial};
 use crate::forward::{Backends, ConnectError};
+
+/// New server sessions a board may open in a row (each Tversion is one)…
+pub const SESSION_BURST: u32 = 8;
+/// …after which it gets at most one per interval; further Tversions get an
+/// error reply (EAGAIN) without a connect, so a board looping on mount can
+/// flood neither the shared server nor the journal.
+pub const SESSION_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The session rate limit, a token bucket kept as one instant (GCRA): the
+/// bucket is full again at `next`, and a session is allowed while `next`
+/// lies less than a whole burst of intervals ahead.
+#[derive(Default)]
+struct SessionRate {
+    next: Option<Instant>,
+    /// Refused since the limit last started to apply (logged once per burst).
+    refused: u64,
+}
+
+impl SessionRate {
+    /// Takes one session at `now`; false if the board is over its rate.
+    fn take(&mut self, now: Instant) -> bool {
+        let next = self.next.map_or(now, |n| n.max(now));
+        if next - now > SESSION_INTERVAL * (SESSION_BURST - 1) {
+            return false;
+        }
+        self.next = Some(next + SESSION_INTERVAL);
+        true
+    }
+
+    /// True when the board has been quiet long enough to have its burst back.
+    fn rested(&self, now: Instant) -> bool {
+        self.next.map_or(true, |n| n <= now)
+    }
+}
 
 /// How long one connect attempt may take, name resolution included.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -40,6 +75,7 @@ pub struct BoardBackend {
     attempts: Mutex<Attempts>,
     /// What stop() must break: the attempt in progress or the live session.
     live: Mutex<Live>,
+    rate: Mutex<SessionRate>,
     stopped: AtomicBool,
     connect_timeout: Duration,
     /// Connect attempts actually made (not refused by backoff).
@@ -54,6 +90,7 @@ impl BoardBackend {
             addr: Mutex::new(addr),
             attempts: Mutex::default(),
             live: Mutex::new(Live::Idle),
+            rate: Mutex::default(),
             stopped: AtomicBool::new(false),
             connect_timeout: CONNECT_TIMEOUT,
             tries: AtomicU64::new(0),
@@ -104,6 +141,37 @@ impl BoardBackend {
         Ok(b)
     }
 
+    /// The per-board session rate limit: refuses a new session beyond
+    /// [`SESSION_BURST`] in a row, saying so once per burst.
+    fn throttle(&self, now: Instant, addr: &BackendAddr) -> Result<(), ConnectError> {
+        let mut rate = lock(&self.rate);
+        if rate.refused > 0 && rate.rested(now) {
+            tracing::info!(backend = %addr, "the board's mount rate is back to normal; {} new session(s) were refused", rate.refused);
+            rate.refused = 0;
+        }
+        if rate.take(now) {
+            return Ok(());
+        }
+        let err = ConnectError {
+            errno: libc::EAGAIN as u32,
+            message: format!(
+                "refusing a new 9P session: the board opened {SESSION_BURST} in a row (is it looping on mount?); it gets at most one every {SESSION_INTERVAL:?} now"
+            ),
+        };
+        rate.refused += 1;
+        if rate.refused == 1 {
+            tracing::warn!(
+                backend = %addr,
+                "{}; its mounts fail with EAGAIN until then. Check why the board keeps mounting (its kernel log, its init scripts)",
+                err.message
+            );
+            self.record(&err.message);
+        } else {
+            tracing::debug!(backend = %addr, "{}", err.message);
+        }
+        Err(err)
+    }
+
     fn record(&self, message: &str) {
         *lock(&self.last_error) = Some(message.to_string());
     }
@@ -130,6 +198,7 @@ impl Backends for BoardBackend {
                 }
             }
         }
+        self.throttle(now, &addr)?;
         self.tries.fetch_add(1, Ordering::Relaxed);
         match self.dial(&addr) {
             Err(_) if self.stopped.load(Ordering::SeqCst) => Err(Self::stopped_error()),
@@ -252,6 +321,38 @@ mod tests {
         std::thread::spawn(move || tx.send(b.connect().map(|_| ())));
         let e = rx.recv_timeout(Duration::from_secs(20)).expect("bounded").expect_err("nobody accepts");
         assert_eq!(e.errno, libc::ETIMEDOUT as u32, "{e:?}");
+    }
+
+    #[test]
+    fn a_board_looping_on_mount_is_throttled() {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let b = BoardBackend::new(l.local_addr().expect("a").to_string().parse().expect("addr"));
+        for i in 0..SESSION_BURST {
+            assert!(b.connect().is_ok(), "session {i} of the burst");
+        }
+        let e = b.connect().err().expect("beyond the burst");
+        assert_eq!(e.errno, libc::EAGAIN as u32, "{e:?}");
+        assert!(e.message.contains("in a row"), "{e:?}");
+        assert_eq!(b.tries.load(Ordering::Relaxed), SESSION_BURST as u64, "the refused mount must not reach the server");
+    }
+
+    #[test]
+    fn session_rate_is_a_burst_then_one_per_interval() {
+        let mut bucket = SessionRate::default();
+        let t0 = Instant::now();
+        for _ in 0..SESSION_BURST {
+            assert!(bucket.take(t0));
+        }
+        assert!(!bucket.take(t0));
+        assert!(!bucket.take(t0 + SESSION_INTERVAL / 2));
+        assert!(bucket.take(t0 + SESSION_INTERVAL));
+        assert!(!bucket.take(t0 + SESSION_INTERVAL));
+        // Quiet for a whole burst's worth: the full burst is back.
+        let later = t0 + SESSION_INTERVAL * (SESSION_BURST + 1);
+        for _ in 0..SESSION_BURST {
+            assert!(bucket.take(later));
+        }
+        assert!(!bucket.take(later));
     }
 
     #[test]

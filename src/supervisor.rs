@@ -89,7 +89,8 @@ struct Board {
     generation: u64,
     starts: u64,
     failures: u32,
-    /// r_messages when the current worker started: did it serve anything?
+    /// `served` when the current worker started: did it serve anything
+    /// beyond a handshake?
     served_at_start: u64,
     last_error: Option<String>,
 }
@@ -241,7 +242,7 @@ impl<S: Spawn> Supervisor<S> {
         b.generation = generation;
         b.starts += 1;
         b.slot = Slot::Running;
-        b.served_at_start = b.counters.snapshot().r_messages;
+        b.served_at_start = b.counters.snapshot().served;
         let job = Job {
             info: b.info.clone(),
             backends: backend.clone(),
@@ -273,8 +274,9 @@ impl<S: Spawn> Supervisor<S> {
             WorkerEvent::Serving => return,
             WorkerEvent::Ended(end) => end,
         };
-        // A worker that served anything starts the count afresh.
-        if b.counters.snapshot().r_messages > b.served_at_start {
+        // A worker that served anything (a Tversion alone does not count)
+        // starts the count afresh.
+        if b.counters.snapshot().served > b.served_at_start {
             b.failures = 0;
         }
         b.failures += 1;
