@@ -107,6 +107,18 @@ pub enum BackendError {
     WrongTag { want: u16, got: u16 },
     #[error("9P server answered a {} with a {}", frame::type_name(*sent), frame::type_name(*got))]
     WrongType { sent: u8, got: u8 },
+    #[error("9P server did not answer a {} within {after:?} (request_timeout)", frame::type_name(*kind))]
+    Timeout { after: Duration, kind: u8 },
+}
+
+impl BackendError {
+    /// The errno the board's pending request fails with.
+    pub fn errno(&self) -> u32 {
+        match self {
+            BackendError::Timeout { .. } => libc::ETIMEDOUT as u32,
+            _ => frame::EIO,
+        }
+    }
 }
 
 enum Stream {
@@ -201,9 +213,15 @@ impl Backend {
     /// is read; its tag must match the request's and its type must answer it
     /// (T+1, or Rlerror/Rerror), or a stray reply would reach the board as
     /// the answer to its next request with that tag.
-    pub fn exchange(&mut self, t: &[u8], buf: &mut [u8], ceiling: u32) -> Result<usize, BackendError> {
-        self.write_all(t)?;
-        let n = self.recv(buf, ceiling)?;
+    ///
+    /// With `limit`, sending and the whole reply must fit in it, measured
+    /// from the send: each read and write first waits in poll(2) for the
+    /// time left, so no extra syscall is made without a limit.
+    pub fn exchange(&mut self, t: &[u8], buf: &mut [u8], ceiling: u32, limit: Option<Duration>) -> Result<usize, BackendError> {
+        let kind = frame::header(t).map_or(0, |h| h.kind);
+        let deadline = limit.map(|after| Deadline { at: Instant::now() + after, after, kind });
+        self.write_all(t, deadline)?;
+        let n = self.recv(buf, ceiling, deadline)?;
         if let (Some(t), Some(r)) = (frame::header(t), frame::header(&buf[..n])) {
             if t.tag != r.tag {
                 return Err(BackendError::WrongTag { want: t.tag, got: r.tag });
@@ -215,31 +233,111 @@ impl Backend {
         Ok(n)
     }
 
-    fn recv(&mut self, buf: &mut [u8], ceiling: u32) -> Result<usize, BackendError> {
+    fn recv(&mut self, buf: &mut [u8], ceiling: u32, deadline: Option<Deadline>) -> Result<usize, BackendError> {
         let ceiling = ceiling.min(buf.len() as u32);
-        self.read_exact(&mut buf[..4])?;
+        self.read_exact(&mut buf[..4], deadline)?;
         let size = frame::peek_size(buf).unwrap_or(0);
         frame::check_size(size, ceiling)?;
-        self.read_exact(&mut buf[4..size as usize])?;
+        self.read_exact(&mut buf[4..size as usize], deadline)?;
         Ok(size as usize)
     }
 
-    fn write_all(&mut self, b: &[u8]) -> io::Result<()> {
+    fn fd(&self) -> RawFd {
         match &*self.stream {
-            Stream::Tcp(s) => (&mut &*s).write_all(b),
-            Stream::Unix(s) => (&mut &*s).write_all(b),
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
         }
     }
 
-    fn read_exact(&mut self, b: &mut [u8]) -> Result<(), BackendError> {
-        let r = match &*self.stream {
-            Stream::Tcp(s) => (&mut &*s).read_exact(b),
-            Stream::Unix(s) => (&mut &*s).read_exact(b),
+    fn write_all(&mut self, mut b: &[u8], deadline: Option<Deadline>) -> Result<(), BackendError> {
+        let Some(deadline) = deadline else {
+            return match &*self.stream {
+                Stream::Tcp(s) => (&mut &*s).write_all(b),
+                Stream::Unix(s) => (&mut &*s).write_all(b),
+            }
+            .map_err(BackendError::Io);
         };
-        r.map_err(|e| match e.kind() {
-            io::ErrorKind::UnexpectedEof => BackendError::Closed,
-            _ => BackendError::Io(e),
-        })
+        while !b.is_empty() {
+            deadline.wait(self.fd(), libc::POLLOUT)?;
+            // A blocking write would wait for room for all of b: write what
+            // fits now, and wait again, bounded, for the rest.
+            // SAFETY: b is valid for b.len() bytes.
+            let n = unsafe { libc::send(self.fd(), b.as_ptr().cast(), b.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+            if n >= 0 {
+                b = b.get(n as usize..).unwrap_or_default();
+                continue;
+            }
+            let e = io::Error::last_os_error();
+            if !matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock) {
+                return Err(BackendError::Io(e));
+            }
+        }
+        Ok(())
+    }
+
+    fn read_exact(&mut self, mut b: &mut [u8], deadline: Option<Deadline>) -> Result<(), BackendError> {
+        let Some(deadline) = deadline else {
+            let r = match &*self.stream {
+                Stream::Tcp(s) => (&mut &*s).read_exact(b),
+                Stream::Unix(s) => (&mut &*s).read_exact(b),
+            };
+            return r.map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof => BackendError::Closed,
+                _ => BackendError::Io(e),
+            });
+        };
+        while !b.is_empty() {
+            deadline.wait(self.fd(), libc::POLLIN)?;
+            // Readable (or at EOF): this read returns at once.
+            let r = match &*self.stream {
+                Stream::Tcp(s) => (&mut &*s).read(b),
+                Stream::Unix(s) => (&mut &*s).read(b),
+            };
+            match r {
+                Ok(0) => return Err(BackendError::Closed),
+                Ok(n) => b = &mut b[n..],
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(BackendError::Io(e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// When the pending request's reply must be in (`request_timeout`).
+#[derive(Clone, Copy)]
+struct Deadline {
+    at: Instant,
+    after: Duration,
+    /// The request's type, for the error.
+    kind: u8,
+}
+
+impl Deadline {
+    /// Waits in poll(2) until `fd` is ready for `events` or the deadline
+    /// passes. Readiness includes errors and hang-ups: the read or write
+    /// that follows reports them.
+    fn wait(&self, fd: RawFd, events: libc::c_short) -> Result<(), BackendError> {
+        loop {
+            let left = self.at.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(BackendError::Timeout { after: self.after, kind: self.kind });
+            }
+            // Rounded up: poll must not return before the deadline and spin.
+            let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
+            let mut p = libc::pollfd { fd, events, revents: 0 };
+            // SAFETY: one valid pollfd.
+            match unsafe { libc::poll(&mut p, 1, ms) } {
+                0 => {}
+                n if n > 0 => return Ok(()),
+                _ => {
+                    let e = io::Error::last_os_error();
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        return Err(BackendError::Io(e));
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -446,18 +544,11 @@ pub(crate) mod blackhole {
 mod tests {
     use super::*;
 
-    fn fd(b: &Backend) -> RawFd {
-        match &*b.stream {
-            Stream::Tcp(s) => s.as_raw_fd(),
-            Stream::Unix(s) => s.as_raw_fd(),
-        }
-    }
-
     fn int_option(b: &Backend, level: libc::c_int, name: libc::c_int) -> libc::c_int {
         let mut v: libc::c_int = -1;
         let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
         // SAFETY: v and len are valid for writing and len holds v's size.
-        let r = unsafe { libc::getsockopt(fd(b), level, name, (&mut v as *mut libc::c_int).cast(), &mut len) };
+        let r = unsafe { libc::getsockopt(b.fd(), level, name, (&mut v as *mut libc::c_int).cast(), &mut len) };
         assert_eq!(r, 0, "getsockopt {level}/{name}: {}", io::Error::last_os_error());
         v
     }
@@ -524,6 +615,31 @@ mod tests {
     }
 
     #[test]
+    fn a_request_deadline_bounds_the_send_and_the_reply() {
+        use std::os::unix::net::UnixStream;
+        // A server that reads nothing: a 4 MiB Twrite cannot all be sent.
+        let (a, server) = UnixStream::pair().expect("pair");
+        let mut t = vec![0u8; 4 << 20];
+        t[..4].copy_from_slice(&(4u32 << 20).to_le_bytes());
+        t[4] = 118;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut b = Backend { stream: Arc::new(Stream::Unix(a)) };
+            let mut buf = [0u8; 64];
+            let send = b.exchange(&t, &mut buf, 64, Some(Duration::from_millis(200))).map(|_| ());
+            // A server that takes the request but never answers.
+            let (a, _silent) = UnixStream::pair().expect("pair");
+            let mut b = Backend { stream: Arc::new(Stream::Unix(a)) };
+            let reply = b.exchange(&[7, 0, 0, 0, 120, 1, 0], &mut buf, 64, Some(Duration::from_millis(200))).map(|_| ());
+            let _ = tx.send((send, reply));
+        });
+        let (send, reply) = rx.recv_timeout(Duration::from_secs(20)).expect("the deadline must bound the exchange");
+        assert!(matches!(send, Err(BackendError::Timeout { kind: 118, .. })), "{send:?}");
+        assert!(matches!(reply, Err(BackendError::Timeout { kind: 120, .. })), "{reply:?}");
+        drop(server);
+    }
+
+    #[test]
     fn exchange_checks_the_reply_type() {
         use std::os::unix::net::UnixStream;
         let (a, mut server) = UnixStream::pair().expect("pair");
@@ -532,13 +648,13 @@ mod tests {
         let mut buf = [0u8; 64];
         // Rlerror and Rerror answer anything.
         server.write_all(&[11, 0, 0, 0, frame::RLERROR, 3, 0, 2, 0, 0, 0]).expect("w");
-        assert_eq!(b.exchange(&tclunk, &mut buf, 64).expect("Rlerror"), 11);
+        assert_eq!(b.exchange(&tclunk, &mut buf, 64, None).expect("Rlerror"), 11);
         server.write_all(&[9, 0, 0, 0, frame::RERROR, 3, 0, 0, 0]).expect("w");
-        assert_eq!(b.exchange(&tclunk, &mut buf, 64).expect("Rerror"), 9);
+        assert_eq!(b.exchange(&tclunk, &mut buf, 64, None).expect("Rerror"), 9);
         // A stray Rread with the pending tag is not the answer to a Tclunk.
         server.write_all(&[11, 0, 0, 0, 117, 3, 0, 0, 0, 0, 0]).expect("w");
         assert!(matches!(
-            b.exchange(&tclunk, &mut buf, 64),
+            b.exchange(&tclunk, &mut buf, 64, None),
             Err(BackendError::WrongType { sent: 120, got: 117 })
         ));
     }
@@ -551,14 +667,14 @@ mod tests {
         let t = [7, 0, 0, 0, 120, 3, 0];
         let mut buf = [0u8; 64];
         server.write_all(&[7, 0, 0, 0, 121, 3, 0]).expect("w");
-        assert_eq!(b.exchange(&t, &mut buf, 64).expect("ok"), 7);
+        assert_eq!(b.exchange(&t, &mut buf, 64, None).expect("ok"), 7);
         server.write_all(&[7, 0, 0, 0, 121, 4, 0]).expect("w");
-        assert!(matches!(b.exchange(&t, &mut buf, 64), Err(BackendError::WrongTag { want: 3, got: 4 })));
+        assert!(matches!(b.exchange(&t, &mut buf, 64, None), Err(BackendError::WrongTag { want: 3, got: 4 })));
         server.write_all(&[200, 0, 0, 0, 121, 3, 0]).expect("w");
-        assert!(matches!(b.exchange(&t, &mut buf, 64), Err(BackendError::Frame(FrameError::TooLarge { .. }))));
+        assert!(matches!(b.exchange(&t, &mut buf, 64, None), Err(BackendError::Frame(FrameError::TooLarge { .. }))));
         let (a, server) = UnixStream::pair().expect("pair");
         let mut b = Backend { stream: Arc::new(Stream::Unix(a)) };
         drop(server);
-        assert!(b.exchange(&t, &mut buf, 64).is_err());
+        assert!(b.exchange(&t, &mut buf, 64, None).is_err());
     }
 }

@@ -3,7 +3,8 @@
 //! as the board's transport works.
 //!
 //! When the server cannot answer (unreachable, died mid-session, sent
-//! garbage) the loop answers the board itself with an error reply carrying the
+//! garbage or a reply that does not answer the request, missed the
+//! request's deadline) the loop answers the board itself with an error reply carrying the
 //! same tag, so the board's syscall fails with EIO instead of waiting forever.
 //! After a lost server session every request fails fast until the board starts
 //! a new one with Tversion (umount + mount), which opens a fresh connection.
@@ -27,6 +28,9 @@ pub struct Limits {
     pub max_frame: u32,
     /// The board's usb9pfs `buflen` (its receive request size).
     pub board_buflen: u32,
+    /// How long one request may wait for its reply, from its send; past it
+    /// the board gets ETIMEDOUT and the session is lost. None: no limit.
+    pub request_timeout: Option<std::time::Duration>,
 }
 
 /// A refused or failed connection attempt: the errno the board will see and
@@ -130,14 +134,14 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
             continue;
         };
 
-        let r_len = match backend.exchange(t, &mut rbuf, s.ceiling) {
+        let r_len = match backend.exchange(t, &mut rbuf, s.ceiling, limits.request_timeout) {
             Ok(m) => m,
             Err(e) => {
                 backends.lost(&e);
                 counters.backend_failures.fetch_add(1, Ordering::Relaxed);
                 s.backend = None;
                 s.live = false;
-                if let Err(exit) = reply_error(pipe, &mut rbuf, &s, h.tag, frame::EIO, counters, limits) {
+                if let Err(exit) = reply_error(pipe, &mut rbuf, &s, h.tag, e.errno(), counters, limits) {
                     return exit;
                 }
                 continue;
@@ -264,11 +268,12 @@ mod tests {
 
     /// Echo server: R = T with type + 1; Rversion keeps the msize; a Tread
     /// (116) with tag 99 gets an oversized reply header; tag 66 hangs up;
-    /// tag 77 is answered twice.
+    /// tag 77 is answered twice; tag 44 is never answered.
     fn echo(t: &[u8]) -> Option<Vec<u8>> {
         let tag = u16::from_le_bytes([t[5], t[6]]);
         match tag {
             66 => None,
+            44 => Some(Vec::new()), // never answered
             // The answer, then a stray Rclunk for tag 78.
             77 => Some([msg(t[4] + 1, tag, &[]), msg(121, 78, &[])].concat()),
             99 => Some(msg(t[4] + 1, tag, &[0; 64]).into_iter().enumerate().map(|(i, b)| if i == 2 { 0x7f } else { b }).collect()),
@@ -285,12 +290,16 @@ mod tests {
     }
 
     fn start() -> Running {
+        start_with(None)
+    }
+
+    fn start_with(request_timeout: Option<std::time::Duration>) -> Running {
         let server = server(echo);
         let (mut host, board) = sim::gadget(512, 16384);
         let counters = Arc::new(Counters::default());
         let c = counters.clone();
         let backends = Direct(server.addr.clone());
-        let limits = Limits { max_frame: 1 << 20, board_buflen: 16384 };
+        let limits = Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout };
         let exit = std::thread::spawn(move || run(&mut host, &backends, &c, limits));
         Running { board, counters, exit, connections: server.connections.clone(), _server: server }
     }
@@ -356,6 +365,27 @@ mod tests {
         r.board.send(&msg(116, 78, &[0; 16]));
         assert_eq!(r.board.recv(), vec![11, 0, 0, 0, RLERROR, 78, 0, 5, 0, 0, 0]);
         assert_eq!(r.counters.snapshot().backend_failures, 1);
+        drop(r.board);
+        assert_eq!(r.exit.join().expect("join"), Exit::BoardGone);
+    }
+
+    #[test]
+    fn a_request_past_its_deadline_fails_with_etimedout_and_ends_the_session() {
+        let r = start_with(Some(std::time::Duration::from_millis(300)));
+        r.board.send(&tversion(16384, "9P2000.L"));
+        assert_eq!(r.board.recv()[4], RVERSION);
+        r.board.send(&msg(116, 44, &[0; 16]));
+        let etimedout = (libc::ETIMEDOUT as u32).to_le_bytes();
+        assert_eq!(r.board.recv(), [&[11, 0, 0, 0, RLERROR, 44, 0][..], &etimedout].concat());
+        // The session is lost: later requests fail fast with EIO.
+        r.board.send(&msg(120, 3, &[0; 4]));
+        assert_eq!(r.board.recv(), vec![11, 0, 0, 0, RLERROR, 3, 0, 5, 0, 0, 0]);
+        assert_eq!(r.counters.snapshot().backend_failures, 1);
+        // A request answered in time is untouched by the deadline.
+        r.board.send(&tversion(16384, "9P2000.L"));
+        assert_eq!(r.board.recv()[4], RVERSION);
+        r.board.send(&msg(120, 4, &[0; 4]));
+        assert_eq!(r.board.recv()[4..7], [121, 4, 0]);
         drop(r.board);
         assert_eq!(r.exit.join().expect("join"), Exit::BoardGone);
     }

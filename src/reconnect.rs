@@ -235,7 +235,15 @@ impl Backends for BoardBackend {
     fn lost(&self, err: &BackendError) {
         let addr = self.addr();
         let message = format!("lost the 9P server {addr} mid-session: {err}");
-        tracing::error!(backend = %addr, "{message}; the board's requests now fail with EIO until it mounts again");
+        if let BackendError::Timeout { .. } = err {
+            tracing::error!(
+                backend = %addr,
+                "{message}: the server is wedged, stopped or overloaded. The request failed with ETIMEDOUT and the session is closed; \
+                 the board's requests fail with EIO until it mounts again. Check the server, or raise request_timeout if such requests may take longer"
+            );
+        } else {
+            tracing::error!(backend = %addr, "{message}; the board's requests now fail with EIO until it mounts again");
+        }
         self.record(&message);
         *lock(&self.live) = Live::Idle;
     }

@@ -247,7 +247,7 @@ impl<S: Spawn> Supervisor<S> {
             info: b.info.clone(),
             backends: backend.clone(),
             counters: b.counters.clone(),
-            limits: Limits { max_frame: self.config.max_frame, board_buflen: target.buflen },
+            limits: Limits { max_frame: self.config.max_frame, board_buflen: target.buflen, request_timeout: target.request_timeout },
             reporter: Reporter {
                 busaddr: at,
                 generation,
