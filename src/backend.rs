@@ -461,7 +461,7 @@ fn connect_unix(path: &Path, deadline: Instant) -> io::Result<UnixStream> {
 fn backlog_full() -> io::Error {
     io::Error::new(
         io::ErrorKind::TimedOut,
-        "the server accepted no connection in time: its listen backlog is full (server wedged, stopped or overloaded)",
+        "the server accepted no connection in time: its listen backlog is full",
     )
 }
 

@@ -4,8 +4,9 @@
 //!
 //! When the server cannot answer (unreachable, died mid-session, sent
 //! garbage or a reply that does not answer the request, missed the
-//! request's deadline) the loop answers the board itself with an error reply carrying the
-//! same tag, so the board's syscall fails with EIO instead of waiting forever.
+//! request's deadline) the loop answers the board itself with an error reply
+//! carrying the same tag, so the board's syscall fails (EIO, or ETIMEDOUT
+//! past the deadline) instead of waiting forever.
 //! After a lost server session every request fails fast until the board starts
 //! a new one with Tversion (umount + mount), which opens a fresh connection.
 //!

@@ -211,7 +211,7 @@ impl Backends for BoardBackend {
                 *lock(&self.live) = Live::Idle;
                 let err = ConnectError::from_io(&e, format!("cannot connect to 9P server {addr}"));
                 let hint = if e.kind() == std::io::ErrorKind::TimedOut {
-                    format!("the server did not accept within {:?}: is it wedged, stopped (SIGSTOP) or overloaded, or its host unreachable?", self.connect_timeout)
+                    format!("the server did not accept within {:?}: check whether it is wedged, stopped (SIGSTOP) or overloaded, or its host unreachable", self.connect_timeout)
                 } else {
                     "is the server running and reachable?".to_string()
                 };
@@ -361,6 +361,33 @@ mod tests {
             assert!(bucket.take(later));
         }
         assert!(!bucket.take(later));
+    }
+
+    #[test]
+    fn connect_timeouts_and_missed_deadlines_are_logged_with_the_board_and_what_to_do() {
+        let out = crate::supervisor::tests::captured_log();
+        let hole = crate::backend::blackhole::unix();
+        let b = BoardBackend::new(hole.addr.clone()).with_connect_timeout(Duration::from_millis(300));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // As worker.rs does for the board's thread.
+            let span = tracing::info_span!("board", serial = %"log-timeout-1", busaddr = %"009-009");
+            let _enter = span.enter();
+            let _ = b.connect();
+            b.lost(&BackendError::Timeout { after: Duration::from_secs(7), kind: 116 });
+            let _ = tx.send(());
+        });
+        rx.recv_timeout(Duration::from_secs(20)).expect("bounded");
+        let text = String::from_utf8(lock(&out.0).clone()).expect("utf8");
+        let ours: Vec<&str> = text.lines().filter(|l| l.contains("serial=log-timeout-1") && l.contains("busaddr=009-009")).collect();
+        assert!(
+            ours.iter().any(|l| l.contains("backlog is full") && l.contains("errno 110") && l.contains("check whether it is wedged, stopped")),
+            "{ours:#?}"
+        );
+        assert!(
+            ours.iter().any(|l| l.contains("did not answer a Tread within 7s") && l.contains("raise request_timeout")),
+            "{ours:#?}"
+        );
     }
 
     #[test]

@@ -366,4 +366,4 @@ impl<S: Spawn> Supervisor<S> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -258,7 +258,7 @@ async fn spawn_failure_is_a_failure_with_backoff() {
 }
 
 #[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct Captured(pub(crate) Arc<Mutex<Vec<u8>>>);
 
 impl Write for Captured {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
@@ -273,7 +273,7 @@ impl Write for Captured {
 /// Every test's log, captured by one process-wide subscriber (a per-test
 /// scoped one races with tracing's per-callsite interest cache across the
 /// test threads). Tests find their own lines by unique serials.
-fn captured_log() -> Captured {
+pub(crate) fn captured_log() -> Captured {
     static LOG: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
     LOG.get_or_init(|| {
         let out = Captured::default();
