@@ -2,7 +2,8 @@
 //! (`host:port` resolved at connect time, or `unix:/path`), how to reach it
 //! (TCP_NODELAY, keepalive and TCP_USER_TIMEOUT so a vanished server is
 //! noticed, a connect bounded by its timeout — name resolution included —
-//! that another thread can abandon), and moving whole frames over it.
+//! that another thread can abandon), and moving whole frames over it, each
+//! exchange checked (size, tag, type) and optionally bounded by a deadline.
 //!
 //! It must never retry, back off or log policy decisions (that is the
 //! supervisor's), and never allocate per message: frames are read into the

@@ -1,11 +1,11 @@
 //! The supervisor's policy for one board's backend connections: which server
 //! (the config's answer, swappable on reload), a connect bounded by
-//! [`CONNECT_TIMEOUT`] (name resolution included) that [`BoardBackend::stop`]
-//! can abandon while it is in progress, a capped
-//! exponential backoff after failed attempts and a session rate limit (a
-//! burst, then one per interval) so a board retrying its mount in a loop
-//! neither hammers the server nor floods the log, and an abort switch
-//! that wakes the worker when the board is removed or the daemon stops.
+//! [`CONNECT_TIMEOUT`] (name resolution included), a capped exponential
+//! backoff after failed attempts and a session rate limit (a burst, then one
+//! per interval) so a board retrying its mount in a loop neither hammers the
+//! server nor floods the log, and an abort switch that wakes the worker when
+//! the board is removed or the daemon stops — whether it waits for a connect
+//! in progress or for a reply on the live session.
 //!
 //! Runs on the worker's thread when the frame loop asks for a connection. It
 //! must never touch USB.
