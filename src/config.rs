@@ -11,6 +11,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -24,8 +25,11 @@ pub const DEFAULT_PATH: &str = "/etc/usb9pfsd/config.toml";
 pub const DEFAULT_BUFLEN: u32 = 16384;
 /// Default hard ceiling for a 9P frame, whatever msize a session negotiates.
 pub const DEFAULT_MAX_FRAME: u32 = 1 << 20;
+/// `request_timeout` in seconds: a second up to a day.
+const REQUEST_TIMEOUT_RANGE: (u32, u32) = (1, 86400);
 const FRAME_RANGE: (u32, u32) = (4096, 16 << 20);
-const BUFLEN_RANGE: (u32, u32) = (512, 16 << 20);
+/// What `buflen` may be, in the config and for `forward --buflen`.
+pub const BUFLEN_RANGE: (u32, u32) = (512, 16 << 20);
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -50,6 +54,7 @@ struct DaemonSchema {
 struct DefaultsSchema {
     backend: Option<BackendAddr>,
     buflen: Option<Spanned<u32>>,
+    request_timeout: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -60,13 +65,16 @@ struct BoardSchema {
     interface: Option<Spanned<u8>>,
     backend: BackendAddr,
     buflen: Option<Spanned<u32>>,
+    request_timeout: Option<Spanned<u32>>,
 }
 
-/// Where a board's frames go, and the board's receive buffer size.
+/// Where a board's frames go, the board's receive buffer size, and how long
+/// one request may wait for its reply (None: as long as it takes).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
     pub backend: BackendAddr,
     pub buflen: u32,
+    pub request_timeout: Option<Duration>,
 }
 
 /// How a `[[board]]` entry picks its board.
@@ -169,7 +177,18 @@ impl Config {
             Some(v) => in_range(v, BUFLEN_RANGE, "buflen").map_err(|m| err(Some(v.span()), m))?,
             None => DEFAULT_BUFLEN,
         };
-        let default = file.defaults.backend.clone().map(|backend| Target { backend, buflen: default_buflen });
+        let request_timeout = |v: &Option<Spanned<u32>>, inherited: Option<Duration>| match v {
+            Some(v) => in_range(v, REQUEST_TIMEOUT_RANGE, "request_timeout")
+                .map(|s| Some(Duration::from_secs(s.into())))
+                .map_err(|m| err(Some(v.span()), m)),
+            None => Ok(inherited),
+        };
+        let default_request_timeout = request_timeout(&file.defaults.request_timeout, None)?;
+        let default = file.defaults.backend.clone().map(|backend| Target {
+            backend,
+            buflen: default_buflen,
+            request_timeout: default_request_timeout,
+        });
 
         let mut seen = HashSet::new();
         let mut boards = Vec::new();
@@ -201,7 +220,8 @@ impl Config {
                 Some(v) => in_range(v, BUFLEN_RANGE, "buflen").map_err(|m| err(Some(v.span()), m))?,
                 None => default_buflen,
             };
-            boards.push(BoardRule { matcher, interface, target: Target { backend: b.backend.clone(), buflen } });
+            let request_timeout = request_timeout(&b.request_timeout, default_request_timeout)?;
+            boards.push(BoardRule { matcher, interface, target: Target { backend: b.backend.clone(), buflen, request_timeout } });
         }
         Ok(Config { max_frame, allow_ids, default, boards })
     }
@@ -384,6 +404,30 @@ buflen = 65536
         assert_eq!(l, 1);
         let e = parse("[[board]]\nserial = \"A\"\nbackend = \"h:1\"\nbuflen = 1\n").expect_err("range");
         assert_eq!(e.to_string(), "test.toml:4:10: buflen = 1 is outside 512..=16777216");
+        let long = format!("[[board]]\nserial = \"A\"\nbackend = \"unix:/{}\"\n", "s".repeat(120));
+        let (l, c, m) = at(&long);
+        assert_eq!((l, c), (3, 11), "{m}");
+        assert!(m.contains("107"), "{m}");
+    }
+
+    #[test]
+    fn request_timeout_is_optional_inherited_and_range_checked() {
+        let c = parse(
+            "[defaults]\nbackend = \"h:1\"\nrequest_timeout = 30\n\n[[board]]\nserial = \"A\"\nbackend = \"h:2\"\nrequest_timeout = 5\n\n[[board]]\nserial = \"B\"\nbackend = \"h:3\"\n",
+        )
+        .expect("parse");
+        let timeout = |serial| match c.resolve(&gadget(Some(serial), "1-9", 1, 2)) {
+            Decision::Serve { target, .. } => target.request_timeout,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(timeout("A"), Some(Duration::from_secs(5)));
+        assert_eq!(timeout("B"), Some(Duration::from_secs(30)), "inherited from [defaults]");
+        assert_eq!(timeout("C"), Some(Duration::from_secs(30)));
+        assert_eq!(parse(EXAMPLE).expect("parse").boards[0].target.request_timeout, None, "off by default");
+        let e = parse("[defaults]\nrequest_timeout = 0\n").expect_err("range");
+        assert_eq!(e.to_string(), "test.toml:2:19: request_timeout = 0 is outside 1..=86400");
+        let e = parse("[[board]]\nserial = \"A\"\nbackend = \"h:1\"\nrequest_timeout = 90000\n").expect_err("range");
+        assert_eq!((e.line, e.column), (4, 19), "{e}");
     }
 
     #[test]

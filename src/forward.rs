@@ -3,8 +3,10 @@
 //! as the board's transport works.
 //!
 //! When the server cannot answer (unreachable, died mid-session, sent
-//! garbage) the loop answers the board itself with an error reply carrying the
-//! same tag, so the board's syscall fails with EIO instead of waiting forever.
+//! garbage or a reply that does not answer the request, missed the
+//! request's deadline) the loop answers the board itself with an error reply
+//! carrying the same tag, so the board's syscall fails (EIO, or ETIMEDOUT
+//! past the deadline) instead of waiting forever.
 //! After a lost server session every request fails fast until the board starts
 //! a new one with Tversion (umount + mount), which opens a fresh connection.
 //!
@@ -28,6 +30,9 @@ pub struct Limits {
     /// The board's usb9pfs `buflen` (its receive request size) as the config
     /// says; the session raises it to the board's Tversion msize.
     pub board_buflen: u32,
+    /// How long one request may wait for its reply, from its send; past it
+    /// the board gets ETIMEDOUT and the session is lost. None: no limit.
+    pub request_timeout: Option<std::time::Duration>,
 }
 
 /// A refused or failed connection attempt: the errno the board will see and
@@ -40,7 +45,8 @@ pub struct ConnectError {
 
 impl ConnectError {
     pub fn from_io(e: &io::Error, what: String) -> ConnectError {
-        let errno = e.raw_os_error().filter(|n| *n > 0).unwrap_or(libc::EIO) as u32;
+        let timed_out = (e.kind() == io::ErrorKind::TimedOut).then_some(libc::ETIMEDOUT);
+        let errno = e.raw_os_error().filter(|n| *n > 0).or(timed_out).unwrap_or(libc::EIO) as u32;
         ConnectError { errno, message: format!("{what}: {e}") }
     }
 }
@@ -150,14 +156,14 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
             continue;
         };
 
-        let r_len = match backend.exchange(t, &mut rbuf, s.ceiling) {
+        let r_len = match backend.exchange(t, &mut rbuf, s.ceiling, limits.request_timeout) {
             Ok(m) => m,
             Err(e) => {
                 backends.lost(&e);
                 counters.backend_failures.fetch_add(1, Ordering::Relaxed);
                 s.backend = None;
                 s.live = false;
-                if let Err(exit) = reply_error(pipe, &mut rbuf, s, h.tag, frame::EIO, counters) {
+                if let Err(exit) = reply_error(pipe, &mut rbuf, s, h.tag, e.errno(), counters) {
                     return exit;
                 }
                 continue;
@@ -174,6 +180,9 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
         // it tells must already see the count.
         counters.r_messages.fetch_add(1, Ordering::Relaxed);
         counters.r_bytes.fetch_add(r_len as u64, Ordering::Relaxed);
+        if h.kind != TVERSION {
+            counters.served.fetch_add(1, Ordering::Relaxed);
+        }
         if let Err(e) = pipe::send_message(pipe, r, s.board_rx) {
             return usb_exit(e);
         }
@@ -279,11 +288,15 @@ mod tests {
     }
 
     /// Echo server: R = T with type + 1; Rversion keeps the msize; a Tread
-    /// (116) with tag 99 gets an oversized reply header; tag 66 hangs up.
+    /// (116) with tag 99 gets an oversized reply header; tag 66 hangs up;
+    /// tag 77 is answered twice; tag 44 is never answered.
     fn echo(t: &[u8]) -> Option<Vec<u8>> {
         let tag = u16::from_le_bytes([t[5], t[6]]);
         match tag {
             66 => None,
+            44 => Some(Vec::new()), // never answered
+            // The answer, then a stray Rclunk for tag 78.
+            77 => Some([msg(t[4] + 1, tag, &[]), msg(121, 78, &[])].concat()),
             99 => Some(msg(t[4] + 1, tag, &[0; 64]).into_iter().enumerate().map(|(i, b)| if i == 2 { 0x7f } else { b }).collect()),
             _ => Some(msg(t[4] + 1, tag, &t[7..])),
         }
@@ -298,12 +311,16 @@ mod tests {
     }
 
     fn start() -> Running {
+        start_with(None)
+    }
+
+    fn start_with(request_timeout: Option<std::time::Duration>) -> Running {
         let server = server(echo);
         let (mut host, board) = sim::gadget(512, 16384);
         let counters = Arc::new(Counters::default());
         let c = counters.clone();
         let backends = Direct(server.addr.clone());
-        let limits = Limits { max_frame: 1 << 20, board_buflen: 16384 };
+        let limits = Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout };
         let exit = std::thread::spawn(move || run(&mut host, &backends, &c, limits, &mut Session::new(limits)));
         Running { board, counters, exit, connections: server.connections.clone(), _server: server }
     }
@@ -362,7 +379,7 @@ mod tests {
         let (mut host, board) = sim::gadget(512, 16384);
         let stop = host.stop_switch();
         let counters = Arc::new(Counters::default());
-        let limits = Limits { max_frame: 1 << 20, board_buflen: 16384 };
+        let limits = Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None };
         let backends = Arc::new(Direct(server.addr.clone()));
         let (b, c) = (backends.clone(), counters.clone());
         let first = std::thread::spawn(move || {
@@ -397,7 +414,7 @@ mod tests {
         let server = server(echo);
         // The board's receive request is 64 KiB; the config still says 16 KiB.
         let (mut host, board) = sim::gadget(512, 65536);
-        let limits = Limits { max_frame: 1 << 20, board_buflen: 16384 };
+        let limits = Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None };
         let backends = Direct(server.addr.clone());
         let counters = Arc::new(Counters::default());
         let c = counters.clone();
@@ -414,6 +431,44 @@ mod tests {
         assert_eq!(board.empty_receives(), 0, "no ZLP leaked into a later request");
         drop(board);
         assert_eq!(worker.join().expect("join"), Exit::BoardGone);
+    }
+
+    #[test]
+    fn a_stray_reply_is_not_the_answer_to_the_next_request() {
+        let r = start();
+        r.board.send(&tversion(16384, "9P2000.L"));
+        assert_eq!(r.board.recv()[4], RVERSION);
+        r.board.send(&msg(120, 77, &[0; 4]));
+        assert_eq!(r.board.recv()[4..7], [121, 77, 0]);
+        assert_eq!((r.counters.snapshot().r_messages, r.counters.snapshot().served), (2, 1), "Rversion is not service");
+        // The stray Rclunk tag 78 waits in the socket; a Tread tag 78 must
+        // not get it: the session ends and the board gets an error reply.
+        r.board.send(&msg(116, 78, &[0; 16]));
+        assert_eq!(r.board.recv(), vec![11, 0, 0, 0, RLERROR, 78, 0, 5, 0, 0, 0]);
+        assert_eq!(r.counters.snapshot().backend_failures, 1);
+        drop(r.board);
+        assert_eq!(r.exit.join().expect("join"), Exit::BoardGone);
+    }
+
+    #[test]
+    fn a_request_past_its_deadline_fails_with_etimedout_and_ends_the_session() {
+        let r = start_with(Some(std::time::Duration::from_millis(300)));
+        r.board.send(&tversion(16384, "9P2000.L"));
+        assert_eq!(r.board.recv()[4], RVERSION);
+        r.board.send(&msg(116, 44, &[0; 16]));
+        let etimedout = (libc::ETIMEDOUT as u32).to_le_bytes();
+        assert_eq!(r.board.recv(), [&[11, 0, 0, 0, RLERROR, 44, 0][..], &etimedout].concat());
+        // The session is lost: later requests fail fast with EIO.
+        r.board.send(&msg(120, 3, &[0; 4]));
+        assert_eq!(r.board.recv(), vec![11, 0, 0, 0, RLERROR, 3, 0, 5, 0, 0, 0]);
+        assert_eq!(r.counters.snapshot().backend_failures, 1);
+        // A request answered in time is untouched by the deadline.
+        r.board.send(&tversion(16384, "9P2000.L"));
+        assert_eq!(r.board.recv()[4], RVERSION);
+        r.board.send(&msg(120, 4, &[0; 4]));
+        assert_eq!(r.board.recv()[4..7], [121, 4, 0]);
+        drop(r.board);
+        assert_eq!(r.exit.join().expect("join"), Exit::BoardGone);
     }
 
     #[test]

@@ -73,6 +73,12 @@ pub fn header(frame: &[u8]) -> Option<Header> {
     })
 }
 
+/// Whether an R-message of type `r` can answer a T-message of type `t`: its
+/// own reply (T+1) or an error reply.
+pub fn answers(t: u8, r: u8) -> bool {
+    r == t.wrapping_add(1) || r == RLERROR || r == RERROR
+}
+
 /// Which error reply a session expects, from the Tversion version string.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Dialect {

@@ -181,11 +181,18 @@ fn list(json: bool, config_path: Option<&Path>) -> Result<(), String> {
     Ok(())
 }
 
+fn limits(t: &config::Target) -> String {
+    match t.request_timeout {
+        Some(d) => format!("buflen {}, request_timeout {}s", t.buflen, d.as_secs()),
+        None => format!("buflen {}", t.buflen),
+    }
+}
+
 fn check_config(path: &Path) -> Result<(), String> {
     let c = Config::load(path).map_err(|e| e.to_string())?;
     println!("{}: OK", path.display());
     match &c.default {
-        Some(t) => println!("  unlisted boards -> {} (buflen {})", t.backend, t.buflen),
+        Some(t) => println!("  unlisted boards -> {} ({})", t.backend, limits(t)),
         None => println!("  unlisted boards -> left alone"),
     }
     for r in &c.boards {
@@ -196,7 +203,7 @@ fn check_config(path: &Path) -> Result<(), String> {
         if let Some(i) = r.interface {
             m.push_str(&format!(" interface {i}"));
         }
-        println!("  {m} -> {} (buflen {})", r.target.backend, r.target.buflen);
+        println!("  {m} -> {} ({})", r.target.backend, limits(&r.target));
     }
     if let Some(ids) = &c.allow_ids {
         let ids: Vec<String> = ids.iter().map(|(v, p)| usb9pfsd::board::usb_id(*v, *p)).collect();

@@ -98,7 +98,8 @@ struct Board {
     generation: u64,
     starts: u64,
     failures: u32,
-    /// r_messages when the current worker started: did it serve anything?
+    /// `served` when the current worker started: did it serve anything
+    /// beyond a handshake?
     served_at_start: u64,
     last_error: Option<String>,
 }
@@ -278,13 +279,13 @@ impl<S: Spawn> Supervisor<S> {
         b.generation = generation;
         b.starts += 1;
         b.slot = Slot::Running;
-        b.served_at_start = b.counters.snapshot().r_messages;
+        b.served_at_start = b.counters.snapshot().served;
         b.stop = Arc::new(StopSwitch::default());
         let job = Job {
             info: b.info.clone(),
             backends: backend.clone(),
             counters: b.counters.clone(),
-            limits: Limits { max_frame: self.config.max_frame, board_buflen: target.buflen },
+            limits: Limits { max_frame: self.config.max_frame, board_buflen: target.buflen, request_timeout: target.request_timeout },
             stop: b.stop.clone(),
             reporter: Reporter {
                 key: at,
@@ -319,8 +320,9 @@ impl<S: Spawn> Supervisor<S> {
             WorkerEvent::Serving => return,
             WorkerEvent::Ended(end) => end,
         };
-        // A worker that served anything starts the count afresh.
-        if b.counters.snapshot().r_messages > b.served_at_start {
+        // A worker that served anything (a Tversion alone does not count)
+        // starts the count afresh.
+        if b.counters.snapshot().served > b.served_at_start {
             b.failures = 0;
         }
         b.failures += 1;
@@ -411,4 +413,4 @@ impl<S: Spawn> Supervisor<S> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -150,7 +150,7 @@ fn real_9p_session_through_a_worker_to_diod() {
         info: gadget(),
         backends: backend.clone(),
         counters: counters.clone(),
-        limits: Limits { max_frame: 1 << 20, board_buflen: 16384 },
+        limits: Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None },
         stop: host.stop_switch(),
         reporter: Reporter { key: gadget().key(), generation: 1, sink: Arc::new(|_| {}) },
     };
@@ -222,7 +222,7 @@ fn server_coming_back_serves_a_new_mount() {
         info: gadget(),
         backends: backend,
         counters: Arc::new(Counters::default()),
-        limits: Limits { max_frame: 1 << 20, board_buflen: 16384 },
+        limits: Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None },
         stop: host.stop_switch(),
         reporter: Reporter { key: gadget().key(), generation: 1, sink: Arc::new(|_| {}) },
     };

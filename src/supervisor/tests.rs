@@ -186,9 +186,25 @@ async fn a_worker_that_served_starts_the_backoff_afresh() {
     tokio::time::advance(Duration::from_millis(500)).await;
     assert_eq!(state(&r.board("001-002").await), BoardState::Running);
     let _ = r.status().await;
-    r.jobs.lock().expect("lock")[1].counters.r_messages.fetch_add(3, Ordering::Relaxed);
+    r.jobs.lock().expect("lock")[1].counters.served.fetch_add(3, Ordering::Relaxed);
     r.end(1, End::Failed("two".into())).await;
     assert_eq!(state(&r.board("001-002").await), BoardState::Backoff { retry_in_ms: 500 });
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_handshake_alone_does_not_reset_the_restart_backoff() {
+    let r = rig(CONFIG);
+    r.send(HotplugEvent::Present(gadget("A", 1, 2)));
+    r.end(0, End::Failed("one".into())).await;
+    tokio::time::advance(Duration::from_millis(500)).await;
+    assert_eq!(state(&r.board("001-002").await), BoardState::Running);
+    let _ = r.status().await;
+    // Tversion/Rversion, then the board broke the protocol again.
+    let c = r.jobs.lock().expect("lock")[1].counters.clone();
+    c.r_messages.fetch_add(1, Ordering::Relaxed);
+    c.sessions.fetch_add(1, Ordering::Relaxed);
+    r.end(1, End::Failed("two".into())).await;
+    assert_eq!(state(&r.board("001-002").await), BoardState::Backoff { retry_in_ms: 1000 });
 }
 
 #[tokio::test(start_paused = true)]
@@ -230,7 +246,7 @@ async fn spawn_failure_is_a_failure_with_backoff() {
 }
 
 #[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct Captured(pub(crate) Arc<Mutex<Vec<u8>>>);
 
 impl Write for Captured {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
@@ -245,7 +261,7 @@ impl Write for Captured {
 /// Every test's log, captured by one process-wide subscriber (a per-test
 /// scoped one races with tracing's per-callsite interest cache across the
 /// test threads). Tests find their own lines by unique serials.
-fn captured_log() -> Captured {
+pub(crate) fn captured_log() -> Captured {
     static LOG: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
     LOG.get_or_init(|| {
         let out = Captured::default();
