@@ -204,6 +204,31 @@ impl Backend {
         Ok(Backend { stream: Arc::new(stream) })
     }
 
+    /// A live connection a predecessor handed over: a connected stream
+    /// socket, TCP or unix by its address family.
+    pub fn from_fd(fd: std::os::fd::OwnedFd) -> io::Result<Backend> {
+        // SAFETY: getsockname into storage we own, with its size.
+        let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        if unsafe { libc::getsockname(fd.as_raw_fd(), (&mut ss as *mut libc::sockaddr_storage).cast(), &mut len) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let stream = match ss.ss_family as libc::c_int {
+            libc::AF_UNIX => Stream::Unix(UnixStream::from(fd)),
+            libc::AF_INET | libc::AF_INET6 => Stream::Tcp(TcpStream::from(fd)),
+            f => return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("socket of address family {f} is no 9P server connection"))),
+        };
+        Ok(Backend { stream: Arc::new(stream) })
+    }
+
+    /// The socket's descriptor (to hand it to a successor; it stays ours).
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        match &*self.stream {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        }
+    }
+
     /// A handle that can abort this connection from another thread.
     pub fn abort_handle(&self) -> AbortHandle {
         AbortHandle(Arc::downgrade(&self.stream))

@@ -29,6 +29,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
+use std::mem::ManuallyDrop;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
@@ -58,14 +59,16 @@ pub fn context() -> rusb::Result<Context> {
 
 /// One claimed usb9pfs interface.
 pub struct Device {
-    // Field order is drop order: the transfers go first (Drop below waits for
-    // them), then the handle (which releases the interface), then the
-    // context and the file descriptor the handle wraps.
+    // Drop closes the handle (releasing the interface) first, then the
+    // fields go in order: the transfers (never in flight between messages),
+    // the context, and last the file descriptor the handle wrapped.
     rx: Transfer,
     tx: Transfer,
-    handle: DeviceHandle<Context>,
+    handle: ManuallyDrop<DeviceHandle<Context>>,
+    /// False once [`Device::into_node`] closed the handle itself.
+    handle_live: bool,
     ctx: Context,
-    node: File,
+    node: Option<File>,
     layout: Usb9pfsInterface,
     /// False once the kernel refused URB_ZERO_PACKET: ZLPs go as transfers.
     zlp_flag: bool,
@@ -140,6 +143,43 @@ impl Device {
             .map_err(|e| OpenError::Failed(format!("cannot set up transfers for {}: {e}", path.display())))
     }
 
+    /// Takes over an interface a predecessor claimed on `node` (hand-over):
+    /// no detach, no SET_INTERFACE, no clear-halt — the board's session is
+    /// live and must not notice. Claiming again on the same file is a no-op
+    /// for usbfs; it only tells libusb the interface is ours.
+    pub fn adopt(info: &GadgetInfo, node: File, stop: Arc<StopSwitch>) -> Result<Device, OpenError> {
+        let path = info.busaddr.devnode();
+        let ctx = context().map_err(|e| OpenError::Failed(format!("cannot initialise libusb: {e}")))?;
+        // SAFETY: `node` outlives `handle` (field order in `Device`).
+        let handle = unsafe { ctx.open_device_with_fd(node.as_raw_fd()) }.map_err(|e| lib_err(e, "open", &path))?;
+        let config = handle.active_configuration().map_err(|e| lib_err(e, "read the configuration of", &path))?;
+        let layout = read_layout(&node, config).map_err(|e| OpenError::Failed(format!("cannot read the descriptors of {}: {e}", path.display())))?;
+        let intf = layout.usb9pfs.iter().find(|i| i.number == info.interface).copied().ok_or_else(|| {
+            OpenError::Failed(format!("{} has no usb9pfs interface {} any more", path.display(), info.interface))
+        })?;
+        handle.claim_interface(intf.number).map_err(|e| lib_err(e, "claim", &path))?;
+        Device::wrap(handle, ctx, node, intf, stop, Vec::new())
+            .map_err(|e| OpenError::Failed(format!("cannot set up transfers for {}: {e}", path.display())))
+    }
+
+    /// Gives up the device *without* releasing the interface, for a
+    /// successor: the claim belongs to the open file, which the caller now
+    /// owns. Only valid between transfers (a worker that stopped at a
+    /// message boundary).
+    pub fn into_node(mut self) -> File {
+        self.stop.set_canceller(None);
+        if self.handle_live {
+            self.handle_live = false;
+            // SAFETY: taken once (handle_live guards Drop). libusb_close
+            // neither releases interfaces nor closes a wrapped descriptor;
+            // rusb's Drop would release them, hence into_raw.
+            let handle = unsafe { ManuallyDrop::take(&mut self.handle) };
+            unsafe { ffi::libusb_close(handle.into_raw()) };
+        }
+        // Some until now: only this method takes it.
+        self.node.take().unwrap_or_else(|| unreachable!("node taken twice"))
+    }
+
     fn wrap(
         handle: DeviceHandle<Context>,
         ctx: Context,
@@ -156,16 +196,22 @@ impl Device {
             // this canceller (under the switch's lock) before freeing it.
             unsafe { ffi::libusb_cancel_transfer(raw as *mut ffi::libusb_transfer) };
         })));
-        Ok(Device { rx, tx, handle, ctx, node, layout, zlp_flag: true, stop, detached_storage })
+        Ok(Device {
+            rx,
+            tx,
+            handle: ManuallyDrop::new(handle),
+            handle_live: true,
+            ctx,
+            node: Some(node),
+            layout,
+            zlp_flag: true,
+            stop,
+            detached_storage,
+        })
     }
 
     pub fn interface(&self) -> u8 {
         self.layout.number
-    }
-
-    /// The usbfs file descriptor (for hand-over to a successor).
-    pub fn node(&self) -> &File {
-        &self.node
     }
 
     fn clear_stall(&self) {
@@ -215,6 +261,11 @@ impl Drop for Device {
     fn drop(&mut self) {
         // No cancel may reach a freed transfer.
         self.stop.set_canceller(None);
+        if self.handle_live {
+            // SAFETY: dropped once; into_node clears handle_live when it
+            // took the handle instead.
+            unsafe { ManuallyDrop::drop(&mut self.handle) };
+        }
     }
 }
 

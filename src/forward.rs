@@ -58,6 +58,8 @@ pub trait Backends: Send + Sync {
     fn connect(&self) -> Result<Backend, ConnectError>;
     /// The live session's connection failed.
     fn lost(&self, err: &BackendError);
+    /// A live connection handed over by a predecessor now serves the board.
+    fn adopted(&self, _backend: &Backend) {}
 }
 
 /// Why a frame loop ended.

@@ -1,6 +1,7 @@
 //! usb9pfsd's entry point: parse the command line, set up logging, and run
 //! the chosen subcommand. Wiring only: the daemon's parts live in the library.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -10,27 +11,29 @@ use serde::Serialize;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
-use usb9pfsd::board::GadgetInfo;
+use usb9pfsd::board::{GadgetInfo, GadgetKey};
 use usb9pfsd::cli::{self, Cli, Command};
 use usb9pfsd::config::{self, Config, Decision};
 use usb9pfsd::status::IN_FLIGHT;
 use usb9pfsd::discover::Sysfs;
 use usb9pfsd::supervisor::{Input, Notify, Silent, Spawn, Supervisor};
-use usb9pfsd::worker::{self, Job};
-use usb9pfsd::{hotplug, logging, notify};
+use usb9pfsd::worker::{self, Carry, Job};
+use usb9pfsd::{hotplug, logging, notify, succession};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.verbose);
     let result = match cli.command {
-        Command::Run { config } => Config::load(&config)
-            .map_err(|e| e.to_string())
-            .and_then(|c| serve(c, Box::new(notify::Systemd))),
+        Command::Run { config } => {
+            // First, before any thread: sessions a predecessor handed over.
+            let inherited = succession::inherited_at_start();
+            Config::load(&config).map_err(|e| e.to_string()).and_then(|c| serve(c, Box::new(notify::Systemd), inherited))
+        }
         Command::List { json, config } => list(json, config.as_deref()),
         Command::Forward { server, port, id, path, serial, buflen } => {
             cli::forward_config(&server, port, id.as_deref(), path.as_deref(), serial.as_deref(), buflen)
                 .and_then(|c| check_single(&c).map(|()| c))
-                .and_then(|c| serve(c, Box::new(Silent)))
+                .and_then(|c| serve(c, Box::new(Silent), BTreeMap::new()))
         }
         Command::CheckConfig { path } => check_config(&path),
     };
@@ -55,20 +58,22 @@ impl Spawn for Threads {
     }
 }
 
-/// Runs the supervisor and hotplug until SIGTERM/SIGINT.
-fn serve(config: Config, notify: Box<dyn Notify>) -> Result<(), String> {
+/// Runs the supervisor and hotplug until SIGTERM/SIGINT; SIGUSR2 re-executes
+/// in place with every board's session.
+fn serve(config: Config, notify: Box<dyn Notify>, inherited: BTreeMap<GadgetKey, Carry>) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     rt.block_on(async {
         let (tx, rx) = mpsc::unbounded_channel();
-        let supervisor = Supervisor::new(config, Threads, notify, tx.clone());
+        let supervisor = Supervisor::new(config, Threads, notify, tx.clone()).with_inherited(inherited);
         let mut supervising = std::pin::pin!(supervisor.run(rx));
         let hotplug = hotplug::run(Sysfs::default(), tx.clone());
         let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
         let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
         let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+        let mut usr2 = signal(SignalKind::user_defined2()).map_err(|e| e.to_string())?;
         let signals = async {
             loop {
                 tokio::select! {
@@ -77,6 +82,12 @@ fn serve(config: Config, notify: Box<dyn Notify>) -> Result<(), String> {
                     _ = hup.recv() => tracing::warn!(
                         "SIGHUP: live reload is not implemented yet; restart usb9pfsd to apply config changes"
                     ),
+                    _ = usr2.recv() => {
+                        tracing::info!("SIGUSR2: re-executing in place; boards keep their sessions");
+                        if let Err(e) = succession::reexec(&tx, &[]).await {
+                            tracing::error!("re-execution failed: {e}");
+                        }
+                    }
                 }
             }
         };
@@ -84,6 +95,15 @@ fn serve(config: Config, notify: Box<dyn Notify>) -> Result<(), String> {
             _ = &mut supervising => Ok(()),
             r = hotplug => r.map_err(|e| e.to_string()),
             s = signals => {
+                if s == "SIGTERM" && succession::fd_store_enabled() {
+                    // A restart (systemctl restart, a package upgrade) must
+                    // not cost the boards their sessions: leave them with
+                    // systemd for the next start.
+                    match succession::to_fd_store(&tx).await {
+                        Ok(n) => tracing::info!("{s}: left {n} board session(s) in systemd's descriptor store for the next start"),
+                        Err(e) => tracing::warn!("{s}: cannot keep the sessions for the next start: {e}"),
+                    }
+                }
                 tracing::info!("{s}: stopping; boards with a request in flight get EIO");
                 let _ = tx.send(Input::Shutdown);
                 supervising.await;

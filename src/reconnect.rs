@@ -232,6 +232,15 @@ impl Backends for BoardBackend {
         }
     }
 
+    /// Registers a live connection a predecessor handed over, so stop()
+    /// wakes a worker blocked on it like on one this backend made.
+    fn adopted(&self, b: &Backend) {
+        *lock(&self.live) = Live::Connected(b.abort_handle());
+        if self.stopped.load(Ordering::SeqCst) {
+            self.stop();
+        }
+    }
+
     fn lost(&self, err: &BackendError) {
         let addr = self.addr();
         let message = format!("lost the 9P server {addr} mid-session: {err}");

@@ -24,7 +24,9 @@ use crate::forward::Limits;
 use crate::pipe::StopSwitch;
 use crate::reconnect::BoardBackend;
 use crate::status::{BoardState, BoardStatus, Counters};
-use crate::worker::{End, Job, Report, Reporter, WorkerEvent};
+use crate::worker::{Carry, End, Job, Report, Reporter, WorkerEvent};
+
+pub mod handover;
 
 /// First delay before restarting a failed worker; doubles per failure.
 pub const FIRST_RESTART: Duration = Duration::from_millis(500);
@@ -52,6 +54,11 @@ pub enum Input {
     Hotplug(HotplugEvent),
     Worker(Report),
     Status(oneshot::Sender<Vec<BoardStatus>>),
+    /// Stop every served board at a message boundary and hand back what
+    /// each carried (see [`handover`]).
+    HandOver(handover::HandOverReply),
+    /// Serve handed-over boards again (their successor could not start).
+    Resume(Vec<handover::HandedBoard>),
     /// Stop every board's backend (waking blocked workers) and return.
     Shutdown,
 }
@@ -85,6 +92,8 @@ enum Slot {
     Ignored(String),
     Running,
     Waiting(Instant),
+    /// Stopped at a message boundary and handed to a successor.
+    HandedOver,
 }
 
 struct Board {
@@ -116,6 +125,9 @@ pub struct Supervisor<S: Spawn> {
     noted: HashSet<String>,
     next_generation: u64,
     ready: bool,
+    handing: Option<handover::Handing>,
+    /// Sessions a predecessor handed over, adopted when their board shows up.
+    inherited: BTreeMap<GadgetKey, Carry>,
 }
 
 impl<S: Spawn> Supervisor<S> {
@@ -132,18 +144,33 @@ impl<S: Spawn> Supervisor<S> {
             noted: HashSet::new(),
             next_generation: 1,
             ready: false,
+            handing: None,
+            inherited: BTreeMap::new(),
         }
+    }
+
+    /// Sessions handed over by a predecessor: each board carries on with its
+    /// own when it is reported present (and still mapped); the rest are
+    /// closed once coldplug is done.
+    pub fn with_inherited(mut self, inherited: BTreeMap<GadgetKey, Carry>) -> Self {
+        self.inherited = inherited;
+        self
     }
 
     /// Runs until `Shutdown` or until every sender is gone.
     pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Input>) {
         loop {
             let due = self.next_restart();
+            let handing = self.handing.as_ref().map(|h| h.deadline);
             let input = tokio::select! {
                 biased;
                 input = rx.recv() => input,
                 _ = sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
                     self.restart_due();
+                    continue;
+                }
+                _ = sleep_until(handing.unwrap_or_else(Instant::now)), if handing.is_some() => {
+                    self.hand_over_overdue();
                     continue;
                 }
             };
@@ -158,10 +185,17 @@ impl<S: Spawn> Supervisor<S> {
                 Some(Input::Status(reply)) => {
                     let _ = reply.send(self.status());
                 }
+                Some(Input::HandOver(reply)) => self.on_hand_over(reply),
+                Some(Input::Resume(boards)) => self.resume(boards),
                 Some(Input::Shutdown) | None => break,
             }
         }
         for b in self.boards.values() {
+            if matches!(b.slot, Slot::HandedOver) {
+                // Its server connection now belongs to a successor: a
+                // shutdown() here would end the session for both.
+                continue;
+            }
             if let Some(be) = &b.backend {
                 be.stop();
             }
@@ -174,6 +208,9 @@ impl<S: Spawn> Supervisor<S> {
             HotplugEvent::Present(info) => self.on_present(info),
             HotplugEvent::Gone(at) => self.on_gone(at),
             HotplugEvent::ColdplugDone => {
+                for (key, _) in std::mem::take(&mut self.inherited) {
+                    tracing::warn!(busaddr = %key.busaddr, iface = key.iface, "a handed-over board is gone; closing its session");
+                }
                 if !self.ready {
                     self.ready = true;
                     let served = self.served();
@@ -264,14 +301,24 @@ impl<S: Spawn> Supervisor<S> {
                 last_error: None,
             },
         );
-        if matches!(self.boards.get(&at).map(|b| &b.slot), Some(Slot::Running)) {
-            self.start(at);
+        let inherited = self.inherited.remove(&at);
+        match self.boards.get(&at).map(|b| &b.slot) {
+            Some(Slot::Running) => self.start_with(at, inherited),
+            _ if inherited.is_some() => {
+                tracing::info!(busaddr = %at.busaddr, iface = at.iface, "the config no longer maps this handed-over board; releasing it");
+            }
+            _ => {}
         }
         self.report_status();
     }
 
     /// Starts a worker for a board that has a target.
     fn start(&mut self, at: GadgetKey) {
+        self.start_with(at, None);
+    }
+
+    /// Starts a worker, carrying on with `adopt` if given.
+    fn start_with(&mut self, at: GadgetKey, adopt: Option<Carry>) {
         let generation = self.next_generation;
         self.next_generation += 1;
         let Some(b) = self.boards.get_mut(&at) else { return };
@@ -287,6 +334,7 @@ impl<S: Spawn> Supervisor<S> {
             counters: b.counters.clone(),
             limits: Limits { max_frame: self.config.max_frame, board_buflen: target.buflen, request_timeout: target.request_timeout },
             stop: b.stop.clone(),
+            adopt,
             reporter: Reporter {
                 key: at,
                 generation,
@@ -318,8 +366,14 @@ impl<S: Spawn> Supervisor<S> {
         }
         let end = match r.event {
             WorkerEvent::Serving => return,
+            WorkerEvent::Carried(carry) => return self.on_carried(r.key, carry),
             WorkerEvent::Ended(end) => end,
         };
+        if self.on_handing_end(r.key, &end) {
+            self.report_status();
+            return;
+        }
+        let Some(b) = self.boards.get_mut(&r.key) else { return };
         // A worker that served anything (a Tversion alone does not count)
         // starts the count afresh.
         if b.counters.snapshot().served > b.served_at_start {
@@ -400,7 +454,7 @@ impl<S: Spawn> Supervisor<S> {
                     backend: b.target.as_ref().map(|t| t.backend.to_string()),
                     state: match &b.slot {
                         Slot::Ignored(reason) => BoardState::Ignored { reason: reason.clone() },
-                        Slot::Running => BoardState::Running,
+                        Slot::Running | Slot::HandedOver => BoardState::Running,
                         Slot::Waiting(t) => BoardState::Backoff { retry_in_ms: t.saturating_duration_since(now).as_millis() as u64 },
                     },
                     starts: b.starts,

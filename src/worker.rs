@@ -7,6 +7,8 @@
 //! between frames. A worker must never restart itself, read config or touch
 //! another interface: that is the supervisor's job.
 
+use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use crate::board::{GadgetInfo, GadgetKey};
@@ -23,14 +25,38 @@ pub struct Job {
     pub limits: Limits,
     /// Stops the worker at its next message boundary.
     pub stop: Arc<StopSwitch>,
+    /// A session to carry on with (hand-over from a predecessor, or a
+    /// hand-over that was called off), instead of opening afresh.
+    pub adopt: Option<Carry>,
     pub reporter: Reporter,
 }
 
+/// What a worker stopped at a message boundary leaves behind: the usbfs
+/// file that holds the interface's claim (None for in-memory gadgets) and the
+/// 9P session with its server connection.
+pub struct Carry {
+    pub node: Option<File>,
+    pub session: Session,
+}
+
+impl std::fmt::Debug for Carry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Carry")
+            .field("node", &self.node.as_ref().map(|n| n.as_raw_fd()))
+            .field("live", &self.session.live)
+            .field("server", &self.session.backend.as_ref().map(|b| b.raw_fd()))
+            .finish()
+    }
+}
+
 /// What a worker tells the supervisor.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum WorkerEvent {
     /// The interface is claimed; the board is being served.
     Serving,
+    /// Stopped on request at a message boundary; here is what it held
+    /// (followed by `Ended(End::Stopped)`).
+    Carried(Carry),
     /// The worker ended; it will not touch the device again.
     Ended(End),
 }
@@ -54,7 +80,7 @@ pub struct Reporter {
     pub sink: Arc<dyn Fn(Report) + Send + Sync>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Report {
     pub key: GadgetKey,
     pub generation: u64,
@@ -67,11 +93,17 @@ impl Reporter {
     }
 }
 
-/// Serves one interface over any pipe until it ends; reports both edges.
+/// Serves one interface over any pipe with a fresh session until it ends;
+/// reports both edges.
 pub fn serve<P: UsbPipe + ?Sized>(pipe: &mut P, job: &Job) -> End {
+    serve_session(pipe, job, &mut Session::new(job.limits))
+}
+
+/// The same, carrying on with `session`; after `End::Stopped` it holds the
+/// live session for a successor.
+pub fn serve_session<P: UsbPipe + ?Sized>(pipe: &mut P, job: &Job, session: &mut Session) -> End {
     job.reporter.send(WorkerEvent::Serving);
-    let mut session = Session::new(job.limits);
-    match forward::run(pipe, job.backends.as_ref(), &job.counters, job.limits, &mut session) {
+    match forward::run(pipe, job.backends.as_ref(), &job.counters, job.limits, session) {
         Exit::BoardGone => End::Gone,
         Exit::Stopped => End::Stopped,
         other => End::Failed(other.to_string()),
@@ -79,7 +111,7 @@ pub fn serve<P: UsbPipe + ?Sized>(pipe: &mut P, job: &Job) -> End {
 }
 
 /// Starts the thread for a real gadget's interface.
-pub fn spawn(job: Job) -> std::io::Result<()> {
+pub fn spawn(mut job: Job) -> std::io::Result<()> {
     let name = format!("board-{}", job.info.key());
     std::thread::Builder::new().name(name).spawn(move || {
         let span = tracing::info_span!(
@@ -91,21 +123,41 @@ pub fn spawn(job: Job) -> std::io::Result<()> {
         let _enter = span.enter();
         // A bug must not leave the board listed as served forever: a panic
         // becomes a failure the supervisor restarts with backoff.
-        let end = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| open_and_serve(&job)))
+        let end = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| open_and_serve(&mut job)))
             .unwrap_or_else(|panic| End::Failed(format!("worker panicked: {}", panic_message(&panic))));
         job.reporter.send(WorkerEvent::Ended(end));
     })?;
     Ok(())
 }
 
-fn open_and_serve(job: &Job) -> End {
-    match Device::open(&job.info, job.stop.clone()) {
-        Ok(mut dev) => {
-            for s in &dev.detached_storage {
-                tracing::info!("detached usb-storage from interface {s} (its resets would break usb9pfs transfers)");
+fn open_and_serve(job: &mut Job) -> End {
+    let (opened, mut session) = match job.adopt.take() {
+        Some(Carry { node: Some(node), session }) => {
+            if let Some(b) = &session.backend {
+                job.backends.adopted(b);
             }
-            tracing::info!(alt = job.info.alt, "claimed the usb9pfs interface; waiting for the board to mount");
-            serve(&mut dev, job)
+            let live = if session.live { "a live 9P session" } else { "no live 9P session" };
+            tracing::info!(alt = job.info.alt, "took over the claimed usb9pfs interface with {live}");
+            (Device::adopt(&job.info, node, job.stop.clone()), session)
+        }
+        _ => {
+            let opened = Device::open(&job.info, job.stop.clone());
+            if let Ok(dev) = &opened {
+                for s in &dev.detached_storage {
+                    tracing::info!("detached usb-storage from interface {s} (its resets would break usb9pfs transfers)");
+                }
+                tracing::info!(alt = job.info.alt, "claimed the usb9pfs interface; waiting for the board to mount");
+            }
+            (opened, Session::new(job.limits))
+        }
+    };
+    match opened {
+        Ok(mut dev) => {
+            let end = serve_session(&mut dev, job, &mut session);
+            if end == End::Stopped {
+                job.reporter.send(WorkerEvent::Carried(Carry { node: Some(dev.into_node()), session }));
+            }
+            end
         }
         Err(OpenError::Gone) => End::Gone,
         Err(OpenError::Failed(why)) => End::Failed(why),
