@@ -4,8 +4,9 @@
 //!
 //! It listens to udev's monitor (events after udev rules ran, so device node
 //! permissions are already set) on a tokio `AsyncFd`; the monitor is opened
-//! before the coldplug scan so no board falls in between. It must never open
-//! devices or make decisions about boards.
+//! before the coldplug scan so no board falls in between; after a socket
+//! overflow (events lost) it rescans sysfs. It must never open devices or
+//! make decisions about boards.
 
 use std::io;
 
@@ -31,7 +32,21 @@ pub async fn run(sysfs: Sysfs, tx: UnboundedSender<Input>) -> io::Result<()> {
     let fd = unsafe { AsyncFd::register_with_interest(monitor, tokio::io::Interest::READABLE) }?;
     loop {
         let mut ready = fd.readable().await?;
-        for event in ready.get_inner().iter() {
+        // Drain until the socket says EAGAIN: the fd is edge-triggered, so
+        // an event left queued would never wake us. ENOBUFS means the kernel
+        // dropped events (a burst overflowed the socket): what is plugged in
+        // now is then read from sysfs again.
+        let mut overflowed = false;
+        let mut events = ready.get_inner().iter();
+        loop {
+            let Some(event) = events.next() else {
+                let e = io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::ENOBUFS) {
+                    overflowed = true;
+                    continue;
+                }
+                break;
+            };
             for ev in translate(&event) {
                 match &ev {
                     HotplugEvent::Present(g) => tracing::debug!(
@@ -39,12 +54,20 @@ pub async fn run(sysfs: Sysfs, tx: UnboundedSender<Input>) -> io::Result<()> {
                         "usb9pfs interface present"
                     ),
                     HotplugEvent::Gone(at) => tracing::debug!(busaddr = %at, action = %event.event_type(), "USB device gone"),
-                    HotplugEvent::ColdplugDone => {}
+                    _ => {}
                 }
                 send(&tx, ev)?;
             }
         }
         ready.clear_ready();
+        if overflowed {
+            tracing::warn!("udev events were lost (socket overflow); rescanning sysfs for usb9pfs boards");
+            let present = sysfs.scan();
+            send(&tx, HotplugEvent::Rescanned(present.iter().map(|g| g.key()).collect()))?;
+            for g in present {
+                send(&tx, HotplugEvent::Present(g))?;
+            }
+        }
     }
 }
 

@@ -11,7 +11,7 @@
 //! starts workers through [`Spawn`], stops them through their [`StopSwitch`]
 //! and stops backends through [`BoardBackend::stop`].
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,6 +46,9 @@ pub enum HotplugEvent {
     Gone(BusAddr),
     /// Every gadget present at start-up has been reported.
     ColdplugDone,
+    /// After lost udev events: exactly these interfaces are present now
+    /// (each is also reported `Present`); any other board is gone.
+    Rescanned(Vec<GadgetKey>),
 }
 
 /// Everything the supervisor reacts to, in one ordered stream.
@@ -207,6 +210,13 @@ impl<S: Spawn> Supervisor<S> {
         match ev {
             HotplugEvent::Present(info) => self.on_present(info),
             HotplugEvent::Gone(at) => self.on_gone(at),
+            HotplugEvent::Rescanned(present) => {
+                let gone: BTreeSet<BusAddr> =
+                    self.boards.keys().filter(|k| !present.contains(k)).map(|k| k.busaddr).collect();
+                for at in gone {
+                    self.on_gone(at);
+                }
+            }
             HotplugEvent::ColdplugDone => {
                 for (key, _) in std::mem::take(&mut self.inherited) {
                     tracing::warn!(busaddr = %key.busaddr, iface = key.iface, "a handed-over board is gone; closing its session");

@@ -470,3 +470,20 @@ async fn inherited_sessions_are_adopted_by_present_mapped_boards_only() {
     assert_eq!(jobs.len(), 1);
     assert!(jobs[0].adopt.as_ref().is_some_and(|c| c.session.live));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_rescan_after_lost_udev_events_forgets_boards_that_went_meanwhile() {
+    let r = rig(CONFIG);
+    r.send(HotplugEvent::Present(gadget("A", 1, 2)));
+    r.send(HotplugEvent::Present(gadget("B", 2, 3)));
+    let _ = r.status().await;
+    let stops: Vec<_> = r.jobs.lock().expect("lock").iter().map(|j| j.stop.clone()).collect();
+    // B's removal event was lost in an overflow; the rescan finds only A.
+    r.send(HotplugEvent::Rescanned(vec![gadget("A", 1, 2).key()]));
+    r.send(HotplugEvent::Present(gadget("A", 1, 2)));
+    let s = r.status().await;
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].busaddr, "001-002");
+    assert!(stops[1].requested() && !stops[0].requested());
+    assert_eq!(r.spawned(), 2, "A keeps its worker");
+}
