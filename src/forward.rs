@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering;
 use crate::backend::{Backend, BackendError};
 use crate::frame::{self, Decoded, Dialect, FrameError, ERROR_REPLY_MAX, TVERSION};
 use crate::pipe::{self, RecvError, UsbError, UsbPipe};
-use crate::status::{Counters, IN_FLIGHT};
+use crate::status::{Activity, Counters, IN_FLIGHT};
 
 /// Size limits of one board.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,6 +87,7 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
         };
         // Until this iteration ends, the board is owed a reply.
         let _pending = IN_FLIGHT.enter();
+        let _busy = counters.busy();
         let t = &tbuf[..n];
         tracing::trace!(target: "usb9pfsd::wire", "board → server {}", Decoded(t));
         counters.t_messages.fetch_add(1, Ordering::Relaxed);
@@ -100,16 +101,21 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
             // whatever the server knew of the old one is gone.
             s.backend = None;
             s.live = false;
+            counters.session_ended();
             s.ceiling = limits.max_frame;
             if let Some(v) = frame::version(t) {
                 s.dialect = v.dialect;
                 s.ceiling = s.ceiling.min(v.msize.max(frame::HEADER_LEN as u32));
             }
-            match backends.connect() {
+            counters.set_activity(Activity::Connecting);
+            let connected = backends.connect();
+            counters.set_activity(Activity::Forwarding);
+            match connected {
                 Ok(b) => {
                     s.backend = Some(b);
                     s.live = true;
                     counters.sessions.fetch_add(1, Ordering::Relaxed);
+                    counters.session_began();
                 }
                 Err(e) => {
                     if let Err(exit) = reply_error(pipe, &mut rbuf, &s, h.tag, e.errno, counters, limits) {
@@ -134,6 +140,7 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
             Err(e) => {
                 backends.lost(&e);
                 counters.backend_failures.fetch_add(1, Ordering::Relaxed);
+                counters.session_ended();
                 s.backend = None;
                 s.live = false;
                 if let Err(exit) = reply_error(pipe, &mut rbuf, &s, h.tag, frame::EIO, counters, limits) {

@@ -17,6 +17,7 @@ pub mod logging;
 pub mod notify;
 pub mod pipe;
 pub mod reconnect;
+pub mod reload;
 pub mod sim;
 pub mod status;
 pub mod supervisor;

@@ -1,7 +1,9 @@
 //! The supervisor: the one owner of per-board state. It hears hotplug events,
 //! worker reports and commands on a single ordered input channel, decides
 //! which board gets a worker and with which backend, restarts failed workers
-//! with capped exponential backoff, and answers status queries.
+//! with capped exponential backoff, answers status queries and applies
+//! config reloads (the per-board diff is [`crate::reload`]'s; applying it is
+//! in `supervisor/apply.rs`).
 //!
 //! A board is keyed by bus and address: a reset or re-enumeration is a new
 //! key, hence a fresh worker and a fresh backend connection. One board's
@@ -10,18 +12,20 @@
 //! [`Spawn`] and stops backends through [`BoardBackend::stop`].
 
 use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, Instant};
 
 use crate::board::{BusAddr, GadgetInfo};
-use crate::config::{Config, Decision, Target};
+use crate::config::{Config, ConfigError, Decision, Target};
 use crate::forward::Limits;
 use crate::reconnect::BoardBackend;
-use crate::status::{BoardState, BoardStatus, Counters};
-use crate::worker::{End, Job, Report, Reporter, WorkerEvent};
+use crate::reload;
+use crate::status::{self, Activity, BoardState, BoardStatus, Counters, DaemonStatus, Stamped, StatusReport};
+use crate::worker::{End, Job, Report, Reporter, StopSwitch, WorkerEvent};
 
 /// First delay before restarting a failed worker; doubles per failure.
 pub const FIRST_RESTART: Duration = Duration::from_millis(500);
@@ -44,7 +48,10 @@ pub enum HotplugEvent {
 pub enum Input {
     Hotplug(HotplugEvent),
     Worker(Report),
-    Status(oneshot::Sender<Vec<BoardStatus>>),
+    Status(oneshot::Sender<StatusReport>),
+    /// Apply a re-read config (or record why it could not be read): the
+    /// reply says what changed, or the error with file:line:column.
+    Reload(Result<Config, ConfigError>, oneshot::Sender<Result<reload::Summary, String>>),
     /// Stop every board's backend (waking blocked workers) and return.
     Shutdown,
 }
@@ -64,6 +71,8 @@ pub trait Spawn: Send {
 pub trait Notify: Send {
     fn ready(&mut self, served: usize);
     fn status(&mut self, served: usize, total: usize);
+    /// A config reload begins; `ready` follows when it is done.
+    fn reloading(&mut self) {}
 }
 
 /// A notifier that says nothing (foreground runs, tests).
@@ -91,7 +100,12 @@ struct Board {
     failures: u32,
     /// r_messages when the current worker started: did it serve anything?
     served_at_start: u64,
-    last_error: Option<String>,
+    last_error: Option<Stamped>,
+    /// The current worker's stop switch.
+    stop: Arc<StopSwitch>,
+    /// A reload unmapped the board while its worker ran: why, for the
+    /// `Ignored` state the board takes when the worker has stopped.
+    releasing: Option<String>,
 }
 
 pub struct Supervisor<S: Spawn> {
@@ -104,6 +118,12 @@ pub struct Supervisor<S: Spawn> {
     noted: HashSet<String>,
     next_generation: u64,
     ready: bool,
+    /// The file a reload re-reads (None for `usb9pfsd forward`).
+    config_path: Option<PathBuf>,
+    config_loaded_at: SystemTime,
+    last_reload_error: Option<Stamped>,
+    started_at: SystemTime,
+    started: Instant,
 }
 
 impl<S: Spawn> Supervisor<S> {
@@ -119,7 +139,18 @@ impl<S: Spawn> Supervisor<S> {
             noted: HashSet::new(),
             next_generation: 1,
             ready: false,
+            config_path: None,
+            config_loaded_at: SystemTime::now(),
+            last_reload_error: None,
+            started_at: SystemTime::now(),
+            started: Instant::now(),
         }
+    }
+
+    /// Names the config file, for `status` (the caller re-reads it on reload).
+    pub fn with_config_path(mut self, path: PathBuf) -> Self {
+        self.config_path = Some(path);
+        self
     }
 
     /// Runs until `Shutdown` or until every sender is gone.
@@ -143,7 +174,10 @@ impl<S: Spawn> Supervisor<S> {
                 Some(Input::Hotplug(ev)) => self.on_hotplug(ev),
                 Some(Input::Worker(r)) => self.on_report(r),
                 Some(Input::Status(reply)) => {
-                    let _ = reply.send(self.status());
+                    let _ = reply.send(self.report());
+                }
+                Some(Input::Reload(config, reply)) => {
+                    let _ = reply.send(self.reload(config));
                 }
                 Some(Input::Shutdown) | None => break,
             }
@@ -224,6 +258,8 @@ impl<S: Spawn> Supervisor<S> {
                 failures: 0,
                 served_at_start: 0,
                 last_error: None,
+                stop: Arc::default(),
+                releasing: None,
             },
         );
         if matches!(self.boards.get(&at).map(|b| &b.slot), Some(Slot::Running)) {
@@ -242,6 +278,7 @@ impl<S: Spawn> Supervisor<S> {
         b.starts += 1;
         b.slot = Slot::Running;
         b.served_at_start = b.counters.snapshot().r_messages;
+        b.stop = Arc::default();
         let job = Job {
             info: b.info.clone(),
             backends: backend.clone(),
@@ -258,6 +295,7 @@ impl<S: Spawn> Supervisor<S> {
                     })
                 },
             },
+            stop: b.stop.clone(),
         };
         if let Err(why) = self.spawner.spawn(job) {
             self.on_report(Report { busaddr: at, generation, event: WorkerEvent::Ended(End::Failed(why)) });
@@ -273,6 +311,10 @@ impl<S: Spawn> Supervisor<S> {
             WorkerEvent::Serving => return,
             WorkerEvent::Ended(end) => end,
         };
+        if self.after_stop(r.busaddr, &end) {
+            return; // released, or stopped and started afresh
+        }
+        let Some(b) = self.boards.get_mut(&r.busaddr) else { return };
         // A worker that served anything starts the count afresh.
         if b.counters.snapshot().r_messages > b.served_at_start {
             b.failures = 0;
@@ -285,12 +327,12 @@ impl<S: Spawn> Supervisor<S> {
         // reports the removal: say why only if the board is still there when
         // its restart comes (see restart_due), not on every unplug.
         match end {
-            End::Gone => {
+            End::Gone | End::Stopped => {
                 tracing::debug!(serial = %serial, busaddr = %at, "board stopped answering on USB; retrying in {delay:?} unless it is removed");
             }
             End::Failed(why) => {
                 tracing::debug!(serial = %serial, busaddr = %at, "worker stopped: {why}; restarting in {delay:?} unless the board is removed");
-                b.last_error = Some(why);
+                b.last_error = Some(Stamped { message: why, at: SystemTime::now() });
             }
         }
         self.report_status();
@@ -319,7 +361,7 @@ impl<S: Spawn> Supervisor<S> {
                 tracing::warn!(
                     serial = %b.info.serial_or_none(), busaddr = %at,
                     "restarting the worker (start {}) after: {}", b.starts + 1,
-                    b.last_error.as_deref().unwrap_or("the board stopped answering on USB")
+                    b.last_error.as_ref().map_or("the board stopped answering on USB", |e| e.message.as_str())
                 );
             }
             self.start(at);
@@ -338,30 +380,73 @@ impl<S: Spawn> Supervisor<S> {
 
     /// Every known board, ordered by bus address.
     pub fn status(&self) -> Vec<BoardStatus> {
-        let now = Instant::now();
+        let (now, wall) = (Instant::now(), SystemTime::now());
         self.boards
             .values()
             .map(|b| {
                 let backend_error = b.backend.as_ref().and_then(|be| be.last_error.lock().ok().and_then(|e| e.clone()));
+                // The later of the worker's and the backend's last failure.
+                let last_error = match (b.last_error.clone(), backend_error) {
+                    (Some(w), Some(be)) => Some(if be.at > w.at { be } else { w }),
+                    (w, be) => w.or(be),
+                };
+                let (state, backoff_until) = match &b.slot {
+                    Slot::Ignored(reason) => (BoardState::Ignored { reason: reason.clone() }, None),
+                    Slot::Running => (
+                        match b.counters.activity() {
+                            Activity::Idle => BoardState::Idle,
+                            Activity::Connecting => BoardState::Connecting,
+                            Activity::Forwarding => BoardState::Forwarding,
+                        },
+                        None,
+                    ),
+                    Slot::Waiting(t) => {
+                        let left = t.saturating_duration_since(now);
+                        (BoardState::Backoff { retry_in_ms: left.as_millis() as u64 }, Some(status::rfc3339(wall + left)))
+                    }
+                };
+                let running = matches!(b.slot, Slot::Running);
                 BoardStatus {
                     busaddr: b.info.busaddr.to_string(),
+                    interface: b.info.interface,
                     port_path: b.info.port_path.clone(),
                     id: b.info.id.clone(),
                     serial: b.info.serial.clone(),
                     backend: b.target.as_ref().map(|t| t.backend.to_string()),
-                    state: match &b.slot {
-                        Slot::Ignored(reason) => BoardState::Ignored { reason: reason.clone() },
-                        Slot::Running => BoardState::Running,
-                        Slot::Waiting(t) => BoardState::Backoff { retry_in_ms: t.saturating_duration_since(now).as_millis() as u64 },
-                    },
+                    backend_pending: b.backend.as_ref().and_then(|be| be.pending()).map(|a| a.to_string()),
+                    release_pending: b.releasing.is_some(),
+                    state,
+                    backoff_until,
+                    session_started_at: b.counters.session_started().filter(|_| running).map(status::rfc3339),
                     starts: b.starts,
+                    restarts: b.starts.saturating_sub(1),
                     counters: b.counters.snapshot(),
-                    last_error: b.last_error.clone().or(backend_error),
+                    last_error: last_error.as_ref().map(|e| e.message.clone()),
+                    last_error_at: last_error.as_ref().map(|e| status::rfc3339(e.at)),
                 }
             })
             .collect()
     }
+
+    /// The daemon and every board, for `usb9pfsd status`.
+    pub fn report(&self) -> StatusReport {
+        StatusReport {
+            daemon: DaemonStatus {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                pid: std::process::id(),
+                started_at: status::rfc3339(self.started_at),
+                uptime_s: self.started.elapsed().as_secs(),
+                config_path: self.config_path.as_ref().map(|p| p.display().to_string()),
+                config_loaded_at: status::rfc3339(self.config_loaded_at),
+                last_reload_error: self.last_reload_error.as_ref().map(|e| e.message.clone()),
+                last_reload_error_at: self.last_reload_error.as_ref().map(|e| status::rfc3339(e.at)),
+            },
+            boards: self.status(),
+        }
+    }
 }
+
+mod apply;
 
 #[cfg(test)]
 mod tests;

@@ -6,6 +6,7 @@
 //! must never restart itself, read config or touch another board: that is the
 //! supervisor's job.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::board::{BusAddr, GadgetInfo};
@@ -21,6 +22,32 @@ pub struct Job {
     pub counters: Arc<Counters>,
     pub limits: Limits,
     pub reporter: Reporter,
+    /// How the supervisor asks this worker to stop at a message boundary.
+    pub stop: Arc<StopSwitch>,
+}
+
+/// The supervisor's request that a worker end at a message boundary (a
+/// reload unmapped its board), without dropping a request in flight.
+///
+/// PLACEHOLDER until the USB side's stop switch is merged: today it only
+/// records the request (the supervisor and its tests see it), and the worker
+/// still ends only when the board goes away or fails. The real switch cancels
+/// the pending IN transfer so `forward::run` returns `Exit::Stopped`, which
+/// `serve` reports as [`End::Stopped`]; it replaces this type, keeping
+/// `request()`.
+#[derive(Debug, Default)]
+pub struct StopSwitch {
+    requested: AtomicBool,
+}
+
+impl StopSwitch {
+    pub fn request(&self) {
+        self.requested.store(true, Ordering::SeqCst);
+    }
+
+    pub fn requested(&self) -> bool {
+        self.requested.load(Ordering::SeqCst)
+    }
 }
 
 /// What a worker tells the supervisor.
@@ -36,6 +63,8 @@ pub enum WorkerEvent {
 pub enum End {
     /// The device went away (unplug, reset, re-enumeration).
     Gone,
+    /// The supervisor's [`StopSwitch`] ended it at a message boundary.
+    Stopped,
     /// Anything else: the reason, for people.
     Failed(String),
 }
@@ -65,7 +94,10 @@ impl Reporter {
 /// Serves one board over any pipe until it ends; reports both edges.
 pub fn serve<P: UsbPipe + ?Sized>(pipe: &mut P, job: &Job) -> End {
     job.reporter.send(WorkerEvent::Serving);
-    match forward::run(pipe, job.backends.as_ref(), &job.counters, job.limits) {
+    let exit = forward::run(pipe, job.backends.as_ref(), &job.counters, job.limits);
+    // The loop's server connection went with it.
+    job.counters.session_ended();
+    match exit {
         Exit::BoardGone => End::Gone,
         other => End::Failed(other.to_string()),
     }

@@ -164,6 +164,7 @@ fn real_9p_session_through_a_worker_to_diod() {
         counters: counters.clone(),
         limits: Limits { max_frame: 1 << 20, board_buflen: 16384 },
         reporter: Reporter { busaddr: BusAddr { bus: 1, addr: 2 }, generation: 1, sink: Arc::new(|_| {}) },
+        stop: Arc::default(),
     };
     let worker = std::thread::spawn(move || {
         let mut host = host;
@@ -212,7 +213,7 @@ fn real_9p_session_through_a_worker_to_diod() {
     assert_eq!(errno_of(&r), libc::ECONNREFUSED as u32);
     let snap = counters.snapshot();
     assert_eq!((snap.backend_failures, snap.error_replies), (1, 3));
-    assert!(backend.last_error.lock().expect("lock").as_deref().is_some_and(|e| e.contains("cannot connect")));
+    assert!(backend.last_error.lock().expect("lock").as_ref().is_some_and(|e| e.message.contains("cannot connect")));
 
     // Unplug: the worker ends and says the board is gone.
     drop(board);
@@ -235,6 +236,7 @@ fn server_coming_back_serves_a_new_mount() {
         counters: Arc::new(Counters::default()),
         limits: Limits { max_frame: 1 << 20, board_buflen: 16384 },
         reporter: Reporter { busaddr: BusAddr { bus: 1, addr: 2 }, generation: 1, sink: Arc::new(|_| {}) },
+        stop: Arc::default(),
     };
     let worker = std::thread::spawn(move || {
         let mut host = host;
