@@ -8,6 +8,7 @@ pub mod backend;
 pub mod board;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod device;
 pub mod discover;
 pub mod forward;

@@ -32,12 +32,15 @@ impl<S: Spawn> Supervisor<S> {
             Err(e) => {
                 tracing::error!("config reload failed, the old config stays in force: {e}");
                 self.last_reload_error = Some(Stamped { message: e.to_string(), at: SystemTime::now() });
-                Err(e.to_string())
+                Err(format!("{e}; the old config stays in force"))
             }
             Ok(new) => {
                 let actions = reload::plan(&self.config, &new, self.boards.iter().map(|(at, b)| (*at, &b.info)));
                 if new.max_frame != self.config.max_frame {
                     tracing::info!("max_frame {} applies to workers started from now on", new.max_frame);
+                }
+                if new.control_socket != self.config.control_socket {
+                    tracing::warn!("[daemon] control_socket changed: the daemon keeps its socket until it restarts");
                 }
                 self.config = new;
                 let summary = Summary::of(&actions);
