@@ -18,7 +18,7 @@
 //! reloads. It must never touch boards or per-board state itself.
 
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -123,6 +123,9 @@ pub fn bind(path: &Path) -> Result<Listener, String> {
     let std_listener = match std::os::unix::net::UnixListener::bind(path) {
         Ok(l) => l,
         Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+            if !std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+                return Err(format!("cannot create the control socket {}: a file that is not a socket is in the way", path.display()));
+            }
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
                 return Err(format!("another usb9pfsd answers on {}; not taking it over", path.display()));
             }

@@ -174,6 +174,12 @@ async fn bind_replaces_a_dead_daemons_socket_but_not_a_live_one() {
     drop(std::os::unix::net::UnixListener::bind(&path).expect("stale"));
     let second = bind(&path).expect("a stale socket is replaced");
     assert_eq!(second.path(), path);
+    // Never delete something that is not a socket (a mistyped path).
+    let file = dir.path().join("config.toml");
+    std::fs::write(&file, "x").expect("write");
+    let err = bind(&file).err().expect("refused");
+    assert!(err.contains("not a socket"), "{err}");
+    assert_eq!(std::fs::read_to_string(&file).expect("still there"), "x");
 }
 
 #[tokio::test]
