@@ -142,7 +142,9 @@ pub fn bind(path: &Path) -> Result<Listener, String> {
     Ok(Listener { listener, path: path.to_path_buf(), id: (meta.dev(), meta.ino()) })
 }
 
-/// Hands a file to group `usb9pfsd` if the group exists and we may.
+/// Hands a file to group `usb9pfsd` if the group exists and we may. Under
+/// the unit, the daemon's own group is already `usb9pfsd` (and chown is
+/// filtered with `~@privileged`), so this matters for runs by hand as root.
 fn give_to_group(path: &Path) {
     let Some(gid) = group_id(GROUP) else { return };
     if std::fs::metadata(path).is_ok_and(|m| m.gid() == gid) {
