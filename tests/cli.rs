@@ -87,17 +87,29 @@ fn a_running_daemon_answers_status_and_reload() {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
 
+    /// Stops the daemon however the test ends.
+    struct Running(std::process::Child);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
     let dir = tempfile::tempdir().expect("tmp");
     let (config, socket) = (dir.path().join("config.toml"), dir.path().join("control"));
-    std::fs::write(&config, "[defaults]\nbackend = \"127.0.0.1:564\"\n").expect("write");
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_usb9pfsd"))
+    // No defaults: a real board on the test machine is left alone.
+    std::fs::write(&config, "[[board]]\nserial = \"usb9pfsd-cli-test-no-such-board\"\nbackend = \"127.0.0.1:564\"\n")
+        .expect("write");
+    let daemon = Command::new(env!("CARGO_BIN_EXE_usb9pfsd"))
         .args(["run", "--config", config.to_str().expect("utf8"), "--control-socket", socket.to_str().expect("utf8")])
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
         .spawn()
         .expect("start the daemon");
+    let mut daemon = Running(daemon);
     // Its log says when the socket is up (no polling, no sleeps).
-    let mut log = BufReader::new(daemon.stderr.take().expect("stderr"));
+    let mut log = BufReader::new(daemon.0.stderr.take().expect("stderr"));
     let mut line = String::new();
     let up = loop {
         line.clear();
@@ -109,7 +121,6 @@ fn a_running_daemon_answers_status_and_reload() {
         }
     };
     if !up {
-        let _ = daemon.wait();
         eprintln!("the daemon could not start here (no udev?); skipping");
         return;
     }
@@ -125,14 +136,14 @@ fn a_running_daemon_answers_status_and_reload() {
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("config reloaded:"), "{out}");
 
-    std::fs::write(&config, "[defaults]\nbackend = \"127.0.0.1:564\"\nbakend = 1\n").expect("write");
+    std::fs::write(&config, "[[board]]\nserial = \"x\"\nbakend = 1\n").expect("write");
     let (code, _, err) = usb9pfsd(&["reload", "--socket", sock]);
     assert_eq!(code, 1);
     assert!(err.contains(&format!("{}:3:1:", config.display())) && err.contains("old config stays in force"), "{err}");
 
     // SIGHUP takes the same path: the log says so a second time, the daemon
     // lives on, and status shows the error.
-    let pid = daemon.id().to_string();
+    let pid = daemon.0.id().to_string();
     assert!(Command::new("kill").args(["-HUP", &pid]).status().expect("kill").success());
     let mut failures = 0;
     while failures < 2 {
@@ -148,6 +159,6 @@ fn a_running_daemon_answers_status_and_reload() {
     assert!(out.contains("last reload FAILED") && out.contains(":3:1:"), "{out}");
 
     assert!(Command::new("kill").arg(&pid).status().expect("kill").success());
-    assert!(daemon.wait().expect("wait").success());
+    assert!(daemon.0.wait().expect("wait").success());
     assert!(!socket.exists(), "the daemon removes its socket when it stops");
 }
