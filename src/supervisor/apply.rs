@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::{Slot, Spawn, Supervisor};
-use crate::board::BusAddr;
+use crate::board::{BusAddr, GadgetInfo};
 use crate::config::{Config, ConfigError, Decision, Target};
 use crate::reconnect::BoardBackend;
 use crate::reload::{self, Action, Summary};
@@ -63,7 +63,7 @@ impl<S: Spawn> Supervisor<S> {
 
     fn apply(&mut self, at: BusAddr, action: Action) {
         match action {
-            Action::Keep => {}
+            Action::Keep => self.refresh_reason(at),
             Action::SwapBackend(target) => self.swap(at, target),
             Action::Start(target) => self.start_mapped(at, target),
             Action::Release(decision) => self.release(at, decision),
@@ -116,10 +116,7 @@ impl<S: Spawn> Supervisor<S> {
     /// request in flight), and let go when its worker reports the end.
     fn release(&mut self, at: BusAddr, decision: Decision) {
         let Some(b) = self.boards.get_mut(&at) else { return };
-        let reason = match decision {
-            Decision::NotAllowed => format!("VID:PID {} is not in [daemon] allow_ids", b.info.id),
-            _ => "no backend configured for this board and no [defaults] backend".to_string(),
-        };
+        let reason = unserved_reason(&decision, &b.info);
         b.target = None;
         match b.slot {
             Slot::Running => {
@@ -137,6 +134,15 @@ impl<S: Spawn> Supervisor<S> {
                 }
                 b.slot = Slot::Ignored(reason);
             }
+        }
+    }
+
+    /// Unserved before and after: the reason may have changed (a board with
+    /// no backend that is now also outside allow_ids, say).
+    fn refresh_reason(&mut self, at: BusAddr) {
+        let Some(b) = self.boards.get_mut(&at) else { return };
+        if let Slot::Ignored(reason) = &mut b.slot {
+            *reason = unserved_reason(&self.config.resolve(&b.info), &b.info);
         }
     }
 
@@ -163,5 +169,13 @@ impl<S: Spawn> Supervisor<S> {
             return true;
         }
         false
+    }
+}
+
+/// Why the config leaves a board alone, for `status` and the log.
+fn unserved_reason(decision: &Decision, info: &GadgetInfo) -> String {
+    match decision {
+        Decision::NotAllowed => format!("VID:PID {} is not in [daemon] allow_ids", info.id),
+        _ => "no backend configured for this board and no [defaults] backend".to_string(),
     }
 }

@@ -431,6 +431,16 @@ async fn an_invalid_config_keeps_the_old_one_in_force() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_unserved_boards_reason_follows_the_config() {
+    let r = rig(CONFIG);
+    r.send(HotplugEvent::Present(gadget("stranger", 1, 2)));
+    assert!(matches!(state(&r.board("001-002").await), BoardState::Ignored { reason } if reason.contains("no backend")));
+    r.reload("[daemon]\nallow_ids = [\"0525:a4a0\"]\n").await.expect("applied");
+    assert!(matches!(state(&r.board("001-002").await), BoardState::Ignored { reason } if reason.contains("allow_ids")));
+    assert_eq!(r.spawned(), 0);
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_unmapped_board_in_backoff_is_released_at_once() {
     let r = rig(CONFIG);
     r.send(HotplugEvent::Present(gadget("A", 1, 2)));
