@@ -21,6 +21,10 @@ use crate::reload::{self, Action, Summary};
 use crate::status::Stamped;
 use crate::worker::End;
 
+/// The key of the supervisor's board map (one line to change when it
+/// becomes bus-address plus interface).
+type Key = BusAddr;
+
 impl<S: Spawn> Supervisor<S> {
     /// Takes a re-read config into force, or keeps the old one when `new` is
     /// an error (which `status` then shows until a good reload).
@@ -61,7 +65,7 @@ impl<S: Spawn> Supervisor<S> {
         result
     }
 
-    fn apply(&mut self, at: BusAddr, action: Action) {
+    fn apply(&mut self, at: Key, action: Action) {
         match action {
             Action::Keep => self.refresh_reason(at),
             Action::SwapBackend(target) => self.swap(at, target),
@@ -72,7 +76,7 @@ impl<S: Spawn> Supervisor<S> {
 
     /// Served before and after, elsewhere: the board's live session stays on
     /// the old server; its next Tversion connects to the new one.
-    fn swap(&mut self, at: BusAddr, target: Target) {
+    fn swap(&mut self, at: Key, target: Target) {
         let Some(b) = self.boards.get_mut(&at) else { return };
         let Some(old) = b.target.replace(target.clone()) else { return };
         let serial = b.info.serial_or_none().to_string();
@@ -93,7 +97,7 @@ impl<S: Spawn> Supervisor<S> {
 
     /// Newly mapped: start a worker. A board whose release is still under
     /// way keeps its worker; when that stops, a fresh one starts.
-    fn start_mapped(&mut self, at: BusAddr, target: Target) {
+    fn start_mapped(&mut self, at: Key, target: Target) {
         let Some(b) = self.boards.get_mut(&at) else { return };
         tracing::info!(
             serial = %b.info.serial_or_none(), busaddr = %at, port = %b.info.port_path,
@@ -114,7 +118,7 @@ impl<S: Spawn> Supervisor<S> {
     /// No longer mapped. A waiting board is let go now; a running one is
     /// asked to stop at its next message boundary (after the reply to a
     /// request in flight), and let go when its worker reports the end.
-    fn release(&mut self, at: BusAddr, decision: Decision) {
+    fn release(&mut self, at: Key, decision: Decision) {
         let Some(b) = self.boards.get_mut(&at) else { return };
         let reason = unserved_reason(&decision, &b.info);
         b.target = None;
@@ -139,7 +143,7 @@ impl<S: Spawn> Supervisor<S> {
 
     /// Unserved before and after: the reason may have changed (a board with
     /// no backend that is now also outside allow_ids, say).
-    fn refresh_reason(&mut self, at: BusAddr) {
+    fn refresh_reason(&mut self, at: Key) {
         let Some(b) = self.boards.get_mut(&at) else { return };
         if let Slot::Ignored(reason) = &mut b.slot {
             *reason = unserved_reason(&self.config.resolve(&b.info), &b.info);
@@ -150,7 +154,7 @@ impl<S: Spawn> Supervisor<S> {
     /// is all there is to it: the board is released (no longer mapped), or
     /// its worker was stopped and a fresh one started at once. Otherwise the
     /// end is a failure for the caller's backoff.
-    pub(super) fn after_stop(&mut self, at: BusAddr, end: &End) -> bool {
+    pub(super) fn after_stop(&mut self, at: Key, end: &End) -> bool {
         let Some(b) = self.boards.get_mut(&at) else { return true };
         if b.target.is_none() {
             let reason = b.releasing.take().unwrap_or_else(|| "no longer mapped".into());
