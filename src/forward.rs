@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering;
 use crate::backend::{Backend, BackendError};
 use crate::frame::{self, Decoded, Dialect, FrameError, ERROR_REPLY_MAX, TVERSION};
 use crate::pipe::{self, RecvError, UsbError, UsbPipe};
-use crate::status::{Counters, IN_FLIGHT};
+use crate::status::{Activity, Counters, IN_FLIGHT};
 
 /// Size limits of one board.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,6 +114,7 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
         };
         // Until this iteration ends, the board is owed a reply.
         let _pending = IN_FLIGHT.enter();
+        let _busy = counters.busy();
         let t = &tbuf[..n];
         tracing::trace!(target: "usb9pfsd::wire", "board → server {}", Decoded(t));
         counters.t_messages.fetch_add(1, Ordering::Relaxed);
@@ -127,6 +128,7 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
             // whatever the server knew of the old one is gone.
             s.backend = None;
             s.live = false;
+            counters.session_ended();
             s.ceiling = limits.max_frame;
             s.board_rx = limits.board_buflen;
             if let Some(v) = frame::version(t) {
@@ -134,11 +136,15 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
                 s.ceiling = s.ceiling.min(v.msize.max(frame::HEADER_LEN as u32));
                 s.board_rx = s.board_rx.max(v.msize);
             }
-            match backends.connect() {
+            counters.set_activity(Activity::Connecting);
+            let connected = backends.connect();
+            counters.set_activity(Activity::Forwarding);
+            match connected {
                 Ok(b) => {
                     s.backend = Some(b);
                     s.live = true;
                     counters.sessions.fetch_add(1, Ordering::Relaxed);
+                    counters.session_began();
                 }
                 Err(e) => {
                     if let Err(exit) = reply_error(pipe, &mut rbuf, s, h.tag, e.errno, counters) {
@@ -163,6 +169,7 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
             Err(e) => {
                 backends.lost(&e);
                 counters.backend_failures.fetch_add(1, Ordering::Relaxed);
+                counters.session_ended();
                 s.backend = None;
                 s.live = false;
                 if let Err(exit) = reply_error(pipe, &mut rbuf, s, h.tag, e.errno(), counters) {

@@ -12,10 +12,11 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::backend::{AbortHandle, Backend, BackendAddr, BackendError, Dial};
 use crate::forward::{Backends, ConnectError};
+use crate::status::Stamped;
 
 /// New server sessions a board may open in a row (each Tversion is one)…
 pub const SESSION_BURST: u32 = 8;
@@ -72,6 +73,8 @@ struct Attempts {
 /// One board's backend, as the supervisor configured it.
 pub struct BoardBackend {
     addr: Mutex<BackendAddr>,
+    /// A reload's new address, waiting for the board's next session.
+    next: Mutex<Option<BackendAddr>>,
     attempts: Mutex<Attempts>,
     /// What stop() must break: the attempt in progress or the live session.
     live: Mutex<Live>,
@@ -80,14 +83,15 @@ pub struct BoardBackend {
     connect_timeout: Duration,
     /// Connect attempts actually made (not refused by backoff).
     pub tries: AtomicU64,
-    /// The last failure, for status and logs.
-    pub last_error: Mutex<Option<String>>,
+    /// The last failure and when, for status and logs.
+    pub last_error: Mutex<Option<Stamped>>,
 }
 
 impl BoardBackend {
     pub fn new(addr: BackendAddr) -> BoardBackend {
         BoardBackend {
             addr: Mutex::new(addr),
+            next: Mutex::new(None),
             attempts: Mutex::default(),
             live: Mutex::new(Live::Idle),
             rate: Mutex::default(),
@@ -106,6 +110,33 @@ impl BoardBackend {
 
     pub fn addr(&self) -> BackendAddr {
         lock(&self.addr).clone()
+    }
+
+    /// Points the board's next 9P session at `addr` (config reload). The live
+    /// session, if any, stays on the server it began with: a 9P session's
+    /// fids live in that server and cannot move. Asking for the address in
+    /// use cancels a pending change.
+    pub fn swap_for_next_session(&self, addr: BackendAddr) {
+        // Lock order as in take_pending: addr, then next.
+        let current = lock(&self.addr);
+        *lock(&self.next) = if *current == addr { None } else { Some(addr) };
+    }
+
+    /// The address the next session will use, if a reload changed it.
+    pub fn pending(&self) -> Option<BackendAddr> {
+        lock(&self.next).clone()
+    }
+
+    /// Takes a pending address into use; the old server's backoff does not
+    /// hold against the new one.
+    fn take_pending(&self) -> BackendAddr {
+        let mut addr = lock(&self.addr);
+        if let Some(next) = lock(&self.next).take() {
+            tracing::info!(backend = %next, "the board's new session goes to {next} (config reload; was {addr})");
+            *addr = next;
+            *lock(&self.attempts) = Attempts::default();
+        }
+        addr.clone()
     }
 
     /// Refuses new connections and breaks the one in progress or live, so a
@@ -173,7 +204,7 @@ impl BoardBackend {
     }
 
     fn record(&self, message: &str) {
-        *lock(&self.last_error) = Some(message.to_string());
+        *lock(&self.last_error) = Some(Stamped { message: message.to_string(), at: SystemTime::now() });
     }
 }
 
@@ -188,7 +219,7 @@ impl Backends for BoardBackend {
             return Err(Self::stopped_error());
         }
         let now = Instant::now();
-        let addr = self.addr();
+        let addr = self.take_pending();
         {
             let a = lock(&self.attempts);
             if let (Some(at), Some(last)) = (a.retry_at, &a.last) {
@@ -277,7 +308,40 @@ mod tests {
         let second = b.connect().err().expect("still refused");
         assert_eq!(second, first);
         assert_eq!(b.tries.load(Ordering::Relaxed), 1, "the second mount must not hit the server");
-        assert!(lock(&b.last_error).as_deref().is_some_and(|m| m.contains(&port.to_string())));
+        assert!(lock(&b.last_error).as_ref().is_some_and(|e| e.message.contains(&port.to_string())));
+    }
+
+    #[test]
+    fn a_swapped_address_is_used_from_the_next_connect_on() {
+        let old = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let new = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = |l: &TcpListener| -> BackendAddr { l.local_addr().expect("a").to_string().parse().expect("addr") };
+        let b = BoardBackend::new(addr(&old));
+        let live = b.connect().expect("old server");
+        let (mut on_old, _) = old.accept().expect("accept");
+        b.swap_for_next_session(addr(&old));
+        assert_eq!(b.pending(), None, "the address in use is no change");
+        b.swap_for_next_session(addr(&new));
+        assert_eq!(b.pending(), Some(addr(&new)));
+        assert_eq!(b.addr(), addr(&old), "the live session keeps its server");
+        let _second = b.connect().expect("new server");
+        new.accept().expect("the next session goes to the new server");
+        assert_eq!((b.pending(), b.addr()), (None, addr(&new)));
+        // The first session's connection was not touched by the swap.
+        on_old.set_nonblocking(true).expect("nonblocking");
+        let mut byte = [0u8; 1];
+        let still_open = matches!(std::io::Read::read(&mut on_old, &mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+        assert!(still_open);
+        drop(live);
+    }
+
+    #[test]
+    fn a_swap_escapes_the_old_servers_backoff() {
+        let b = BoardBackend::new(format!("127.0.0.1:{}", closed_port()).parse().expect("addr"));
+        assert!(b.connect().is_err());
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        b.swap_for_next_session(l.local_addr().expect("a").to_string().parse().expect("addr"));
+        assert!(b.connect().is_ok(), "no waiting out the old server's backoff");
     }
 
     #[test]

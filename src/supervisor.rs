@@ -1,7 +1,9 @@
 //! The supervisor: the one owner of per-board state. It hears hotplug events,
 //! worker reports and commands on a single ordered input channel, decides
 //! which board gets a worker and with which backend, restarts failed workers
-//! with capped exponential backoff, and answers status queries.
+//! with capped exponential backoff, answers status queries and applies
+//! config reloads (the per-board diff is [`crate::reload`]'s; applying it is
+//! in `supervisor/apply.rs`).
 //!
 //! A board is one usb9pfs interface, keyed by bus, address and interface
 //! number ([`GadgetKey`]): a reset or re-enumeration is a new key, hence a
@@ -12,18 +14,20 @@
 //! and stops backends through [`BoardBackend::stop`].
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, Instant};
 
 use crate::board::{BusAddr, GadgetInfo, GadgetKey};
-use crate::config::{Config, Decision, Target};
+use crate::config::{Config, ConfigError, Decision, Target};
 use crate::forward::Limits;
 use crate::pipe::StopSwitch;
 use crate::reconnect::BoardBackend;
-use crate::status::{BoardState, BoardStatus, Counters};
+use crate::reload;
+use crate::status::{self, Activity, BoardState, BoardStatus, Counters, DaemonStatus, Stamped, StatusReport};
 use crate::worker::{Carry, End, Job, Report, Reporter, WorkerEvent};
 
 pub mod handover;
@@ -56,7 +60,10 @@ pub enum HotplugEvent {
 pub enum Input {
     Hotplug(HotplugEvent),
     Worker(Report),
-    Status(oneshot::Sender<Vec<BoardStatus>>),
+    Status(oneshot::Sender<StatusReport>),
+    /// Apply a re-read config (or record why it could not be read): the
+    /// reply says what changed, or the error with file:line:column.
+    Reload(Result<Config, ConfigError>, oneshot::Sender<Result<reload::Summary, String>>),
     /// Stop every served board at a message boundary and hand back what
     /// each carried (see [`handover`]).
     HandOver(handover::HandOverReply),
@@ -81,6 +88,8 @@ pub trait Spawn: Send {
 pub trait Notify: Send {
     fn ready(&mut self, served: usize);
     fn status(&mut self, served: usize, total: usize);
+    /// A config reload begins; `ready` follows when it is done.
+    fn reloading(&mut self) {}
 }
 
 /// A notifier that says nothing (foreground runs, tests).
@@ -113,7 +122,10 @@ struct Board {
     /// `served` when the current worker started: did it serve anything
     /// beyond a handshake?
     served_at_start: u64,
-    last_error: Option<String>,
+    last_error: Option<Stamped>,
+    /// A reload unmapped the board while its worker ran: why, for the
+    /// `Ignored` state the board takes when the worker has stopped.
+    releasing: Option<String>,
 }
 
 pub struct Supervisor<S: Spawn> {
@@ -131,6 +143,12 @@ pub struct Supervisor<S: Spawn> {
     handing: Option<handover::Handing>,
     /// Sessions a predecessor handed over, adopted when their board shows up.
     inherited: BTreeMap<GadgetKey, Carry>,
+    /// The file a reload re-reads (None for `usb9pfsd forward`).
+    config_path: Option<PathBuf>,
+    config_loaded_at: SystemTime,
+    last_reload_error: Option<Stamped>,
+    started_at: SystemTime,
+    started: Instant,
 }
 
 impl<S: Spawn> Supervisor<S> {
@@ -149,6 +167,11 @@ impl<S: Spawn> Supervisor<S> {
             ready: false,
             handing: None,
             inherited: BTreeMap::new(),
+            config_path: None,
+            config_loaded_at: SystemTime::now(),
+            last_reload_error: None,
+            started_at: SystemTime::now(),
+            started: Instant::now(),
         }
     }
 
@@ -157,6 +180,12 @@ impl<S: Spawn> Supervisor<S> {
     /// closed once coldplug is done.
     pub fn with_inherited(mut self, inherited: BTreeMap<GadgetKey, Carry>) -> Self {
         self.inherited = inherited;
+        self
+    }
+
+    /// Names the config file, for `status` (the caller re-reads it on reload).
+    pub fn with_config_path(mut self, path: PathBuf) -> Self {
+        self.config_path = Some(path);
         self
     }
 
@@ -186,7 +215,10 @@ impl<S: Spawn> Supervisor<S> {
                 Some(Input::Hotplug(ev)) => self.on_hotplug(ev),
                 Some(Input::Worker(r)) => self.on_report(r),
                 Some(Input::Status(reply)) => {
-                    let _ = reply.send(self.status());
+                    let _ = reply.send(self.report());
+                }
+                Some(Input::Reload(config, reply)) => {
+                    let _ = reply.send(self.reload(config));
                 }
                 Some(Input::HandOver(reply)) => self.on_hand_over(reply),
                 Some(Input::Resume(boards)) => self.resume(boards),
@@ -309,6 +341,7 @@ impl<S: Spawn> Supervisor<S> {
                 failures: 0,
                 served_at_start: 0,
                 last_error: None,
+                releasing: None,
             },
         );
         let inherited = self.inherited.remove(&at);
@@ -383,6 +416,9 @@ impl<S: Spawn> Supervisor<S> {
             self.report_status();
             return;
         }
+        if self.after_stop(r.key, &end) {
+            return; // released, or stopped and started afresh
+        }
         let Some(b) = self.boards.get_mut(&r.key) else { return };
         // A worker that served anything (a Tversion alone does not count)
         // starts the count afresh.
@@ -402,7 +438,7 @@ impl<S: Spawn> Supervisor<S> {
             }
             End::Failed(why) => {
                 tracing::debug!(serial = %serial, busaddr = %at, iface, "worker stopped: {why}; restarting in {delay:?} unless the board is removed");
-                b.last_error = Some(why);
+                b.last_error = Some(Stamped { message: why, at: SystemTime::now() });
             }
         }
         self.report_status();
@@ -431,7 +467,7 @@ impl<S: Spawn> Supervisor<S> {
                 tracing::warn!(
                     serial = %b.info.serial_or_none(), busaddr = %at.busaddr, iface = at.iface,
                     "restarting the worker (start {}) after: {}", b.starts + 1,
-                    b.last_error.as_deref().unwrap_or("the board stopped answering on USB")
+                    b.last_error.as_ref().map_or("the board stopped answering on USB", |e| e.message.as_str())
                 );
             }
             self.start(at);
@@ -450,11 +486,32 @@ impl<S: Spawn> Supervisor<S> {
 
     /// Every known board, ordered by bus address.
     pub fn status(&self) -> Vec<BoardStatus> {
-        let now = Instant::now();
+        let (now, wall) = (Instant::now(), SystemTime::now());
         self.boards
             .values()
             .map(|b| {
                 let backend_error = b.backend.as_ref().and_then(|be| be.last_error.lock().ok().and_then(|e| e.clone()));
+                // The later of the worker's and the backend's last failure.
+                let last_error = match (b.last_error.clone(), backend_error) {
+                    (Some(w), Some(be)) => Some(if be.at > w.at { be } else { w }),
+                    (w, be) => w.or(be),
+                };
+                let (state, backoff_until) = match &b.slot {
+                    Slot::Ignored(reason) => (BoardState::Ignored { reason: reason.clone() }, None),
+                    Slot::Running | Slot::HandedOver => (
+                        match b.counters.activity() {
+                            Activity::Idle => BoardState::Idle,
+                            Activity::Connecting => BoardState::Connecting,
+                            Activity::Forwarding => BoardState::Forwarding,
+                        },
+                        None,
+                    ),
+                    Slot::Waiting(t) => {
+                        let left = t.saturating_duration_since(now);
+                        (BoardState::Backoff { retry_in_ms: left.as_millis() as u64 }, Some(status::rfc3339(wall + left)))
+                    }
+                };
+                let running = matches!(b.slot, Slot::Running | Slot::HandedOver);
                 BoardStatus {
                     busaddr: b.info.busaddr.to_string(),
                     interface: b.info.interface,
@@ -462,19 +519,40 @@ impl<S: Spawn> Supervisor<S> {
                     id: b.info.id.clone(),
                     serial: b.info.serial.clone(),
                     backend: b.target.as_ref().map(|t| t.backend.to_string()),
-                    state: match &b.slot {
-                        Slot::Ignored(reason) => BoardState::Ignored { reason: reason.clone() },
-                        Slot::Running | Slot::HandedOver => BoardState::Running,
-                        Slot::Waiting(t) => BoardState::Backoff { retry_in_ms: t.saturating_duration_since(now).as_millis() as u64 },
-                    },
+                    backend_pending: b.backend.as_ref().and_then(|be| be.pending()).map(|a| a.to_string()),
+                    release_pending: b.releasing.is_some(),
+                    state,
+                    backoff_until,
+                    session_started_at: b.counters.session_started().filter(|_| running).map(status::rfc3339),
                     starts: b.starts,
+                    restarts: b.starts.saturating_sub(1),
                     counters: b.counters.snapshot(),
-                    last_error: b.last_error.clone().or(backend_error),
+                    last_error: last_error.as_ref().map(|e| e.message.clone()),
+                    last_error_at: last_error.as_ref().map(|e| status::rfc3339(e.at)),
                 }
             })
             .collect()
     }
+
+    /// The daemon and every board, for `usb9pfsd status`.
+    pub fn report(&self) -> StatusReport {
+        StatusReport {
+            daemon: DaemonStatus {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                pid: std::process::id(),
+                started_at: status::rfc3339(self.started_at),
+                uptime_s: self.started.elapsed().as_secs(),
+                config_path: self.config_path.as_ref().map(|p| p.display().to_string()),
+                config_loaded_at: status::rfc3339(self.config_loaded_at),
+                last_reload_error: self.last_reload_error.as_ref().map(|e| e.message.clone()),
+                last_reload_error_at: self.last_reload_error.as_ref().map(|e| status::rfc3339(e.at)),
+            },
+            boards: self.status(),
+        }
+    }
 }
+
+mod apply;
 
 #[cfg(test)]
 pub(crate) mod tests;

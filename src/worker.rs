@@ -103,7 +103,13 @@ pub fn serve<P: UsbPipe + ?Sized>(pipe: &mut P, job: &Job) -> End {
 /// live session for a successor.
 pub fn serve_session<P: UsbPipe + ?Sized>(pipe: &mut P, job: &Job, session: &mut Session) -> End {
     job.reporter.send(WorkerEvent::Serving);
-    match forward::run(pipe, job.backends.as_ref(), &job.counters, job.limits, session) {
+    let exit = forward::run(pipe, job.backends.as_ref(), &job.counters, job.limits, session);
+    if exit != Exit::Stopped {
+        // The loop's server connection went with it (a stopped loop's
+        // session lives on for its successor).
+        job.counters.session_ended();
+    }
+    match exit {
         Exit::BoardGone => End::Gone,
         Exit::Stopped => End::Stopped,
         other => End::Failed(other.to_string()),

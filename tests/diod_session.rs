@@ -202,7 +202,7 @@ fn real_9p_session_through_a_worker_to_diod() {
     assert_eq!(errno_of(&r), libc::ECONNREFUSED as u32);
     let snap = counters.snapshot();
     assert_eq!((snap.backend_failures, snap.error_replies), (1, 3));
-    assert!(backend.last_error.lock().expect("lock").as_deref().is_some_and(|e| e.contains("cannot connect")));
+    assert!(backend.last_error.lock().expect("lock").as_ref().is_some_and(|e| e.message.contains("cannot connect")));
 
     // Unplug: the worker ends and says the board is gone.
     drop(board);

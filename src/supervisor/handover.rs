@@ -66,7 +66,12 @@ impl<S: Spawn> Supervisor<S> {
         let backend = b.backend.as_ref().filter(|_| carry.session.live).map(|be| be.addr().to_string());
         match &mut self.handing {
             Some(h) if h.waiting.contains(&key) => h.carried.push(HandedBoard { info: b.info.clone(), backend, carry }),
-            // Its hand-over was called off before it reached a boundary.
+            // Stopped because a reload unmapped it: dropping the carry closes
+            // the usbfs file (releasing the interface) and the server
+            // connection (ending its session).
+            _ if b.target.is_none() => drop(carry),
+            // Its hand-over was called off before it reached a boundary, or
+            // a reload mapped it again meanwhile: it carries on here.
             _ => self.start_with(key, Some(carry)),
         }
     }
