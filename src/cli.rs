@@ -48,6 +48,15 @@ pub enum Command {
         #[arg(long, default_value = control::DEFAULT_SOCKET)]
         socket: PathBuf,
     },
+    /// Make the running daemon re-execute its binary in place (same PID),
+    /// handing every board's live session to the new image: how a package
+    /// upgrade takes effect without a board noticing. Fails if any board
+    /// could not be handed over.
+    Reexec {
+        /// The daemon's control socket.
+        #[arg(long, default_value = control::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
     /// List the usb9pfs gadgets plugged in now and where the config sends them.
     List {
         /// Print a JSON array instead of a table.

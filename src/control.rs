@@ -63,13 +63,43 @@ pub struct Response {
     pub status: Option<StatusReport>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reload: Option<reload::Summary>,
+    /// The answer to `reexec`, written by the *new* image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reexec: Option<ReexecSummary>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
+/// What a re-executed daemon took over from its predecessor.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReexecSummary {
+    /// Boards whose sessions the new image took over.
+    pub boards: usize,
+    /// What it could not use (closed; those boards start afresh).
+    pub refused: Vec<String>,
+}
+
+/// The name the requester's connection crosses a re-exec under, so the new
+/// image answers it.
+pub const REPLY_NAME: &str = "usb9pfsd-control-reply";
+
 impl Response {
     fn ok() -> Response {
-        Response { version: PROTOCOL, ok: true, status: None, reload: None, error: None }
+        Response { version: PROTOCOL, ok: true, status: None, reload: None, reexec: None, error: None }
+    }
+
+    /// The new image's answer to the `reexec` that started it.
+    pub fn reexec_done(summary: ReexecSummary) -> Response {
+        Response { ok: summary.refused.is_empty(), reexec: Some(summary), ..Response::ok() }
+    }
+
+    /// The line the daemon writes for this response.
+    pub fn to_line(&self) -> Vec<u8> {
+        let mut text = serde_json::to_vec(self).unwrap_or_else(|e| {
+            serde_json::to_vec(&Response::error(format!("cannot encode the answer: {e}"))).unwrap_or_default()
+        });
+        text.push(b'\n');
+        text
     }
 
     fn error(message: impl Into<String>) -> Response {
@@ -216,13 +246,21 @@ async fn answer(stream: UnixStream, inputs: &mpsc::UnboundedSender<Input>, confi
         Ok(Err(why)) => Response::error(why),
         Ok(Ok(line)) => match parse(&line) {
             Err(why) => Response::error(why),
+            // Returns only if the re-exec failed (every board is then still
+            // served here); otherwise the new image answers on this
+            // connection, which crosses the exec.
+            Ok(command) if command == "reexec" => {
+                use std::os::fd::AsFd;
+                let reply = [(REPLY_NAME.to_string(), stream.as_fd())];
+                match crate::succession::reexec(inputs, &reply).await {
+                    Ok(()) => Response::error("re-exec returned without an answer"),
+                    Err(e) => Response::error(e),
+                }
+            }
             Ok(command) => run(&command, inputs, config_path).await,
         },
     };
-    let mut text = serde_json::to_vec(&response).unwrap_or_else(|e| {
-        serde_json::to_vec(&Response::error(format!("cannot encode the answer: {e}"))).unwrap_or_default()
-    });
-    text.push(b'\n');
+    let text = response.to_line();
     if tokio::time::timeout(ANSWER_TIMEOUT, write_all(&stream, &text)).await.is_err() {
         tracing::debug!("control socket: a client did not take its answer");
     }
@@ -246,7 +284,7 @@ async fn run(command: &str, inputs: &mpsc::UnboundedSender<Input>, config_path: 
             Ok(summary) => Response { reload: Some(summary), ..Response::ok() },
             Err(e) => Response::error(e),
         },
-        other => Response::error(format!("unknown command {other:?} (this usb9pfsd knows status, reload)")),
+        other => Response::error(format!("unknown command {other:?} (this usb9pfsd knows status, reload, reexec)")),
     }
 }
 

@@ -45,6 +45,7 @@ fn main() -> ExitCode {
         Command::CheckConfig { path } => check_config(&path),
         Command::Status { json, socket } => show_status(json, &socket),
         Command::Reload { socket } => reload(&socket),
+        Command::Reexec { socket } => reexec(&socket),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -185,6 +186,23 @@ fn reload(socket: &Path) -> Result<(), String> {
             Ok(())
         }
         None => Err(r.error.unwrap_or_else(|| "usb9pfsd answered without a result".into())),
+    }
+}
+
+/// `usb9pfsd reexec`: exit 0 once the new image has taken over every board.
+fn reexec(socket: &Path) -> Result<(), String> {
+    let r = control::request(socket, "reexec")?;
+    match (r.ok, r.reexec) {
+        (true, Some(s)) => {
+            println!("usb9pfsd re-executed in place; {} board session(s) handed over", s.boards);
+            Ok(())
+        }
+        (false, Some(s)) => Err(format!(
+            "usb9pfsd re-executed, but {} thing(s) could not be handed over (those boards start afresh): {}",
+            s.refused.len(),
+            s.refused.join("; ")
+        )),
+        (_, None) => Err(r.error.unwrap_or_else(|| "usb9pfsd answered without a result".into())),
     }
 }
 

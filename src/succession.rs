@@ -18,6 +18,7 @@ use sd_notify::NotifyState;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::board::GadgetKey;
+use crate::control;
 use crate::handover;
 use crate::supervisor::handover::HandedBoard;
 use crate::supervisor::Input;
@@ -68,7 +69,14 @@ pub fn inherited_at_start() -> BTreeMap<GadgetKey, Carry> {
     if named.is_empty() {
         return BTreeMap::new();
     }
+    // The connection of a `usb9pfsd reexec` that started this image: it gets
+    // the answer once the descriptors are sorted.
+    let (replies, named): (Vec<_>, Vec<_>) = named.into_iter().partition(|(name, _)| name == control::REPLY_NAME);
     let inherited = handover::inherit(named);
+    for (_, fd) in replies {
+        let summary = control::ReexecSummary { boards: inherited.boards.len(), refused: inherited.refused.clone() };
+        answer(fd, &control::Response::reexec_done(summary));
+    }
     for why in &inherited.refused {
         tracing::warn!("hand-over: {why}");
     }
@@ -83,6 +91,19 @@ pub fn inherited_at_start() -> BTreeMap<GadgetKey, Carry> {
     }
     tracing::info!("taking over {} board(s) from the previous usb9pfsd", inherited.boards.len());
     handover::adoptable(inherited.boards)
+}
+
+/// Writes the `reexec` answer on the requester's connection, bounded.
+fn answer(fd: OwnedFd, response: &control::Response) {
+    use std::io::Write;
+    let mut conn = std::os::unix::net::UnixStream::from(fd);
+    let sent = conn
+        .set_nonblocking(false)
+        .and_then(|()| conn.set_write_timeout(Some(std::time::Duration::from_secs(5))))
+        .and_then(|()| conn.write_all(&response.to_line()));
+    if let Err(e) = sent {
+        tracing::debug!("could not answer the reexec request: {e}");
+    }
 }
 
 /// Asks the supervisor to stop every board at a message boundary.
