@@ -59,9 +59,10 @@ pub fn context() -> rusb::Result<Context> {
 
 /// One claimed usb9pfs interface.
 pub struct Device {
-    // Drop closes the handle (releasing the interface) first, then the
-    // fields go in order: the transfers (never in flight between messages),
-    // the context, and last the file descriptor the handle wrapped.
+    // Drop closes the handle first, then the fields go in order: the
+    // transfers (never in flight between messages), the context, and last
+    // the file descriptor the handle wrapped, whose close releases the
+    // interface.
     rx: Transfer,
     tx: Transfer,
     handle: ManuallyDrop<DeviceHandle<Context>>,
@@ -123,7 +124,7 @@ impl Device {
         if handle.kernel_driver_active(n).unwrap_or(false) {
             handle.detach_kernel_driver(n).map_err(|e| lib_err(e, "detach the kernel driver from", &path))?;
         }
-        handle.claim_interface(n).map_err(|e| match e {
+        claim(&handle, n).map_err(|e| match e {
             rusb::Error::Busy => OpenError::Failed(format!(
                 "interface {n} of {} is claimed by another program (p9_fwd.py, a second usb9pfsd?)",
                 path.display()
@@ -157,7 +158,7 @@ impl Device {
         let intf = layout.usb9pfs.iter().find(|i| i.number == info.interface).copied().ok_or_else(|| {
             OpenError::Failed(format!("{} has no usb9pfs interface {} any more", path.display(), info.interface))
         })?;
-        handle.claim_interface(intf.number).map_err(|e| lib_err(e, "claim", &path))?;
+        claim(&handle, intf.number).map_err(|e| lib_err(e, "claim", &path))?;
         Device::wrap(handle, ctx, node, intf, stop, Vec::new())
             .map_err(|e| OpenError::Failed(format!("cannot set up transfers for {}: {e}", path.display())))
     }
@@ -170,9 +171,9 @@ impl Device {
         self.stop.set_canceller(None);
         if self.handle_live {
             self.handle_live = false;
-            // SAFETY: taken once (handle_live guards Drop). libusb_close
-            // neither releases interfaces nor closes a wrapped descriptor;
-            // rusb's Drop would release them, hence into_raw.
+            // SAFETY: taken once (handle_live guards Drop). rusb tracks no
+            // claim (see `claim`), so into_raw is allowed; libusb_close
+            // neither releases interfaces nor closes a wrapped descriptor.
             let handle = unsafe { ManuallyDrop::take(&mut self.handle) };
             unsafe { ffi::libusb_close(handle.into_raw()) };
         }
@@ -266,6 +267,22 @@ impl Drop for Device {
             // took the handle instead.
             unsafe { ManuallyDrop::drop(&mut self.handle) };
         }
+    }
+}
+
+/// Claims an interface behind rusb's back: the claim belongs to the usbfs
+/// file, whose close releases it, so rusb need not track it — and must not,
+/// or it would release the claim when a worker hands its node to a successor
+/// (and refuse `into_raw`).
+fn claim(handle: &DeviceHandle<Context>, iface: u8) -> rusb::Result<()> {
+    // SAFETY: a valid open handle.
+    match unsafe { ffi::libusb_claim_interface(handle.as_raw(), iface as c_int) } {
+        0 => Ok(()),
+        LIBUSB_ERROR_BUSY => Err(rusb::Error::Busy),
+        LIBUSB_ERROR_NO_DEVICE => Err(rusb::Error::NoDevice),
+        LIBUSB_ERROR_NOT_FOUND => Err(rusb::Error::NotFound),
+        LIBUSB_ERROR_ACCESS => Err(rusb::Error::Access),
+        _ => Err(rusb::Error::Other),
     }
 }
 
