@@ -138,6 +138,13 @@ impl Backend {
         Ok(Backend { stream })
     }
 
+    /// A backend on an already connected unix socket: for tests and the fuzz
+    /// targets, which play the server on the other end of a socket pair.
+    #[doc(hidden)]
+    pub fn from_unix(stream: UnixStream) -> Backend {
+        Backend { stream: Stream::Unix(stream) }
+    }
+
     /// A handle that can abort this connection from another thread.
     pub fn abort_handle(&self) -> io::Result<AbortHandle> {
         Ok(AbortHandle(match &self.stream {
