@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Writes the hand-made seeds of fuzz/corpus/ (named seed-*): valid 9P frames
 as a board and a server send them, in each target's input encoding, and
-config examples. Inputs the fuzzer found and `fuzz/run --merge` kept sit
-beside them, named by their SHA-1. Run from anywhere: fuzz/seeds.py"""
+config examples. Beside them: regress-* (inputs of fixed findings, by hand)
+and inputs the fuzzer found that `fuzz/run merge` kept, named by SHA-1. Run from anywhere: fuzz/seeds.py"""
 
 import pathlib
 import struct
@@ -111,6 +111,13 @@ allow_ids = ["1d6b:0109", "0525:a4a0"]
 backend = "[::1]:564"
 buflen = 16384
 """)
+write("config", "duplicate-utf8-serial", """[[board]]
+serial = "\u00e9"
+backend = "h:1"
+[[board]]
+serial = "\u00e9"
+backend = "h:1"
+""".encode())
 write("config", "errors", b"""[[board]]
 serial = "A"
 path = "1-1"
