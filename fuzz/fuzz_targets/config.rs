@@ -18,24 +18,30 @@ fuzz_target!(|data: &[u8]| {
             assert!((4096..=16 << 20).contains(&c.max_frame));
             let mut seen = HashSet::new();
             for rule in &c.boards {
-                assert!((512..=16 << 20).contains(&rule.target.buflen));
                 assert!(
                     seen.insert(rule.matcher.clone()),
                     "duplicate {:?}",
                     rule.matcher
                 );
-                // Every accepted backend prints as something that parses back.
-                let shown = rule.target.backend.to_string();
-                assert_eq!(
-                    shown.parse().ok(),
-                    Some(rule.target.backend.clone()),
-                    "{shown}"
-                );
+            }
+            for target in c.default.iter().chain(c.boards.iter().map(|r| &r.target)) {
+                assert!((512..=16 << 20).contains(&target.buflen));
+                // Every accepted backend prints as text that parses back to it
+                // (Serialize goes through Display).
+                let shown = target.backend.to_string();
+                assert_eq!(shown.parse().ok(), Some(target.backend.clone()), "{shown}");
             }
         }
         Err(e) => {
             let lines = text.split('\n').count();
             assert!(e.line <= lines, "error at line {} of {lines}", e.line);
+            assert_eq!(
+                e.line == 0,
+                e.column == 0,
+                "line {} column {}",
+                e.line,
+                e.column
+            );
             let _ = e.to_string();
         }
     }
