@@ -56,7 +56,9 @@ unsafe impl GlobalAlloc for Bounded {
 
 fn check(size: usize) {
     let limit = LIMIT.load(Ordering::Relaxed);
-    if size > limit {
+    // A panic under a tight budget must be reported as the panic it is: the
+    // hook formats its message (and maybe a backtrace) on the heap.
+    if size > limit && !std::thread::panicking() {
         let mut line = StackLine::new();
         let _ = writeln!(
             line,
