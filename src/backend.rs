@@ -236,7 +236,7 @@ impl Backend {
     /// targets, which play the server on the other end of a socket pair.
     #[doc(hidden)]
     pub fn from_unix(stream: UnixStream) -> Backend {
-        Backend { stream: Stream::Unix(stream) }
+        Backend { stream: Arc::new(Stream::Unix(stream)) }
     }
 
     /// A handle that can abort this connection from another thread.

@@ -118,7 +118,20 @@ fn serve(
         let signals = async {
             loop {
                 tokio::select! {
-                    _ = term.recv() => break "SIGTERM",
+                    _ = term.recv() => {
+                        if succession::fd_store_enabled() {
+                            // A restart (systemctl restart, a package
+                            // upgrade) must not cost the boards their
+                            // sessions: leave them with systemd for the next
+                            // start. Inside this future, so the supervisor
+                            // (polled beside it) can answer the hand-over.
+                            match succession::to_fd_store(&tx).await {
+                                Ok(n) => tracing::info!("SIGTERM: left {n} board session(s) in systemd's descriptor store for the next start"),
+                                Err(e) => tracing::warn!("SIGTERM: cannot keep the sessions for the next start: {e}"),
+                            }
+                        }
+                        break "SIGTERM";
+                    }
                     _ = int.recv() => break "SIGINT",
                     // The supervisor logs what changed, or the error with
                     // file:line:column and keeps the old config.
@@ -139,15 +152,6 @@ fn serve(
             r = hotplug => r.map_err(|e| e.to_string()),
             _ = controlling => Ok(()),
             s = signals => {
-                if s == "SIGTERM" && succession::fd_store_enabled() {
-                    // A restart (systemctl restart, a package upgrade) must
-                    // not cost the boards their sessions: leave them with
-                    // systemd for the next start.
-                    match succession::to_fd_store(&tx).await {
-                        Ok(n) => tracing::info!("{s}: left {n} board session(s) in systemd's descriptor store for the next start"),
-                        Err(e) => tracing::warn!("{s}: cannot keep the sessions for the next start: {e}"),
-                    }
-                }
                 tracing::info!("{s}: stopping; boards with a request in flight get EIO");
                 let _ = tx.send(Input::Shutdown);
                 supervising.await;

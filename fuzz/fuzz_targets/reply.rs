@@ -76,7 +76,7 @@ fuzz_target!(
         let mut buf = buf.borrow_mut();
         let buf = &mut buf[..buf_len];
         // Until the stream fails: closed, bad size, wrong tag.
-        while let Ok(n) = budget(0, || backend.exchange(t, buf, ceiling)) {
+        while let Ok(n) = budget(0, || backend.exchange(t, buf, ceiling, None)) {
             assert!(HEADER_LEN <= n && n <= buf_len && n as u64 <= u64::from(ceiling), "{n}");
             assert_eq!(frame::peek_size(buf), Some(n as u32));
             if with_header {
