@@ -21,7 +21,7 @@ fn usb9pfsd(args: &[&str]) -> (i32, String, String) {
 fn help_names_every_subcommand() {
     let (code, out, _) = usb9pfsd(&["--help"]);
     assert_eq!(code, 0);
-    for sub in ["run", "list", "forward", "check-config", "status", "reload"] {
+    for sub in ["run", "list", "forward", "check-config", "status", "reload", "reexec"] {
         assert!(out.contains(sub), "{sub} missing from:\n{out}");
     }
 }
@@ -72,7 +72,7 @@ fn forward_rejects_a_bad_id() {
 fn status_and_reload_without_a_daemon_say_it_is_not_running() {
     let dir = tempfile::tempdir().expect("tmp");
     let socket = dir.path().join("control");
-    for cmd in ["status", "reload"] {
+    for cmd in ["status", "reload", "reexec"] {
         let (code, out, err) = usb9pfsd(&[cmd, "--socket", socket.to_str().expect("utf8")]);
         assert_eq!((code, out.as_str()), (1, ""), "{cmd}");
         assert_eq!(err.trim(), format!("usb9pfsd: usb9pfsd is not running (no socket at {})", socket.display()));
