@@ -5,12 +5,16 @@
 # /etc/usb9pfsd/config.toml mapping board A (serial 0001-BOARD-A, 1d6b:0109,
 # mount tag rigA on dummy_udc.0) to it, and board A plugged: udev has started
 # usb9pfsd.service. All lib.sh functions are available.
+# shellcheck source=/dev/null
 [ -f /etc/bash.bashrc ] && . /etc/bash.bashrc
+# shellcheck source=/dev/null
 . /run/rig/out/.stage/env.sh
 SCENARIO=shell-systemd
 SC_OUT=$RIG_OUTROOT/shell-systemd
 mkdir -p "$SC_OUT"
+# shellcheck source=lib.sh
 . "$RIG_VM/guest/lib.sh"
+# shellcheck source=scenarios/systemd.sh
 . "$RIG_VM/guest/scenarios/systemd.sh"
 die() { bad "$*"; return 1; }     # never exit the interactive shell
 : > "$SC_OUT/checks.txt"

@@ -39,7 +39,16 @@ sysguest_prepare() {
     for u in $(pgrep -x systemd-udevd); do
         grep -q 'systemd-udevd.service' "/proc/$u/cgroup" 2>/dev/null || { kill "$u" 2>/dev/null && log "stopped virtme-ng-init's extra udevd (pid $u)"; }
     done
+    # shellcheck disable=SC2016 # expanded by the inner sh, each poll
     wait_until 10 sh -c '[ "$(pgrep -xc systemd-udevd)" = 1 ]' || log "warning: $(pgrep -xc systemd-udevd) udevds running"
+    # The extra udevd had bound /run/udev/control over systemd's socket: with
+    # it gone, `udevadm control` (the package's postinst and postrm) gets
+    # "Connection refused". Give systemd-udevd its sockets back.
+    if ! udevadm control --ping 2>/dev/null; then
+        systemctl stop systemd-udevd.service systemd-udevd-control.socket systemd-udevd-kernel.socket
+        systemctl start systemd-udevd-control.socket systemd-udevd-kernel.socket systemd-udevd.service
+        udevadm control --ping || log "warning: udevadm control --ping still fails"
+    fi
 
     # virtme-ng-init bind-mounts some account files (e.g. /etc/shadow, for
     # its root login); systemd-sysusers replaces them by rename(2), which fails
@@ -65,6 +74,7 @@ scenario_main() {
     sysguest_prepare
     expect_eq "systemd-udevd.service runs udev, alone" "active 1" \
         "$(systemctl is-active systemd-udevd.service) $(pgrep -xc systemd-udevd)"
+    expect "udevd answers on its control socket (udevadm control --ping)" udevadm control --ping
 
     rig_setup 1
     local ex=$EXPORTS/a want m pid pid0 t0 t1 busre uid out rc score node p f
@@ -77,6 +87,8 @@ scenario_main() {
     dpkg -i "$STAGE/usb9pfsd.deb" </dev/null >"$SC_OUT/dpkg-i.log" 2>&1 || rc=$?
     [ "$rc" -eq 0 ] || die "dpkg -i failed (rc=$rc): $(tail -n3 "$SC_OUT/dpkg-i.log" | tr '\n' ' ')"
     ok "dpkg -i of the freshly built package"
+    expect_not "dpkg -i: the maintainer scripts reported no error (dpkg-i.log)" \
+        grep -qiE 'failed|error|refused' "$SC_OUT/dpkg-i.log"
     printf '[[board]]\nserial = "%s"\nbackend = "127.0.0.1:5640"\n' "$SERIAL" > /etc/usb9pfsd/config.toml
     expect "the installed binary accepts the edited config" /usr/bin/usb9pfsd check-config /etc/usb9pfsd/config.toml
     expect_eq "no board plugged: usb9pfsd.service is inactive" inactive "$(systemctl is-active usb9pfsd.service 2>/dev/null)"
@@ -186,6 +198,8 @@ scenario_main() {
     rc=0
     dpkg -P usb9pfsd </dev/null >"$SC_OUT/dpkg-P.log" 2>&1 || rc=$?
     expect_eq "dpkg -P usb9pfsd succeeds" 0 "$rc"
+    expect_not "dpkg -P: the maintainer scripts reported no error (dpkg-P.log)" \
+        grep -qiE 'failed|error|refused' "$SC_OUT/dpkg-P.log"
     expect_not "after purge: the service is not active" is_active
     expect_not "after purge: no usb9pfsd process" pgrep -x usb9pfsd
     expect_eq "after purge: systemd no longer has the unit" not-found "$(unit_prop LoadState)"
