@@ -214,6 +214,7 @@ scenario_main() {
     if [ ! -e "$node" ]; then bad "after purge: the board's node $node is missing"; else
         expect_not "after purge: the board's node no longer wants usb9pfsd.service" \
             sh -c "udevadm info '$node' | grep -q 'SYSTEMD_WANTS=.*usb9pfsd'"
-        expect_eq "after purge: the board's node is back to root:root" "root:root" "$(stat -c %U:%G "$node")"
+        expect_eq "after purge: the board's node is back to udev's default, root:root 664" "root:root 664" \
+            "$(stat -c '%U:%G %a' "$node")"
     fi
 }
