@@ -6,9 +6,9 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Parser, Subcommand};
 
-use crate::backend::BackendAddr;
+use crate::ninep::backend::BackendAddr;
 use crate::config::{self, BoardRule, Config, Match, Target};
-use crate::control;
+use crate::daemon::control;
 
 #[derive(Debug, Parser)]
 #[command(name = "usb9pfsd", version, about = "Forward 9P between usb9pfs gadget boards and 9P servers")]

@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::backend::BackendAddr;
+use crate::ninep::backend::BackendAddr;
 use crate::board::GadgetInfo;
 
 /// Default path of the config file.

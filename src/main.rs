@@ -14,11 +14,12 @@ use tokio::sync::mpsc;
 use usb9pfsd::board::{GadgetInfo, GadgetKey};
 use usb9pfsd::cli::{self, Cli, Command};
 use usb9pfsd::config::{self, Config, Decision};
-use usb9pfsd::status::IN_FLIGHT;
-use usb9pfsd::discover::Sysfs;
-use usb9pfsd::supervisor::{Input, Notify, Silent, Spawn, Supervisor};
+use usb9pfsd::daemon::status::IN_FLIGHT;
+use usb9pfsd::usb::discover::Sysfs;
+use usb9pfsd::daemon::supervisor::{Input, Notify, Silent, Spawn, Supervisor};
 use usb9pfsd::worker::{self, Carry, Job};
-use usb9pfsd::{control, hotplug, logging, notify, status, succession};
+use usb9pfsd::daemon::{control, logging, notify, status, succession};
+use usb9pfsd::usb::hotplug;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

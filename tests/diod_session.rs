@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use usb9pfsd::board::GadgetInfo;
-use usb9pfsd::forward::Limits;
-use usb9pfsd::reconnect::BoardBackend;
-use usb9pfsd::sim::{self, Board};
-use usb9pfsd::status::Counters;
+use usb9pfsd::ninep::forward::Limits;
+use usb9pfsd::ninep::reconnect::BoardBackend;
+use usb9pfsd::usb::sim::{self, Board};
+use usb9pfsd::daemon::status::Counters;
 use usb9pfsd::worker::{self, End, Job, Reporter};
 
 const NOFID: u32 = u32::MAX;
@@ -270,8 +270,8 @@ fn server_coming_back_serves_a_new_mount() {
 #[test]
 fn a_live_diod_session_crosses_a_hand_over_mid_file() {
     use std::os::fd::{AsRawFd, BorrowedFd};
-    use usb9pfsd::backend::Backend;
-    use usb9pfsd::forward::Session;
+    use usb9pfsd::ninep::backend::Backend;
+    use usb9pfsd::ninep::forward::Session;
 
     let dir = tempfile::tempdir().expect("tmp");
     let export = dir.path().canonicalize().expect("canon");

@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 
 use libfuzzer_sys::fuzz_target;
-use usb9pfsd::frame::{self, Dialect, ERROR_REPLY_MAX, HEADER_LEN};
+use usb9pfsd::ninep::frame::{self, Dialect, ERROR_REPLY_MAX, HEADER_LEN};
 use usb9pfsd_fuzz::{budget, StackLine};
 
 const CEILINGS: [u32; 6] = [0, 7, 8, 8192, usb9pfsd_fuzz::MAX_CEILING, u32::MAX];

@@ -18,9 +18,9 @@
 use std::cell::RefCell;
 
 use libfuzzer_sys::fuzz_target;
-use usb9pfsd::frame::{self, HEADER_LEN};
-use usb9pfsd::pipe::{self, RecvError, UsbError};
-use usb9pfsd::sim;
+use usb9pfsd::ninep::frame::{self, HEADER_LEN};
+use usb9pfsd::usb::pipe::{self, RecvError, UsbError};
+use usb9pfsd::usb::sim;
 use usb9pfsd_fuzz::{budget, Input, MAX_CEILING};
 
 const MPS: [usize; 4] = [8, 64, 512, 1024];

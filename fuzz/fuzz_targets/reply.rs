@@ -14,8 +14,8 @@ use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 
 use libfuzzer_sys::fuzz_target;
-use usb9pfsd::backend::Backend;
-use usb9pfsd::frame::{self, HEADER_LEN};
+use usb9pfsd::ninep::backend::Backend;
+use usb9pfsd::ninep::frame::{self, HEADER_LEN};
 use usb9pfsd_fuzz::{budget, Input, MAX_CEILING};
 
 /// forward.rs gives exchange a buffer of max(max_frame, ERROR_REPLY_MAX).

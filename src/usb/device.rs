@@ -38,8 +38,8 @@ use rusb::ffi;
 use rusb::{Context, DeviceHandle, UsbContext};
 
 use crate::board::GadgetInfo;
-use crate::descriptors::{self, Usb9pfsInterface};
-use crate::pipe::{StopSwitch, UsbError, UsbPipe};
+use crate::usb::descriptors::{self, Usb9pfsInterface};
+use crate::usb::pipe::{StopSwitch, UsbError, UsbPipe};
 
 /// Why a gadget could not be opened; each says what to do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -12,7 +12,7 @@ use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use crate::pipe::{StopSwitch, UsbError, UsbPipe};
+use crate::usb::pipe::{StopSwitch, UsbError, UsbPipe};
 
 /// How long a test waits for the forwarder before declaring it stuck. A
 /// bound against hangs, not a synchronisation point.

@@ -36,11 +36,11 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::Backend;
+use crate::ninep::backend::Backend;
 use crate::board::{BusAddr, GadgetKey};
-use crate::forward::Session;
-use crate::frame::Dialect;
-use crate::supervisor::handover::HandedBoard;
+use crate::ninep::forward::Session;
+use crate::ninep::frame::Dialect;
+use crate::daemon::supervisor::handover::HandedBoard;
 use crate::worker::Carry;
 
 /// Format of the state record; a successor refuses any other.
@@ -114,7 +114,7 @@ impl State {
                 return Err(format!("hand-over state names an impossible or repeated board {}", b.key()));
             }
             let s = &b.session;
-            if s.ceiling < crate::frame::HEADER_LEN as u32 || s.board_rx == 0 || dialect_from(&s.dialect).is_none() {
+            if s.ceiling < crate::ninep::frame::HEADER_LEN as u32 || s.board_rx == 0 || dialect_from(&s.dialect).is_none() {
                 return Err(format!("hand-over state for board {} has an impossible session", b.key()));
             }
         }

@@ -20,7 +20,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use crate::frame::{self, FrameError};
+use crate::ninep::frame::{self, FrameError};
 
 /// The longest unix socket path the kernel can connect to: `sun_path` is 108
 /// bytes including the terminating NUL.

@@ -27,9 +27,9 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Config;
-use crate::reload;
-use crate::status::StatusReport;
-use crate::supervisor::Input;
+use crate::daemon::reload;
+use crate::daemon::status::StatusReport;
+use crate::daemon::supervisor::Input;
 
 /// Where the daemon listens unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/usb9pfsd/control";
@@ -252,7 +252,7 @@ async fn answer(stream: UnixStream, inputs: &mpsc::UnboundedSender<Input>, confi
             Ok(command) if command == "reexec" => {
                 use std::os::fd::AsFd;
                 let reply = [(REPLY_NAME.to_string(), stream.as_fd())];
-                match crate::succession::reexec(inputs, &reply).await {
+                match crate::daemon::succession::reexec(inputs, &reply).await {
                     Ok(()) => Response::error("re-exec returned without an answer"),
                     Err(e) => Response::error(e),
                 }

@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::backend::{AbortHandle, Backend, BackendAddr, BackendError, Dial};
-use crate::forward::{Backends, ConnectError};
-use crate::status::Stamped;
+use crate::ninep::backend::{AbortHandle, Backend, BackendAddr, BackendError, Dial};
+use crate::ninep::forward::{Backends, ConnectError};
+use crate::daemon::status::Stamped;
 
 /// New server sessions a board may open in a row (each Tversion is one)…
 pub const SESSION_BURST: u32 = 8;
@@ -380,7 +380,7 @@ mod tests {
 
     #[test]
     fn stop_wakes_a_connect_to_a_unix_server_that_stopped_accepting() {
-        let hole = crate::backend::blackhole::unix();
+        let hole = crate::ninep::backend::blackhole::unix();
         let b = BoardBackend::new(hole.addr.clone()).with_connect_timeout(Duration::from_secs(120));
         let e = stop_during_connect(b).expect_err("stopped");
         assert!(e.message.contains("letting go"), "{e:?}");
@@ -388,7 +388,7 @@ mod tests {
 
     #[test]
     fn stop_wakes_a_connect_to_a_blackholed_tcp_server() {
-        let hole = crate::backend::blackhole::tcp();
+        let hole = crate::ninep::backend::blackhole::tcp();
         let b = BoardBackend::new(hole.addr.clone()).with_connect_timeout(Duration::from_secs(120));
         let e = stop_during_connect(b).expect_err("stopped");
         assert!(e.message.contains("letting go"), "{e:?}");
@@ -396,7 +396,7 @@ mod tests {
 
     #[test]
     fn a_connect_that_times_out_fails_the_mount_with_etimedout() {
-        let hole = crate::backend::blackhole::unix();
+        let hole = crate::ninep::backend::blackhole::unix();
         let b = BoardBackend::new(hole.addr.clone()).with_connect_timeout(Duration::from_millis(300));
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || tx.send(b.connect().map(|_| ())));
@@ -438,8 +438,8 @@ mod tests {
 
     #[test]
     fn connect_timeouts_and_missed_deadlines_are_logged_with_the_board_and_what_to_do() {
-        let out = crate::supervisor::tests::captured_log();
-        let hole = crate::backend::blackhole::unix();
+        let out = crate::daemon::supervisor::tests::captured_log();
+        let hole = crate::ninep::backend::blackhole::unix();
         let b = BoardBackend::new(hole.addr.clone()).with_connect_timeout(Duration::from_millis(300));
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {

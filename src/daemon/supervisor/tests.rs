@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::*;
 use crate::board::usb_id;
-use crate::status::BoardState;
+use crate::daemon::status::BoardState;
 use crate::worker::Carry;
 
 type Jobs = Arc<Mutex<Vec<Job>>>;
@@ -363,7 +363,7 @@ async fn each_usb9pfs_interface_is_a_board_and_removal_stops_them_all() {
 
 fn carry(live: bool) -> Carry {
     let limits = Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None };
-    let mut session = crate::forward::Session::new(limits);
+    let mut session = crate::ninep::forward::Session::new(limits);
     session.live = live;
     Carry { node: None, session }
 }
@@ -645,10 +645,10 @@ async fn status_follows_the_workers_activity_and_session() {
     let r = rig(CONFIG);
     r.send(HotplugEvent::Present(gadget("A", 1, 2)));
     let _ = r.status().await;
-    r.job(0, |j| j.counters.set_activity(crate::status::Activity::Connecting));
+    r.job(0, |j| j.counters.set_activity(crate::daemon::status::Activity::Connecting));
     assert_eq!(state(&r.board("001-002").await), BoardState::Connecting);
     r.job(0, |j| {
-        j.counters.set_activity(crate::status::Activity::Forwarding);
+        j.counters.set_activity(crate::daemon::status::Activity::Forwarding);
         j.counters.session_began();
     });
     let b = r.board("001-002").await.expect("listed");

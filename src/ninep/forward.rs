@@ -17,10 +17,10 @@
 use std::io;
 use std::sync::atomic::Ordering;
 
-use crate::backend::{Backend, BackendError};
-use crate::frame::{self, Decoded, Dialect, FrameError, ERROR_REPLY_MAX, TVERSION};
-use crate::pipe::{self, RecvError, UsbError, UsbPipe};
-use crate::status::{Activity, Counters, IN_FLIGHT};
+use crate::ninep::backend::{Backend, BackendError};
+use crate::ninep::frame::{self, Decoded, Dialect, FrameError, ERROR_REPLY_MAX, TVERSION};
+use crate::usb::pipe::{self, RecvError, UsbError, UsbPipe};
+use crate::daemon::status::{Activity, Counters, IN_FLIGHT};
 
 /// Size limits of one board.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -222,9 +222,9 @@ fn usb_exit(e: UsbError) -> Exit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::BackendAddr;
-    use crate::frame::{Dialect, RLERROR, RVERSION};
-    use crate::sim;
+    use crate::ninep::backend::BackendAddr;
+    use crate::ninep::frame::{Dialect, RLERROR, RVERSION};
+    use crate::usb::sim;
     use std::io::{Read, Write};
     use std::os::unix::net::UnixListener;
     use std::sync::atomic::AtomicUsize;

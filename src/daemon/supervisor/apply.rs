@@ -1,5 +1,5 @@
 //! Applying a config reload to the supervisor's boards: the plan comes from
-//! [`crate::reload::plan`]; this file carries out each [`Action`] on the one
+//! [`crate::daemon::reload::plan`]; this file carries out each [`Action`] on the one
 //! copy of per-board state, and lets go of released boards once their worker
 //! has stopped.
 //!
@@ -8,7 +8,7 @@
 //! is stopped at a message boundary through its worker's [`StopSwitch`],
 //! never by breaking its server connection.
 //!
-//! [`StopSwitch`]: crate::pipe::StopSwitch
+//! [`StopSwitch`]: crate::usb::pipe::StopSwitch
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -16,9 +16,9 @@ use std::time::SystemTime;
 use super::{Slot, Spawn, Supervisor};
 use crate::board::{GadgetInfo, GadgetKey};
 use crate::config::{Config, ConfigError, Decision, Target};
-use crate::reconnect::BoardBackend;
-use crate::reload::{self, Action, Summary};
-use crate::status::Stamped;
+use crate::ninep::reconnect::BoardBackend;
+use crate::daemon::reload::{self, Action, Summary};
+use crate::daemon::status::Stamped;
 use crate::worker::End;
 
 /// The key of the supervisor's board map: one usb9pfs interface.

@@ -23,7 +23,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use crate::frame::{self, FrameError};
+use crate::ninep::frame::{self, FrameError};
 
 /// One claimed usb9pfs interface: a bulk IN and a bulk OUT endpoint.
 pub trait UsbPipe: Send {
@@ -206,7 +206,7 @@ pub fn needs_zlp(len: usize, max_packet: usize, board_buflen: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::{self, Board};
+    use crate::usb::sim::{self, Board};
 
     fn msg(len: usize, fill: u8) -> Vec<u8> {
         let mut m = vec![fill; len];

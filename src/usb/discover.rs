@@ -4,7 +4,7 @@
 //! interface is reported on its own (a gadget may carry several).
 //!
 //! The interfaces come from the device's raw `descriptors` attribute, parsed
-//! by [`crate::descriptors`] exactly as the worker parses the usbfs node, so
+//! by [`crate::usb::descriptors`] exactly as the worker parses the usbfs node, so
 //! discovery and claiming agree by interface number and see every alternate
 //! setting. Reading sysfs needs no privileges and no libusb, so `usb9pfsd
 //! list` works as any user and on machines without USB (it finds nothing).
@@ -14,7 +14,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::board::{usb_id, BusAddr, GadgetInfo};
-use crate::descriptors;
+use crate::usb::descriptors;
 
 /// The USB part of sysfs (`/sys/bus/usb/devices`), rooted elsewhere in tests.
 #[derive(Clone, Debug)]
@@ -96,7 +96,7 @@ pub mod fake {
     use std::fs;
     use std::path::Path;
 
-    use crate::descriptors::build::{self, Alt};
+    use crate::usb::descriptors::build::{self, Alt};
 
     /// A usb_device dir `root/<port>` with one usb9pfs interface (or, with
     /// `triple`, one interface of another class), configured as configuration 1.
@@ -130,7 +130,7 @@ pub mod fake {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::descriptors::build::Alt;
+    use crate::usb::descriptors::build::Alt;
 
     #[test]
     fn finds_gadgets_by_interface_triple_not_vid_pid() {

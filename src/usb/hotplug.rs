@@ -14,8 +14,8 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::board::BusAddr;
-use crate::discover::{probe, Sysfs};
-use crate::supervisor::{HotplugEvent, Input};
+use crate::usb::discover::{probe, Sysfs};
+use crate::daemon::supervisor::{HotplugEvent, Input};
 
 /// Reports coldplug, then follows udev until the supervisor goes away.
 pub async fn run(sysfs: Sysfs, tx: UnboundedSender<Input>) -> io::Result<()> {

@@ -5,7 +5,7 @@
 use std::os::unix::fs::PermissionsExt;
 
 use super::*;
-use crate::supervisor::{Silent, Spawn, Supervisor};
+use crate::daemon::supervisor::{Silent, Spawn, Supervisor};
 use crate::worker::Job;
 
 struct NoWorkers;

@@ -2,7 +2,7 @@
 //! worker reports and commands on a single ordered input channel, decides
 //! which board gets a worker and with which backend, restarts failed workers
 //! with capped exponential backoff, answers status queries and applies
-//! config reloads (the per-board diff is [`crate::reload`]'s; applying it is
+//! config reloads (the per-board diff is [`crate::daemon::reload`]'s; applying it is
 //! in `supervisor/apply.rs`).
 //!
 //! A board is one usb9pfs interface, keyed by bus, address and interface
@@ -23,11 +23,11 @@ use tokio::time::{sleep_until, Instant};
 
 use crate::board::{BusAddr, GadgetInfo, GadgetKey};
 use crate::config::{Config, ConfigError, Decision, Target};
-use crate::forward::Limits;
-use crate::pipe::StopSwitch;
-use crate::reconnect::BoardBackend;
-use crate::reload;
-use crate::status::{self, Activity, BoardState, BoardStatus, Counters, DaemonStatus, Stamped, StatusReport};
+use crate::ninep::forward::Limits;
+use crate::usb::pipe::StopSwitch;
+use crate::ninep::reconnect::BoardBackend;
+use crate::daemon::reload;
+use crate::daemon::status::{self, Activity, BoardState, BoardStatus, Counters, DaemonStatus, Stamped, StatusReport};
 use crate::worker::{Carry, End, Job, Report, Reporter, WorkerEvent};
 
 pub mod handover;

@@ -15,7 +15,7 @@
 
 use sd_notify::NotifyState;
 
-use crate::supervisor::Notify;
+use crate::daemon::supervisor::Notify;
 
 pub struct Systemd;
 

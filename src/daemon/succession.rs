@@ -5,7 +5,7 @@
 //! restart, a crash with `Restart=`).
 //!
 //! The supervisor stops the boards at a message boundary and gives back what
-//! each carried ([`crate::supervisor::handover`]); [`crate::handover`] packs
+//! each carried ([`crate::daemon::supervisor::handover`]); [`crate::daemon::handover`] packs
 //! and checks it. This module only sequences those steps and the process
 //! edges (exec, sd_notify). It must never decide which board is served, and
 //! never leave a board without a process serving it: whatever cannot be
@@ -18,10 +18,10 @@ use sd_notify::NotifyState;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::board::GadgetKey;
-use crate::control;
-use crate::handover;
-use crate::supervisor::handover::HandedBoard;
-use crate::supervisor::Input;
+use crate::daemon::control;
+use crate::daemon::handover;
+use crate::daemon::supervisor::handover::HandedBoard;
+use crate::daemon::supervisor::Input;
 use crate::worker::Carry;
 
 /// Whether a stop should leave the sessions in systemd's descriptor store:
