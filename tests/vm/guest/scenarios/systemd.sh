@@ -9,7 +9,9 @@
 # the node and reaches diod: 8 MiB read, 1 MiB write match by checksum; the
 # journal carries the board's serial and bus-address as fields and no
 # permission error; `systemd-analyze security` score on the installed unit;
-# reload keeps the service and the mount; unplugging the last board keeps the
+# reload keeps the service and the mount; `systemctl restart` and dpkg -i of
+# a newer version, each with the board mounted and reading, keep its session
+# (descriptor store; postinst's `usb9pfsd reexec`); unplugging the last board keeps the
 # service, which serves the board again when it returns; dpkg -P stops it and
 # leaves no unit, rule, process or user behind.
 
