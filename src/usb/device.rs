@@ -39,7 +39,7 @@ use rusb::{Context, DeviceHandle, UsbContext};
 
 use crate::board::GadgetInfo;
 use crate::usb::descriptors::{self, Usb9pfsInterface};
-use crate::usb::pipe::{StopSwitch, UsbError, UsbPipe};
+use crate::usb::pipe::{StopSwitch, UsbError, UsbPipe, PARTIAL_FRAME_WAIT};
 
 /// Why a gadget could not be opened; each says what to do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -222,13 +222,16 @@ impl Device {
     }
 
     fn run(&mut self, which: Which, buf: *mut u8, len: usize, flags: u8, cancel_at_boundary: bool) -> Result<usize, UsbError> {
-        let t = match which {
-            Which::Rx => &mut self.rx,
-            Which::Tx => &mut self.tx,
+        let (t, timeout) = match which {
+            // The rest of a begun message is bounded (libusb's timerfd, no
+            // polling); the wait for a new one is not.
+            Which::Rx if !cancel_at_boundary => (&mut self.rx, PARTIAL_FRAME_WAIT.as_millis() as u32),
+            Which::Rx => (&mut self.rx, 0),
+            Which::Tx => (&mut self.tx, 0),
         };
         // SAFETY: buf/len describe a live buffer of the caller's that is not
         // touched until wait() returns.
-        let r = unsafe { t.submit(buf, len, flags) };
+        let r = unsafe { t.submit(buf, len, flags, timeout) };
         if r != 0 {
             return Err(submit_err(r, len));
         }
@@ -247,6 +250,7 @@ impl Device {
                 Err(UsbError::Stall)
             }
             LIBUSB_TRANSFER_OVERFLOW => Err(UsbError::Overflow(len)),
+            LIBUSB_TRANSFER_TIMED_OUT => Err(UsbError::PartialFrame),
             other => Err(UsbError::Transfer(format!("transfer ended with libusb status {other}"))),
         }
     }
@@ -388,7 +392,7 @@ impl Transfer {
             (*t).dev_handle = handle;
             (*t).endpoint = endpoint;
             (*t).transfer_type = LIBUSB_TRANSFER_TYPE_BULK;
-            (*t).timeout = 0; // none: the board decides when it speaks
+            (*t).timeout = 0; // set per submission
             (*t).callback = on_complete;
             (*t).user_data = (&mut *done as *mut c_int).cast();
         }
@@ -397,9 +401,10 @@ impl Transfer {
 
     /// # Safety
     /// `buf` must stay valid and untouched until [`wait`](Self::wait) returns.
-    unsafe fn submit(&mut self, buf: *mut u8, len: usize, flags: u8) -> c_int {
+    unsafe fn submit(&mut self, buf: *mut u8, len: usize, flags: u8, timeout_ms: u32) -> c_int {
         let t = self.raw.as_ptr();
         *self.done = 0;
+        (*t).timeout = timeout_ms;
         (*t).buffer = buf;
         (*t).length = len as c_int;
         (*t).flags = flags;

@@ -33,7 +33,9 @@ pub trait UsbPipe: Send {
     /// transfer (short packet, ZLP, or `buf` full) or goes away. With
     /// `at_boundary` (nothing of the next T-message read yet) a stop request
     /// cancels it: [`UsbError::Stopped`] if no byte had arrived, else the
-    /// bytes that did (the caller then reads the rest of the frame).
+    /// bytes that did (the caller then reads the rest of the frame). Without
+    /// `at_boundary` (the rest of a message) it gives up after
+    /// [`PARTIAL_FRAME_WAIT`] with [`UsbError::PartialFrame`].
     fn read_transfer(&mut self, buf: &mut [u8], at_boundary: bool) -> Result<usize, UsbError>;
     /// One bulk OUT transfer of exactly `data`, ended by a zero-length packet
     /// when `zlp` is set (an empty `data` with `zlp` is a lone ZLP).
@@ -103,6 +105,8 @@ pub enum UsbError {
     Overflow(usize),
     #[error("endpoint stalled")]
     Stall,
+    #[error("the board sent part of a 9P message and nothing more for {} s", PARTIAL_FRAME_WAIT.as_secs())]
+    PartialFrame,
     #[error("USB transfer failed: {0}")]
     Transfer(String),
 }
@@ -129,6 +133,13 @@ pub fn request_len(ceiling: u32, max_packet: usize) -> usize {
 /// that dummy_hcd mishandles across disconnects; 9P frames up to the kernel's
 /// default `buflen` fit in one transfer of this size anyway.
 pub const IN_CHUNK: usize = 16384;
+
+/// How long the rest of a T-message may take once its first bytes arrived.
+/// The board's kernel sends a message as one transfer, so its rest follows
+/// within milliseconds; a board that stops mid-message is broken, and its
+/// worker ends (and is restarted) instead of waiting forever. The wait for a
+/// message's *first* byte has no limit: boards idle for hours.
+pub const PARTIAL_FRAME_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Empty transfers tolerated before a T-message: the board sends a ZLP only
 /// after a packet-multiple message, so a few strays can follow a transfer the
@@ -392,6 +403,25 @@ mod tests {
         // Requested before the wait even began: nothing is read.
         board.send(&msg(100, 1));
         assert_eq!(recv_message(&mut host, &mut buf, 16384), Err(RecvError::Usb(UsbError::Stopped)));
+    }
+
+    #[test]
+    fn a_message_whose_rest_never_comes_ends_after_a_bounded_wait() {
+        // A header, then silence; a size field cut short, then silence. (A
+        // board that stops inside a train of full packets leaves the first
+        // transfer open, which only an unplug or reset ends.)
+        for first in [&msg(2000, 1)[..7], &msg(2000, 1)[..3]] {
+            let (mut host, board) = pair(16384);
+            host.set_partial_wait(std::time::Duration::from_millis(50));
+            let mut buf = vec![0; request_len(16384, 512)];
+            board.send_raw(first);
+            assert_eq!(recv_message(&mut host, &mut buf, 16384), Err(RecvError::Usb(UsbError::PartialFrame)), "{}", first.len());
+            // The wait for a *new* message has no such limit: a complete one
+            // after the failure is read normally.
+            let m = msg(100, 2);
+            board.send(&m);
+            assert_eq!(recv_message(&mut host, &mut buf, 16384), Ok(100));
+        }
     }
 
     #[test]

@@ -41,6 +41,7 @@ pub fn gadget(max_packet: usize, buflen: u32) -> (HostEnd, Board) {
         stop,
         canceller_tx: in_tx.clone(),
         unplug_seen: false,
+        partial_wait: crate::usb::pipe::PARTIAL_FRAME_WAIT,
     };
     let board = Board { mps: max_packet, packets: in_tx, received: out_rx, shared };
     (host, board)
@@ -90,6 +91,7 @@ pub struct HostEnd {
     stop: Arc<StopSwitch>,
     canceller_tx: Sender<Packet>,
     unplug_seen: bool,
+    partial_wait: Duration,
 }
 
 impl HostEnd {
@@ -110,14 +112,27 @@ impl HostEnd {
         self.stop.clone()
     }
 
-    fn next_packet(&mut self) -> Result<Packet, UsbError> {
+    /// How long the rest of a begun message may take (tests shorten it).
+    pub fn set_partial_wait(&mut self, wait: Duration) {
+        self.partial_wait = wait;
+    }
+
+    fn next_packet(&mut self, bounded: bool) -> Result<Packet, UsbError> {
         if let Some(p) = self.pending.pop_front() {
             return Ok(Packet::Data(p));
         }
         if self.unplug_seen {
             return Err(UsbError::Gone);
         }
-        match self.packets.recv() {
+        let next = if bounded {
+            match self.packets.recv_timeout(self.partial_wait) {
+                Err(RecvTimeoutError::Timeout) => return Err(UsbError::PartialFrame),
+                r => r.map_err(|_| std::sync::mpsc::RecvError),
+            }
+        } else {
+            self.packets.recv()
+        };
+        match next {
             Ok(Packet::Unplugged) | Err(_) => {
                 self.unplug_seen = true;
                 Err(UsbError::Gone)
@@ -141,7 +156,7 @@ impl UsbPipe for HostEnd {
         }
         let mut got = 0;
         loop {
-            let p = match self.next_packet() {
+            let p = match self.next_packet(!at_boundary) {
                 Ok(Packet::Data(p)) => {
                     if let Ok(mut n) = self.shared.taken.lock() {
                         *n += 1;
@@ -154,6 +169,7 @@ impl UsbPipe for HostEnd {
                     return if got == 0 { Err(UsbError::Stopped) } else { Ok(got) };
                 }
                 Ok(Packet::Cancel) => continue, // a cancel that missed its transfer
+                Err(UsbError::PartialFrame) => return Err(UsbError::PartialFrame),
                 Ok(Packet::Unplugged) | Err(_) => {
                     self.stop.arm(false);
                     return Err(UsbError::Gone);
