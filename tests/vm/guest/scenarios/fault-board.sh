@@ -1,0 +1,179 @@
+# shellcheck shell=bash
+# fault-board: the fault matrix for hostile and broken boards. The FunctionFS
+# board simulator sends each malformed input of issue 9 in turn (sizes 0, 3,
+# 6, 2^32-1, larger than the negotiated msize, garbage after a valid header,
+# a garbage body, a header then silence, a partial size field then silence, a
+# header then disconnect mid-frame, vanishing mid-request and mid-reply,
+# thousands of stray ZLPs, a stalled endpoint, Tversion in a tight loop),
+# while a real kernel usb9pfs board streams a checksummed file through the
+# same usb9pfsd. After each fault: usb9pfsd is the same living process, its
+# log names the simulator (serial and bus-address) and the fault without
+# flooding, it never allocates a declared size (VmHWM), and the simulator is
+# served again (a fully checked valid session).
+#
+# Known daemon defects are XFAIL lines (see lib.sh: xfail) until their fixes
+# merge; docs/reliability.md lists them.
+
+# The bound the rig allows for "a header arrived, the rest never comes":
+# the daemon's own deadline plus slack.
+PARTIAL_FRAME_BOUND=${PARTIAL_FRAME_BOUND:-45}
+XF_PARTIAL="no bounded wait yet for the rest of a frame whose header arrived (the worker blocks in the IN transfer forever)"
+XF_HALT="usb9pfsd does not clear a stalled endpoint (CLEAR_FEATURE ENDPOINT_HALT) when it restarts the worker; only the board can end the stall"
+
+# fault NAME SIM_COMMAND LOG_PATTERN: inject, then check the log names the
+# board and the fault (1..4 lines: one clear error, no flood) and the daemon
+# is alive. The simulator's plug state is unchanged.
+fault() {
+    local name=$1 cmd=$2 pat=$3 n
+    log "--- fault: $name"
+    log_mark
+    # shellcheck disable=SC2086
+    sim_cmd 120 $cmd || bad "$name: the simulator could not send it: $SIM_REPLY"
+    if wait_until 20 log_names "$SIM_SERIAL" "$SIM_BA" "$pat"; then
+        ok "$name: usb9pfsd logged the fault naming the board ($SIM_SERIAL, busaddr ~$SIM_BA, /$pat/)"
+    else
+        bad "$name: no log line names $SIM_SERIAL busaddr ~$SIM_BA and /$pat/"
+    fi
+    sleep 1
+    n=$(log_count "$SIM_SERIAL" "$pat")
+    expect "$name: one clear error, not a flood ($n matching lines, want 1..4)" test "$n" -ge 1 -a "$n" -le 4
+    expect "$name: usb9pfsd still running, same pid" fwd_same_pid "$PID0"
+}
+
+# fault_unplugged NAME SIM_COMMAND: faults where the simulator vanishes.
+fault_unplugged() {
+    local name=$1 cmd=$2 ba=$SIM_BA
+    log "--- fault: $name"
+    log_mark
+    # shellcheck disable=SC2086
+    sim_cmd 120 $cmd || bad "$name: the simulator could not do it: $SIM_REPLY"
+    wait_until 30 host_dev_absent "$SIM_SERIAL" || die "$name: simulator still on the bus"
+    if wait_until 20 log_names "$SIM_SERIAL" "$ba" 'remov|gone|disconnect|unplug'; then
+        ok "$name: usb9pfsd logged the disappearance naming the board ($SIM_SERIAL, busaddr ~$ba)"
+    else
+        bad "$name: no log line names $SIM_SERIAL busaddr ~$ba and its removal"
+    fi
+    expect "$name: usb9pfsd still running, same pid" fwd_same_pid "$PID0"
+    sim_cmd 10 reopen || true
+    sim_plug
+    sim_session "$name: simulator served again after replug (valid session, sha256 matches)"
+}
+
+# partial NAME SIM_COMMAND: a frame that starts and never ends.
+partial() {
+    local name=$1 cmd=$2
+    log "--- fault: $name"
+    log_mark
+    # shellcheck disable=SC2086
+    sim_cmd 60 $cmd || bad "$name: the simulator could not send it: $SIM_REPLY"
+    if wait_until "$PARTIAL_FRAME_BOUND" log_names "$SIM_SERIAL" "$SIM_BA" 'time|deadline|never|incomplete|silen|wait|stuck'; then
+        ok "$name: usb9pfsd ended the session after a bounded wait (log names the board)"
+        expect "$name: usb9pfsd still running, same pid" fwd_same_pid "$PID0"
+        sim_session "$name: simulator served again (valid session, sha256 matches)"
+    else
+        xfail "$XF_PARTIAL" "$name: usb9pfsd ends the session within $PARTIAL_FRAME_BOUND s and logs it naming the board"
+        expect "$name: usb9pfsd still running, same pid" fwd_same_pid "$PID0"
+        # recover the simulator the only way left: replug it
+        sim_unplug
+        sim_cmd 10 reopen || true
+        sim_plug
+        sim_session "$name: simulator served again after replug (valid session, sha256 matches)"
+    fi
+}
+
+scenario_main() {
+    requires_usb9pfsd
+    rig_setup 2
+    local exs=$EXPORTS/s exb=$EXPORTS/b
+    mkdir -p "$exs" "$exb"
+    diod_start s 5640 "$exs"
+    diod_start b 5641 "$exb"
+    dd if=/dev/urandom of="$exs/data.bin" bs=1k count=256 status=none
+    dd if=/dev/urandom of="$exb/stream.bin" bs=1M count=4 status=none
+    local want_b; want_b=$(sha "$exb/stream.bin")
+
+    board_create B 0002-BOARD-B 1209:0001 rigB dummy_udc.1
+    B_BACKEND[B]=127.0.0.1:5641
+    FWD_MAP_SERIAL["0009-SIM-F"]=127.0.0.1:5640
+    fwd_write_config "$LOCAL/usb9pfsd.toml"
+    sim_start sim 0009-SIM-F 1d6b:0109 dummy_udc.0
+    board_plug B
+    sim_plug
+    fwd_start
+    PID0=$FWD_PID
+    board_mount B "$exb" || die "board B: mount failed"
+    SIM_ANAME=$exs SIM_FILE=data.bin SIM_SHA=$(sha "$exs/data.bin")
+    sim_session "baseline: simulator's valid session works"
+    local hwm0 fds0; hwm0=$(fwd_hwm_kib) fds0=$(fwd_fds)
+    log "usb9pfsd VmHWM ${hwm0} KiB, fds $fds0 before the faults"
+
+    stream_start "${B_MNT[B]}/stream.bin"
+
+    fault "size 0" "size 0" 'size[^0-9]*0([^0-9]|$)'
+    sim_session "size 0: simulator served again"
+    fault "size 3" "size 3" 'size[^0-9]*3([^0-9]|$)'
+    sim_session "size 3: simulator served again"
+    fault "size 6" "size 6" 'size[^0-9]*6([^0-9]|$)'
+    sim_session "size 6: simulator served again"
+    fault "size 2^32-1" "size 4294967295" '4294967295'
+    sim_session "size 2^32-1: simulator served again"
+    fault "larger than the negotiated msize" "oversize 8192" '8292'
+    sim_session "larger than msize: simulator served again"
+    fault "garbage after a valid header" "garbage-after-header" 'size[^0-9]*20([^0-9]|$)'
+    sim_session "garbage after header: simulator served again"
+
+    log "--- fault: garbage body"
+    if sim_cmd 90 garbage-body "$exs"; then
+        case $SIM_REPLY in
+        *timeout*) bad "garbage body: a well-framed garbage request got no answer: $SIM_REPLY" ;;
+        *) expect "garbage body: each garbage request answered with its tag 7 ($SIM_REPLY)" \
+               test "$(echo "$SIM_REPLY" | grep -o 'tag=7' | wc -l)" -eq 2 ;;
+        esac
+    else bad "garbage body: $SIM_REPLY"; fi
+    sim_session "garbage body: simulator served again"
+
+    log "--- fault: stray ZLPs"
+    log_mark
+    if sim_cmd 600 zlps 3000; then ok "3000 stray ZLPs skipped, the Tversion after them answered (${SIM_REPLY})"
+    else bad "stray ZLPs: $SIM_REPLY"; fi
+    local nz; nz=$(log_since | grep -Fc "$SIM_SERIAL" || true)
+    expect "stray ZLPs: no log flood ($nz lines name the board, want < 10)" test "$nz" -lt 10
+    sim_session "stray ZLPs: simulator served again"
+
+    log "--- fault: Tversion in a tight loop"
+    local fa fb
+    fa=$(fwd_fds)
+    if sim_cmd 900 tversion-loop 300; then ok "300 Tversion back to back all answered (${SIM_REPLY})"
+    else bad "Tversion loop: $SIM_REPLY"; fi
+    sleep 1; fb=$(fwd_fds)
+    expect "Tversion loop: usb9pfsd fds do not grow ($fa before, $fb after)" test "$fb" -le $((fa + 1))
+    expect "Tversion loop: diod still running" kill -0 "${DIOD_PID[s]}"
+    sim_session "Tversion loop: simulator served again"
+
+    fault "stalled IN endpoint" "stall" 'stall|halt|pipe'
+    if sim_cmd 40 try-version 20 && [ "${SIM_REPLY#answered}" != "$SIM_REPLY" ]; then
+        ok "stalled endpoint: the host cleared the halt itself and served the board ($SIM_REPLY)"
+    else
+        xfail "$XF_HALT" "stalled endpoint: served again within 20 s without the board clearing its halt"
+        sim_cmd 10 clear-halt || bad "clear-halt: $SIM_REPLY"
+    fi
+    sim_session "stalled endpoint: simulator served again once the halt is gone"
+
+    partial "header then silence" "header-silence 100"
+    partial "partial size field then silence" "partial-size"
+
+    fault_unplugged "header then disconnect mid-frame" "header-disconnect"
+    fault_unplugged "vanish mid-request (8 of 12 KiB sent)" "vanish-mid-request"
+    fault_unplugged "vanish with a reply in flight" "vanish-mid-reply $exs data.bin"
+
+    stream_stop_check "board B during the whole fault matrix" "$want_b" 2
+
+    local hwm1 fds1; hwm1=$(fwd_hwm_kib) fds1=$(fwd_fds)
+    log "usb9pfsd VmHWM ${hwm1} KiB, fds $fds1 after the faults"
+    expect "usb9pfsd never allocated a declared size: VmHWM grew by < 16 MiB (${hwm0} -> ${hwm1} KiB)" \
+        test $((hwm1 - hwm0)) -lt 16384
+    expect "usb9pfsd fds back to the baseline ($fds0 -> $fds1)" test "$fds1" -le $((fds0 + 1))
+    expect "usb9pfsd is the same living process after the whole matrix (pid $PID0)" fwd_same_pid "$PID0"
+    expect_not "usb9pfsd log has no panic" grep -qi panick "$SC_OUT/usb9pfsd.log"
+    board_umount B || bad "umount of board B failed"
+}
