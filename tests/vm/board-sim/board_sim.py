@@ -290,6 +290,17 @@ class Gadget:
             raise
         return False
 
+    def halt_out(self):
+        """Stall the OUT endpoint (a write in the wrong direction)."""
+        try:
+            with deadline(5):
+                os.write(self.ep_out, b"x")
+        except OSError as e:
+            if e.errno == errno.EBADMSG:
+                return True
+            raise
+        return False
+
     def clear_halt(self):
         fcntl.ioctl(self.ep_in, FUNCTIONFS_CLEAR_HALT)
         fcntl.ioctl(self.ep_out, FUNCTIONFS_CLEAR_HALT)
@@ -448,6 +459,26 @@ class Sim:
         dt = time.monotonic() - t0
         return "%d Tversion answered by Rversion in %.1f s" % (count, dt)
 
+    def cmd_zlp_edge(self):
+        """T-messages of exactly 512 and 1024 bytes (whole packets): only the
+        ZLP after them ends the host's IN transfer, so an answer proves the
+        simulator sends ZLPs like trans_usbg. Twalk of two long names from
+        fid 0 (no attach needed: the answer may be an error, but must come
+        with the tag)."""
+        out = []
+        for total in (512, 1024):
+            fixed = 7 + 4 + 4 + 2 + 2 + 2
+            n1 = (total - fixed) // 2
+            names = ["a" * n1, "b" * (total - fixed - n1)] if total == 512 else ["c" * 250, "d" * 250, "e" * (total - fixed - 2 - 500)]
+            f = twalk(9, 0, 5, names)
+            if len(f) != total:
+                raise Unexpected("built a %d-byte Twalk, wanted %d" % (len(f), total))
+            r = self.g.call(f, self.timeout)
+            if header(r) is None or header(r)[2] != 9:
+                raise Unexpected("%d-byte Twalk answered with %s" % (total, describe(r)))
+            out.append("%d:%s" % (total, describe(r).replace(" ", ",")))
+        return "whole-packet T-messages answered: " + " ".join(out)
+
     def cmd_probe(self, aname):
         """Tversion, Tattach, Tgetattr, Tclunk, reporting each answer
         without judging it (the server-fault scenario judges). Stops at the
@@ -566,6 +597,14 @@ class Sim:
         if not self.g.halt_in():
             raise Unexpected("could not halt the IN endpoint")
         return "IN endpoint halted"
+
+    def cmd_stall_out(self):
+        """Halt the OUT endpoint, then send a Tversion: the host's reply
+        transfer fails with EPIPE."""
+        if not self.g.halt_out():
+            raise Unexpected("could not halt the OUT endpoint")
+        self.g.send(tversion())
+        return "OUT endpoint halted, Tversion sent"
 
     def cmd_clear_halt(self):
         self.g.clear_halt()

@@ -20,11 +20,12 @@ PARTIAL_FRAME_BOUND=${PARTIAL_FRAME_BOUND:-45}
 XF_PARTIAL="no bounded wait yet for the rest of a frame whose header arrived (the worker blocks in the IN transfer forever)"
 XF_HALT="usb9pfsd does not clear a stalled endpoint (CLEAR_FEATURE ENDPOINT_HALT) when it restarts the worker; only the board can end the stall"
 
-# fault NAME SIM_COMMAND LOG_PATTERN: inject, then check the log names the
-# board and the fault (1..4 lines: one clear error, no flood) and the daemon
-# is alive. The simulator's plug state is unchanged.
+# fault NAME SIM_COMMAND LOG_PATTERN [MAX_LINES]: inject, then check the log
+# names the board and the fault (1..MAX_LINES lines, default 4: one clear
+# error and the restart, no flood) and the daemon is alive. The simulator's
+# plug state is unchanged.
 fault() {
-    local name=$1 cmd=$2 pat=$3 n
+    local name=$1 cmd=$2 pat=$3 max=${4:-4} n
     log "--- fault: $name"
     log_mark
     # shellcheck disable=SC2086
@@ -36,7 +37,7 @@ fault() {
     fi
     sleep 1
     n=$(log_count "$SIM_SERIAL" "$pat")
-    expect "$name: one clear error, not a flood ($n matching lines, want 1..4)" test "$n" -ge 1 -a "$n" -le 4
+    expect "$name: one clear error, not a flood ($n matching lines, want 1..$max)" test "$n" -ge 1 -a "$n" -le "$max"
     expect "$name: usb9pfsd still running, same pid" fwd_same_pid "$PID0"
 }
 
@@ -150,7 +151,9 @@ scenario_main() {
     expect "Tversion loop: diod still running" kill -0 "${DIOD_PID[s]}"
     sim_session "Tversion loop: simulator served again"
 
-    fault "stalled IN endpoint" "stall" 'stall|halt|pipe'
+    # a stall that persists fails each restart again: one line per restart,
+    # spaced by the capped backoff
+    fault "stalled IN endpoint" "stall" 'stall|halt|pipe' 8
     if sim_cmd 40 try-version 20 && [ "${SIM_REPLY#answered}" != "$SIM_REPLY" ]; then
         ok "stalled endpoint: the host cleared the halt itself and served the board ($SIM_REPLY)"
     else
@@ -158,6 +161,10 @@ scenario_main() {
         sim_cmd 10 clear-halt || bad "clear-halt: $SIM_REPLY"
     fi
     sim_session "stalled endpoint: simulator served again once the halt is gone"
+
+    fault "stalled OUT endpoint (the reply cannot be delivered)" "stall-out" 'stall|halt|pipe' 8
+    sim_cmd 10 clear-halt || bad "clear-halt: $SIM_REPLY"
+    sim_session "stalled OUT endpoint: simulator served again once the halt is gone"
 
     partial "header then silence" "header-silence 100"
     partial "partial size field then silence" "partial-size"

@@ -41,6 +41,8 @@ scenario_main() {
     stream_start "${B_MNT[B]}/stream.bin"
     SIM_ANAME=$exs SIM_FILE=dir/data.bin SIM_SHA=$(sha "$exs/dir/data.bin")
     sim_session "simulator: scripted session reads 1.5 MiB, every reply checked, sha256 matches"
+    if sim_cmd 90 zlp-edge; then ok "simulator: T-messages of 512 and 1024 bytes end with a ZLP, like trans_usbg's (${SIM_REPLY})"
+    else bad "simulator: whole-packet T-messages: $SIM_REPLY"; fi
     local want_x; want_x=$(sha "$exs/exact.bin")
     sim_cmd 150 session "$exs" exact.bin "$want_x" 16384 15861 \
         && ok "simulator: replies of whole packets (ZLP from the host) arrive whole (${SIM_REPLY})" \
