@@ -23,7 +23,11 @@ Connection faults strike at once:
     silence          accept, read everything, never answer; the connection
                      is closed when the control file says something else
     close-at-accept  accept and close at once
-    slow-accept      wait SLOW seconds (default 5) before accept(), then proxy
+    slow-accept      leave the connection unserved for SLOW seconds (default
+                     5), then proxy. To the client this is a slow accept():
+                     the kernel completes the handshake from the backlog
+                     either way, and nothing is read until the server gets
+                     round to it.
 
 Test-only (tests/, never packaged). Python standard library only, like
 board_sim.py next to it.
@@ -84,10 +88,6 @@ class Server:
         ls.listen(16)
         log("listening on %d, upstream %d" % (self.a.listen, self.a.upstream))
         while True:
-            m = self.mode()
-            if m == "slow-accept":
-                log("slow-accept: waiting %.1f s before accept()" % self.a.slow)
-                time.sleep(self.a.slow)
             c, _ = ls.accept()
             self.n += 1
             m = self.mode()
@@ -96,6 +96,9 @@ class Server:
 
     def serve(self, c, m, n):
         c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if m == "slow-accept":
+            log("connection %d: slow accept, %.1f s before serving it" % (n, self.a.slow))
+            time.sleep(self.a.slow)
         if m == "close-at-accept":
             c.close()
             return

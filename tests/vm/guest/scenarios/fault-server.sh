@@ -130,7 +130,6 @@ scenario_main() {
 
     log "--- server fault: slow accept (5 s)"
     mode slow-accept
-    sleep 0.5   # fake9p reads the mode before its next accept()
     log_mark
     local t0=$SECONDS
     sim_cmd 60 probe "$SIM_ANAME" || bad "slow-accept: probe failed: $SIM_REPLY"
