@@ -62,7 +62,7 @@ message_fault() {
         ok "$m: the board's $req is answered with $got"
         log_check "$m" "$pat"
     elif [ -n "$xf" ]; then
-        xfail "$xf" "$m: the board's $req is answered with $want (got: $got; probe: $SIM_REPLY)"
+        xfail "$xf" "$m: the board's $req is answered with $want (got: $got)"
         if log_names "$SIM_SERIAL" "$SIM_BA" "$pat"; then ok "$m: usb9pfsd logged the fault naming the board"
         else xfail "$xf" "$m: usb9pfsd logs the fault naming the board"; fi
         expect "$m: usb9pfsd still running, same pid" fwd_same_pid "$PID0"
@@ -146,7 +146,9 @@ scenario_main() {
     log_mark
     sim_cmd 10 timeout "$SILENCE_BOUND" >/dev/null
     sim_cmd $((SILENCE_BOUND + 30)) probe "$SIM_ANAME" || bad "silence: probe failed: $SIM_REPLY"
+    local probe=$SIM_REPLY
     sim_cmd 10 timeout 30 >/dev/null
+    SIM_REPLY=$probe
     case $SIM_REPLY in
     Tversion:Rlerror,tag=65535,*|Tversion:Rerror,tag=65535,*)
         ok "accept-then-silence: the board's Tversion is answered with an error within $SILENCE_BOUND s (${SIM_REPLY%% *})"
