@@ -90,9 +90,10 @@ scenario_main() {
 
     board_create B 0002-BOARD-B 1209:0001 rigB dummy_udc.1
     B_BACKEND[B]=127.0.0.1:5641
-    FWD_MAP_SERIAL["0009-SIM-V"]=127.0.0.1:5642
+    SIM_SERIAL=0009-SIM-V
+    FWD_MAP_SERIAL[$SIM_SERIAL]=127.0.0.1:5642
     fwd_write_config "$LOCAL/usb9pfsd.toml"
-    sim_start sim 0009-SIM-V 1d6b:0109 dummy_udc.0
+    sim_start sim "$SIM_SERIAL" 1d6b:0109 dummy_udc.0
     board_plug B
     sim_plug
     fwd_start
