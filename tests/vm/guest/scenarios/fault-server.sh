@@ -59,7 +59,7 @@ message_fault() {
     local got=${SIM_REPLY#* "$req":}; got=${got%% *}
     # shellcheck disable=SC2053
     if [[ $got == $want ]]; then
-        ok "$m: the board's $req is answered with $got"
+        ok "$m: the board's $req is answered with $got${xf:+ (was XFAIL: $xf)}"
         log_check "$m" "$pat"
     elif [ -n "$xf" ]; then
         xfail "$xf" "$m: the board's $req is answered with $want (got: $got)"
@@ -152,7 +152,7 @@ scenario_main() {
     SIM_REPLY=$probe
     case $SIM_REPLY in
     Tversion:Rlerror,tag=65535,*|Tversion:Rerror,tag=65535,*)
-        ok "accept-then-silence: the board's Tversion is answered with an error within $SILENCE_BOUND s (${SIM_REPLY%% *})"
+        ok "accept-then-silence: the board's Tversion is answered with an error within $SILENCE_BOUND s (${SIM_REPLY%% *}) (was XFAIL: $XF_SILENCE)"
         log_check accept-then-silence 'time|deadline|silen|answer' ;;
     *)
         xfail "$XF_SILENCE" "accept-then-silence: the board's Tversion is answered with an error within $SILENCE_BOUND s (got: $SIM_REPLY)"
