@@ -458,14 +458,16 @@ sim_stop() {
 
 # sim_session DESCRIPTION: a whole valid 9P2000.L session through usb9pfsd
 # (SIM_ANAME, SIM_FILE, SIM_SHA), checked reply by reply and by checksum.
-# The first attempt may meet a worker still in its restart backoff: the
-# simulator's writes wait for the host, bounded by its deadline; one retry.
+# An attempt may meet a worker still in its restart backoff (the simulator's
+# writes wait for the host, bounded by its deadline) or a session refused for
+# a while after a fault (Tversion answered with an error): 3 tries, 3 s apart.
 sim_session() {
-    if sim_cmd 150 session "$SIM_ANAME" "$SIM_FILE" "$SIM_SHA" || sim_cmd 150 session "$SIM_ANAME" "$SIM_FILE" "$SIM_SHA"; then
-        ok "$1 (${SIM_REPLY})"
-    else
-        bad "$1: $SIM_REPLY"
-    fi
+    local i
+    for i in 1 2 3; do
+        if sim_cmd 150 session "$SIM_ANAME" "$SIM_FILE" "$SIM_SHA"; then ok "$1 (${SIM_REPLY}; try $i)"; return 0; fi
+        [ "$i" -eq 3 ] || sleep 3
+    done
+    bad "$1: $SIM_REPLY"
 }
 
 # Daemon log checks. log_mark remembers how long the log is; log_since

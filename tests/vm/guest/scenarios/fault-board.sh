@@ -18,7 +18,6 @@
 # the daemon's own deadline plus slack.
 PARTIAL_FRAME_BOUND=${PARTIAL_FRAME_BOUND:-45}
 XF_PARTIAL="no bounded wait yet for the rest of a frame whose header arrived (the worker blocks in the IN transfer forever)"
-XF_HALT="usb9pfsd does not clear a stalled endpoint (CLEAR_FEATURE ENDPOINT_HALT) when it restarts the worker; only the board can end the stall"
 
 # fault NAME SIM_COMMAND LOG_PATTERN [MAX_LINES]: inject, then check the log
 # names the board and the fault (1..MAX_LINES lines, default 4: one clear
@@ -134,40 +133,58 @@ scenario_main() {
     else bad "garbage body: $SIM_REPLY"; fi
     sim_session "garbage body: simulator served again"
 
+    # Skipping them all and ending the session after too many in a row are
+    # both fine; either way the board is told nothing wrong, the log stays
+    # short (bounded by the restart backoff) and the next Tversion works.
     log "--- fault: stray ZLPs"
     log_mark
-    if sim_cmd 600 zlps 3000; then ok "3000 stray ZLPs skipped, the Tversion after them answered (${SIM_REPLY})"
+    if sim_cmd 300 zlps 3000; then ok "stray ZLPs: then a Tversion answered (${SIM_REPLY})"
     else bad "stray ZLPs: $SIM_REPLY"; fi
+    sleep 1
     local nz; nz=$(log_since | grep -Fc "$SIM_SERIAL" || true)
-    expect "stray ZLPs: no log flood ($nz lines name the board, want < 10)" test "$nz" -lt 10
+    case $SIM_REPLY in
+    *"all taken"*)
+        expect "stray ZLPs: skipped silently ($nz log lines name the board, want < 10)" test "$nz" -lt 10 ;;
+    *)
+        if log_names "$SIM_SERIAL" "$SIM_BA" 'empty|zlp|zero'; then
+            ok "stray ZLPs: usb9pfsd ended the session and logged why, naming the board"
+        else bad "stray ZLPs: the host stopped reading but no log line names $SIM_SERIAL busaddr ~$SIM_BA and the ZLPs"; fi
+        nz=$(log_count "$SIM_SERIAL" 'empty|zlp|zero')
+        expect "stray ZLPs: no log flood ($nz lines about them, want <= 16)" test "$nz" -le 16 ;;
+    esac
     sim_session "stray ZLPs: simulator served again"
 
+    # Each Tversion asks for a new server session; a forwarder may answer
+    # some with an error (a board looping on mount), but never leaves one
+    # unanswered or keeps the old connections.
     log "--- fault: Tversion in a tight loop"
     local fa fb
     fa=$(fwd_fds)
-    if sim_cmd 900 tversion-loop 300; then ok "300 Tversion back to back all answered (${SIM_REPLY})"
+    log_mark
+    if sim_cmd 900 tversion-loop 300; then ok "Tversion loop: all 300 answered with tag NOTAG (${SIM_REPLY#* answered })"
     else bad "Tversion loop: $SIM_REPLY"; fi
     sleep 1; fb=$(fwd_fds)
     expect "Tversion loop: usb9pfsd fds do not grow ($fa before, $fb after)" test "$fb" -le $((fa + 1))
     expect "Tversion loop: diod still running" kill -0 "${DIOD_PID[s]}"
+    local nw; nw=$(log_since | grep -F "$SIM_SERIAL" | grep -Ec 'WARN|ERROR' || true)
+    expect "Tversion loop: no flood of warnings ($nw WARN/ERROR lines name the board, want <= 5)" test "$nw" -le 5
     sim_session "Tversion loop: simulator served again"
 
     # a stall that persists fails each restart again: one line per restart,
     # spaced by the capped backoff
     fault "stalled IN endpoint" "stall" 'stall|halt|pipe' 8
-    # Does the host end the stall (CLEAR_FEATURE ENDPOINT_HALT) when it
-    # restarts the worker? Then the restarted worker's transfer does not
-    # stall again. (Not probed by writing to the halted endpoint: a write the
-    # simulator abandons there leaves dummy_hcd/FunctionFS out of step.)
+    # The host ends the stall (CLEAR_FEATURE ENDPOINT_HALT) when it restarts
+    # the worker, so the restarted worker's transfer does not stall again.
+    # (Not probed by writing to the halted endpoint: a write the simulator
+    # abandons there leaves dummy_hcd/FunctionFS out of step.)
     # One stall is one or two lines (the worker's end, the restart); a halt
     # nobody clears fails every restart again (0.5, 1, 2 s backoff: 6+ lines
     # in 5 s). Counted without relying on the wording.
     sleep 4
     local ns; ns=$(log_count "$SIM_SERIAL" 'stall')
-    check_xf "$XF_HALT" "stalled IN endpoint: the restarted worker clears the halt instead of stalling again ($ns lines about the stall in 5 s, want <= 3)" \
+    expect "stalled IN endpoint: the restarted worker clears the halt instead of stalling again ($ns lines about the stall in 5 s, want <= 3)" \
         test "$ns" -le 3
-    sim_cmd 10 clear-halt || bad "clear-halt: $SIM_REPLY"
-    sim_session "stalled IN endpoint: simulator served again once the halt is gone"
+    sim_session "stalled IN endpoint: simulator served again (nobody cleared the halt on the board's side)"
 
     fault "stalled OUT endpoint (the reply cannot be delivered)" "stall-out" 'stall|halt|pipe' 8
     sim_cmd 10 clear-halt || bad "clear-halt: $SIM_REPLY"

@@ -16,7 +16,8 @@
 
 XF_TYPE="usb9pfsd does not check the reply's type against the request (T+1 or Rlerror/Rerror): a wrong-type reply reaches the board"
 XF_EXTRA="usb9pfsd does not notice a reply nobody asked for: with the kernel's tag reuse the stale reply answers the board's next request"
-XF_SILENCE="no deadline on server replies yet: a server that accepts and never answers leaves the board waiting"
+XF_SILENCE="no request deadline (request_timeout) in this usb9pfsd: a server that accepts and never answers leaves the board waiting"
+REQUEST_TIMEOUT=${REQUEST_TIMEOUT:-10}
 SILENCE_BOUND=${SILENCE_BOUND:-40}
 
 mode() { echo "$1" > "$LOCAL/fake9p.mode"; log "fake9p mode: $1"; }
@@ -91,7 +92,17 @@ scenario_main() {
     board_create B 0002-BOARD-B 1209:0001 rigB dummy_udc.1
     B_BACKEND[B]=127.0.0.1:5641
     SIM_SERIAL=0009-SIM-V
-    FWD_MAP_SERIAL[$SIM_SERIAL]=127.0.0.1:5642
+    # The simulator's board gets a request deadline (request_timeout, off
+    # by default) when this daemon has the key, so accept-then-silence can
+    # end; a daemon without it keeps that check XFAIL.
+    printf '[[board]]\nserial = "x"\nbackend = "127.0.0.1:1"\nrequest_timeout = %s\n' "$REQUEST_TIMEOUT" > "$LOCAL/probe.toml"
+    if "$USB9PFSD" check-config "$LOCAL/probe.toml" >/dev/null 2>&1; then
+        FWD_EXTRA_CONFIG=$(printf '[[board]]\nserial = "%s"\nbackend = "127.0.0.1:5642"\nrequest_timeout = %s\n' "$SIM_SERIAL" "$REQUEST_TIMEOUT")
+        log "simulator's board: request_timeout = $REQUEST_TIMEOUT"
+    else
+        FWD_MAP_SERIAL[$SIM_SERIAL]=127.0.0.1:5642
+        log "this usb9pfsd has no request_timeout: accept-then-silence cannot end"
+    fi
     fwd_write_config "$LOCAL/usb9pfsd.toml"
     sim_start sim "$SIM_SERIAL" 1d6b:0109 dummy_udc.0
     board_plug B
