@@ -470,6 +470,26 @@ class Sim:
         summary = ", ".join("%d %s" % (n, k) for k, n in sorted(answers.items()))
         return "%d Tversion answered in %.1f s: %s" % (count, dt, summary)
 
+    def cmd_zlp_edge(self):
+        """T-messages of exactly 512 and 1024 bytes (whole packets): only the
+        ZLP after them ends the host's IN transfer, so an answer proves the
+        simulator sends ZLPs like trans_usbg. Twalk of two long names from
+        fid 0 (no attach needed: the answer may be an error, but must come
+        with the tag)."""
+        out = []
+        for total in (512, 1024):
+            fixed = 7 + 4 + 4 + 2 + 2 + 2
+            n1 = (total - fixed) // 2
+            names = ["a" * n1, "b" * (total - fixed - n1)] if total == 512 else ["c" * 250, "d" * 250, "e" * (total - fixed - 2 - 500)]
+            f = twalk(9, 0, 5, names)
+            if len(f) != total:
+                raise Unexpected("built a %d-byte Twalk, wanted %d" % (len(f), total))
+            r = self.g.call(f, self.timeout)
+            if header(r) is None or header(r)[2] != 9:
+                raise Unexpected("%d-byte Twalk answered with %s" % (total, describe(r)))
+            out.append("%d:%s" % (total, describe(r).replace(" ", ",")))
+        return "whole-packet T-messages answered: " + " ".join(out)
+
     def cmd_probe(self, aname):
         """Tversion, Tattach, Tgetattr, Tclunk, reporting each answer
         without judging it (the server-fault scenario judges). Stops at the
