@@ -4,7 +4,8 @@
 # 6, 2^32-1, larger than the negotiated msize, garbage after a valid header,
 # a garbage body, a header then silence, a partial size field then silence, a
 # header then disconnect mid-frame, vanishing mid-request and mid-reply,
-# thousands of stray ZLPs, a stalled endpoint, Tversion in a tight loop),
+# thousands of stray ZLPs, a stalled IN or OUT endpoint, Tversion in a tight
+# loop),
 # while a real kernel usb9pfs board streams a checksummed file through the
 # same usb9pfsd. After each fault: usb9pfsd is the same living process, its
 # log names the simulator (serial and bus-address) and the fault without
