@@ -1,0 +1,211 @@
+# shellcheck shell=bash
+# fault-board: the fault matrix for hostile and broken boards. The FunctionFS
+# board simulator sends each malformed input of issue 9 in turn (sizes 0, 3,
+# 6, 2^32-1, larger than the negotiated msize, garbage after a valid header,
+# a garbage body, a header then silence, a partial size field then silence, a
+# header then disconnect mid-frame, vanishing mid-request and mid-reply,
+# thousands of stray ZLPs, a stalled IN or OUT endpoint, Tversion in a tight
+# loop),
+# while a real kernel usb9pfs board streams a checksummed file through the
+# same usb9pfsd. After each fault: usb9pfsd is the same living process, its
+# log names the simulator (serial and bus-address) and the fault without
+# flooding, it never allocates a declared size (VmHWM), and the simulator is
+# served again (a fully checked valid session).
+#
+# Known daemon defects are XFAIL lines (see lib.sh: xfail) until their fixes
+# merge; docs/reliability.md lists them.
+
+# The bound the rig allows for "a header arrived, the rest never comes":
+# the daemon's own deadline plus slack.
+PARTIAL_FRAME_BOUND=${PARTIAL_FRAME_BOUND:-45}
+XF_PARTIAL="no bounded wait yet for the rest of a frame whose header arrived (the worker blocks in the IN transfer forever)"
+
+# fault NAME SIM_COMMAND LOG_PATTERN [MAX_LINES]: inject, then check the log
+# names the board and the fault (1..MAX_LINES lines, default 4: one clear
+# error and the restart, no flood) and the daemon is alive. The simulator's
+# plug state is unchanged.
+fault() {
+    local name=$1 cmd=$2 pat=$3 max=${4:-4} n
+    log "--- fault: $name"
+    log_mark
+    # shellcheck disable=SC2086
+    sim_cmd 120 $cmd || bad "$name: the simulator could not send it: $SIM_REPLY"
+    if wait_until 20 log_names "$SIM_SERIAL" "$SIM_BA" "$pat"; then
+        ok "$name: usb9pfsd logged the fault naming the board ($SIM_SERIAL, busaddr ~$SIM_BA, /$pat/)"
+    else
+        bad "$name: no log line names $SIM_SERIAL busaddr ~$SIM_BA and /$pat/"
+    fi
+    sleep 1
+    n=$(log_count "$SIM_SERIAL" "$pat")
+    expect "$name: one clear error, not a flood ($n matching lines, want 1..$max)" test "$n" -ge 1 -a "$n" -le "$max"
+    expect "$name: usb9pfsd still running, same pid" fwd_same_pid "$PID0"
+}
+
+# fault_unplugged NAME SIM_COMMAND: faults where the simulator vanishes.
+fault_unplugged() {
+    local name=$1 cmd=$2 ba=$SIM_BA
+    log "--- fault: $name"
+    log_mark
+    # shellcheck disable=SC2086
+    sim_cmd 120 $cmd || bad "$name: the simulator could not do it: $SIM_REPLY"
+    wait_until 30 host_dev_absent "$SIM_SERIAL" || die "$name: simulator still on the bus"
+    if wait_until 20 log_names "$SIM_SERIAL" "$ba" 'remov|gone|disconnect|unplug'; then
+        ok "$name: usb9pfsd logged the disappearance naming the board ($SIM_SERIAL, busaddr ~$ba)"
+    else
+        bad "$name: no log line names $SIM_SERIAL busaddr ~$ba and its removal"
+    fi
+    expect "$name: usb9pfsd still running, same pid" fwd_same_pid "$PID0"
+    sim_cmd 10 reopen || true
+    sim_plug
+    sim_session "$name: simulator served again after replug (valid session, sha256 matches)"
+}
+
+# partial NAME SIM_COMMAND: a frame that starts and never ends.
+partial() {
+    local name=$1 cmd=$2
+    log "--- fault: $name"
+    log_mark
+    # shellcheck disable=SC2086
+    sim_cmd 60 $cmd || bad "$name: the simulator could not send it: $SIM_REPLY"
+    if wait_until "$PARTIAL_FRAME_BOUND" log_names "$SIM_SERIAL" "$SIM_BA" 'time|deadline|never|incomplete|silen|wait|stuck'; then
+        ok "$name: usb9pfsd ended the session after a bounded wait (log names the board) (was XFAIL: $XF_PARTIAL)"
+        expect "$name: usb9pfsd still running, same pid" fwd_same_pid "$PID0"
+        sim_session "$name: simulator served again (valid session, sha256 matches)"
+    else
+        xfail "$XF_PARTIAL" "$name: usb9pfsd ends the session within $PARTIAL_FRAME_BOUND s and logs it naming the board"
+        expect "$name: usb9pfsd still running, same pid" fwd_same_pid "$PID0"
+        # recover the simulator the only way left: replug it
+        sim_unplug
+        sim_cmd 10 reopen || true
+        sim_plug
+        sim_session "$name: simulator served again after replug (valid session, sha256 matches)"
+    fi
+}
+
+scenario_main() {
+    requires_usb9pfsd
+    rig_setup 2
+    local exs=$EXPORTS/s exb=$EXPORTS/b
+    mkdir -p "$exs" "$exb"
+    diod_start s 5640 "$exs"
+    diod_start b 5641 "$exb"
+    dd if=/dev/urandom of="$exs/data.bin" bs=1k count=256 status=none
+    dd if=/dev/urandom of="$exb/stream.bin" bs=1M count=4 status=none
+    local want_b; want_b=$(sha "$exb/stream.bin")
+
+    board_create B 0002-BOARD-B 1209:0001 rigB dummy_udc.1
+    B_BACKEND[B]=127.0.0.1:5641
+    SIM_SERIAL=0009-SIM-F
+    FWD_MAP_SERIAL[$SIM_SERIAL]=127.0.0.1:5640
+    fwd_write_config "$LOCAL/usb9pfsd.toml"
+    sim_start sim "$SIM_SERIAL" 1d6b:0109 dummy_udc.0
+    board_plug B
+    sim_plug
+    fwd_start
+    PID0=$FWD_PID
+    board_mount B "$exb" || die "board B: mount failed"
+    SIM_ANAME=$exs SIM_FILE=data.bin SIM_SHA=$(sha "$exs/data.bin")
+    sim_session "baseline: simulator's valid session works"
+    local hwm0 fds0; hwm0=$(fwd_hwm_kib) fds0=$(fwd_fds)
+    log "usb9pfsd VmHWM ${hwm0} KiB, fds $fds0 before the faults"
+
+    stream_start "${B_MNT[B]}/stream.bin"
+
+    fault "size 0" "size 0" 'size[^0-9]*0([^0-9]|$)'
+    sim_session "size 0: simulator served again"
+    fault "size 3" "size 3" 'size[^0-9]*3([^0-9]|$)'
+    sim_session "size 3: simulator served again"
+    fault "size 6" "size 6" 'size[^0-9]*6([^0-9]|$)'
+    sim_session "size 6: simulator served again"
+    fault "size 2^32-1" "size 4294967295" '4294967295'
+    sim_session "size 2^32-1: simulator served again"
+    fault "larger than the negotiated msize" "oversize 8192" '8292'
+    sim_session "larger than msize: simulator served again"
+    fault "garbage after a valid header" "garbage-after-header" 'size[^0-9]*20([^0-9]|$)'
+    sim_session "garbage after header: simulator served again"
+
+    log "--- fault: garbage body"
+    if sim_cmd 90 garbage-body "$exs"; then
+        case $SIM_REPLY in
+        *timeout*) bad "garbage body: a well-framed garbage request got no answer: $SIM_REPLY" ;;
+        *) expect "garbage body: each garbage request answered with its tag 7 ($SIM_REPLY)" \
+               test "$(echo "$SIM_REPLY" | grep -o 'tag=7' | wc -l)" -eq 2 ;;
+        esac
+    else bad "garbage body: $SIM_REPLY"; fi
+    sim_session "garbage body: simulator served again"
+
+    # Skipping them all and ending the session after too many in a row are
+    # both fine; either way the board is told nothing wrong, the log stays
+    # short (bounded by the restart backoff) and the next Tversion works.
+    log "--- fault: stray ZLPs"
+    log_mark
+    if sim_cmd 300 zlps 3000; then ok "stray ZLPs: then a Tversion answered (${SIM_REPLY})"
+    else bad "stray ZLPs: $SIM_REPLY"; fi
+    sleep 1
+    local nz; nz=$(log_since | grep -Fc "$SIM_SERIAL" || true)
+    case $SIM_REPLY in
+    *"all taken"*)
+        expect "stray ZLPs: skipped silently ($nz log lines name the board, want < 10)" test "$nz" -lt 10 ;;
+    *)
+        if log_names "$SIM_SERIAL" "$SIM_BA" 'empty|zlp|zero'; then
+            ok "stray ZLPs: usb9pfsd ended the session and logged why, naming the board"
+        else bad "stray ZLPs: the host stopped reading but no log line names $SIM_SERIAL busaddr ~$SIM_BA and the ZLPs"; fi
+        nz=$(log_count "$SIM_SERIAL" 'empty|zlp|zero')
+        expect "stray ZLPs: no log flood ($nz lines about them, want <= 16)" test "$nz" -le 16 ;;
+    esac
+    sim_session "stray ZLPs: simulator served again"
+
+    # Each Tversion asks for a new server session; a forwarder may answer
+    # some with an error (a board looping on mount), but never leaves one
+    # unanswered or keeps the old connections.
+    log "--- fault: Tversion in a tight loop"
+    local fa fb
+    fa=$(fwd_fds)
+    log_mark
+    if sim_cmd 900 tversion-loop 300; then ok "Tversion loop: all 300 answered with tag NOTAG (${SIM_REPLY#* answered })"
+    else bad "Tversion loop: $SIM_REPLY"; fi
+    sleep 1; fb=$(fwd_fds)
+    expect "Tversion loop: usb9pfsd fds do not grow ($fa before, $fb after)" test "$fb" -le $((fa + 1))
+    expect "Tversion loop: diod still running" kill -0 "${DIOD_PID[s]}"
+    local nw; nw=$(log_since | grep -F "$SIM_SERIAL" | grep -Ec 'WARN|ERROR' || true)
+    expect "Tversion loop: no flood of warnings ($nw WARN/ERROR lines name the board, want <= 5)" test "$nw" -le 5
+    sim_session "Tversion loop: simulator served again"
+
+    # a stall that persists fails each restart again: one line per restart,
+    # spaced by the capped backoff
+    fault "stalled IN endpoint" "stall" 'stall|halt|pipe' 8
+    # The host ends the stall (CLEAR_FEATURE ENDPOINT_HALT) when it restarts
+    # the worker, so the restarted worker's transfer does not stall again.
+    # (Not probed by writing to the halted endpoint: a write the simulator
+    # abandons there leaves dummy_hcd/FunctionFS out of step.)
+    # One stall is one or two lines (the worker's end, the restart); a halt
+    # nobody clears fails every restart again (0.5, 1, 2 s backoff: 6+ lines
+    # in 5 s). Counted without relying on the wording.
+    sleep 4
+    local ns; ns=$(log_count "$SIM_SERIAL" 'stall')
+    expect "stalled IN endpoint: the restarted worker clears the halt instead of stalling again ($ns lines about the stall in 5 s, want <= 3)" \
+        test "$ns" -le 3
+    sim_session "stalled IN endpoint: simulator served again (nobody cleared the halt on the board's side)"
+
+    fault "stalled OUT endpoint (the reply cannot be delivered)" "stall-out" 'stall|halt|pipe' 8
+    sim_cmd 10 clear-halt || bad "clear-halt: $SIM_REPLY"
+    sim_session "stalled OUT endpoint: simulator served again once the halt is gone"
+
+    partial "header then silence" "header-silence 100"
+    partial "partial size field then silence" "partial-size"
+
+    fault_unplugged "header then disconnect mid-frame" "header-disconnect"
+    fault_unplugged "vanish mid-request (8 of 12 KiB sent)" "vanish-mid-request"
+    fault_unplugged "vanish with a reply in flight" "vanish-mid-reply $exs data.bin"
+
+    stream_stop_check "board B during the whole fault matrix" "$want_b" 2
+
+    local hwm1 fds1; hwm1=$(fwd_hwm_kib) fds1=$(fwd_fds)
+    log "usb9pfsd VmHWM ${hwm1} KiB, fds $fds1 after the faults"
+    expect "usb9pfsd never allocated a declared size: VmHWM grew by < 16 MiB (${hwm0} -> ${hwm1} KiB)" \
+        test $((hwm1 - hwm0)) -lt 16384
+    expect "usb9pfsd fds back to the baseline ($fds0 -> $fds1)" test "$fds1" -le $((fds0 + 1))
+    expect "usb9pfsd is the same living process after the whole matrix (pid $PID0)" fwd_same_pid "$PID0"
+    expect_not "usb9pfsd log has no panic" grep -qi panick "$SC_OUT/usb9pfsd.log"
+    board_umount B || bad "umount of board B failed"
+}
