@@ -191,6 +191,7 @@ print(sum(1 for x in json.load(sys.stdin)["boards"] if x["state"] == "idle"))')
     for i in $(seq 0 $((SCALE_N - 1))); do board_umount "B$i" || bad "umount of board B$i failed"; done
     expect "forwarder still running" fwd_alive
     expect_not "no worker failed" grep -q 'worker stopped:' "$SC_OUT/usb9pfsd.log"
-    expect_not "the board side logged no 9P error" sh -c "dmesg | grep -iE '9pnet|usb9pfs' | grep -iE 'error|fail'"
+    # (the rig's unsigned usb9pfs.ko logs "module verification failed" at insmod: not a 9P error)
+    expect_not "the board side logged no 9P error" sh -c "dmesg | grep -iE '9pnet|usb9pfs' | grep -v 'module verification failed' | grep -iE 'error|fail'"
     cat "$res" >&2
 }
