@@ -7,7 +7,8 @@
 # ($SC_OUT/soak-counts.txt). Asserted: every cycle's mount worked and read
 # the right sha256, and the counts stay flat (the last cycle's are at most
 # the first cycle's plus SOAK_SLACK, and so is the maximum over the second
-# half of the run), and so does VmRSS within 1 MiB. Cycle times go to
+# half of the run); VmRSS's peak over the second half is at most the first
+# half's + 1 MiB and stays < 16 MiB. Cycle times go to
 # soak-results.txt.
 SOAK_CYCLES=${SOAK_CYCLES:-100}
 SOAK_SLACK=2
@@ -74,10 +75,15 @@ scenario_main() {
             test "$last" -le $((first + SOAK_SLACK)) -a "$mx2" -le $((first + SOAK_SLACK))
         unset -n arr
     done
-    local rfirst=${RS[0]} rlast=${RS[$((n - 1))]}
-    echo "VmRSS_kB: before=$rss0 after_cycle_1=$rfirst last=$rlast max=$(maxof "${RS[@]}")" >> "$res"
-    expect "usb9pfsd VmRSS flat over $n cycles (after cycle 1: $rfirst kB, last: $rlast kB; slack 1024 kB)" \
-        test "$rlast" -le $((rfirst + 1024))
+    # RSS moves by a few MiB from cycle to cycle as the allocator keeps or
+    # returns a worker's freed memory, so compare the peaks of the two halves
+    # instead of two single cycles: a leak raises the second half's.
+    local rfirst=${RS[0]} rlast=${RS[$((n - 1))]} rmax1 rmax2
+    rmax1=$(maxof "${RS[@]:0:$half}") rmax2=$(maxof "${RS[@]:$half}")
+    echo "VmRSS_kB: before=$rss0 after_cycle_1=$rfirst last=$rlast max_first_half=$rmax1 max_second_half=$rmax2 min=$(printf '%s\n' "${RS[@]}" | sort -n | head -1)" >> "$res"
+    expect "usb9pfsd VmRSS flat over $n cycles (peak of first half $rmax1 kB, of second half $rmax2 kB; slack 1024 kB)" \
+        test "$rmax2" -le $((rmax1 + 1024))
+    expect "usb9pfsd VmRSS < 16 MiB throughout (peak $(maxof "${RS[@]}") kB)" test "$(maxof "${RS[@]}")" -lt 16384
     local sessions; sessions=$(fwd_log | grep -c 'new 9P session with the server' || true)
     expect_eq "the daemon opened one server session per cycle" "$SOAK_CYCLES" "$sessions"
     echo "cycles=$SOAK_CYCLES seconds=$total per_cycle_s=$(python3 -c "print(f'{$total / $SOAK_CYCLES:.1f}')")" >> "$res"
