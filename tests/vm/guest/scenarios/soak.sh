@@ -96,6 +96,6 @@ scenario_main() {
     warns=$(fwd_log | grep -c ' WARN ' || true)
     echo "daemon log: board_removed=$removed WARN_lines=$warns ERROR_lines=$(fwd_log | grep -c ' ERROR ' || true)" >> "$res"
     expect_eq "the daemon saw the board removed once per cycle" "$SOAK_CYCLES" "$removed"
-    expect_not "the daemon logged no ERROR" sh -c "sed 's/\x1b\[[0-9;]*m//g' '$SC_OUT/usb9pfsd.log' | grep -q ' ERROR '"
+    expect_eq "the daemon logged no ERROR" 0 "$(fwd_log | grep -c ' ERROR ' || true)"
     cat "$res" >&2
 }
