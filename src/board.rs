@@ -22,6 +22,21 @@ impl fmt::Display for BusAddr {
     }
 }
 
+/// One usb9pfs interface of one device: the key of a worker. A gadget may
+/// carry several usb9pfs functions (one interface and mount tag each), and
+/// each is an independent transport with its own 9P session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GadgetKey {
+    pub busaddr: BusAddr,
+    pub iface: u8,
+}
+
+impl fmt::Display for GadgetKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}#{}", self.busaddr, self.iface)
+    }
+}
+
 impl BusAddr {
     /// The usbfs node of this device.
     pub fn devnode(&self) -> PathBuf {
@@ -29,7 +44,8 @@ impl BusAddr {
     }
 }
 
-/// A USB device that carries a usb9pfs interface.
+/// One usb9pfs interface of a USB device, with what the device says about
+/// itself.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct GadgetInfo {
     #[serde(skip)]
@@ -48,13 +64,37 @@ pub struct GadgetInfo {
     pub manufacturer: Option<String>,
     pub product: Option<String>,
     /// bInterfaceNumber of the usb9pfs interface.
-    #[serde(skip)]
     pub interface: u8,
+    /// The alternate setting that carries its two bulk endpoints.
+    pub alt: u8,
 }
 
 impl GadgetInfo {
+    pub fn key(&self) -> GadgetKey {
+        GadgetKey { busaddr: self.busaddr, iface: self.interface }
+    }
+
     pub fn serial_or_none(&self) -> &str {
         self.serial.as_deref().unwrap_or("(no serial)")
+    }
+
+    /// A board for tests: VID:PID 1d6b:0109 on port `<bus>-1`, interface 0.
+    #[doc(hidden)]
+    pub fn example(serial: Option<&str>, bus: u8, addr: u8) -> GadgetInfo {
+        GadgetInfo {
+            busaddr: BusAddr { bus, addr },
+            bus,
+            address: addr,
+            port_path: format!("{bus}-1"),
+            vid: 0x1d6b,
+            pid: 0x0109,
+            id: usb_id(0x1d6b, 0x0109),
+            serial: serial.map(Into::into),
+            manufacturer: None,
+            product: None,
+            interface: 0,
+            alt: 0,
+        }
     }
 }
 

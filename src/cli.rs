@@ -38,10 +38,10 @@ pub enum Command {
     /// Serve one gadget with no config file (drop-in for `p9_fwd.py connect`).
     Forward {
         /// 9P server host name or address.
-        #[arg(short, long, default_value = "127.0.0.1")]
+        #[arg(short, long, default_value = "127.0.0.1", value_parser = clap::builder::NonEmptyStringValueParser::new())]
         server: String,
         /// 9P server TCP port.
-        #[arg(short, long, default_value_t = 564)]
+        #[arg(short, long, default_value_t = 564, value_parser = clap::value_parser!(u16).range(1..))]
         port: u16,
         /// Only a gadget with this VID:PID (default: any usb9pfs gadget).
         #[arg(long)]
@@ -52,8 +52,9 @@ pub enum Command {
         /// Only the gadget with this serial number.
         #[arg(long)]
         serial: Option<String>,
-        /// The board's usb9pfs buflen.
-        #[arg(long, default_value_t = config::DEFAULT_BUFLEN)]
+        /// The board's usb9pfs buflen (512 to 16777216).
+        #[arg(long, default_value_t = config::DEFAULT_BUFLEN,
+              value_parser = clap::value_parser!(u32).range(config::BUFLEN_RANGE.0 as i64..=config::BUFLEN_RANGE.1 as i64))]
         buflen: u32,
     },
     /// Check a config file and print what it maps.
@@ -73,13 +74,13 @@ pub fn forward_config(
     if port == 0 {
         return Err("--port 0 cannot be connected to".into());
     }
-    let target = Target { backend: BackendAddr::Tcp { host: server.to_string(), port }, buflen };
+    let target = Target { backend: BackendAddr::Tcp { host: server.to_string(), port }, buflen, request_timeout: None };
     let mut c = Config::empty();
     if let Some(id) = id {
         c.allow_ids = Some(vec![config::parse_usb_id(id)?]);
     }
     let rules = [serial.map(|s| Match::Serial(s.into())), path.map(|p| Match::Path(p.into()))];
-    c.boards = rules.into_iter().flatten().map(|matcher| BoardRule { matcher, target: target.clone() }).collect();
+    c.boards = rules.into_iter().flatten().map(|matcher| BoardRule { matcher, interface: None, target: target.clone() }).collect();
     if c.boards.is_empty() {
         c.default = Some(target);
     }
@@ -89,23 +90,11 @@ pub fn forward_config(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::board::{usb_id, BusAddr, GadgetInfo};
+    use crate::board::{usb_id, GadgetInfo};
     use crate::config::Decision;
 
     fn g(serial: &str, port: &str, vid: u16) -> GadgetInfo {
-        GadgetInfo {
-            busaddr: BusAddr { bus: 1, addr: 1 },
-            bus: 1,
-            address: 1,
-            port_path: port.into(),
-            vid,
-            pid: 0x0109,
-            id: usb_id(vid, 0x0109),
-            serial: Some(serial.into()),
-            manufacturer: None,
-            product: None,
-            interface: 0,
-        }
+        GadgetInfo { port_path: port.into(), vid, id: usb_id(vid, 0x0109), ..GadgetInfo::example(Some(serial), 1, 1) }
     }
 
     #[test]
@@ -120,6 +109,16 @@ mod tests {
         let by_path = forward_config("h", 1, None, Some("2-1"), None, 16384).expect("cfg");
         assert_eq!(by_path.resolve(&g("B", "1-1", 1)), Decision::NoBackend);
         assert!(forward_config("h", 1, Some("nope"), None, None, 16384).is_err());
+    }
+
+    #[test]
+    fn forward_refuses_numbers_out_of_range() {
+        for bad in [&["--buflen", "0"][..], &["--buflen", "511"], &["--buflen", "16777217"], &["--port", "0"], &["--server", ""]] {
+            let args = ["usb9pfsd", "forward"].into_iter().chain(bad.iter().copied());
+            assert!(Cli::try_parse_from(args).is_err(), "{bad:?}");
+        }
+        let ok = Cli::try_parse_from(["usb9pfsd", "forward", "--buflen", "512", "--port", "1"]).expect("in range");
+        assert!(matches!(ok.command, Command::Forward { buflen: 512, port: 1, .. }));
     }
 
     #[test]

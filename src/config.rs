@@ -1,14 +1,17 @@
 //! The TOML file that maps boards to 9P servers, and the one question the
 //! supervisor asks of it: which backend serves this board?
 //!
-//! Precedence: a `[[board]]` entry matching the board's serial, then one
-//! matching its USB port path, then `[defaults] backend`, else the board is
+//! A board here is one usb9pfs interface of a gadget. Precedence: a
+//! `[[board]]` entry matching the gadget's serial (one naming this interface
+//! with `interface = N` before one for every interface), then one matching
+//! its USB port path (likewise), then `[defaults] backend`, else the board is
 //! left alone. Unknown keys are errors; every error names file, line and
 //! column. This module must never touch devices or sockets.
 
 use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -22,8 +25,11 @@ pub const DEFAULT_PATH: &str = "/etc/usb9pfsd/config.toml";
 pub const DEFAULT_BUFLEN: u32 = 16384;
 /// Default hard ceiling for a 9P frame, whatever msize a session negotiates.
 pub const DEFAULT_MAX_FRAME: u32 = 1 << 20;
+/// `request_timeout` in seconds: a second up to a day.
+const REQUEST_TIMEOUT_RANGE: (u32, u32) = (1, 86400);
 const FRAME_RANGE: (u32, u32) = (4096, 16 << 20);
-const BUFLEN_RANGE: (u32, u32) = (512, 16 << 20);
+/// What `buflen` may be, in the config and for `forward --buflen`.
+pub const BUFLEN_RANGE: (u32, u32) = (512, 16 << 20);
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,6 +54,7 @@ struct DaemonSchema {
 struct DefaultsSchema {
     backend: Option<BackendAddr>,
     buflen: Option<Spanned<u32>>,
+    request_timeout: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -55,15 +62,19 @@ struct DefaultsSchema {
 struct BoardSchema {
     serial: Option<Spanned<String>>,
     path: Option<Spanned<String>>,
+    interface: Option<Spanned<u8>>,
     backend: BackendAddr,
     buflen: Option<Spanned<u32>>,
+    request_timeout: Option<Spanned<u32>>,
 }
 
-/// Where a board's frames go, and the board's receive buffer size.
+/// Where a board's frames go, the board's receive buffer size, and how long
+/// one request may wait for its reply (None: as long as it takes).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
     pub backend: BackendAddr,
     pub buflen: u32,
+    pub request_timeout: Option<Duration>,
 }
 
 /// How a `[[board]]` entry picks its board.
@@ -76,6 +87,9 @@ pub enum Match {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BoardRule {
     pub matcher: Match,
+    /// Only this usb9pfs interface (bInterfaceNumber) of the gadget; `None`
+    /// for every interface.
+    pub interface: Option<u8>,
     pub target: Target,
 }
 
@@ -163,7 +177,18 @@ impl Config {
             Some(v) => in_range(v, BUFLEN_RANGE, "buflen").map_err(|m| err(Some(v.span()), m))?,
             None => DEFAULT_BUFLEN,
         };
-        let default = file.defaults.backend.clone().map(|backend| Target { backend, buflen: default_buflen });
+        let request_timeout = |v: &Option<Spanned<u32>>, inherited: Option<Duration>| match v {
+            Some(v) => in_range(v, REQUEST_TIMEOUT_RANGE, "request_timeout")
+                .map(|s| Some(Duration::from_secs(s.into())))
+                .map_err(|m| err(Some(v.span()), m)),
+            None => Ok(inherited),
+        };
+        let default_request_timeout = request_timeout(&file.defaults.request_timeout, None)?;
+        let default = file.defaults.backend.clone().map(|backend| Target {
+            backend,
+            buflen: default_buflen,
+            request_timeout: default_request_timeout,
+        });
 
         let mut seen = HashSet::new();
         let mut boards = Vec::new();
@@ -183,26 +208,39 @@ impl Config {
                 }
             };
             let (matcher, span) = matcher;
-            if !seen.insert(matcher.clone()) {
-                return Err(err(Some(span), format!("{} is listed twice", describe(&matcher))));
+            let interface = b.interface.as_ref().map(|i| *i.get_ref());
+            if !seen.insert((matcher.clone(), interface)) {
+                let what = match interface {
+                    Some(i) => format!("{} interface {i}", describe(&matcher)),
+                    None => describe(&matcher),
+                };
+                return Err(err(Some(span), format!("{what} is listed twice")));
             }
             let buflen = match &b.buflen {
                 Some(v) => in_range(v, BUFLEN_RANGE, "buflen").map_err(|m| err(Some(v.span()), m))?,
                 None => default_buflen,
             };
-            boards.push(BoardRule { matcher, target: Target { backend: b.backend.clone(), buflen } });
+            let request_timeout = request_timeout(&b.request_timeout, default_request_timeout)?;
+            boards.push(BoardRule { matcher, interface, target: Target { backend: b.backend.clone(), buflen, request_timeout } });
         }
         Ok(Config { max_frame, allow_ids, default, boards })
     }
 
-    /// Which backend serves `g`: serial, then port path, then defaults.
+    /// Which backend serves `g`: serial, then port path, then defaults; an
+    /// entry naming `g`'s interface beats one for every interface.
     pub fn resolve(&self, g: &GadgetInfo) -> Decision {
         if let Some(ids) = &self.allow_ids {
             if !ids.contains(&(g.vid, g.pid)) {
                 return Decision::NotAllowed;
             }
         }
-        let by = |m: &Match| self.boards.iter().find(|r| &r.matcher == m).map(|r| r.target.clone());
+        let by = |m: &Match| {
+            let rules = || self.boards.iter().filter(|r| &r.matcher == m);
+            rules()
+                .find(|r| r.interface == Some(g.interface))
+                .or_else(|| rules().find(|r| r.interface.is_none()))
+                .map(|r| r.target.clone())
+        };
         if let Some(target) = g.serial.as_ref().and_then(|s| by(&Match::Serial(s.clone()))) {
             return Decision::Serve { target, why: "serial" };
         }
@@ -250,26 +288,14 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::board::{usb_id, BusAddr};
+    use crate::board::usb_id;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("test.toml"))
     }
 
     fn gadget(serial: Option<&str>, port: &str, vid: u16, pid: u16) -> GadgetInfo {
-        GadgetInfo {
-            busaddr: BusAddr { bus: 1, addr: 2 },
-            bus: 1,
-            address: 2,
-            port_path: port.into(),
-            vid,
-            pid,
-            id: usb_id(vid, pid),
-            serial: serial.map(Into::into),
-            manufacturer: None,
-            product: None,
-            interface: 0,
-        }
+        GadgetInfo { port_path: port.into(), vid, pid, id: usb_id(vid, pid), ..GadgetInfo::example(serial, 1, 2) }
     }
 
     const EXAMPLE: &str = r#"
@@ -315,6 +341,31 @@ buflen = 65536
     }
 
     #[test]
+    fn an_interface_entry_narrows_a_serial_or_path_match() {
+        let c = parse(
+            "[[board]]\nserial = \"A\"\nbackend = \"h:1\"\n[[board]]\nserial = \"A\"\ninterface = 3\nbackend = \"h:3\"\n\
+             [[board]]\npath = \"2-1\"\ninterface = 1\nbackend = \"p:1\"\n",
+        )
+        .expect("parse");
+        let on = |serial: Option<&str>, port: &str, iface: u8| {
+            let g = GadgetInfo { interface: iface, ..gadget(serial, port, 1, 2) };
+            match c.resolve(&g) {
+                Decision::Serve { target, why } => format!("{} {why}", target.backend),
+                other => format!("{other:?}"),
+            }
+        };
+        assert_eq!(on(Some("A"), "1-1", 3), "h:3 serial");
+        assert_eq!(on(Some("A"), "1-1", 0), "h:1 serial");
+        assert_eq!(on(Some("B"), "2-1", 1), "p:1 path");
+        assert_eq!(on(Some("B"), "2-1", 2), "NoBackend", "the path entry names interface 1 only");
+        let (l, _, m) = at("[[board]]\nserial = \"A\"\ninterface = 1\nbackend = \"h:1\"\n[[board]]\nserial = \"A\"\ninterface = 1\nbackend = \"h:2\"\n");
+        assert_eq!(l, 6, "{m}");
+        assert!(m.contains("serial \"A\" interface 1 is listed twice"), "{m}");
+        let (l, _, m) = at("[[board]]\nserial = \"A\"\ninterface = 300\nbackend = \"h:1\"\n");
+        assert_eq!(l, 3, "{m}");
+    }
+
+    #[test]
     fn empty_file_is_valid() {
         assert_eq!(parse("").expect("empty"), Config::empty());
     }
@@ -353,6 +404,30 @@ buflen = 65536
         assert_eq!(l, 1);
         let e = parse("[[board]]\nserial = \"A\"\nbackend = \"h:1\"\nbuflen = 1\n").expect_err("range");
         assert_eq!(e.to_string(), "test.toml:4:10: buflen = 1 is outside 512..=16777216");
+        let long = format!("[[board]]\nserial = \"A\"\nbackend = \"unix:/{}\"\n", "s".repeat(120));
+        let (l, c, m) = at(&long);
+        assert_eq!((l, c), (3, 11), "{m}");
+        assert!(m.contains("107"), "{m}");
+    }
+
+    #[test]
+    fn request_timeout_is_optional_inherited_and_range_checked() {
+        let c = parse(
+            "[defaults]\nbackend = \"h:1\"\nrequest_timeout = 30\n\n[[board]]\nserial = \"A\"\nbackend = \"h:2\"\nrequest_timeout = 5\n\n[[board]]\nserial = \"B\"\nbackend = \"h:3\"\n",
+        )
+        .expect("parse");
+        let timeout = |serial| match c.resolve(&gadget(Some(serial), "1-9", 1, 2)) {
+            Decision::Serve { target, .. } => target.request_timeout,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(timeout("A"), Some(Duration::from_secs(5)));
+        assert_eq!(timeout("B"), Some(Duration::from_secs(30)), "inherited from [defaults]");
+        assert_eq!(timeout("C"), Some(Duration::from_secs(30)));
+        assert_eq!(parse(EXAMPLE).expect("parse").boards[0].target.request_timeout, None, "off by default");
+        let e = parse("[defaults]\nrequest_timeout = 0\n").expect_err("range");
+        assert_eq!(e.to_string(), "test.toml:2:19: request_timeout = 0 is outside 1..=86400");
+        let e = parse("[[board]]\nserial = \"A\"\nbackend = \"h:1\"\nrequest_timeout = 90000\n").expect_err("range");
+        assert_eq!((e.line, e.column), (4, 19), "{e}");
     }
 
     #[test]

@@ -1,15 +1,20 @@
-//! Finding usb9pfs gadgets in sysfs: a USB device is one when its active
+//! Finding usb9pfs gadgets in sysfs: a USB device carries one when its active
 //! configuration has an interface ff/ff/09 with exactly one bulk IN and one
-//! bulk OUT endpoint, whatever its VID:PID.
+//! bulk OUT endpoint in any alternate setting, whatever its VID:PID. Each such
+//! interface is reported on its own (a gadget may carry several).
 //!
-//! Reading sysfs needs no privileges and no libusb, so `usb9pfsd list` works
-//! as any user and on machines without USB (it finds nothing). This module
-//! must never open a device node or claim anything.
+//! The interfaces come from the device's raw `descriptors` attribute, parsed
+//! by [`crate::descriptors`] exactly as the worker parses the usbfs node, so
+//! discovery and claiming agree by interface number and see every alternate
+//! setting. Reading sysfs needs no privileges and no libusb, so `usb9pfsd
+//! list` works as any user and on machines without USB (it finds nothing).
+//! This module must never open a device node or claim anything.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::board::{usb_id, BusAddr, GadgetInfo};
+use crate::descriptors;
 
 /// The USB part of sysfs (`/sys/bus/usb/devices`), rooted elsewhere in tests.
 #[derive(Clone, Debug)]
@@ -24,7 +29,8 @@ impl Default for Sysfs {
 }
 
 impl Sysfs {
-    /// Every gadget present now, ordered by bus and address.
+    /// Every usb9pfs interface present now, ordered by bus, address and
+    /// interface number.
     pub fn scan(&self) -> Vec<GadgetInfo> {
         let Ok(entries) = fs::read_dir(&self.devices) else {
             return Vec::new();
@@ -32,72 +38,51 @@ impl Sysfs {
         let mut found: Vec<GadgetInfo> = entries
             .flatten()
             .filter(|e| !e.file_name().to_string_lossy().contains(':'))
-            .filter_map(|e| probe(&e.path()))
+            .flat_map(|e| probe(&e.path()))
             .collect();
-        found.sort_by_key(|g| g.busaddr);
+        found.sort_by_key(|g| g.key());
         found
     }
 }
 
-/// Reads one usb_device directory; `Some` if it is a usb9pfs gadget.
-pub fn probe(dev: &Path) -> Option<GadgetInfo> {
+/// Reads one usb_device directory: one entry per usb9pfs interface of its
+/// active configuration (none for any other device).
+pub fn probe(dev: &Path) -> Vec<GadgetInfo> {
+    probe_device(dev).unwrap_or_default()
+}
+
+fn probe_device(dev: &Path) -> Option<Vec<GadgetInfo>> {
     let sysname = dev.file_name()?.to_string_lossy().into_owned();
     let bus: u8 = attr(dev, "busnum")?.parse().ok()?;
     let addr: u8 = attr(dev, "devnum")?.parse().ok()?;
     let vid = u16::from_str_radix(&attr(dev, "idVendor")?, 16).ok()?;
     let pid = u16::from_str_radix(&attr(dev, "idProduct")?, 16).ok()?;
-    let config = attr(dev, "bConfigurationValue").filter(|c| !c.is_empty())?;
-    let interface = find_interface(dev, &sysname, &config)?;
-    Some(GadgetInfo {
-        busaddr: BusAddr { bus, addr },
-        bus,
-        address: addr,
-        port_path: sysname,
-        vid,
-        pid,
-        id: usb_id(vid, pid),
-        serial: attr(dev, "serial"),
-        manufacturer: attr(dev, "manufacturer"),
-        product: attr(dev, "product"),
-        interface,
-    })
-}
-
-fn find_interface(dev: &Path, sysname: &str, config: &str) -> Option<u8> {
-    let prefix = format!("{sysname}:{config}.");
-    let mut entries: Vec<_> = fs::read_dir(dev).ok()?.flatten().collect();
-    entries.sort_by_key(|e| e.file_name());
-    entries.into_iter().find_map(|e| {
-        let name = e.file_name().to_string_lossy().into_owned();
-        name.strip_prefix(&prefix)?;
-        let intf = e.path();
-        let triple = (attr(&intf, "bInterfaceClass")?, attr(&intf, "bInterfaceSubClass")?, attr(&intf, "bInterfaceProtocol")?);
-        if triple != ("ff".into(), "ff".into(), "09".into()) || !has_bulk_pair(&intf) {
-            return None;
-        }
-        u8::from_str_radix(&attr(&intf, "bInterfaceNumber")?, 16).ok()
-    })
-}
-
-/// Exactly one bulk IN and one bulk OUT endpoint (`ep_XX/type`, `direction`).
-fn has_bulk_pair(intf: &Path) -> bool {
-    let Ok(entries) = fs::read_dir(intf) else { return false };
-    let (mut ins, mut outs) = (0, 0);
-    for e in entries.flatten() {
-        if !e.file_name().to_string_lossy().starts_with("ep_") {
-            continue;
-        }
-        let ep = e.path();
-        if attr(&ep, "type").as_deref() != Some("Bulk") {
-            continue;
-        }
-        match attr(&ep, "direction").as_deref() {
-            Some("in") => ins += 1,
-            Some("out") => outs += 1,
-            _ => {}
-        }
-    }
-    ins == 1 && outs == 1
+    let config: u8 = attr(dev, "bConfigurationValue").filter(|c| !c.is_empty())?.parse().ok()?;
+    // Descriptors are a few hundred bytes; a bounded read guards against an
+    // odd file, not against the kernel.
+    let raw = fs::read(dev.join("descriptors")).ok()?;
+    let layout = descriptors::parse(raw.get(..raw.len().min(64 * 1024))?, config);
+    let (serial, manufacturer, product) = (attr(dev, "serial"), attr(dev, "manufacturer"), attr(dev, "product"));
+    Some(
+        layout
+            .usb9pfs
+            .iter()
+            .map(|i| GadgetInfo {
+                busaddr: BusAddr { bus, addr },
+                bus,
+                address: addr,
+                port_path: sysname.clone(),
+                vid,
+                pid,
+                id: usb_id(vid, pid),
+                serial: serial.clone(),
+                manufacturer: manufacturer.clone(),
+                product: product.clone(),
+                interface: i.number,
+                alt: i.alt,
+            })
+            .collect(),
+    )
 }
 
 fn attr(dir: &Path, name: &str) -> Option<String> {
@@ -111,9 +96,18 @@ pub mod fake {
     use std::fs;
     use std::path::Path;
 
-    /// A usb_device dir `root/<port>` with a usb9pfs interface (or, with
-    /// `triple`, any other interface), configured as configuration 1.
+    use crate::descriptors::build::{self, Alt};
+
+    /// A usb_device dir `root/<port>` with one usb9pfs interface (or, with
+    /// `triple`, one interface of another class), configured as configuration 1.
     pub fn device(root: &Path, port: &str, bus: u8, addr: u8, id: (u16, u16), serial: Option<&str>, triple: &str) {
+        let hex = |i: usize| u8::from_str_radix(&triple[i..i + 2], 16).expect("hex triple");
+        let alt = Alt { triple: (hex(0), hex(2), hex(4)), ..Alt::usb9pfs(0, 0, 1) };
+        device_with(root, port, bus, addr, id, serial, &[alt]);
+    }
+
+    /// The same with any interfaces and alternate settings.
+    pub fn device_with(root: &Path, port: &str, bus: u8, addr: u8, id: (u16, u16), serial: Option<&str>, alts: &[Alt]) {
         let dev = root.join(port);
         let w = |p: &Path, name: &str, v: &str| {
             fs::create_dir_all(p).expect("mkdir");
@@ -129,21 +123,14 @@ pub mod fake {
         if let Some(s) = serial {
             w(&dev, "serial", s);
         }
-        let intf = dev.join(format!("{port}:1.0"));
-        w(&intf, "bInterfaceClass", &triple[0..2]);
-        w(&intf, "bInterfaceSubClass", &triple[2..4]);
-        w(&intf, "bInterfaceProtocol", &triple[4..6]);
-        w(&intf, "bInterfaceNumber", "00");
-        for (ep, dir) in [("ep_81", "in"), ("ep_01", "out")] {
-            w(&intf.join(ep), "type", "Bulk");
-            w(&intf.join(ep), "direction", dir);
-        }
+        fs::write(dev.join("descriptors"), build::device(1, alts)).expect("write descriptors");
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::descriptors::build::Alt;
 
     #[test]
     fn finds_gadgets_by_interface_triple_not_vid_pid() {
@@ -172,12 +159,32 @@ mod tests {
         let root = dir.path();
         fake::device(root, "1-1", 1, 2, (1, 2), None, "ffff09");
         fs::write(root.join("1-1/bConfigurationValue"), "\n").expect("w");
-        assert_eq!(probe(&root.join("1-1")), None);
-        fake::device(root, "1-2", 1, 3, (1, 2), None, "ffff09");
-        fs::write(root.join("1-2/1-2:1.0/ep_81/type"), "Interrupt\n").expect("w");
-        assert_eq!(probe(&root.join("1-2")), None);
+        assert_eq!(probe(&root.join("1-1")), vec![]);
+        let interrupt = Alt { endpoints: vec![(0x81, false), (0x01, true)], ..Alt::usb9pfs(0, 0, 1) };
+        fake::device_with(root, "1-2", 1, 3, (1, 2), None, &[interrupt]);
+        assert_eq!(probe(&root.join("1-2")), vec![]);
         fake::device(root, "1-3", 1, 4, (1, 2), None, "ffff09");
-        assert!(probe(&root.join("1-3")).is_some_and(|g| g.serial.is_none()));
+        assert!(probe(&root.join("1-3")).first().is_some_and(|g| g.serial.is_none()));
+    }
+
+    #[test]
+    fn every_usb9pfs_interface_of_a_composite_gadget_by_number_and_alt() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let root = dir.path();
+        // ACM at 0, usb9pfs at 2 and 10 ("1-1:1.10" sorts before "1-1:1.2"
+        // as a string), and one whose endpoints live in alternate setting 1.
+        let alts = [
+            Alt::empty(0, 0, (2, 2, 1)),
+            Alt::usb9pfs(10, 0, 3),
+            Alt::usb9pfs(2, 0, 2),
+            Alt::empty(4, 0, (0xff, 0xff, 0x09)),
+            Alt::usb9pfs(4, 1, 4),
+        ];
+        fake::device_with(root, "1-1", 1, 2, (0x1d6b, 0x0109), Some("A"), &alts);
+        let found = Sysfs { devices: root.to_path_buf() }.scan();
+        let got: Vec<_> = found.iter().map(|g| (g.key().to_string(), g.alt)).collect();
+        assert_eq!(got, vec![("001-002#2".into(), 0), ("001-002#4".into(), 1), ("001-002#10".into(), 0)]);
+        assert!(found.iter().all(|g| g.serial.as_deref() == Some("A")));
     }
 
     #[test]

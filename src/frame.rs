@@ -37,6 +37,8 @@ pub enum FrameError {
     TooSmall { size: u32 },
     #[error("9P frame declares size {size}, above this session's ceiling of {ceiling} bytes (negotiated msize or max_frame)")]
     TooLarge { size: u32, ceiling: u32 },
+    #[error("{count} empty USB transfers in a row instead of a 9P frame")]
+    StrayZlps { count: u32 },
     #[error("9P frame declares size {declared} but its transfer carried {got} bytes")]
     LengthMismatch { declared: u32, got: usize },
 }
@@ -69,6 +71,12 @@ pub fn header(frame: &[u8]) -> Option<Header> {
         kind: frame[4],
         tag: u16::from_le_bytes([frame[5], frame[6]]),
     })
+}
+
+/// Whether an R-message of type `r` can answer a T-message of type `t`: its
+/// own reply (T+1) or an error reply.
+pub fn answers(t: u8, r: u8) -> bool {
+    r == t.wrapping_add(1) || r == RLERROR || r == RERROR
 }
 
 /// Which error reply a session expects, from the Tversion version string.

@@ -32,10 +32,11 @@ pub async fn run(sysfs: Sysfs, tx: UnboundedSender<Input>) -> io::Result<()> {
     loop {
         let mut ready = fd.readable().await?;
         for event in ready.get_inner().iter() {
-            if let Some(ev) = translate(&event) {
+            for ev in translate(&event) {
                 match &ev {
                     HotplugEvent::Present(g) => tracing::debug!(
-                        serial = %g.serial_or_none(), busaddr = %g.busaddr, action = %event.event_type(), "usb9pfs gadget present"
+                        serial = %g.serial_or_none(), busaddr = %g.busaddr, iface = g.interface, action = %event.event_type(),
+                        "usb9pfs interface present"
                     ),
                     HotplugEvent::Gone(at) => tracing::debug!(busaddr = %at, action = %event.event_type(), "USB device gone"),
                     HotplugEvent::ColdplugDone => {}
@@ -51,14 +52,17 @@ fn send(tx: &UnboundedSender<Input>, ev: HotplugEvent) -> io::Result<()> {
     tx.send(Input::Hotplug(ev)).map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "supervisor stopped"))
 }
 
-fn translate(event: &udev::Event) -> Option<HotplugEvent> {
+fn translate(event: &udev::Event) -> Vec<HotplugEvent> {
     use udev::EventType::*;
     match event.event_type() {
-        Add | Bind | Change => probe(event.syspath()).map(HotplugEvent::Present),
+        Add | Bind | Change => probe(event.syspath()).into_iter().map(HotplugEvent::Present).collect(),
         Remove | Unbind => {
             let num = |key: &str| event.property_value(key)?.to_str()?.parse::<u8>().ok();
-            Some(HotplugEvent::Gone(BusAddr { bus: num("BUSNUM")?, addr: num("DEVNUM")? }))
+            match (num("BUSNUM"), num("DEVNUM")) {
+                (Some(bus), Some(addr)) => vec![HotplugEvent::Gone(BusAddr { bus, addr })],
+                _ => Vec::new(),
+            }
         }
-        Unknown => None,
+        Unknown => Vec::new(),
     }
 }

@@ -1,6 +1,7 @@
 //! usb9pfsd's entry point: parse the command line, set up logging, and run
 //! the chosen subcommand. Wiring only: the daemon's parts live in the library.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -10,27 +11,29 @@ use serde::Serialize;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
-use usb9pfsd::board::GadgetInfo;
+use usb9pfsd::board::{GadgetInfo, GadgetKey};
 use usb9pfsd::cli::{self, Cli, Command};
 use usb9pfsd::config::{self, Config, Decision};
 use usb9pfsd::status::IN_FLIGHT;
 use usb9pfsd::discover::Sysfs;
 use usb9pfsd::supervisor::{Input, Notify, Silent, Spawn, Supervisor};
-use usb9pfsd::worker::{self, Job};
-use usb9pfsd::{device, hotplug, logging, notify};
+use usb9pfsd::worker::{self, Carry, Job};
+use usb9pfsd::{hotplug, logging, notify, succession};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.verbose);
     let result = match cli.command {
-        Command::Run { config } => Config::load(&config)
-            .map_err(|e| e.to_string())
-            .and_then(|c| serve(c, Box::new(notify::Systemd))),
+        Command::Run { config } => {
+            // First, before any thread: sessions a predecessor handed over.
+            let inherited = succession::inherited_at_start();
+            Config::load(&config).map_err(|e| e.to_string()).and_then(|c| serve(c, Box::new(notify::Systemd), inherited))
+        }
         Command::List { json, config } => list(json, config.as_deref()),
         Command::Forward { server, port, id, path, serial, buflen } => {
             cli::forward_config(&server, port, id.as_deref(), path.as_deref(), serial.as_deref(), buflen)
                 .and_then(|c| check_single(&c).map(|()| c))
-                .and_then(|c| serve(c, Box::new(Silent)))
+                .and_then(|c| serve(c, Box::new(Silent), BTreeMap::new()))
         }
         Command::CheckConfig { path } => check_config(&path),
     };
@@ -44,41 +47,33 @@ fn main() -> ExitCode {
     }
 }
 
-/// Workers on OS threads; libusb is initialised when the first board needs it,
-/// so the daemon starts on a machine whose USB stack appears later.
-#[derive(Default)]
-struct Threads {
-    ctx: Option<rusb::Context>,
-}
+/// Workers on OS threads, each with its own libusb context (made when the
+/// worker opens its board, so the daemon starts on a machine whose USB stack
+/// appears later).
+struct Threads;
 
 impl Spawn for Threads {
     fn spawn(&mut self, job: Job) -> Result<(), String> {
-        let ctx = match &self.ctx {
-            Some(c) => c.clone(),
-            None => {
-                let c = device::context().map_err(|e| format!("cannot initialise libusb: {e} (is /dev/bus/usb present?)"))?;
-                self.ctx = Some(c.clone());
-                c
-            }
-        };
-        worker::spawn(ctx, job).map_err(|e| format!("cannot start a worker thread: {e}"))
+        worker::spawn(job).map_err(|e| format!("cannot start a worker thread: {e}"))
     }
 }
 
-/// Runs the supervisor and hotplug until SIGTERM/SIGINT.
-fn serve(config: Config, notify: Box<dyn Notify>) -> Result<(), String> {
+/// Runs the supervisor and hotplug until SIGTERM/SIGINT; SIGUSR2 re-executes
+/// in place with every board's session.
+fn serve(config: Config, notify: Box<dyn Notify>, inherited: BTreeMap<GadgetKey, Carry>) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     rt.block_on(async {
         let (tx, rx) = mpsc::unbounded_channel();
-        let supervisor = Supervisor::new(config, Threads::default(), notify, tx.clone());
+        let supervisor = Supervisor::new(config, Threads, notify, tx.clone()).with_inherited(inherited);
         let mut supervising = std::pin::pin!(supervisor.run(rx));
         let hotplug = hotplug::run(Sysfs::default(), tx.clone());
         let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
         let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
         let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+        let mut usr2 = signal(SignalKind::user_defined2()).map_err(|e| e.to_string())?;
         let signals = async {
             loop {
                 tokio::select! {
@@ -87,6 +82,12 @@ fn serve(config: Config, notify: Box<dyn Notify>) -> Result<(), String> {
                     _ = hup.recv() => tracing::warn!(
                         "SIGHUP: live reload is not implemented yet; restart usb9pfsd to apply config changes"
                     ),
+                    _ = usr2.recv() => {
+                        tracing::info!("SIGUSR2: re-executing in place; boards keep their sessions");
+                        if let Err(e) = succession::reexec(&tx, &[]).await {
+                            tracing::error!("re-execution failed: {e}");
+                        }
+                    }
                 }
             }
         };
@@ -94,6 +95,15 @@ fn serve(config: Config, notify: Box<dyn Notify>) -> Result<(), String> {
             _ = &mut supervising => Ok(()),
             r = hotplug => r.map_err(|e| e.to_string()),
             s = signals => {
+                if s == "SIGTERM" && succession::fd_store_enabled() {
+                    // A restart (systemctl restart, a package upgrade) must
+                    // not cost the boards their sessions: leave them with
+                    // systemd for the next start.
+                    match succession::to_fd_store(&tx).await {
+                        Ok(n) => tracing::info!("{s}: left {n} board session(s) in systemd's descriptor store for the next start"),
+                        Err(e) => tracing::warn!("{s}: cannot keep the sessions for the next start: {e}"),
+                    }
+                }
                 tracing::info!("{s}: stopping; boards with a request in flight get EIO");
                 let _ = tx.send(Input::Shutdown);
                 supervising.await;
@@ -108,13 +118,15 @@ fn serve(config: Config, notify: Box<dyn Notify>) -> Result<(), String> {
     })
 }
 
-/// `forward` serves one gadget: refuse to guess among several.
+/// `forward` serves one gadget (every usb9pfs interface of it): refuse to
+/// guess among several.
 fn check_single(c: &Config) -> Result<(), String> {
-    let matching: Vec<GadgetInfo> = Sysfs::default()
+    let mut matching: Vec<GadgetInfo> = Sysfs::default()
         .scan()
         .into_iter()
         .filter(|g| matches!(c.resolve(g), Decision::Serve { .. }))
         .collect();
+    matching.dedup_by_key(|g| g.busaddr);
     if matching.len() > 1 {
         let which: Vec<String> = matching.iter().map(|g| format!("{} {} ({})", g.port_path, g.id, g.serial_or_none())).collect();
         return Err(format!(
@@ -164,7 +176,10 @@ fn list(json: bool, config_path: Option<&Path>) -> Result<(), String> {
         return Ok(());
     }
     let dash = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".into());
-    println!("{:<3} {:<4} {:<10} {:<9} {:<20} {:<16} {:<20} BACKEND", "BUS", "ADDR", "PORT", "ID", "SERIAL", "MANUFACTURER", "PRODUCT");
+    println!(
+        "{:<3} {:<4} {:<10} {:<5} {:<9} {:<20} {:<16} {:<20} BACKEND",
+        "BUS", "ADDR", "PORT", "IFACE", "ID", "SERIAL", "MANUFACTURER", "PRODUCT"
+    );
     for r in &rows {
         let g = r.gadget;
         let backend = match (&r.backend, r.matched_by) {
@@ -172,10 +187,11 @@ fn list(json: bool, config_path: Option<&Path>) -> Result<(), String> {
             _ => "- (not served)".into(),
         };
         println!(
-            "{:<3} {:<4} {:<10} {:<9} {:<20} {:<16} {:<20} {backend}",
+            "{:<3} {:<4} {:<10} {:<5} {:<9} {:<20} {:<16} {:<20} {backend}",
             g.bus,
             g.address,
             g.port_path,
+            g.interface,
             g.id,
             dash(&g.serial),
             dash(&g.manufacturer),
@@ -185,19 +201,29 @@ fn list(json: bool, config_path: Option<&Path>) -> Result<(), String> {
     Ok(())
 }
 
+fn limits(t: &config::Target) -> String {
+    match t.request_timeout {
+        Some(d) => format!("buflen {}, request_timeout {}s", t.buflen, d.as_secs()),
+        None => format!("buflen {}", t.buflen),
+    }
+}
+
 fn check_config(path: &Path) -> Result<(), String> {
     let c = Config::load(path).map_err(|e| e.to_string())?;
     println!("{}: OK", path.display());
     match &c.default {
-        Some(t) => println!("  unlisted boards -> {} (buflen {})", t.backend, t.buflen),
+        Some(t) => println!("  unlisted boards -> {} ({})", t.backend, limits(t)),
         None => println!("  unlisted boards -> left alone"),
     }
     for r in &c.boards {
-        let m = match &r.matcher {
+        let mut m = match &r.matcher {
             config::Match::Serial(s) => format!("serial {s}"),
             config::Match::Path(p) => format!("path {p}"),
         };
-        println!("  {m} -> {} (buflen {})", r.target.backend, r.target.buflen);
+        if let Some(i) = r.interface {
+            m.push_str(&format!(" interface {i}"));
+        }
+        println!("  {m} -> {} ({})", r.target.backend, limits(&r.target));
     }
     if let Some(ids) = &c.allow_ids {
         let ids: Vec<String> = ids.iter().map(|(v, p)| usb9pfsd::board::usb_id(*v, *p)).collect();

@@ -11,8 +11,17 @@
 //!   packet-multiple R-message with a ZLP, except when the message fills the
 //!   whole `buflen` (a ZLP would then land in the board's *next* request).
 //!
+//! A worker is stopped (reload, hand-over to a re-executed daemon) only at a
+//! message boundary: [`StopSwitch::request`] cancels an IN transfer that waits
+//! for the *first* bytes of a T-message; one that already holds part of a
+//! frame is finished, exchanged and answered first, so a board is never left
+//! owing or owed a message.
+//!
 //! This module must never allocate per message and never decide policy
 //! (which backend, retries): it only moves bytes and validates sizes.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use crate::frame::{self, FrameError};
 
@@ -21,10 +30,66 @@ pub trait UsbPipe: Send {
     /// wMaxPacketSize of the endpoints (512 at high speed, 1024 at super speed).
     fn max_packet_size(&self) -> usize;
     /// One bulk IN transfer into `buf`. Blocks until the board ends the
-    /// transfer (short packet, ZLP, or `buf` full) or goes away.
-    fn read_transfer(&mut self, buf: &mut [u8]) -> Result<usize, UsbError>;
-    /// One bulk OUT transfer of exactly `data`; an empty slice sends a ZLP.
-    fn write_transfer(&mut self, data: &[u8]) -> Result<(), UsbError>;
+    /// transfer (short packet, ZLP, or `buf` full) or goes away. With
+    /// `at_boundary` (nothing of the next T-message read yet) a stop request
+    /// cancels it: [`UsbError::Stopped`] if no byte had arrived, else the
+    /// bytes that did (the caller then reads the rest of the frame).
+    fn read_transfer(&mut self, buf: &mut [u8], at_boundary: bool) -> Result<usize, UsbError>;
+    /// One bulk OUT transfer of exactly `data`, ended by a zero-length packet
+    /// when `zlp` is set (an empty `data` with `zlp` is a lone ZLP).
+    fn write_transfer(&mut self, data: &[u8], zlp: bool) -> Result<(), UsbError>;
+}
+
+/// Asks one worker to stop at its next message boundary. Shared between the
+/// supervisor (which requests) and the worker's pipe (which registers how to
+/// cancel its pending IN transfer, once, and arms it only while that transfer
+/// waits at a boundary).
+#[derive(Default)]
+pub struct StopSwitch {
+    requested: AtomicBool,
+    cancel: Mutex<Canceller>,
+}
+
+#[derive(Default)]
+struct Canceller {
+    armed: bool,
+    cancel: Option<Box<dyn Fn() + Send>>,
+}
+
+impl StopSwitch {
+    /// Requests the stop; cancels the pending IN transfer if it waits at a
+    /// boundary. Idempotent.
+    pub fn request(&self) {
+        self.requested.store(true, Ordering::SeqCst);
+        let c = lock(&self.cancel);
+        if let (true, Some(cancel)) = (c.armed, &c.cancel) {
+            cancel();
+        }
+    }
+
+    pub fn requested(&self) -> bool {
+        self.requested.load(Ordering::SeqCst)
+    }
+
+    /// The pipe's way to cancel its IN transfer (set once when the pipe is
+    /// made, cleared before the transfer is freed).
+    pub fn set_canceller(&self, cancel: Option<Box<dyn Fn() + Send>>) {
+        let mut c = lock(&self.cancel);
+        c.armed = false;
+        c.cancel = cancel;
+    }
+
+    /// Arms the canceller for a transfer about to be submitted at a boundary
+    /// (or disarms it). After submitting an armed transfer the pipe must
+    /// check [`requested`](Self::requested) and cancel it itself if set:
+    /// then a request can never fall between the two.
+    pub fn arm(&self, armed: bool) {
+        lock(&self.cancel).armed = armed;
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// What can go wrong on the USB side.
@@ -32,6 +97,8 @@ pub trait UsbPipe: Send {
 pub enum UsbError {
     #[error("board disconnected")]
     Gone,
+    #[error("stopped at a message boundary")]
+    Stopped,
     #[error("board sent more than the {0}-byte transfer could hold")]
     Overflow(usize),
     #[error("endpoint stalled")]
@@ -63,12 +130,18 @@ pub fn request_len(ceiling: u32, max_packet: usize) -> usize {
 /// default `buflen` fit in one transfer of this size anyway.
 pub const IN_CHUNK: usize = 16384;
 
+/// Empty transfers tolerated before a T-message: the board sends a ZLP only
+/// after a packet-multiple message, so a few strays can follow a transfer the
+/// host ended early; thousands in a row are a broken board.
+pub const MAX_STRAY_ZLPS: u32 = 64;
+
 /// Receives one T-message from the board into `buf` and returns its length.
 ///
 /// `buf` must be at least `request_len(ceiling, mps)` long. Stray ZLPs are
-/// skipped; a message the board split over several transfers (or one longer
-/// than [`IN_CHUNK`]) is joined; the declared size is checked against
-/// `ceiling` before more is read.
+/// skipped (at most [`MAX_STRAY_ZLPS`] in a row); a message the board split
+/// over several transfers (or one longer than [`IN_CHUNK`]) is joined; the
+/// declared size is checked against `ceiling` before more is read. A stop
+/// request ends the wait only while no byte of the message has arrived.
 pub fn recv_message<P: UsbPipe + ?Sized>(
     pipe: &mut P,
     buf: &mut [u8],
@@ -76,12 +149,20 @@ pub fn recv_message<P: UsbPipe + ?Sized>(
 ) -> Result<usize, RecvError> {
     let want = request_len(ceiling, pipe.max_packet_size()).min(buf.len());
     let mut got = 0;
+    let mut zlps = 0;
     let read = |pipe: &mut P, buf: &mut [u8], got: usize| {
         let end = (got + IN_CHUNK).min(want);
-        pipe.read_transfer(&mut buf[got..end])
+        pipe.read_transfer(&mut buf[got..end], got == 0)
     };
     let size = loop {
-        got += read(pipe, buf, got)?;
+        let n = read(pipe, buf, got)?;
+        if n == 0 {
+            zlps += 1;
+            if zlps > MAX_STRAY_ZLPS {
+                return Err(FrameError::StrayZlps { count: zlps }.into());
+            }
+        }
+        got += n;
         if let Some(size) = frame::peek_size(&buf[..got]) {
             break size;
         }
@@ -104,7 +185,7 @@ pub fn recv_message<P: UsbPipe + ?Sized>(
     Ok(size)
 }
 
-/// Sends one R-message to the board as one transfer, plus the ZLP the
+/// Sends one R-message to the board as one transfer, ended by the ZLP the
 /// board's receive request needs when the message is a whole number of
 /// packets shorter than its `board_buflen`.
 pub fn send_message<P: UsbPipe + ?Sized>(
@@ -112,11 +193,8 @@ pub fn send_message<P: UsbPipe + ?Sized>(
     msg: &[u8],
     board_buflen: u32,
 ) -> Result<(), UsbError> {
-    pipe.write_transfer(msg)?;
-    if needs_zlp(msg.len(), pipe.max_packet_size(), board_buflen) {
-        pipe.write_transfer(&[])?;
-    }
-    Ok(())
+    let zlp = needs_zlp(msg.len(), pipe.max_packet_size(), board_buflen);
+    pipe.write_transfer(msg, zlp)
 }
 
 /// True when a message of `len` bytes would leave the board's receive
@@ -281,11 +359,66 @@ mod tests {
     }
 
     #[test]
+    fn a_stop_ends_the_wait_for_the_next_message_only() {
+        let (mut host, board) = pair(16384);
+        let stop = host.stop_switch();
+        let mut buf = vec![0; request_len(16384, 512)];
+        // Requested while the loop waits: the IN transfer is cancelled.
+        let waiting = std::thread::spawn(move || {
+            let r = recv_message(&mut host, &mut buf, 16384);
+            (host, buf, r)
+        });
+        stop.request();
+        let (mut host, mut buf, r) = waiting.join().expect("join");
+        assert_eq!(r, Err(RecvError::Usb(UsbError::Stopped)));
+        // A message that had begun is read to its end first: the board split
+        // it, the stop lands between the halves, and the frame still arrives.
+        let (mut host2, board2) = pair(16384);
+        let stop2 = host2.stop_switch();
+        let m = msg(1500, 7);
+        board2.send_raw(&m[..512]);
+        board2.send_raw(&m[512..1024]);
+        let reader = std::thread::spawn(move || {
+            let mut buf = vec![0; request_len(16384, 512)];
+            let r = recv_message(&mut host2, &mut buf, 16384);
+            (r, buf)
+        });
+        board2.wait_taken(2);
+        stop2.request();
+        board2.send_raw(&m[1024..]);
+        let (r, buf2) = reader.join().expect("join");
+        assert_eq!(r, Ok(1500));
+        assert_eq!(&buf2[..1500], &m[..]);
+        // Requested before the wait even began: nothing is read.
+        board.send(&msg(100, 1));
+        assert_eq!(recv_message(&mut host, &mut buf, 16384), Err(RecvError::Usb(UsbError::Stopped)));
+    }
+
+    #[test]
+    fn thousands_of_stray_zlps_are_a_broken_board() {
+        let (mut host, board) = pair(16384);
+        let mut buf = vec![0; request_len(16384, 512)];
+        for _ in 0..MAX_STRAY_ZLPS {
+            board.send_zlp();
+        }
+        let m = msg(100, 1);
+        board.send(&m);
+        assert_eq!(recv_message(&mut host, &mut buf, 16384), Ok(100), "a few strays are skipped");
+        for _ in 0..=MAX_STRAY_ZLPS {
+            board.send_zlp();
+        }
+        assert_eq!(
+            recv_message(&mut host, &mut buf, 16384),
+            Err(RecvError::Frame(FrameError::StrayZlps { count: MAX_STRAY_ZLPS + 1 }))
+        );
+    }
+
+    #[test]
     fn disconnect_is_reported_as_gone() {
         let (mut host, board) = pair(16384);
         drop(board);
         let mut buf = vec![0; 1024];
         assert_eq!(recv_message(&mut host, &mut buf, 512), Err(RecvError::Usb(UsbError::Gone)));
-        assert_eq!(host.write_transfer(b"x"), Err(UsbError::Gone));
+        assert_eq!(host.write_transfer(b"x", false), Err(UsbError::Gone));
     }
 }

@@ -1,8 +1,11 @@
 //! The supervisor's policy for one board's backend connections: which server
-//! (the config's answer, swappable on reload), a bounded connect, a capped
-//! exponential backoff after failed attempts so a board retrying its mount in
-//! a loop neither hammers the server nor floods the log, and an abort switch
-//! that wakes the worker when the board is removed or the daemon stops.
+//! (the config's answer, swappable on reload), a connect bounded by
+//! [`CONNECT_TIMEOUT`] (name resolution included), a capped exponential
+//! backoff after failed attempts and a session rate limit (a burst, then one
+//! per interval) so a board retrying its mount in a loop neither hammers the
+//! server nor floods the log, and an abort switch that wakes the worker when
+//! the board is removed or the daemon stops — whether it waits for a connect
+//! in progress or for a reply on the live session.
 //!
 //! Runs on the worker's thread when the frame loop asks for a connection. It
 //! must never touch USB.
@@ -11,13 +14,53 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::backend::{AbortHandle, Backend, BackendAddr, BackendError};
+use crate::backend::{AbortHandle, Backend, BackendAddr, BackendError, Dial};
 use crate::forward::{Backends, ConnectError};
 
-/// How long one connect attempt may take.
+/// New server sessions a board may open in a row (each Tversion is one)…
+pub const SESSION_BURST: u32 = 8;
+/// …after which it gets at most one per interval; further Tversions get an
+/// error reply (EAGAIN) without a connect, so a board looping on mount can
+/// flood neither the shared server nor the journal.
+pub const SESSION_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The session rate limit, a token bucket kept as one instant (GCRA): the
+/// bucket is full again at `next`, and a session is allowed while `next`
+/// lies less than a whole burst of intervals ahead.
+#[derive(Default)]
+struct SessionRate {
+    next: Option<Instant>,
+    /// Refused since the limit last started to apply (logged once per burst).
+    refused: u64,
+}
+
+impl SessionRate {
+    /// Takes one session at `now`; false if the board is over its rate.
+    fn take(&mut self, now: Instant) -> bool {
+        let next = self.next.map_or(now, |n| n.max(now));
+        if next - now > SESSION_INTERVAL * (SESSION_BURST - 1) {
+            return false;
+        }
+        self.next = Some(next + SESSION_INTERVAL);
+        true
+    }
+
+    /// True when the board has been quiet long enough to have its burst back.
+    fn rested(&self, now: Instant) -> bool {
+        self.next.map_or(true, |n| n <= now)
+    }
+}
+
+/// How long one connect attempt may take, name resolution included.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(8);
+
+enum Live {
+    Idle,
+    Dialing(std::sync::Arc<Dial>),
+    Connected(AbortHandle),
+}
 
 #[derive(Default)]
 struct Attempts {
@@ -30,8 +73,11 @@ struct Attempts {
 pub struct BoardBackend {
     addr: Mutex<BackendAddr>,
     attempts: Mutex<Attempts>,
-    abort: Mutex<Option<AbortHandle>>,
+    /// What stop() must break: the attempt in progress or the live session.
+    live: Mutex<Live>,
+    rate: Mutex<SessionRate>,
     stopped: AtomicBool,
+    connect_timeout: Duration,
     /// Connect attempts actually made (not refused by backoff).
     pub tries: AtomicU64,
     /// The last failure, for status and logs.
@@ -43,24 +89,87 @@ impl BoardBackend {
         BoardBackend {
             addr: Mutex::new(addr),
             attempts: Mutex::default(),
-            abort: Mutex::new(None),
+            live: Mutex::new(Live::Idle),
+            rate: Mutex::default(),
             stopped: AtomicBool::new(false),
+            connect_timeout: CONNECT_TIMEOUT,
             tries: AtomicU64::new(0),
             last_error: Mutex::new(None),
         }
+    }
+
+    /// The same backend with another bound on each connect (tests).
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> BoardBackend {
+        self.connect_timeout = timeout;
+        self
     }
 
     pub fn addr(&self) -> BackendAddr {
         lock(&self.addr).clone()
     }
 
-    /// Refuses new connections and breaks the live one, so a worker blocked
-    /// on the server wakes up (board removed, daemon stopping).
+    /// Refuses new connections and breaks the one in progress or live, so a
+    /// worker blocked on the server wakes up (board removed, daemon stopping).
     pub fn stop(&self) {
         self.stopped.store(true, Ordering::SeqCst);
-        if let Some(a) = lock(&self.abort).take() {
-            a.abort();
+        match std::mem::replace(&mut *lock(&self.live), Live::Idle) {
+            Live::Idle => {}
+            Live::Dialing(d) => d.cancel(),
+            Live::Connected(a) => a.abort(),
         }
+    }
+
+    fn stopped_error() -> ConnectError {
+        ConnectError { errno: libc::EIO as u32, message: "usb9pfsd is letting go of this board".into() }
+    }
+
+    /// One connect attempt, bounded by the timeout and woken by stop().
+    fn dial(&self, addr: &BackendAddr) -> std::io::Result<Backend> {
+        let dial = Dial::start(addr, self.connect_timeout)?;
+        *lock(&self.live) = Live::Dialing(dial.clone());
+        // stop() sets the flag before it looks at `live`: either it saw the
+        // dial and cancelled it, or this sees the flag.
+        if self.stopped.load(Ordering::SeqCst) {
+            dial.cancel();
+        }
+        let b = dial.wait(self.connect_timeout)?;
+        *lock(&self.live) = Live::Connected(b.abort_handle());
+        if self.stopped.load(Ordering::SeqCst) {
+            // Raced with stop(): do not leave a live connection behind.
+            self.stop();
+        }
+        Ok(b)
+    }
+
+    /// The per-board session rate limit: refuses a new session beyond
+    /// [`SESSION_BURST`] in a row, saying so once per burst.
+    fn throttle(&self, now: Instant, addr: &BackendAddr) -> Result<(), ConnectError> {
+        let mut rate = lock(&self.rate);
+        if rate.refused > 0 && rate.rested(now) {
+            tracing::info!(backend = %addr, "the board's mount rate is back to normal; {} new session(s) were refused", rate.refused);
+            rate.refused = 0;
+        }
+        if rate.take(now) {
+            return Ok(());
+        }
+        let err = ConnectError {
+            errno: libc::EAGAIN as u32,
+            message: format!(
+                "refusing a new 9P session: the board opened {SESSION_BURST} in a row (is it looping on mount?); it gets at most one every {SESSION_INTERVAL:?} now"
+            ),
+        };
+        rate.refused += 1;
+        if rate.refused == 1 {
+            tracing::warn!(
+                backend = %addr,
+                "{}; its mounts fail with EAGAIN until then. Check why the board keeps mounting (its kernel log, its init scripts)",
+                err.message
+            );
+            self.record(&err.message);
+        } else {
+            tracing::debug!(backend = %addr, "{}", err.message);
+        }
+        Err(err)
     }
 
     fn record(&self, message: &str) {
@@ -76,7 +185,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Backends for BoardBackend {
     fn connect(&self) -> Result<Backend, ConnectError> {
         if self.stopped.load(Ordering::SeqCst) {
-            return Err(ConnectError { errno: libc::EIO as u32, message: "usb9pfsd is letting go of this board".into() });
+            return Err(Self::stopped_error());
         }
         let now = Instant::now();
         let addr = self.addr();
@@ -89,20 +198,23 @@ impl Backends for BoardBackend {
                 }
             }
         }
+        self.throttle(now, &addr)?;
         self.tries.fetch_add(1, Ordering::Relaxed);
-        match Backend::connect(&addr, CONNECT_TIMEOUT) {
+        match self.dial(&addr) {
+            Err(_) if self.stopped.load(Ordering::SeqCst) => Err(Self::stopped_error()),
             Ok(b) => {
                 *lock(&self.attempts) = Attempts::default();
-                *lock(&self.abort) = b.abort_handle().ok();
-                if self.stopped.load(Ordering::SeqCst) {
-                    // Raced with stop(): do not leave a live connection behind.
-                    self.stop();
-                }
                 tracing::info!(backend = %addr, "board mounted: new 9P session with the server");
                 Ok(b)
             }
             Err(e) => {
+                *lock(&self.live) = Live::Idle;
                 let err = ConnectError::from_io(&e, format!("cannot connect to 9P server {addr}"));
+                let hint = if e.kind() == std::io::ErrorKind::TimedOut {
+                    format!("the server did not accept within {:?}: check whether it is wedged, stopped (SIGSTOP) or overloaded, or its host unreachable", self.connect_timeout)
+                } else {
+                    "is the server running and reachable?".to_string()
+                };
                 let mut a = lock(&self.attempts);
                 a.failures += 1;
                 let delay = FIRST_BACKOFF.saturating_mul(1 << (a.failures - 1).min(16)).min(MAX_BACKOFF);
@@ -110,7 +222,7 @@ impl Backends for BoardBackend {
                 a.last = Some(err.clone());
                 tracing::warn!(
                     backend = %addr,
-                    "{}; the board's mount fails with errno {} (is the server running and reachable?); mounts in the next {delay:?} fail without retrying",
+                    "{}; the board's mount fails with errno {} ({hint}); mounts in the next {delay:?} fail without retrying",
                     err.message,
                     err.errno
                 );
@@ -120,12 +232,29 @@ impl Backends for BoardBackend {
         }
     }
 
+    /// Registers a live connection a predecessor handed over, so stop()
+    /// wakes a worker blocked on it like on one this backend made.
+    fn adopted(&self, b: &Backend) {
+        *lock(&self.live) = Live::Connected(b.abort_handle());
+        if self.stopped.load(Ordering::SeqCst) {
+            self.stop();
+        }
+    }
+
     fn lost(&self, err: &BackendError) {
         let addr = self.addr();
         let message = format!("lost the 9P server {addr} mid-session: {err}");
-        tracing::error!(backend = %addr, "{message}; the board's requests now fail with EIO until it mounts again");
+        if let BackendError::Timeout { .. } = err {
+            tracing::error!(
+                backend = %addr,
+                "{message}: the server is wedged, stopped or overloaded. The request failed with ETIMEDOUT and the session is closed; \
+                 the board's requests fail with EIO until it mounts again. Check the server, or raise request_timeout if such requests may take longer"
+            );
+        } else {
+            tracing::error!(backend = %addr, "{message}; the board's requests now fail with EIO until it mounts again");
+        }
         self.record(&message);
-        *lock(&self.abort) = None;
+        *lock(&self.live) = Live::Idle;
     }
 }
 
@@ -149,6 +278,125 @@ mod tests {
         assert_eq!(second, first);
         assert_eq!(b.tries.load(Ordering::Relaxed), 1, "the second mount must not hit the server");
         assert!(lock(&b.last_error).as_deref().is_some_and(|m| m.contains(&port.to_string())));
+    }
+
+    #[test]
+    fn a_session_that_ends_closes_its_server_connection() {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let b = BoardBackend::new(l.local_addr().expect("a").to_string().parse().expect("addr"));
+        let conn = b.connect().expect("connect");
+        let (mut server_side, _) = l.accept().expect("accept");
+        // Hang guard only: EOF must come at once.
+        server_side.set_read_timeout(Some(std::time::Duration::from_secs(20))).expect("timeout");
+        // forward drops the connection on a new Tversion, a lost session and
+        // when the worker ends: the server must see the session end then,
+        // not at the board's next mount.
+        drop(conn);
+        let mut byte = [0u8; 1];
+        assert_eq!(std::io::Read::read(&mut server_side, &mut byte).expect("EOF, not a timeout"), 0);
+        b.stop();
+    }
+
+    /// Starts `b.connect()` on a thread, waits until the attempt is under
+    /// way, stops the backend, and returns what connect() said.
+    fn stop_during_connect(b: BoardBackend) -> Result<(), ConnectError> {
+        let b = std::sync::Arc::new(b);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let worker = b.clone();
+        std::thread::spawn(move || tx.send(worker.connect().map(|_| ())));
+        // The attempt is counted just before it starts; stop() must wake it
+        // whether it lands just before the socket call or inside it.
+        let guard = Instant::now() + Duration::from_secs(20);
+        while b.tries.load(Ordering::SeqCst) == 0 && Instant::now() < guard {
+            std::thread::yield_now();
+        }
+        b.stop();
+        rx.recv_timeout(Duration::from_secs(20)).expect("stop() must wake a connect in progress")
+    }
+
+    #[test]
+    fn stop_wakes_a_connect_to_a_unix_server_that_stopped_accepting() {
+        let hole = crate::backend::blackhole::unix();
+        let b = BoardBackend::new(hole.addr.clone()).with_connect_timeout(Duration::from_secs(120));
+        let e = stop_during_connect(b).expect_err("stopped");
+        assert!(e.message.contains("letting go"), "{e:?}");
+    }
+
+    #[test]
+    fn stop_wakes_a_connect_to_a_blackholed_tcp_server() {
+        let hole = crate::backend::blackhole::tcp();
+        let b = BoardBackend::new(hole.addr.clone()).with_connect_timeout(Duration::from_secs(120));
+        let e = stop_during_connect(b).expect_err("stopped");
+        assert!(e.message.contains("letting go"), "{e:?}");
+    }
+
+    #[test]
+    fn a_connect_that_times_out_fails_the_mount_with_etimedout() {
+        let hole = crate::backend::blackhole::unix();
+        let b = BoardBackend::new(hole.addr.clone()).with_connect_timeout(Duration::from_millis(300));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(b.connect().map(|_| ())));
+        let e = rx.recv_timeout(Duration::from_secs(20)).expect("bounded").expect_err("nobody accepts");
+        assert_eq!(e.errno, libc::ETIMEDOUT as u32, "{e:?}");
+    }
+
+    #[test]
+    fn a_board_looping_on_mount_is_throttled() {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let b = BoardBackend::new(l.local_addr().expect("a").to_string().parse().expect("addr"));
+        for i in 0..SESSION_BURST {
+            assert!(b.connect().is_ok(), "session {i} of the burst");
+        }
+        let e = b.connect().err().expect("beyond the burst");
+        assert_eq!(e.errno, libc::EAGAIN as u32, "{e:?}");
+        assert!(e.message.contains("in a row"), "{e:?}");
+        assert_eq!(b.tries.load(Ordering::Relaxed), SESSION_BURST as u64, "the refused mount must not reach the server");
+    }
+
+    #[test]
+    fn session_rate_is_a_burst_then_one_per_interval() {
+        let mut bucket = SessionRate::default();
+        let t0 = Instant::now();
+        for _ in 0..SESSION_BURST {
+            assert!(bucket.take(t0));
+        }
+        assert!(!bucket.take(t0));
+        assert!(!bucket.take(t0 + SESSION_INTERVAL / 2));
+        assert!(bucket.take(t0 + SESSION_INTERVAL));
+        assert!(!bucket.take(t0 + SESSION_INTERVAL));
+        // Quiet for a whole burst's worth: the full burst is back.
+        let later = t0 + SESSION_INTERVAL * (SESSION_BURST + 1);
+        for _ in 0..SESSION_BURST {
+            assert!(bucket.take(later));
+        }
+        assert!(!bucket.take(later));
+    }
+
+    #[test]
+    fn connect_timeouts_and_missed_deadlines_are_logged_with_the_board_and_what_to_do() {
+        let out = crate::supervisor::tests::captured_log();
+        let hole = crate::backend::blackhole::unix();
+        let b = BoardBackend::new(hole.addr.clone()).with_connect_timeout(Duration::from_millis(300));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // As worker.rs does for the board's thread.
+            let span = tracing::info_span!("board", serial = %"log-timeout-1", busaddr = %"009-009");
+            let _enter = span.enter();
+            let _ = b.connect();
+            b.lost(&BackendError::Timeout { after: Duration::from_secs(7), kind: 116 });
+            let _ = tx.send(());
+        });
+        rx.recv_timeout(Duration::from_secs(20)).expect("bounded");
+        let text = String::from_utf8(lock(&out.0).clone()).expect("utf8");
+        let ours: Vec<&str> = text.lines().filter(|l| l.contains("serial=log-timeout-1") && l.contains("busaddr=009-009")).collect();
+        assert!(
+            ours.iter().any(|l| l.contains("backlog is full") && l.contains("errno 110") && l.contains("check whether it is wedged, stopped")),
+            "{ours:#?}"
+        );
+        assert!(
+            ours.iter().any(|l| l.contains("did not answer a Tread within 7s") && l.contains("raise request_timeout")),
+            "{ours:#?}"
+        );
     }
 
     #[test]

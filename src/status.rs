@@ -17,6 +17,9 @@ pub struct Counters {
     pub t_bytes: AtomicU64,
     pub r_messages: AtomicU64,
     pub r_bytes: AtomicU64,
+    /// Server replies other than Rversion: the board got work done, not just
+    /// a handshake (what the supervisor's restart backoff counts as served).
+    pub served: AtomicU64,
     /// Error replies usb9pfsd wrote itself because the server could not answer.
     pub error_replies: AtomicU64,
     /// 9P sessions opened with the server (one per Tversion that connected).
@@ -32,6 +35,7 @@ pub struct CounterSnapshot {
     pub t_bytes: u64,
     pub r_messages: u64,
     pub r_bytes: u64,
+    pub served: u64,
     pub error_replies: u64,
     pub sessions: u64,
     pub backend_failures: u64,
@@ -45,6 +49,7 @@ impl Counters {
             t_bytes: g(&self.t_bytes),
             r_messages: g(&self.r_messages),
             r_bytes: g(&self.r_bytes),
+            served: g(&self.served),
             error_replies: g(&self.error_replies),
             sessions: g(&self.sessions),
             backend_failures: g(&self.backend_failures),
@@ -68,6 +73,8 @@ pub enum BoardState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BoardStatus {
     pub busaddr: String,
+    /// bInterfaceNumber of this usb9pfs interface.
+    pub interface: u8,
     pub port_path: String,
     pub id: String,
     pub serial: Option<String>,

@@ -3,11 +3,13 @@
 //! which board gets a worker and with which backend, restarts failed workers
 //! with capped exponential backoff, and answers status queries.
 //!
-//! A board is keyed by bus and address: a reset or re-enumeration is a new
-//! key, hence a fresh worker and a fresh backend connection. One board's
-//! failures never touch another board's entry. The supervisor must never
-//! touch endpoints or sockets itself; it only starts workers through
-//! [`Spawn`] and stops backends through [`BoardBackend::stop`].
+//! A board is one usb9pfs interface, keyed by bus, address and interface
+//! number ([`GadgetKey`]): a reset or re-enumeration is a new key, hence a
+//! fresh worker and a fresh backend connection; a gadget with two usb9pfs
+//! functions is two boards. One board's failures never touch another board's
+//! entry. The supervisor must never touch endpoints or sockets itself; it only
+//! starts workers through [`Spawn`], stops them through their [`StopSwitch`]
+//! and stops backends through [`BoardBackend::stop`].
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -16,24 +18,31 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, Instant};
 
-use crate::board::{BusAddr, GadgetInfo};
+use crate::board::{BusAddr, GadgetInfo, GadgetKey};
 use crate::config::{Config, Decision, Target};
 use crate::forward::Limits;
+use crate::pipe::StopSwitch;
 use crate::reconnect::BoardBackend;
 use crate::status::{BoardState, BoardStatus, Counters};
-use crate::worker::{End, Job, Report, Reporter, WorkerEvent};
+use crate::worker::{Carry, End, Job, Report, Reporter, WorkerEvent};
+
+pub mod handover;
 
 /// First delay before restarting a failed worker; doubles per failure.
 pub const FIRST_RESTART: Duration = Duration::from_millis(500);
 /// The longest a failed board waits for its next worker.
 pub const MAX_RESTART: Duration = Duration::from_secs(30);
+/// Unserved boards remembered so each is logged once (bounded memory).
+const MAX_NOTED: usize = 1024;
 
 /// What the hotplug side reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HotplugEvent {
-    /// A usb9pfs gadget is present (coldplug, add, bind). Repeats are harmless.
+    /// A usb9pfs interface is present (coldplug, add, bind); one event per
+    /// interface. Repeats are harmless.
     Present(GadgetInfo),
-    /// Whatever was at this bus address is gone (remove, unbind).
+    /// Whatever was at this bus address is gone (remove, unbind): every
+    /// interface of the device.
     Gone(BusAddr),
     /// Every gadget present at start-up has been reported.
     ColdplugDone,
@@ -45,6 +54,11 @@ pub enum Input {
     Hotplug(HotplugEvent),
     Worker(Report),
     Status(oneshot::Sender<Vec<BoardStatus>>),
+    /// Stop every served board at a message boundary and hand back what
+    /// each carried (see [`handover`]).
+    HandOver(handover::HandOverReply),
+    /// Serve handed-over boards again (their successor could not start).
+    Resume(Vec<handover::HandedBoard>),
     /// Stop every board's backend (waking blocked workers) and return.
     Shutdown,
 }
@@ -78,6 +92,8 @@ enum Slot {
     Ignored(String),
     Running,
     Waiting(Instant),
+    /// Stopped at a message boundary and handed to a successor.
+    HandedOver,
 }
 
 struct Board {
@@ -85,11 +101,14 @@ struct Board {
     target: Option<Target>,
     backend: Option<Arc<BoardBackend>>,
     counters: Arc<Counters>,
+    /// The current worker's stop switch.
+    stop: Arc<StopSwitch>,
     slot: Slot,
     generation: u64,
     starts: u64,
     failures: u32,
-    /// r_messages when the current worker started: did it serve anything?
+    /// `served` when the current worker started: did it serve anything
+    /// beyond a handshake?
     served_at_start: u64,
     last_error: Option<String>,
 }
@@ -99,11 +118,16 @@ pub struct Supervisor<S: Spawn> {
     spawner: S,
     notify: Box<dyn Notify>,
     inputs: mpsc::UnboundedSender<Input>,
-    boards: BTreeMap<BusAddr, Board>,
+    boards: BTreeMap<GadgetKey, Board>,
+    /// Workers of removed boards that have not reported their end yet.
+    orphans: BTreeMap<GadgetKey, u64>,
     /// Serials / port paths of unserved boards already logged once.
     noted: HashSet<String>,
     next_generation: u64,
     ready: bool,
+    handing: Option<handover::Handing>,
+    /// Sessions a predecessor handed over, adopted when their board shows up.
+    inherited: BTreeMap<GadgetKey, Carry>,
 }
 
 impl<S: Spawn> Supervisor<S> {
@@ -116,21 +140,37 @@ impl<S: Spawn> Supervisor<S> {
             notify,
             inputs,
             boards: BTreeMap::new(),
+            orphans: BTreeMap::new(),
             noted: HashSet::new(),
             next_generation: 1,
             ready: false,
+            handing: None,
+            inherited: BTreeMap::new(),
         }
+    }
+
+    /// Sessions handed over by a predecessor: each board carries on with its
+    /// own when it is reported present (and still mapped); the rest are
+    /// closed once coldplug is done.
+    pub fn with_inherited(mut self, inherited: BTreeMap<GadgetKey, Carry>) -> Self {
+        self.inherited = inherited;
+        self
     }
 
     /// Runs until `Shutdown` or until every sender is gone.
     pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Input>) {
         loop {
             let due = self.next_restart();
+            let handing = self.handing.as_ref().map(|h| h.deadline);
             let input = tokio::select! {
                 biased;
                 input = rx.recv() => input,
                 _ = sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
                     self.restart_due();
+                    continue;
+                }
+                _ = sleep_until(handing.unwrap_or_else(Instant::now)), if handing.is_some() => {
+                    self.hand_over_overdue();
                     continue;
                 }
             };
@@ -145,31 +185,32 @@ impl<S: Spawn> Supervisor<S> {
                 Some(Input::Status(reply)) => {
                     let _ = reply.send(self.status());
                 }
+                Some(Input::HandOver(reply)) => self.on_hand_over(reply),
+                Some(Input::Resume(boards)) => self.resume(boards),
                 Some(Input::Shutdown) | None => break,
             }
         }
         for b in self.boards.values() {
+            if matches!(b.slot, Slot::HandedOver) {
+                // Its server connection now belongs to a successor: a
+                // shutdown() here would end the session for both.
+                continue;
+            }
             if let Some(be) = &b.backend {
                 be.stop();
             }
+            b.stop.request();
         }
     }
 
     fn on_hotplug(&mut self, ev: HotplugEvent) {
         match ev {
             HotplugEvent::Present(info) => self.on_present(info),
-            HotplugEvent::Gone(at) => {
-                if let Some(b) = self.boards.remove(&at) {
-                    if let Some(be) = &b.backend {
-                        be.stop();
-                    }
-                    if b.target.is_some() {
-                        tracing::info!(serial = %b.info.serial_or_none(), busaddr = %at, "board removed");
-                    }
-                    self.report_status();
-                }
-            }
+            HotplugEvent::Gone(at) => self.on_gone(at),
             HotplugEvent::ColdplugDone => {
+                for (key, _) in std::mem::take(&mut self.inherited) {
+                    tracing::warn!(busaddr = %key.busaddr, iface = key.iface, "a handed-over board is gone; closing its session");
+                }
                 if !self.ready {
                     self.ready = true;
                     let served = self.served();
@@ -180,16 +221,40 @@ impl<S: Spawn> Supervisor<S> {
         }
     }
 
+    /// Every interface of the device at `at` is gone: wake and stop their
+    /// workers (blocked on the server or the board) and remember each one
+    /// until it reports its end, so the interface is known to be released.
+    fn on_gone(&mut self, at: BusAddr) {
+        let keys: Vec<GadgetKey> = self.boards.range(GadgetKey { busaddr: at, iface: 0 }..=GadgetKey { busaddr: at, iface: u8::MAX }).map(|(k, _)| *k).collect();
+        if keys.is_empty() {
+            return;
+        }
+        for key in keys {
+            let Some(b) = self.boards.remove(&key) else { continue };
+            if let Some(be) = &b.backend {
+                be.stop();
+            }
+            b.stop.request();
+            if matches!(b.slot, Slot::Running) {
+                self.orphans.insert(key, b.generation);
+            }
+            if b.target.is_some() {
+                tracing::info!(serial = %b.info.serial_or_none(), busaddr = %at, iface = key.iface, "board removed");
+            }
+        }
+        self.report_status();
+    }
+
     fn on_present(&mut self, info: GadgetInfo) {
-        if self.boards.contains_key(&info.busaddr) {
+        if self.boards.contains_key(&info.key()) {
             return;
         }
         let decision = self.config.resolve(&info);
         let (target, slot) = match decision {
             Decision::Serve { target, why } => {
                 tracing::info!(
-                    serial = %info.serial_or_none(), busaddr = %info.busaddr, port = %info.port_path, id = %info.id,
-                    backend = %target.backend, matched_by = why, "board found"
+                    serial = %info.serial_or_none(), busaddr = %info.busaddr, iface = info.interface, port = %info.port_path,
+                    id = %info.id, backend = %target.backend, matched_by = why, "board found"
                 );
                 (Some(target), Slot::Running)
             }
@@ -199,10 +264,19 @@ impl<S: Spawn> Supervisor<S> {
                 } else {
                     format!("VID:PID {} is not in [daemon] allow_ids", info.id)
                 };
-                let identity = info.serial.clone().unwrap_or_else(|| format!("port {}", info.port_path));
+                let identity = format!(
+                    "{}#{}",
+                    info.serial.clone().unwrap_or_else(|| format!("port {}", info.port_path)),
+                    info.interface
+                );
+                if self.noted.len() >= MAX_NOTED {
+                    // Bounded memory whatever a board claims to be: forget
+                    // the oldest notes (they are only log de-duplication).
+                    self.noted.clear();
+                }
                 if self.noted.insert(identity) {
                     tracing::info!(
-                        serial = %info.serial_or_none(), busaddr = %info.busaddr, port = %info.port_path, id = %info.id,
+                        serial = %info.serial_or_none(), busaddr = %info.busaddr, iface = info.interface, port = %info.port_path, id = %info.id,
                         "{reason}; leaving it alone (not claimed). Add a [[board]] entry to serve it."
                     );
                 }
@@ -210,7 +284,7 @@ impl<S: Spawn> Supervisor<S> {
             }
         };
         let backend = target.as_ref().map(|t| Arc::new(BoardBackend::new(t.backend.clone())));
-        let at = info.busaddr;
+        let at = info.key();
         self.boards.insert(
             at,
             Board {
@@ -218,6 +292,7 @@ impl<S: Spawn> Supervisor<S> {
                 target,
                 backend,
                 counters: Arc::new(Counters::default()),
+                stop: Arc::new(StopSwitch::default()),
                 slot,
                 generation: 0,
                 starts: 0,
@@ -226,14 +301,24 @@ impl<S: Spawn> Supervisor<S> {
                 last_error: None,
             },
         );
-        if matches!(self.boards.get(&at).map(|b| &b.slot), Some(Slot::Running)) {
-            self.start(at);
+        let inherited = self.inherited.remove(&at);
+        match self.boards.get(&at).map(|b| &b.slot) {
+            Some(Slot::Running) => self.start_with(at, inherited),
+            _ if inherited.is_some() => {
+                tracing::info!(busaddr = %at.busaddr, iface = at.iface, "the config no longer maps this handed-over board; releasing it");
+            }
+            _ => {}
         }
         self.report_status();
     }
 
     /// Starts a worker for a board that has a target.
-    fn start(&mut self, at: BusAddr) {
+    fn start(&mut self, at: GadgetKey) {
+        self.start_with(at, None);
+    }
+
+    /// Starts a worker, carrying on with `adopt` if given.
+    fn start_with(&mut self, at: GadgetKey, adopt: Option<Carry>) {
         let generation = self.next_generation;
         self.next_generation += 1;
         let Some(b) = self.boards.get_mut(&at) else { return };
@@ -241,14 +326,17 @@ impl<S: Spawn> Supervisor<S> {
         b.generation = generation;
         b.starts += 1;
         b.slot = Slot::Running;
-        b.served_at_start = b.counters.snapshot().r_messages;
+        b.served_at_start = b.counters.snapshot().served;
+        b.stop = Arc::new(StopSwitch::default());
         let job = Job {
             info: b.info.clone(),
             backends: backend.clone(),
             counters: b.counters.clone(),
-            limits: Limits { max_frame: self.config.max_frame, board_buflen: target.buflen },
+            limits: Limits { max_frame: self.config.max_frame, board_buflen: target.buflen, request_timeout: target.request_timeout },
+            stop: b.stop.clone(),
+            adopt,
             reporter: Reporter {
-                busaddr: at,
+                key: at,
                 generation,
                 sink: {
                     let tx = self.inputs.clone();
@@ -260,36 +348,50 @@ impl<S: Spawn> Supervisor<S> {
             },
         };
         if let Err(why) = self.spawner.spawn(job) {
-            self.on_report(Report { busaddr: at, generation, event: WorkerEvent::Ended(End::Failed(why)) });
+            self.on_report(Report { key: at, generation, event: WorkerEvent::Ended(End::Failed(why)) });
         }
     }
 
     fn on_report(&mut self, r: Report) {
-        let Some(b) = self.boards.get_mut(&r.busaddr) else { return };
+        if let WorkerEvent::Ended(end) = &r.event {
+            if self.orphans.get(&r.key) == Some(&r.generation) {
+                self.orphans.remove(&r.key);
+                tracing::debug!(busaddr = %r.key.busaddr, iface = r.key.iface, "worker of a removed board ended: {end:?}");
+                return;
+            }
+        }
+        let Some(b) = self.boards.get_mut(&r.key) else { return };
         if b.generation != r.generation {
             return; // a replaced worker's last words
         }
         let end = match r.event {
             WorkerEvent::Serving => return,
+            WorkerEvent::Carried(carry) => return self.on_carried(r.key, carry),
             WorkerEvent::Ended(end) => end,
         };
-        // A worker that served anything starts the count afresh.
-        if b.counters.snapshot().r_messages > b.served_at_start {
+        if self.on_handing_end(r.key, &end) {
+            self.report_status();
+            return;
+        }
+        let Some(b) = self.boards.get_mut(&r.key) else { return };
+        // A worker that served anything (a Tversion alone does not count)
+        // starts the count afresh.
+        if b.counters.snapshot().served > b.served_at_start {
             b.failures = 0;
         }
         b.failures += 1;
         let delay = FIRST_RESTART.saturating_mul(1 << (b.failures - 1).min(16)).min(MAX_RESTART);
         b.slot = Slot::Waiting(Instant::now() + delay);
-        let (serial, at) = (b.info.serial_or_none().to_string(), r.busaddr);
+        let (serial, at, iface) = (b.info.serial_or_none().to_string(), r.key.busaddr, r.key.iface);
         // An unplug usually fails the pending transfer a moment before udev
         // reports the removal: say why only if the board is still there when
         // its restart comes (see restart_due), not on every unplug.
         match end {
-            End::Gone => {
-                tracing::debug!(serial = %serial, busaddr = %at, "board stopped answering on USB; retrying in {delay:?} unless it is removed");
+            End::Gone | End::Stopped => {
+                tracing::debug!(serial = %serial, busaddr = %at, iface, "board stopped answering on USB; retrying in {delay:?} unless it is removed");
             }
             End::Failed(why) => {
-                tracing::debug!(serial = %serial, busaddr = %at, "worker stopped: {why}; restarting in {delay:?} unless the board is removed");
+                tracing::debug!(serial = %serial, busaddr = %at, iface, "worker stopped: {why}; restarting in {delay:?} unless the board is removed");
                 b.last_error = Some(why);
             }
         }
@@ -308,7 +410,7 @@ impl<S: Spawn> Supervisor<S> {
 
     fn restart_due(&mut self) {
         let now = Instant::now();
-        let due: Vec<BusAddr> = self
+        let due: Vec<GadgetKey> = self
             .boards
             .iter()
             .filter(|(_, b)| matches!(b.slot, Slot::Waiting(t) if t <= now))
@@ -317,7 +419,7 @@ impl<S: Spawn> Supervisor<S> {
         for at in due {
             if let Some(b) = self.boards.get(&at) {
                 tracing::warn!(
-                    serial = %b.info.serial_or_none(), busaddr = %at,
+                    serial = %b.info.serial_or_none(), busaddr = %at.busaddr, iface = at.iface,
                     "restarting the worker (start {}) after: {}", b.starts + 1,
                     b.last_error.as_deref().unwrap_or("the board stopped answering on USB")
                 );
@@ -345,13 +447,14 @@ impl<S: Spawn> Supervisor<S> {
                 let backend_error = b.backend.as_ref().and_then(|be| be.last_error.lock().ok().and_then(|e| e.clone()));
                 BoardStatus {
                     busaddr: b.info.busaddr.to_string(),
+                    interface: b.info.interface,
                     port_path: b.info.port_path.clone(),
                     id: b.info.id.clone(),
                     serial: b.info.serial.clone(),
                     backend: b.target.as_ref().map(|t| t.backend.to_string()),
                     state: match &b.slot {
                         Slot::Ignored(reason) => BoardState::Ignored { reason: reason.clone() },
-                        Slot::Running => BoardState::Running,
+                        Slot::Running | Slot::HandedOver => BoardState::Running,
                         Slot::Waiting(t) => BoardState::Backoff { retry_in_ms: t.saturating_duration_since(now).as_millis() as u64 },
                     },
                     starts: b.starts,
@@ -364,4 +467,4 @@ impl<S: Spawn> Supervisor<S> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

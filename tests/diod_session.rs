@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use usb9pfsd::board::{usb_id, BusAddr, GadgetInfo};
+use usb9pfsd::board::GadgetInfo;
 use usb9pfsd::forward::Limits;
 use usb9pfsd::reconnect::BoardBackend;
 use usb9pfsd::sim::{self, Board};
@@ -110,19 +110,7 @@ fn errno_of(r: &[u8]) -> u32 {
 }
 
 fn gadget() -> GadgetInfo {
-    GadgetInfo {
-        busaddr: BusAddr { bus: 1, addr: 2 },
-        bus: 1,
-        address: 2,
-        port_path: "1-1".into(),
-        vid: 0x1d6b,
-        pid: 0x0109,
-        id: usb_id(0x1d6b, 0x0109),
-        serial: Some("ITEST".into()),
-        manufacturer: None,
-        product: None,
-        interface: 0,
-    }
+    GadgetInfo::example(Some("ITEST"), 1, 2)
 }
 
 /// Deterministic file content (xorshift), so failures are reproducible.
@@ -162,8 +150,10 @@ fn real_9p_session_through_a_worker_to_diod() {
         info: gadget(),
         backends: backend.clone(),
         counters: counters.clone(),
-        limits: Limits { max_frame: 1 << 20, board_buflen: 16384 },
-        reporter: Reporter { busaddr: BusAddr { bus: 1, addr: 2 }, generation: 1, sink: Arc::new(|_| {}) },
+        limits: Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None },
+        stop: host.stop_switch(),
+        adopt: None,
+        reporter: Reporter { key: gadget().key(), generation: 1, sink: Arc::new(|_| {}) },
     };
     let worker = std::thread::spawn(move || {
         let mut host = host;
@@ -233,8 +223,10 @@ fn server_coming_back_serves_a_new_mount() {
         info: gadget(),
         backends: backend,
         counters: Arc::new(Counters::default()),
-        limits: Limits { max_frame: 1 << 20, board_buflen: 16384 },
-        reporter: Reporter { busaddr: BusAddr { bus: 1, addr: 2 }, generation: 1, sink: Arc::new(|_| {}) },
+        limits: Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None },
+        stop: host.stop_switch(),
+        adopt: None,
+        reporter: Reporter { key: gadget().key(), generation: 1, sink: Arc::new(|_| {}) },
     };
     let worker = std::thread::spawn(move || {
         let mut host = host;
@@ -270,4 +262,76 @@ fn server_coming_back_serves_a_new_mount() {
     assert_eq!(&r[11..], b"back");
     drop(board);
     assert_eq!(worker.join().expect("join"), End::Gone);
+}
+
+/// A live 9P session with diod survives its worker being stopped at a
+/// message boundary and its server socket crossing to a successor as a
+/// descriptor (what reexec and systemd's store carry), mid-file.
+#[test]
+fn a_live_diod_session_crosses_a_hand_over_mid_file() {
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    use usb9pfsd::backend::Backend;
+    use usb9pfsd::forward::Session;
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let export = dir.path().canonicalize().expect("canon");
+    let data = content(200_000);
+    std::fs::write(export.join("data.bin"), &data).expect("write file");
+    let diod = start_diod(&export);
+
+    let (host, board) = sim::gadget(512, 16384);
+    let counters = Arc::new(Counters::default());
+    let backend = Arc::new(BoardBackend::new(format!("127.0.0.1:{}", diod.port).parse().expect("addr")));
+    let job = |stop, adopt| Job {
+        info: gadget(),
+        backends: backend.clone(),
+        counters: counters.clone(),
+        limits: Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None },
+        stop,
+        adopt,
+        reporter: Reporter { key: gadget().key(), generation: 1, sink: Arc::new(|_| {}) },
+    };
+    let first = job(host.stop_switch(), None);
+    let stop = first.stop.clone();
+    let worker = std::thread::spawn(move || {
+        let mut host = host;
+        let mut session = Session::new(first.limits);
+        let end = worker::serve_session(&mut host, &first, &mut session);
+        (end, session, host)
+    });
+    mount(&board, &export, 16384);
+    rpc(&board, Msg::new(110, 2).u32(1).u32(2).u16(1).s("data.bin").done(), 111);
+    rpc(&board, Msg::new(12, 3).u32(2).u32(0).done(), 13);
+    let mut got = Vec::new();
+    let read = |got: &mut Vec<u8>, count: u32| {
+        let r = rpc(&board, Msg::new(116, 4).u32(2).u64(got.len() as u64).u32(count).done(), 117);
+        let n = u32::from_le_bytes([r[7], r[8], r[9], r[10]]) as usize;
+        got.extend_from_slice(&r[11..11 + n]);
+        n
+    };
+    for _ in 0..5 {
+        read(&mut got, 8000);
+    }
+    // Stop at the boundary; the server socket crosses as a new descriptor
+    // and the old one is closed, as across an exec.
+    stop.request();
+    let (end, mut session, mut host) = worker.join().expect("join");
+    assert_eq!(end, End::Stopped);
+    assert!(session.live);
+    let old = session.backend.take().expect("live session keeps its socket");
+    // SAFETY: `old` is open until dropped below.
+    let dup = unsafe { BorrowedFd::borrow_raw(old.raw_fd()) }.try_clone_to_owned().expect("dup");
+    assert_ne!(dup.as_raw_fd(), old.raw_fd());
+    drop(old);
+    session.backend = Some(Backend::from_fd(dup).expect("adopt the socket"));
+    let second = job(host.renew_stop_switch(), None);
+    let worker = std::thread::spawn(move || worker::serve_session(&mut host, &second, &mut session));
+    // The board never noticed: same fid, same offset, same session.
+    while read(&mut got, 16384 - 24) > 0 {}
+    assert!(got == data, "the file read across the hand-over matches the server's file");
+    assert_eq!(counters.snapshot().sessions, 1, "no second server session");
+    assert_eq!(counters.snapshot().error_replies, 0, "the board saw no error");
+    drop(board);
+    assert_eq!(worker.join().expect("join"), End::Gone);
+    drop(diod);
 }

@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::*;
 use crate::board::usb_id;
 use crate::status::BoardState;
+use crate::worker::Carry;
 
 type Jobs = Arc<Mutex<Vec<Job>>>;
 
@@ -80,19 +81,7 @@ fn rig(config: &str) -> Rig {
 }
 
 fn gadget(serial: &str, bus: u8, addr: u8) -> GadgetInfo {
-    GadgetInfo {
-        busaddr: BusAddr { bus, addr },
-        bus,
-        address: addr,
-        port_path: format!("{bus}-1"),
-        vid: 0x1d6b,
-        pid: 0x0109,
-        id: usb_id(0x1d6b, 0x0109),
-        serial: Some(serial.into()),
-        manufacturer: None,
-        product: None,
-        interface: 0,
-    }
+    GadgetInfo::example(Some(serial), bus, addr)
 }
 
 impl Rig {
@@ -198,9 +187,25 @@ async fn a_worker_that_served_starts_the_backoff_afresh() {
     tokio::time::advance(Duration::from_millis(500)).await;
     assert_eq!(state(&r.board("001-002").await), BoardState::Running);
     let _ = r.status().await;
-    r.jobs.lock().expect("lock")[1].counters.r_messages.fetch_add(3, Ordering::Relaxed);
+    r.jobs.lock().expect("lock")[1].counters.served.fetch_add(3, Ordering::Relaxed);
     r.end(1, End::Failed("two".into())).await;
     assert_eq!(state(&r.board("001-002").await), BoardState::Backoff { retry_in_ms: 500 });
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_handshake_alone_does_not_reset_the_restart_backoff() {
+    let r = rig(CONFIG);
+    r.send(HotplugEvent::Present(gadget("A", 1, 2)));
+    r.end(0, End::Failed("one".into())).await;
+    tokio::time::advance(Duration::from_millis(500)).await;
+    assert_eq!(state(&r.board("001-002").await), BoardState::Running);
+    let _ = r.status().await;
+    // Tversion/Rversion, then the board broke the protocol again.
+    let c = r.jobs.lock().expect("lock")[1].counters.clone();
+    c.r_messages.fetch_add(1, Ordering::Relaxed);
+    c.sessions.fetch_add(1, Ordering::Relaxed);
+    r.end(1, End::Failed("two".into())).await;
+    assert_eq!(state(&r.board("001-002").await), BoardState::Backoff { retry_in_ms: 1000 });
 }
 
 #[tokio::test(start_paused = true)]
@@ -242,7 +247,7 @@ async fn spawn_failure_is_a_failure_with_backoff() {
 }
 
 #[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct Captured(pub(crate) Arc<Mutex<Vec<u8>>>);
 
 impl Write for Captured {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
@@ -257,7 +262,7 @@ impl Write for Captured {
 /// Every test's log, captured by one process-wide subscriber (a per-test
 /// scoped one races with tracing's per-callsite interest cache across the
 /// test threads). Tests find their own lines by unique serials.
-fn captured_log() -> Captured {
+pub(crate) fn captured_log() -> Captured {
     static LOG: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
     LOG.get_or_init(|| {
         let out = Captured::default();
@@ -316,4 +321,152 @@ async fn shutdown_returns() {
     tx.send(Input::Shutdown).expect("send");
     sup.run(rx).await;
     assert_eq!(jobs.lock().expect("lock").len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_usb9pfs_interface_is_a_board_and_removal_stops_them_all() {
+    let r = rig(CONFIG);
+    let iface = |serial: &str, bus: u8, addr: u8, interface: u8| GadgetInfo { interface, ..gadget(serial, bus, addr) };
+    r.send(HotplugEvent::Present(iface("A", 1, 2, 2)));
+    r.send(HotplugEvent::Present(iface("A", 1, 2, 10)));
+    r.send(HotplugEvent::Present(iface("B", 2, 3, 0)));
+    let s = r.status().await;
+    let listed: Vec<_> = s.iter().map(|b| (b.busaddr.as_str(), b.interface, b.state.clone())).collect();
+    assert_eq!(
+        listed,
+        vec![("001-002", 2, BoardState::Running), ("001-002", 10, BoardState::Running), ("002-003", 0, BoardState::Running)]
+    );
+    assert_eq!(r.spawned(), 3, "one worker per interface");
+    // One interface's failure leaves its sibling alone.
+    r.end(1, End::Failed("interface 10 broke".into())).await;
+    let s = r.status().await;
+    assert_eq!(s[0].state, BoardState::Running);
+    assert!(matches!(s[1].state, BoardState::Backoff { .. }));
+    // Unplugging the device stops every worker of it, and only those.
+    let stops: Vec<_> = r.jobs.lock().expect("lock").iter().map(|j| j.stop.clone()).collect();
+    r.send(HotplugEvent::Gone(BusAddr { bus: 1, addr: 2 }));
+    let s = r.status().await;
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].busaddr, "002-003");
+    assert!(stops[0].requested(), "the running worker of interface 2 is asked to stop");
+    assert!(!stops[2].requested(), "the other device's worker is untouched");
+    // The orphan's last report is recognised and changes nothing.
+    r.end(0, End::Gone).await;
+    assert_eq!(r.status().await.len(), 1);
+    // No restart ever comes for the removed interfaces.
+    tokio::time::advance(MAX_RESTART * 2).await;
+    assert_eq!(r.spawned(), 3);
+}
+
+fn carry(live: bool) -> Carry {
+    let limits = Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None };
+    let mut session = crate::forward::Session::new(limits);
+    session.live = live;
+    Carry { node: None, session }
+}
+
+impl Rig {
+    fn job_count(&self) -> usize {
+        self.jobs.lock().expect("lock").len()
+    }
+
+    fn report(&self, i: usize, event: WorkerEvent) {
+        let reporter = self.jobs.lock().expect("lock")[i].reporter.clone();
+        reporter.send(event);
+    }
+
+    fn adopted(&self, i: usize) -> bool {
+        self.jobs.lock().expect("lock")[i].adopt.is_some()
+    }
+
+    fn hand_over(&self) -> oneshot::Receiver<Result<Vec<handover::HandedBoard>, String>> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Input::HandOver(reply)).expect("supervisor alive");
+        rx
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hand_over_stops_every_served_board_at_a_boundary_and_gives_back_their_sessions() {
+    let r = rig(CONFIG);
+    r.send(HotplugEvent::Present(gadget("A", 1, 2)));
+    r.send(HotplugEvent::Present(gadget("B", 2, 3)));
+    r.send(HotplugEvent::Present(gadget("stranger", 3, 4)));
+    let _ = r.status().await;
+    let answer = r.hand_over();
+    let _ = r.status().await;
+    let stops: Vec<_> = r.jobs.lock().expect("lock").iter().map(|j| j.stop.clone()).collect();
+    assert!(stops.iter().all(|s| s.requested()), "both served boards are asked to stop");
+    for i in 0..2 {
+        r.report(i, WorkerEvent::Carried(carry(true)));
+        r.report(i, WorkerEvent::Ended(End::Stopped));
+    }
+    let handed = answer.await.expect("answer").expect("handed over");
+    let keys: Vec<String> = handed.iter().map(|h| h.info.key().to_string()).collect();
+    assert_eq!(keys, vec!["001-002#0", "002-003#0"]);
+    assert_eq!(handed[0].backend.as_deref(), Some("127.0.0.1:5640"));
+    assert!(handed.iter().all(|h| h.carry.session.live));
+    // Handed over boards are never restarted here.
+    tokio::time::advance(MAX_RESTART * 2).await;
+    assert_eq!(r.job_count(), 2);
+    // The successor could not start: every board is served here again,
+    // with its own session.
+    r.tx.send(Input::Resume(handed)).expect("alive");
+    let _ = r.status().await;
+    assert_eq!(r.job_count(), 4);
+    assert!(r.adopted(2) && r.adopted(3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_board_busy_past_the_deadline_calls_the_hand_over_off_and_nothing_is_lost() {
+    let r = rig(CONFIG);
+    r.send(HotplugEvent::Present(gadget("A", 1, 2)));
+    r.send(HotplugEvent::Present(gadget("B", 2, 3)));
+    let _ = r.status().await;
+    let answer = r.hand_over();
+    let _ = r.status().await;
+    // A stops; B's request waits for its server past the deadline.
+    r.report(0, WorkerEvent::Carried(carry(true)));
+    r.report(0, WorkerEvent::Ended(End::Stopped));
+    let _ = r.status().await;
+    tokio::time::advance(handover::HANDOVER_WAIT).await;
+    let why = answer.await.expect("answer").expect_err("called off");
+    assert!(why.contains("002-003#0"), "{why}");
+    // A carries on here at once with its session.
+    let _ = r.status().await;
+    assert_eq!(r.job_count(), 3);
+    assert!(r.adopted(2));
+    // B stops when its reply came: it carries on here too.
+    r.report(1, WorkerEvent::Carried(carry(true)));
+    r.report(1, WorkerEvent::Ended(End::Stopped));
+    let _ = r.status().await;
+    assert_eq!(r.job_count(), 4);
+    assert!(r.adopted(3));
+    // A second hand-over while one runs is refused, not queued.
+    let first = r.hand_over();
+    let second = r.hand_over();
+    assert!(second.await.expect("answer").is_err());
+    drop(first);
+}
+
+#[tokio::test(start_paused = true)]
+async fn inherited_sessions_are_adopted_by_present_mapped_boards_only() {
+    let config = Config::parse(CONFIG, Path::new("t.toml")).expect("config");
+    let (tx, rx) = mpsc::unbounded_channel();
+    let jobs = Jobs::default();
+    let key = |bus, addr| GadgetKey { busaddr: BusAddr { bus, addr }, iface: 0 };
+    let inherited = [(key(1, 2), carry(true)), (key(2, 3), carry(true)), (key(3, 4), carry(false))].into_iter().collect();
+    let sup = Supervisor::new(config, Recorder { jobs: jobs.clone(), fail: Arc::default() }, Box::new(Silent), tx.clone())
+        .with_inherited(inherited);
+    tokio::spawn(sup.run(rx));
+    let send = |ev| tx.send(Input::Hotplug(ev)).expect("alive");
+    send(HotplugEvent::Present(gadget("A", 1, 2))); // mapped: adopts
+    send(HotplugEvent::Present(gadget("stranger", 2, 3))); // unmapped now: released
+    send(HotplugEvent::ColdplugDone); // 3-4 never showed up: closed
+    let (reply, rx) = oneshot::channel();
+    tx.send(Input::Status(reply)).expect("alive");
+    let _ = rx.await;
+    let jobs = jobs.lock().expect("lock");
+    assert_eq!(jobs.len(), 1);
+    assert!(jobs[0].adopt.as_ref().is_some_and(|c| c.session.live));
 }
