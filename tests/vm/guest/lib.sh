@@ -126,6 +126,8 @@ declare -gA B_FRESH=()
 # B_GADGET[NAME]: the board's gadget; B_IFNUM[NAME]: its host-side interface
 # number (known after plug); G_BOARDS[G]: the gadget's boards in link order.
 declare -gA B_GADGET=() B_IFNUM=() G_SERIAL=() G_ID=() G_UDC=() G_BOARDS=()
+# B_IFACE_CFG[NAME]=1: fwd_write_config maps this board by serial + interface
+declare -gA B_IFACE_CFG=()
 
 # gadget_create G SERIAL VID:PID UDC: a gadget with one empty configuration.
 gadget_create() {
@@ -348,6 +350,13 @@ fwd_write_config() {
         echo "# written by tests/vm/guest/lib.sh"
         if [ -n "$def" ]; then printf '[defaults]\nbackend = "%s"\n\n' "$def"; fi
         for name in "${!B_BACKEND[@]}"; do
+            # a board with B_IFACE_CFG[NAME]=1 gets an entry narrowed to its
+            # interface (needs B_IFNUM, i.e. write the config after the plug)
+            if [ "${B_IFACE_CFG[$name]:-0}" = 1 ]; then
+                printf '[[board]]\nserial = "%s"\ninterface = %s\nbackend = "%s"\n\n' \
+                    "${B_SERIAL[$name]}" "${B_IFNUM[$name]:?board $name not plugged yet}" "${B_BACKEND[$name]}"
+                continue
+            fi
             # boards of one gadget share its serial: one entry per serial
             [ -z "${seen[${B_SERIAL[$name]}]:-}" ] || continue
             seen[${B_SERIAL[$name]}]=1

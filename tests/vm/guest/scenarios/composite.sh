@@ -3,8 +3,10 @@
 #   acm.GS0 (interfaces 0+1), usb9pfs.root (2), ffs.pad (FunctionFS, 8
 #   interfaces without endpoints: 3..10), usb9pfs.data (11)
 # so one usb9pfs interface sits at number >= 10 (a string sort puts
-# "1-1:1.11" before "1-1:1.2"). Each function mounts its own export of one
-# diod. Checks: the host sees that layout; the forwarder claims both usb9pfs
+# "1-1:1.11" before "1-1:1.2"). Each function mounts its own export from
+# its own diod: the config maps the serial to diod a and, with an
+# `interface = 11` entry, usb9pfs.data to diod b (a exports only root, b
+# only data, so a mis-routed mount fails). Checks: the host sees that layout; the forwarder claims both usb9pfs
 # interfaces and neither ACM interface; each board reads its own marker;
 # concurrent 16 MiB checksummed reads and writes on both; then board R is
 # unmounted and mounted three times while board D streams a 6 MiB file in a
@@ -21,7 +23,8 @@ scenario_main() {
     modprobe usb_f_fs
     local exr=$EXPORTS/root exd=$EXPORTS/data serial=0010-COMPOSITE g=C
     mkdir -p "$exr" "$exd"
-    diod_start a 5640 "$exr" "$exd"
+    diod_start a 5640 "$exr"
+    diod_start b 5641 "$exd"
     local tr td
     tr="marker-root-$RANDOM$RANDOM"; td="marker-data-$RANDOM$RANDOM"
     echo "$tr" > "$exr/marker-root"
@@ -45,9 +48,11 @@ scenario_main() {
     gadget_add "$g" ffs.pad
     board_on_gadget D "$g" data
     B_BACKEND[R]=127.0.0.1:5640
-    B_BACKEND[D]=127.0.0.1:5640
-    fwd_write_config "$LOCAL/usb9pfsd.toml"
+    B_BACKEND[D]=127.0.0.1:5641
+    B_IFACE_CFG[D]=1
     board_plug R
+    fwd_write_config "$LOCAL/usb9pfsd.toml"
+    expect "config routes interface ${B_IFNUM[D]} (usb9pfs.data) to diod b" grep -qx "interface = ${B_IFNUM[D]}" "$FWD_CONFIG"
 
     local p ir id
     p=$(host_dev_of "$serial")
@@ -84,6 +89,9 @@ scenario_main() {
         expect_eq "usb9pfs.data reads its own export's marker" "$td" "$($T cat "$md/marker-data" 2>/dev/null)"
         expect_not "usb9pfs.data does not see the root export" $T test -e "$md/marker-root"
     fi
+    conns() { ss -Htn state established "( dport = :$1 )" 2>/dev/null | wc -l; }
+    [ "$up_r" = 0 ] || expect "usb9pfs.root's session goes to diod a (:5640)" test "$(conns 5640)" -ge 1
+    [ "$up_d" = 0 ] || expect "usb9pfs.data's session goes to diod b (:5641)" test "$(conns 5641)" -ge 1
 
     # concurrent 16 MiB reads, then concurrent 16 MiB writes, on both functions
     local pr="" pd=""
@@ -137,7 +145,13 @@ scenario_main() {
     if [ "$RIG_FWD" = usb9pfsd ]; then
         expect_eq "usb9pfsd list --json: two entries for $serial, interfaces 2 and 11" "2 11" \
             "$(list_json_ifaces "$serial" | tr ' ' '\n' | cut -d/ -f1 | sort -n | tr '\n' ' ' | sed 's/ $//')"
-        has_iface_lines() { fwd_log | grep -F "$serial" | grep -qE "iface=\"?$1\b"; }
+        expect_eq "usb9pfsd list --json: interface 2 -> diod a, interface 11 -> diod b" "2=127.0.0.1:5640 11=127.0.0.1:5641" \
+            "$(python3 -c '
+import json, sys
+rows = json.load(open(sys.argv[1]))
+print(" ".join("%s=%s" % (o.get("interface"), o.get("backend")) for o in sorted(rows, key=lambda o: o.get("interface", -1)) if o.get("serial") == sys.argv[2]))
+' "$SC_OUT/list-$serial.json" "$serial" 2>&1)"
+        has_iface_lines() { fwd_log | grep -F "$serial" | grep -E "iface=\"?$1\b" >/dev/null; }
         expect "usb9pfsd log lines carry iface=$ir for usb9pfs.root" has_iface_lines "$ir"
         expect "usb9pfsd log lines carry iface=$id for usb9pfs.data" has_iface_lines "$id"
     fi
