@@ -6,8 +6,9 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Parser, Subcommand};
 
-use crate::backend::BackendAddr;
+use crate::ninep::backend::BackendAddr;
 use crate::config::{self, BoardRule, Config, Match, Target};
+use crate::daemon::control;
 
 #[derive(Debug, Parser)]
 #[command(name = "usb9pfsd", version, about = "Forward 9P between usb9pfs gadget boards and 9P servers")]
@@ -25,6 +26,36 @@ pub enum Command {
     Run {
         #[arg(long, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
+        /// Listen for `status` and `reload` here (default: [daemon]
+        /// control_socket, else /run/usb9pfsd/control).
+        #[arg(long)]
+        control_socket: Option<PathBuf>,
+    },
+    /// Show the running daemon's boards (state, backend, session, counters, errors).
+    Status {
+        /// Print JSON (stable field names, see the man page) instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// The daemon's control socket.
+        #[arg(long, default_value = control::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Make the running daemon re-read its config; boards whose mapping did
+    /// not change keep their sessions. Fails, changing nothing, if the
+    /// config is invalid.
+    Reload {
+        /// The daemon's control socket.
+        #[arg(long, default_value = control::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Make the running daemon re-execute its binary in place (same PID),
+    /// handing every board's live session to the new image: how a package
+    /// upgrade takes effect without a board noticing. Fails if any board
+    /// could not be handed over.
+    Reexec {
+        /// The daemon's control socket.
+        #[arg(long, default_value = control::DEFAULT_SOCKET)]
+        socket: PathBuf,
     },
     /// List the usb9pfs gadgets plugged in now and where the config sends them.
     List {
@@ -127,5 +158,13 @@ mod tests {
             .expect("parse");
         assert_eq!(cli.verbose, 2);
         assert!(matches!(cli.command, Command::Forward { port: 5640, .. }));
+    }
+
+    #[test]
+    fn status_and_reload_default_to_the_packaged_socket() {
+        let cli = Cli::try_parse_from(["usb9pfsd", "status", "--json"]).expect("parse");
+        assert!(matches!(cli.command, Command::Status { json: true, socket } if socket.as_os_str() == "/run/usb9pfsd/control"));
+        let cli = Cli::try_parse_from(["usb9pfsd", "reload", "--socket", "/tmp/c"]).expect("parse");
+        assert!(matches!(cli.command, Command::Reload { socket } if socket.as_os_str() == "/tmp/c"));
     }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::backend::BackendAddr;
+use crate::ninep::backend::BackendAddr;
 use crate::board::GadgetInfo;
 
 /// Default path of the config file.
@@ -47,6 +47,7 @@ struct FileSchema {
 struct DaemonSchema {
     max_frame: Option<Spanned<u32>>,
     allow_ids: Option<Vec<Spanned<String>>>,
+    control_socket: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -101,6 +102,8 @@ pub struct Config {
     pub allow_ids: Option<Vec<(u16, u16)>>,
     pub default: Option<Target>,
     pub boards: Vec<BoardRule>,
+    /// Where `run` listens for `status` and `reload` (None: the default).
+    pub control_socket: Option<PathBuf>,
 }
 
 /// What the config says about one board.
@@ -137,7 +140,7 @@ impl std::error::Error for ConfigError {}
 impl Config {
     /// No boards, no defaults: every gadget is left alone.
     pub fn empty() -> Config {
-        Config { max_frame: DEFAULT_MAX_FRAME, allow_ids: None, default: None, boards: Vec::new() }
+        Config { max_frame: DEFAULT_MAX_FRAME, allow_ids: None, default: None, boards: Vec::new(), control_socket: None }
     }
 
     /// Reads and validates a config file.
@@ -172,6 +175,13 @@ impl Config {
                     .map(|s| parse_usb_id(s.get_ref()).map_err(|m| err(Some(s.span()), m)))
                     .collect::<Result<Vec<_>, _>>()?,
             ),
+        };
+        let control_socket = match &file.daemon.control_socket {
+            Some(p) if !p.get_ref().starts_with('/') => {
+                return Err(err(Some(p.span()), format!("control_socket = {:?} must be an absolute path", p.get_ref())))
+            }
+            Some(p) => Some(PathBuf::from(p.get_ref())),
+            None => None,
         };
         let default_buflen = match &file.defaults.buflen {
             Some(v) => in_range(v, BUFLEN_RANGE, "buflen").map_err(|m| err(Some(v.span()), m))?,
@@ -223,7 +233,7 @@ impl Config {
             let request_timeout = request_timeout(&b.request_timeout, default_request_timeout)?;
             boards.push(BoardRule { matcher, interface, target: Target { backend: b.backend.clone(), buflen, request_timeout } });
         }
-        Ok(Config { max_frame, allow_ids, default, boards })
+        Ok(Config { max_frame, allow_ids, default, boards, control_socket })
     }
 
     /// Which backend serves `g`: serial, then port path, then defaults; an
@@ -400,6 +410,11 @@ buflen = 65536
         assert_eq!((l, c), (2, 13), "{m}");
         let (l, _, m) = at("[daemon]\nallow_ids = [\"1d6b-0109\"]\n");
         assert_eq!(l, 2, "{m}");
+        let (l, c, m) = at("[daemon]\ncontrol_socket = \"run/control\"\n");
+        assert_eq!((l, c), (2, 18), "{m}");
+        assert!(m.contains("absolute"), "{m}");
+        let c = parse("[daemon]\ncontrol_socket = \"/run/x/control\"\n").expect("parse");
+        assert_eq!(c.control_socket, Some(PathBuf::from("/run/x/control")));
         let (l, _, _) = at("[defaults\n");
         assert_eq!(l, 1);
         let e = parse("[[board]]\nserial = \"A\"\nbackend = \"h:1\"\nbuflen = 1\n").expect_err("range");

@@ -2,7 +2,7 @@
 //! the chosen subcommand. Wiring only: the daemon's parts live in the library.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -14,28 +14,39 @@ use tokio::sync::mpsc;
 use usb9pfsd::board::{GadgetInfo, GadgetKey};
 use usb9pfsd::cli::{self, Cli, Command};
 use usb9pfsd::config::{self, Config, Decision};
-use usb9pfsd::status::IN_FLIGHT;
-use usb9pfsd::discover::Sysfs;
-use usb9pfsd::supervisor::{Input, Notify, Silent, Spawn, Supervisor};
+use usb9pfsd::daemon::status::IN_FLIGHT;
+use usb9pfsd::usb::discover::Sysfs;
+use usb9pfsd::daemon::supervisor::{Input, Notify, Silent, Spawn, Supervisor};
 use usb9pfsd::worker::{self, Carry, Job};
-use usb9pfsd::{hotplug, logging, notify, succession};
+use usb9pfsd::daemon::{control, logging, notify, status, succession};
+use usb9pfsd::usb::hotplug;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.verbose);
     let result = match cli.command {
-        Command::Run { config } => {
+        Command::Run { config: path, control_socket } => {
             // First, before any thread: sessions a predecessor handed over.
             let inherited = succession::inherited_at_start();
-            Config::load(&config).map_err(|e| e.to_string()).and_then(|c| serve(c, Box::new(notify::Systemd), inherited))
+            Config::load(&path).map_err(|e| e.to_string()).and_then(|c| {
+                // Reloads re-read this file; status shows it.
+                let path = std::env::current_dir().map(|d| d.join(&path)).unwrap_or(path);
+                let socket = control_socket
+                    .or_else(|| c.control_socket.clone())
+                    .unwrap_or_else(|| PathBuf::from(control::DEFAULT_SOCKET));
+                serve(c, Box::new(notify::Systemd), Some(Control { config_path: path, socket }), inherited)
+            })
         }
         Command::List { json, config } => list(json, config.as_deref()),
         Command::Forward { server, port, id, path, serial, buflen } => {
             cli::forward_config(&server, port, id.as_deref(), path.as_deref(), serial.as_deref(), buflen)
                 .and_then(|c| check_single(&c).map(|()| c))
-                .and_then(|c| serve(c, Box::new(Silent), BTreeMap::new()))
+                .and_then(|c| serve(c, Box::new(Silent), None, BTreeMap::new()))
         }
         Command::CheckConfig { path } => check_config(&path),
+        Command::Status { json, socket } => show_status(json, &socket),
+        Command::Reload { socket } => reload(&socket),
+        Command::Reexec { socket } => reexec(&socket),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -58,17 +69,48 @@ impl Spawn for Threads {
     }
 }
 
-/// Runs the supervisor and hotplug until SIGTERM/SIGINT; SIGUSR2 re-executes
-/// in place with every board's session.
-fn serve(config: Config, notify: Box<dyn Notify>, inherited: BTreeMap<GadgetKey, Carry>) -> Result<(), String> {
+/// What `run` has and `forward` lacks: a config file to re-read and a
+/// control socket to answer on.
+struct Control {
+    config_path: PathBuf,
+    socket: PathBuf,
+}
+
+/// Runs the supervisor, hotplug and the control socket until SIGTERM/SIGINT;
+/// SIGHUP reloads the config; SIGUSR2 re-executes in place with every
+/// board's session.
+fn serve(
+    config: Config,
+    notify: Box<dyn Notify>,
+    control: Option<Control>,
+    inherited: BTreeMap<GadgetKey, Carry>,
+) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     rt.block_on(async {
         let (tx, rx) = mpsc::unbounded_channel();
-        let supervisor = Supervisor::new(config, Threads, notify, tx.clone()).with_inherited(inherited);
+        let config_path = control.as_ref().map(|c| c.config_path.clone());
+        let mut supervisor = Supervisor::new(config, Threads, notify, tx.clone()).with_inherited(inherited);
+        if let Some(path) = &config_path {
+            supervisor = supervisor.with_config_path(path.clone());
+        }
         let mut supervising = std::pin::pin!(supervisor.run(rx));
+        // A daemon without its socket still serves its boards.
+        let listener = control.as_ref().and_then(|c| {
+            control::bind(&c.socket)
+                .map_err(|e| {
+                    tracing::warn!("{e}; `usb9pfsd status` and `usb9pfsd reload` cannot reach this daemon (SIGHUP still reloads)")
+                })
+                .ok()
+        });
+        let controlling = async {
+            match listener {
+                Some(l) => l.serve(tx.clone(), config_path.clone()).await,
+                None => std::future::pending().await,
+            }
+        };
         let hotplug = hotplug::run(Sysfs::default(), tx.clone());
         let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
         let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
@@ -77,11 +119,26 @@ fn serve(config: Config, notify: Box<dyn Notify>, inherited: BTreeMap<GadgetKey,
         let signals = async {
             loop {
                 tokio::select! {
-                    _ = term.recv() => break "SIGTERM",
+                    _ = term.recv() => {
+                        if succession::fd_store_enabled() {
+                            // A restart (systemctl restart, a package
+                            // upgrade) must not cost the boards their
+                            // sessions: leave them with systemd for the next
+                            // start. Inside this future, so the supervisor
+                            // (polled beside it) can answer the hand-over.
+                            match succession::to_fd_store(&tx).await {
+                                Ok(n) => tracing::info!("SIGTERM: left {n} board session(s) in systemd's descriptor store for the next start"),
+                                Err(e) => tracing::warn!("SIGTERM: cannot keep the sessions for the next start: {e}"),
+                            }
+                        }
+                        break "SIGTERM";
+                    }
                     _ = int.recv() => break "SIGINT",
-                    _ = hup.recv() => tracing::warn!(
-                        "SIGHUP: live reload is not implemented yet; restart usb9pfsd to apply config changes"
-                    ),
+                    // The supervisor logs what changed, or the error with
+                    // file:line:column and keeps the old config.
+                    _ = hup.recv() => if let Err(e) = control::reload(&tx, config_path.as_deref()).await {
+                        tracing::debug!("SIGHUP: {e}");
+                    },
                     _ = usr2.recv() => {
                         tracing::info!("SIGUSR2: re-executing in place; boards keep their sessions");
                         if let Err(e) = succession::reexec(&tx, &[]).await {
@@ -94,16 +151,8 @@ fn serve(config: Config, notify: Box<dyn Notify>, inherited: BTreeMap<GadgetKey,
         tokio::select! {
             _ = &mut supervising => Ok(()),
             r = hotplug => r.map_err(|e| e.to_string()),
+            _ = controlling => Ok(()),
             s = signals => {
-                if s == "SIGTERM" && succession::fd_store_enabled() {
-                    // A restart (systemctl restart, a package upgrade) must
-                    // not cost the boards their sessions: leave them with
-                    // systemd for the next start.
-                    match succession::to_fd_store(&tx).await {
-                        Ok(n) => tracing::info!("{s}: left {n} board session(s) in systemd's descriptor store for the next start"),
-                        Err(e) => tracing::warn!("{s}: cannot keep the sessions for the next start: {e}"),
-                    }
-                }
                 tracing::info!("{s}: stopping; boards with a request in flight get EIO");
                 let _ = tx.send(Input::Shutdown);
                 supervising.await;
@@ -116,6 +165,50 @@ fn serve(config: Config, notify: Box<dyn Notify>, inherited: BTreeMap<GadgetKey,
             }
         }
     })
+}
+
+/// `usb9pfsd status`: ask the running daemon.
+fn show_status(json: bool, socket: &Path) -> Result<(), String> {
+    let r = control::request(socket, "status")?;
+    let Some(report) = r.status.filter(|_| r.ok) else {
+        return Err(r.error.unwrap_or_else(|| "usb9pfsd answered without a status".into()));
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+    } else {
+        print!("{}", status::table(&report));
+    }
+    Ok(())
+}
+
+/// `usb9pfsd reload` (the unit's ExecReload): exit 0 once the running
+/// daemon has applied its config file, else 1 with why.
+fn reload(socket: &Path) -> Result<(), String> {
+    let r = control::request(socket, "reload")?;
+    match r.reload.filter(|_| r.ok) {
+        Some(summary) => {
+            println!("config reloaded: {summary}");
+            Ok(())
+        }
+        None => Err(r.error.unwrap_or_else(|| "usb9pfsd answered without a result".into())),
+    }
+}
+
+/// `usb9pfsd reexec`: exit 0 once the new image has taken over every board.
+fn reexec(socket: &Path) -> Result<(), String> {
+    let r = control::request(socket, "reexec")?;
+    match (r.ok, r.reexec) {
+        (true, Some(s)) => {
+            println!("usb9pfsd re-executed in place; {} board session(s) handed over", s.boards);
+            Ok(())
+        }
+        (false, Some(s)) => Err(format!(
+            "usb9pfsd re-executed, but {} thing(s) could not be handed over (those boards start afresh): {}",
+            s.refused.len(),
+            s.refused.join("; ")
+        )),
+        (_, None) => Err(r.error.unwrap_or_else(|| "usb9pfsd answered without a result".into())),
+    }
 }
 
 /// `forward` serves one gadget (every usb9pfs interface of it): refuse to

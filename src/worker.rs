@@ -12,10 +12,10 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use crate::board::{GadgetInfo, GadgetKey};
-use crate::device::{Device, OpenError};
-use crate::forward::{self, Backends, Exit, Limits, Session};
-use crate::pipe::{StopSwitch, UsbPipe};
-use crate::status::Counters;
+use crate::usb::device::{Device, OpenError};
+use crate::ninep::forward::{self, Backends, Exit, Limits, Session};
+use crate::usb::pipe::{StopSwitch, UsbPipe};
+use crate::daemon::status::Counters;
 
 /// Everything a worker needs, prepared by the supervisor.
 pub struct Job {
@@ -103,7 +103,13 @@ pub fn serve<P: UsbPipe + ?Sized>(pipe: &mut P, job: &Job) -> End {
 /// live session for a successor.
 pub fn serve_session<P: UsbPipe + ?Sized>(pipe: &mut P, job: &Job, session: &mut Session) -> End {
     job.reporter.send(WorkerEvent::Serving);
-    match forward::run(pipe, job.backends.as_ref(), &job.counters, job.limits, session) {
+    let exit = forward::run(pipe, job.backends.as_ref(), &job.counters, job.limits, session);
+    if exit != Exit::Stopped {
+        // The loop's server connection went with it (a stopped loop's
+        // session lives on for its successor).
+        job.counters.session_ended();
+    }
+    match exit {
         Exit::BoardGone => End::Gone,
         Exit::Stopped => End::Stopped,
         other => End::Failed(other.to_string()),

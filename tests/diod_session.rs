@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use usb9pfsd::board::GadgetInfo;
-use usb9pfsd::forward::Limits;
-use usb9pfsd::reconnect::BoardBackend;
-use usb9pfsd::sim::{self, Board};
-use usb9pfsd::status::Counters;
+use usb9pfsd::ninep::forward::Limits;
+use usb9pfsd::ninep::reconnect::BoardBackend;
+use usb9pfsd::usb::sim::{self, Board};
+use usb9pfsd::daemon::status::Counters;
 use usb9pfsd::worker::{self, End, Job, Reporter};
 
 const NOFID: u32 = u32::MAX;
@@ -202,7 +202,7 @@ fn real_9p_session_through_a_worker_to_diod() {
     assert_eq!(errno_of(&r), libc::ECONNREFUSED as u32);
     let snap = counters.snapshot();
     assert_eq!((snap.backend_failures, snap.error_replies), (1, 3));
-    assert!(backend.last_error.lock().expect("lock").as_deref().is_some_and(|e| e.contains("cannot connect")));
+    assert!(backend.last_error.lock().expect("lock").as_ref().is_some_and(|e| e.message.contains("cannot connect")));
 
     // Unplug: the worker ends and says the board is gone.
     drop(board);
@@ -270,8 +270,8 @@ fn server_coming_back_serves_a_new_mount() {
 #[test]
 fn a_live_diod_session_crosses_a_hand_over_mid_file() {
     use std::os::fd::{AsRawFd, BorrowedFd};
-    use usb9pfsd::backend::Backend;
-    use usb9pfsd::forward::Session;
+    use usb9pfsd::ninep::backend::Backend;
+    use usb9pfsd::ninep::forward::Session;
 
     let dir = tempfile::tempdir().expect("tmp");
     let export = dir.path().canonicalize().expect("canon");

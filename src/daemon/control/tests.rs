@@ -1,0 +1,190 @@
+//! The control protocol over a real unix socket in a temporary directory,
+//! against a real supervisor (with a spawner that starts nothing). Clients
+//! are the blocking `request` the CLI uses, run on tokio's blocking pool.
+
+use std::os::unix::fs::PermissionsExt;
+
+use super::*;
+use crate::daemon::supervisor::{Silent, Spawn, Supervisor};
+use crate::worker::Job;
+
+struct NoWorkers;
+
+impl Spawn for NoWorkers {
+    fn spawn(&mut self, _: Job) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+struct Daemon {
+    dir: tempfile::TempDir,
+    socket: PathBuf,
+    config: PathBuf,
+}
+
+const GOOD: &str = "[defaults]\nbackend = \"127.0.0.1:564\"\n";
+
+/// A supervisor and the control socket in front of it, as `run` wires them.
+fn daemon() -> Daemon {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (socket, config) = (dir.path().join("control"), dir.path().join("config.toml"));
+    std::fs::write(&config, GOOD).expect("write config");
+    let (tx, rx) = mpsc::unbounded_channel();
+    let sup = Supervisor::new(Config::load(&config).expect("config"), NoWorkers, Box::new(Silent), tx.clone())
+        .with_config_path(config.clone());
+    tokio::spawn(sup.run(rx));
+    let listener = bind(&socket).expect("bind");
+    tokio::spawn(listener.serve(tx, Some(config.clone())));
+    Daemon { dir, socket, config }
+}
+
+async fn ask(socket: &Path, command: &str) -> Result<Response, String> {
+    let (socket, command) = (socket.to_path_buf(), command.to_string());
+    tokio::task::spawn_blocking(move || request(&socket, &command)).await.expect("client thread")
+}
+
+/// Sends raw bytes, returns the raw answer line.
+async fn raw(socket: &Path, bytes: Vec<u8>) -> String {
+    let socket = socket.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let mut s = std::os::unix::net::UnixStream::connect(&socket).expect("connect");
+        // A refused request may be answered before all of it is written.
+        let _ = s.write_all(&bytes);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap_or_else(|e| panic!("read answer to {:?}: {e}", String::from_utf8_lossy(&bytes[..bytes.len().min(40)])));
+        answer
+    })
+    .await
+    .expect("client thread")
+}
+
+fn error_of(answer: &str) -> String {
+    let r: Response = serde_json::from_str(answer).unwrap_or_else(|e| panic!("{e}: {answer}"));
+    assert_eq!((r.version, r.ok), (PROTOCOL, false), "{answer}");
+    r.error.expect("error message")
+}
+
+#[tokio::test]
+async fn status_and_reload_round_trip() {
+    let d = daemon();
+    let mode = std::fs::metadata(&d.socket).expect("socket").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+
+    let r = ask(&d.socket, "status").await.expect("status");
+    assert!(r.ok);
+    let report = r.status.expect("report");
+    assert_eq!(report.daemon.config_path.as_deref(), Some(d.config.to_str().expect("utf8")));
+    assert_eq!(report.daemon.version, env!("CARGO_PKG_VERSION"));
+    assert!(report.boards.is_empty());
+
+    let r = ask(&d.socket, "reload").await.expect("reload");
+    assert_eq!((r.ok, r.reload), (true, Some(reload::Summary::default())));
+
+    // An invalid file: the error names file:line:column, the old config
+    // stays, and status says so until a good reload.
+    std::fs::write(&d.config, "[defaults]\nbackend = \"nope\"\n").expect("write");
+    let r = ask(&d.socket, "reload").await.expect("answer");
+    let err = r.error.expect("error");
+    assert!(!r.ok);
+    assert!(err.starts_with(&format!("{}:2:11:", d.config.display())), "{err}");
+    let report = ask(&d.socket, "status").await.expect("status").status.expect("report");
+    assert!(err.starts_with(report.daemon.last_reload_error.as_deref().expect("recorded")), "{err}");
+    assert!(err.ends_with("the old config stays in force"), "{err}");
+    std::fs::write(&d.config, GOOD).expect("write");
+    assert!(ask(&d.socket, "reload").await.expect("reload").ok);
+    let report = ask(&d.socket, "status").await.expect("status").status.expect("report");
+    assert_eq!(report.daemon.last_reload_error, None);
+}
+
+#[tokio::test]
+async fn garbage_oversized_and_foreign_requests_get_an_error_and_the_socket_keeps_working() {
+    let d = daemon();
+    let err = error_of(&raw(&d.socket, b"hello\n".to_vec()).await);
+    assert!(err.starts_with("not a usb9pfsd control request"), "{err}");
+    let err = error_of(&raw(&d.socket, vec![b'x'; MAX_REQUEST * 4]).await);
+    assert!(err.contains("longer than 4096 bytes"), "{err}");
+    let err = error_of(&raw(&d.socket, br#"{"version":2,"command":"status"}"#.to_vec()).await);
+    assert!(err.contains("protocol version 2"), "{err}");
+    let err = error_of(&raw(&d.socket, br#"{"version":1,"command":"reboot"}"#.to_vec()).await);
+    assert!(err.contains("unknown command \"reboot\""), "{err}");
+    // No newline, end of stream: still one request.
+    let answer = raw(&d.socket, br#"{"version":1,"command":"status"}"#.to_vec()).await;
+    assert!(answer.starts_with(r#"{"version":1,"ok":true,"status":"#) && answer.ends_with('\n'), "{answer}");
+    assert!(ask(&d.socket, "status").await.expect("status").ok);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_client_is_dropped_after_the_timeout() {
+    let d = daemon();
+    let client = UnixStream::connect(&d.socket).await.expect("connect");
+    // Paused clock: the runtime advances it while everyone waits.
+    let mut answer = Vec::new();
+    loop {
+        client.readable().await.expect("readable");
+        let mut chunk = [0u8; 256];
+        match client.try_read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let err = error_of(&String::from_utf8(answer).expect("utf8"));
+    assert!(err.contains("no request line within 5 s"), "{err}");
+    drop(client);
+}
+
+#[tokio::test]
+async fn not_running_and_permission_messages_say_what_to_do() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let missing = dir.path().join("control");
+    let err = ask(&missing, "status").await.expect_err("no daemon");
+    assert_eq!(err, format!("usb9pfsd is not running (no socket at {})", missing.display()));
+    // A socket file whose daemon died.
+    drop(std::os::unix::net::UnixListener::bind(&missing).expect("bind"));
+    let err = ask(&missing, "status").await.expect_err("no daemon");
+    assert_eq!(err, format!("usb9pfsd is not running (nothing listens on {})", missing.display()));
+    let denied = connect_error(Path::new(DEFAULT_SOCKET), &io::Error::from(io::ErrorKind::PermissionDenied));
+    assert_eq!(denied, "permission denied on /run/usb9pfsd/control: add yourself to group usb9pfsd");
+    // The real thing, where the kernel checks the mode (root bypasses it).
+    if unsafe { libc::geteuid() } == 0 {
+        eprintln!("running as root: the kernel's EACCES is not reachable; the mapping is checked above");
+        return;
+    }
+    let d = daemon();
+    std::fs::set_permissions(&d.socket, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o000)).expect("chmod");
+    let err = ask(&d.socket, "status").await.expect_err("denied");
+    std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o700)).expect("chmod back");
+    assert!(err.starts_with("permission denied on") && err.ends_with("group usb9pfsd"), "{err}");
+}
+
+#[tokio::test]
+async fn bind_replaces_a_dead_daemons_socket_but_not_a_live_one() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("run").join("control");
+    let first = bind(&path).expect("bind, making the directory");
+    let mode = std::fs::metadata(path.parent().expect("dir")).expect("dir").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o750);
+    let err = bind(&path).err().expect("a live socket is not taken over");
+    assert!(err.contains("another usb9pfsd"), "{err}");
+    drop(first);
+    assert!(!path.exists(), "dropping the listener removes its socket");
+    drop(std::os::unix::net::UnixListener::bind(&path).expect("stale"));
+    let second = bind(&path).expect("a stale socket is replaced");
+    assert_eq!(second.path(), path);
+    // Never delete something that is not a socket (a mistyped path).
+    let file = dir.path().join("config.toml");
+    std::fs::write(&file, "x").expect("write");
+    let err = bind(&file).err().expect("refused");
+    assert!(err.contains("not a socket"), "{err}");
+    assert_eq!(std::fs::read_to_string(&file).expect("still there"), "x");
+}
+
+#[tokio::test]
+async fn reload_without_a_config_file_says_so() {
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let err = reload(&tx, None).await.expect_err("forward has no file");
+    assert!(err.contains("usb9pfsd forward"), "{err}");
+}

@@ -1,0 +1,505 @@
+//! Handing live board sessions to a successor process, so a re-executed or
+//! restarted daemon carries on where this one stopped and no board notices.
+//!
+//! What crosses, per usb9pfs interface, once its worker has stopped at a
+//! message boundary (nothing owed either way): the claimed usbfs file
+//! descriptor, the server connection if the 9P session is live, and a small
+//! record of the session (dialect, msize ceiling, the board's receive size).
+//! The records travel as versioned JSON in a sealed memfd named
+//! [`STATE_NAME`]; every descriptor travels under a name derived from its
+//! board's key. Both ways of crossing use systemd's naming: `usb9pfsd
+//! reexec` renumbers the descriptors to 3… and sets `LISTEN_FDS`,
+//! `LISTEN_FDNAMES` and `LISTEN_PID` before `execv` (same PID), and a stop
+//! under systemd puts them in the unit's file descriptor store (`FDSTORE=1`,
+//! `FDNAME=`), which hands them to the next start the same way. So one
+//! reader serves both.
+//!
+//! The successor trusts nothing it inherits: a record must parse, carry the
+//! known version and name descriptors that exist; a usbfs descriptor must be
+//! the character device of the bus and address it claims to be; anything
+//! else is closed and the board starts clean. This module must never talk to
+//! a board or a server and never decide which board is served.
+//!
+//! What systemd 252 (Debian 12) does with the store, read in its source: a
+//! `systemctl restart` and an automatic restart after a crash keep the stored
+//! descriptors and pass them to the next start; `stop` then `start` closes
+//! them; a stored usbfs node of an unplugged device is dropped (POLLHUP);
+//! systemd keeps its own copy while the service runs, so a successor removes
+//! every name it inherited from the store (`FDSTOREREMOVE=1`) once it holds
+//! them, or closing a server connection would not end its session.
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{self, Read, Seek, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use serde::{Deserialize, Serialize};
+
+use crate::ninep::backend::Backend;
+use crate::board::{BusAddr, GadgetKey};
+use crate::ninep::forward::Session;
+use crate::ninep::frame::Dialect;
+use crate::daemon::supervisor::handover::HandedBoard;
+use crate::worker::Carry;
+
+/// Format of the state record; a successor refuses any other.
+pub const VERSION: u32 = 1;
+/// The descriptor name of the state memfd.
+pub const STATE_NAME: &str = "usb9pfsd-state";
+/// A state record larger than this is refused unread (a few hundred bytes
+/// per board is the norm).
+pub const MAX_STATE: u64 = 1 << 20;
+/// Major number of usbfs device nodes (`/dev/bus/usb/BBB/DDD`).
+const USB_DEVICE_MAJOR: u32 = 189;
+
+/// The 9P session of one board as it crosses.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// "9P2000.L", "9P2000.u" or "9P2000".
+    pub dialect: String,
+    pub ceiling: u32,
+    pub live: bool,
+    pub board_rx: u32,
+    /// The server address the live session talks to (for logs and status).
+    pub backend: Option<String>,
+}
+
+/// One board as it crosses.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BoardRecord {
+    pub bus: u8,
+    pub addr: u8,
+    pub iface: u8,
+    pub serial: Option<String>,
+    pub session: SessionRecord,
+}
+
+impl BoardRecord {
+    pub fn key(&self) -> GadgetKey {
+        GadgetKey { busaddr: BusAddr { bus: self.bus, addr: self.addr }, iface: self.iface }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub version: u32,
+    /// The daemon version that wrote it (for logs).
+    pub writer: String,
+    pub boards: Vec<BoardRecord>,
+}
+
+impl State {
+    pub fn new(boards: Vec<BoardRecord>) -> State {
+        State { version: VERSION, writer: env!("CARGO_PKG_VERSION").to_string(), boards }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        // Serialising plain structs of strings and integers cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Parses and checks a record; the error says why it was refused.
+    pub fn decode(raw: &[u8]) -> Result<State, String> {
+        let state: State = serde_json::from_slice(raw).map_err(|e| format!("unreadable hand-over state: {e}"))?;
+        if state.version != VERSION {
+            return Err(format!(
+                "hand-over state version {} from usb9pfsd {}, this usb9pfsd reads version {VERSION}",
+                state.version, state.writer
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for b in &state.boards {
+            if b.bus == 0 || b.addr == 0 || b.addr > 127 || !seen.insert(b.key()) {
+                return Err(format!("hand-over state names an impossible or repeated board {}", b.key()));
+            }
+            let s = &b.session;
+            if s.ceiling < crate::ninep::frame::HEADER_LEN as u32 || s.board_rx == 0 || dialect_from(&s.dialect).is_none() {
+                return Err(format!("hand-over state for board {} has an impossible session", b.key()));
+            }
+        }
+        Ok(state)
+    }
+}
+
+pub fn dialect_name(d: Dialect) -> &'static str {
+    match d {
+        Dialect::Linux => "9P2000.L",
+        Dialect::Unix => "9P2000.u",
+        Dialect::Plain => "9P2000",
+    }
+}
+
+pub fn dialect_from(s: &str) -> Option<Dialect> {
+    match s {
+        "9P2000.L" => Some(Dialect::Linux),
+        "9P2000.u" => Some(Dialect::Unix),
+        "9P2000" => Some(Dialect::Plain),
+        _ => None,
+    }
+}
+
+/// Descriptor name of a board's usbfs node.
+pub fn usb_name(key: GadgetKey) -> String {
+    format!("usb-{:03}-{:03}-{}", key.busaddr.bus, key.busaddr.addr, key.iface)
+}
+
+/// Descriptor name of a board's server connection.
+pub fn server_name(key: GadgetKey) -> String {
+    format!("srv-{:03}-{:03}-{}", key.busaddr.bus, key.busaddr.addr, key.iface)
+}
+
+/// The state as a sealed memfd: the successor can read it but nobody can
+/// change it underneath.
+pub fn state_memfd(state: &State) -> io::Result<OwnedFd> {
+    let name = CString::new(STATE_NAME).map_err(io::Error::other)?;
+    // SAFETY: a valid C string; the result is checked.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor we own.
+    let mut file = unsafe { File::from_raw_fd(fd) };
+    file.write_all(&state.encode())?;
+    let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+    // SAFETY: fcntl on our own descriptor.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(file.into())
+}
+
+/// Reads a state memfd, bounded.
+pub fn read_state(fd: OwnedFd) -> Result<State, String> {
+    let mut file = File::from(fd);
+    let len = file.metadata().map_err(|e| format!("cannot stat the hand-over state: {e}"))?.len();
+    if len > MAX_STATE {
+        return Err(format!("hand-over state of {len} bytes is larger than {MAX_STATE}"));
+    }
+    file.rewind().map_err(|e| format!("cannot read the hand-over state: {e}"))?;
+    let mut raw = Vec::with_capacity(len as usize);
+    file.take(MAX_STATE).read_to_end(&mut raw).map_err(|e| format!("cannot read the hand-over state: {e}"))?;
+    State::decode(&raw)
+}
+
+/// Is `fd` the usbfs node of the device at `at`?
+pub fn is_usbfs_node_of(fd: &impl AsFd, at: BusAddr) -> bool {
+    // SAFETY: fstat into a zeroed struct we own.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd.as_fd().as_raw_fd(), &mut st) } != 0 || at.bus == 0 || at.addr == 0 {
+        return false;
+    }
+    let (major, minor) = (libc::major(st.st_rdev), libc::minor(st.st_rdev));
+    // usbfs numbers devices (bus-1)*128 + (address-1).
+    st.st_mode & libc::S_IFMT == libc::S_IFCHR && major == USB_DEVICE_MAJOR && minor == (at.bus as u32 - 1) * 128 + (at.addr as u32 - 1)
+}
+
+/// Is `fd` a connected stream socket?
+pub fn is_stream_socket(fd: &impl AsFd) -> bool {
+    let mut kind: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt into a c_int we own.
+    let r = unsafe {
+        libc::getsockopt(fd.as_fd().as_raw_fd(), libc::SOL_SOCKET, libc::SO_TYPE, (&mut kind as *mut libc::c_int).cast(), &mut len)
+    };
+    r == 0 && kind == libc::SOCK_STREAM
+}
+
+/// What a successor found waiting for it.
+#[derive(Default)]
+pub struct Inherited {
+    /// Boards to adopt, with their descriptors, checked.
+    pub boards: BTreeMap<GadgetKey, Inheritance>,
+    /// Why something inherited was refused (logged; its descriptors closed).
+    pub refused: Vec<String>,
+    /// Every descriptor name seen (to remove them from systemd's store).
+    pub names: Vec<String>,
+}
+
+pub struct Inheritance {
+    pub record: BoardRecord,
+    pub node: OwnedFd,
+    pub server: Option<OwnedFd>,
+}
+
+/// Sorts named descriptors (from `LISTEN_FDS`/`LISTEN_FDNAMES`) into boards
+/// to adopt. Descriptors that no valid record claims are closed.
+pub fn inherit(named: Vec<(String, OwnedFd)>) -> Inherited {
+    let mut out = Inherited { names: named.iter().map(|(n, _)| n.clone()).collect(), ..Inherited::default() };
+    let mut fds: BTreeMap<String, OwnedFd> = BTreeMap::new();
+    for (name, fd) in named {
+        if fds.insert(name.clone(), fd).is_some() {
+            out.refused.push(format!("descriptor name {name} passed twice; keeping the last"));
+        }
+    }
+    let Some(state_fd) = fds.remove(STATE_NAME) else {
+        if !fds.is_empty() {
+            out.refused.push(format!("{} inherited descriptors without a hand-over state; closing them", fds.len()));
+        }
+        return out;
+    };
+    let state = match read_state(state_fd) {
+        Ok(s) => s,
+        Err(why) => {
+            out.refused.push(format!("{why}; starting every board afresh"));
+            return out;
+        }
+    };
+    for record in state.boards {
+        let key = record.key();
+        let Some(node) = fds.remove(&usb_name(key)) else {
+            out.refused.push(format!("board {key}: its usbfs descriptor was not passed"));
+            continue;
+        };
+        if !is_usbfs_node_of(&node, key.busaddr) {
+            out.refused.push(format!("board {key}: the descriptor passed is not its usbfs node"));
+            continue;
+        }
+        let server = fds.remove(&server_name(key));
+        let server = match server {
+            Some(s) if record.session.live && is_stream_socket(&s) => Some(s),
+            Some(_) if record.session.live => {
+                out.refused.push(format!("board {key}: its server descriptor is not a stream socket; the session is lost"));
+                None
+            }
+            _ => None,
+        };
+        out.boards.insert(key, Inheritance { record, node, server });
+    }
+    for name in fds.keys() {
+        out.refused.push(format!("descriptor {name} belongs to no board in the hand-over state; closing it"));
+    }
+    out
+}
+
+/// The environment variable naming the descriptors `reexec` passes:
+/// `name=fd` pairs separated by `:` (systemd's store uses `LISTEN_FDS`).
+pub const FDS_ENV: &str = "USB9PFSD_FDS";
+
+/// Re-executes `exe` with `args` in this process (same PID), passing `fds`
+/// under their names in [`FDS_ENV`]. The descriptors keep their numbers
+/// (only close-on-exec is cleared), so a failed exec leaves this process as
+/// it was. Returns only if the exec failed.
+pub fn reexec(exe: &std::path::Path, args: &[std::ffi::OsString], fds: &[(String, RawFd)]) -> io::Error {
+    use std::os::unix::ffi::OsStrExt;
+    let cstr = |b: &[u8]| CString::new(b).map_err(io::Error::other);
+    let path = match cstr(exe.as_os_str().as_bytes()) {
+        Ok(p) => p,
+        Err(e) => return e,
+    };
+    let mut argv = Vec::new();
+    for a in args {
+        match cstr(a.as_bytes()) {
+            Ok(c) => argv.push(c),
+            Err(e) => return e,
+        }
+    }
+    let set_cloexec = |on: bool| {
+        for (_, fd) in fds {
+            // SAFETY: fcntl on descriptors the caller holds open.
+            unsafe { libc::fcntl(*fd, libc::F_SETFD, if on { libc::FD_CLOEXEC } else { 0 }) };
+        }
+    };
+    let listed: Vec<String> = fds.iter().map(|(n, fd)| format!("{n}={fd}")).collect();
+    std::env::set_var(FDS_ENV, listed.join(":"));
+    set_cloexec(false);
+    let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    ptrs.push(std::ptr::null());
+    // SAFETY: NUL-terminated strings and a NULL-terminated array that
+    // outlive the call; execv only returns on failure.
+    unsafe { libc::execv(path.as_ptr(), ptrs.as_ptr()) };
+    let err = io::Error::last_os_error();
+    set_cloexec(true);
+    std::env::remove_var(FDS_ENV);
+    err
+}
+
+/// Parses [`FDS_ENV`]: `name=fd` pairs. Malformed entries are skipped.
+pub fn parse_fds_env(v: &str) -> Vec<(String, RawFd)> {
+    v.split(':')
+        .filter_map(|pair| {
+            let (name, fd) = pair.rsplit_once('=')?;
+            let fd: RawFd = fd.parse().ok().filter(|fd| *fd > 2)?;
+            Some((name.to_string(), fd))
+        })
+        .collect()
+}
+
+/// What crosses for `boards`: the state memfd (keep it open until the
+/// successor has it) and every descriptor by name, the state first.
+pub fn pack(boards: &[HandedBoard]) -> io::Result<(OwnedFd, Vec<(String, RawFd)>)> {
+    let records = boards
+        .iter()
+        .map(|hb| {
+            let s = &hb.carry.session;
+            BoardRecord {
+                bus: hb.info.busaddr.bus,
+                addr: hb.info.busaddr.addr,
+                iface: hb.info.interface,
+                serial: hb.info.serial.clone(),
+                session: SessionRecord {
+                    dialect: dialect_name(s.dialect).to_string(),
+                    ceiling: s.ceiling,
+                    live: s.live && s.backend.is_some(),
+                    board_rx: s.board_rx,
+                    backend: hb.backend.clone(),
+                },
+            }
+        })
+        .collect();
+    let state = state_memfd(&State::new(records))?;
+    let mut fds = vec![(STATE_NAME.to_string(), state.as_raw_fd())];
+    for hb in boards {
+        let key = hb.info.key();
+        if let Some(node) = &hb.carry.node {
+            fds.push((usb_name(key), node.as_raw_fd()));
+        }
+        if let (true, Some(b)) = (hb.carry.session.live, &hb.carry.session.backend) {
+            fds.push((server_name(key), b.raw_fd()));
+        }
+    }
+    Ok((state, fds))
+}
+
+/// Turns checked inheritances into sessions to carry on with. A server
+/// descriptor that is no usable socket loses the session (the board's next
+/// request fails with EIO until it mounts again), never the board.
+pub fn adoptable(inherited: BTreeMap<GadgetKey, Inheritance>) -> BTreeMap<GadgetKey, Carry> {
+    inherited
+        .into_iter()
+        .map(|(key, inh)| {
+            let r = &inh.record.session;
+            let backend = inh.server.and_then(|fd| match Backend::from_fd(fd) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    tracing::warn!(busaddr = %key.busaddr, iface = key.iface, "the handed-over server connection is unusable ({e}); the session is lost");
+                    None
+                }
+            });
+            let session = Session {
+                live: r.live && backend.is_some(),
+                backend,
+                dialect: dialect_from(&r.dialect).unwrap_or_default(),
+                ceiling: r.ceiling,
+                board_rx: r.board_rx,
+            };
+            (key, Carry { node: Some(File::from(inh.node)), session })
+        })
+        .collect()
+}
+
+/// The path to re-execute: this binary's path as it was started, so an
+/// upgraded file at the same path takes effect.
+pub fn own_path() -> io::Result<std::path::PathBuf> {
+    let exe = std::fs::read_link("/proc/self/exe")?;
+    let s = exe.to_string_lossy();
+    Ok(match s.strip_suffix(" (deleted)") {
+        Some(p) => std::path::PathBuf::from(p),
+        None => exe,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(bus: u8, addr: u8, iface: u8) -> BoardRecord {
+        BoardRecord {
+            bus,
+            addr,
+            iface,
+            serial: Some("A".into()),
+            session: SessionRecord { dialect: "9P2000.L".into(), ceiling: 16384, live: true, board_rx: 65536, backend: Some("127.0.0.1:564".into()) },
+        }
+    }
+
+    #[test]
+    fn state_round_trips_through_a_sealed_memfd() {
+        let state = State::new(vec![record(1, 4, 0), record(1, 4, 2)]);
+        let fd = state_memfd(&state).expect("memfd");
+        // Sealed: nobody can change what the successor will read.
+        let mut f = File::from(fd.try_clone().expect("dup"));
+        assert!(f.write_all(b"x").is_err());
+        assert_eq!(read_state(fd).expect("read"), state);
+    }
+
+    #[test]
+    fn malformed_truncated_or_foreign_state_is_refused_not_trusted() {
+        let good = State::new(vec![record(1, 4, 0)]).encode();
+        for cut in 0..good.len() {
+            assert!(State::decode(&good[..cut]).is_err(), "truncated at {cut}");
+        }
+        let mut other = State::new(vec![]);
+        other.version = 2;
+        assert!(State::decode(&other.encode()).unwrap_err().contains("version 2"));
+        for bad in [record(0, 4, 0), record(1, 0, 0), record(1, 200, 0)] {
+            assert!(State::decode(&State::new(vec![bad]).encode()).is_err());
+        }
+        assert!(State::decode(&State::new(vec![record(1, 4, 0), record(1, 4, 0)]).encode()).is_err(), "repeated board");
+        let mut odd = record(1, 4, 0);
+        odd.session.dialect = "9P3000".into();
+        assert!(State::decode(&State::new(vec![odd]).encode()).is_err());
+        let mut tiny = record(1, 4, 0);
+        tiny.session.ceiling = 3;
+        assert!(State::decode(&State::new(vec![tiny]).encode()).is_err());
+        assert!(State::decode(b"\xff\xfe garbage").is_err());
+    }
+
+    #[test]
+    fn a_successor_closes_what_it_cannot_use_and_starts_clean() {
+        // No state: inherited descriptors are closed, nothing adopted.
+        let (a, _b) = std::os::unix::net::UnixStream::pair().expect("pair");
+        let got = inherit(vec![("usb-001-004-0".into(), a.into())]);
+        assert!(got.boards.is_empty());
+        assert_eq!(got.refused.len(), 1);
+        // A record whose "usbfs node" is a socket: refused, not adopted.
+        let state = state_memfd(&State::new(vec![record(1, 4, 0)])).expect("memfd");
+        let (a, b) = std::os::unix::net::UnixStream::pair().expect("pair");
+        let got = inherit(vec![
+            (STATE_NAME.into(), state),
+            ("usb-001-004-0".into(), a.into()),
+            ("srv-001-004-0".into(), b.into()),
+        ]);
+        assert!(got.boards.is_empty());
+        assert!(got.refused.iter().any(|r| r.contains("not its usbfs node")), "{:?}", got.refused);
+        assert!(got.refused.iter().any(|r| r.contains("srv-001-004-0")), "{:?}", got.refused);
+        // Garbage state: refused as a whole.
+        let junk = state_memfd(&State::new(vec![])).expect("memfd");
+        let mut f = File::from(junk);
+        f.rewind().expect("rewind");
+        let got = inherit(vec![(STATE_NAME.into(), {
+            let mut raw = Vec::new();
+            f.read_to_end(&mut raw).expect("read");
+            // A memfd with a future version in it.
+            let mut s: State = serde_json::from_slice(&raw).expect("json");
+            s.version = 99;
+            state_memfd(&s).expect("memfd")
+        })]);
+        assert!(got.refused.iter().any(|r| r.contains("version 99")), "{:?}", got.refused);
+    }
+
+    #[test]
+    fn usbfs_nodes_are_recognised_by_major_and_minor_only() {
+        let f = File::open("/dev/null").expect("null");
+        assert!(!is_usbfs_node_of(&f, BusAddr { bus: 1, addr: 1 }));
+        let (a, _b) = std::os::unix::net::UnixStream::pair().expect("pair");
+        assert!(is_stream_socket(&a));
+        assert!(!is_stream_socket(&f));
+    }
+
+    #[test]
+    fn the_reexec_descriptor_list_parses_and_skips_junk() {
+        assert_eq!(
+            parse_fds_env("usb9pfsd-state=5:usb-001-004-0=6:srv-001-004-0=9"),
+            vec![("usb9pfsd-state".into(), 5), ("usb-001-004-0".into(), 6), ("srv-001-004-0".into(), 9)]
+        );
+        assert_eq!(parse_fds_env("x=1:y=abc:z:=7:w=-3"), vec![("".into(), 7)]);
+        assert!(parse_fds_env("").is_empty());
+    }
+
+    #[test]
+    fn names_are_stable() {
+        let k = GadgetKey { busaddr: BusAddr { bus: 3, addr: 17 }, iface: 10 };
+        assert_eq!((usb_name(k), server_name(k)), ("usb-003-017-10".to_string(), "srv-003-017-10".to_string()));
+    }
+}

@@ -1,0 +1,558 @@
+//! The supervisor: the one owner of per-board state. It hears hotplug events,
+//! worker reports and commands on a single ordered input channel, decides
+//! which board gets a worker and with which backend, restarts failed workers
+//! with capped exponential backoff, answers status queries and applies
+//! config reloads (the per-board diff is [`crate::daemon::reload`]'s; applying it is
+//! in `supervisor/apply.rs`).
+//!
+//! A board is one usb9pfs interface, keyed by bus, address and interface
+//! number ([`GadgetKey`]): a reset or re-enumeration is a new key, hence a
+//! fresh worker and a fresh backend connection; a gadget with two usb9pfs
+//! functions is two boards. One board's failures never touch another board's
+//! entry. The supervisor must never touch endpoints or sockets itself; it only
+//! starts workers through [`Spawn`], stops them through their [`StopSwitch`]
+//! and stops backends through [`BoardBackend::stop`].
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{sleep_until, Instant};
+
+use crate::board::{BusAddr, GadgetInfo, GadgetKey};
+use crate::config::{Config, ConfigError, Decision, Target};
+use crate::ninep::forward::Limits;
+use crate::usb::pipe::StopSwitch;
+use crate::ninep::reconnect::BoardBackend;
+use crate::daemon::reload;
+use crate::daemon::status::{self, Activity, BoardState, BoardStatus, Counters, DaemonStatus, Stamped, StatusReport};
+use crate::worker::{Carry, End, Job, Report, Reporter, WorkerEvent};
+
+pub mod handover;
+
+/// First delay before restarting a failed worker; doubles per failure.
+pub const FIRST_RESTART: Duration = Duration::from_millis(500);
+/// The longest a failed board waits for its next worker.
+pub const MAX_RESTART: Duration = Duration::from_secs(30);
+/// Unserved boards remembered so each is logged once (bounded memory).
+const MAX_NOTED: usize = 1024;
+
+/// What the hotplug side reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HotplugEvent {
+    /// A usb9pfs interface is present (coldplug, add, bind); one event per
+    /// interface. Repeats are harmless.
+    Present(GadgetInfo),
+    /// Whatever was at this bus address is gone (remove, unbind): every
+    /// interface of the device.
+    Gone(BusAddr),
+    /// Every gadget present at start-up has been reported.
+    ColdplugDone,
+    /// After lost udev events: exactly these interfaces are present now
+    /// (each is also reported `Present`); any other board is gone.
+    Rescanned(Vec<GadgetKey>),
+}
+
+/// Everything the supervisor reacts to, in one ordered stream.
+#[derive(Debug)]
+pub enum Input {
+    Hotplug(HotplugEvent),
+    Worker(Report),
+    Status(oneshot::Sender<StatusReport>),
+    /// Apply a re-read config (or record why it could not be read): the
+    /// reply says what changed, or the error with file:line:column.
+    Reload(Result<Config, ConfigError>, oneshot::Sender<Result<reload::Summary, String>>),
+    /// Stop every served board at a message boundary and hand back what
+    /// each carried (see [`handover`]).
+    HandOver(handover::HandOverReply),
+    /// Serve handed-over boards again (their successor could not start).
+    Resume(Vec<handover::HandedBoard>),
+    /// Stop every board's backend (waking blocked workers) and return.
+    Shutdown,
+}
+
+impl From<Report> for Input {
+    fn from(r: Report) -> Input {
+        Input::Worker(r)
+    }
+}
+
+/// Starts a worker for a job (a thread on real hardware, a recorder in tests).
+pub trait Spawn: Send {
+    fn spawn(&mut self, job: Job) -> Result<(), String>;
+}
+
+/// Tells the service manager how things stand (sd_notify in production).
+pub trait Notify: Send {
+    fn ready(&mut self, served: usize);
+    fn status(&mut self, served: usize, total: usize);
+    /// A config reload begins; `ready` follows when it is done.
+    fn reloading(&mut self) {}
+}
+
+/// A notifier that says nothing (foreground runs, tests).
+pub struct Silent;
+
+impl Notify for Silent {
+    fn ready(&mut self, _: usize) {}
+    fn status(&mut self, _: usize, _: usize) {}
+}
+
+enum Slot {
+    Ignored(String),
+    Running,
+    Waiting(Instant),
+    /// Stopped at a message boundary and handed to a successor.
+    HandedOver,
+}
+
+struct Board {
+    info: GadgetInfo,
+    target: Option<Target>,
+    backend: Option<Arc<BoardBackend>>,
+    counters: Arc<Counters>,
+    /// The current worker's stop switch.
+    stop: Arc<StopSwitch>,
+    slot: Slot,
+    generation: u64,
+    starts: u64,
+    failures: u32,
+    /// `served` when the current worker started: did it serve anything
+    /// beyond a handshake?
+    served_at_start: u64,
+    last_error: Option<Stamped>,
+    /// A reload unmapped the board while its worker ran: why, for the
+    /// `Ignored` state the board takes when the worker has stopped.
+    releasing: Option<String>,
+}
+
+pub struct Supervisor<S: Spawn> {
+    config: Config,
+    spawner: S,
+    notify: Box<dyn Notify>,
+    inputs: mpsc::UnboundedSender<Input>,
+    boards: BTreeMap<GadgetKey, Board>,
+    /// Workers of removed boards that have not reported their end yet.
+    orphans: BTreeMap<GadgetKey, u64>,
+    /// Serials / port paths of unserved boards already logged once.
+    noted: HashSet<String>,
+    next_generation: u64,
+    ready: bool,
+    handing: Option<handover::Handing>,
+    /// Sessions a predecessor handed over, adopted when their board shows up.
+    inherited: BTreeMap<GadgetKey, Carry>,
+    /// The file a reload re-reads (None for `usb9pfsd forward`).
+    config_path: Option<PathBuf>,
+    config_loaded_at: SystemTime,
+    last_reload_error: Option<Stamped>,
+    started_at: SystemTime,
+    started: Instant,
+}
+
+impl<S: Spawn> Supervisor<S> {
+    /// `inputs` is the sender half of the channel `run` will read; workers
+    /// report through clones of it.
+    pub fn new(config: Config, spawner: S, notify: Box<dyn Notify>, inputs: mpsc::UnboundedSender<Input>) -> Self {
+        Supervisor {
+            config,
+            spawner,
+            notify,
+            inputs,
+            boards: BTreeMap::new(),
+            orphans: BTreeMap::new(),
+            noted: HashSet::new(),
+            next_generation: 1,
+            ready: false,
+            handing: None,
+            inherited: BTreeMap::new(),
+            config_path: None,
+            config_loaded_at: SystemTime::now(),
+            last_reload_error: None,
+            started_at: SystemTime::now(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Sessions handed over by a predecessor: each board carries on with its
+    /// own when it is reported present (and still mapped); the rest are
+    /// closed once coldplug is done.
+    pub fn with_inherited(mut self, inherited: BTreeMap<GadgetKey, Carry>) -> Self {
+        self.inherited = inherited;
+        self
+    }
+
+    /// Names the config file, for `status` (the caller re-reads it on reload).
+    pub fn with_config_path(mut self, path: PathBuf) -> Self {
+        self.config_path = Some(path);
+        self
+    }
+
+    /// Runs until `Shutdown` or until every sender is gone.
+    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Input>) {
+        loop {
+            let due = self.next_restart();
+            let handing = self.handing.as_ref().map(|h| h.deadline);
+            let input = tokio::select! {
+                biased;
+                input = rx.recv() => input,
+                _ = sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
+                    self.restart_due();
+                    continue;
+                }
+                _ = sleep_until(handing.unwrap_or_else(Instant::now)), if handing.is_some() => {
+                    self.hand_over_overdue();
+                    continue;
+                }
+            };
+            // Restarts that fell due while the input waited come first, so
+            // the input (a status query, say) sees them.
+            if self.next_restart().is_some_and(|t| t <= Instant::now()) {
+                self.restart_due();
+            }
+            match input {
+                Some(Input::Hotplug(ev)) => self.on_hotplug(ev),
+                Some(Input::Worker(r)) => self.on_report(r),
+                Some(Input::Status(reply)) => {
+                    let _ = reply.send(self.report());
+                }
+                Some(Input::Reload(config, reply)) => {
+                    let _ = reply.send(self.reload(config));
+                }
+                Some(Input::HandOver(reply)) => self.on_hand_over(reply),
+                Some(Input::Resume(boards)) => self.resume(boards),
+                Some(Input::Shutdown) | None => break,
+            }
+        }
+        for b in self.boards.values() {
+            if matches!(b.slot, Slot::HandedOver) {
+                // Its server connection now belongs to a successor: a
+                // shutdown() here would end the session for both.
+                continue;
+            }
+            if let Some(be) = &b.backend {
+                be.stop();
+            }
+            b.stop.request();
+        }
+    }
+
+    fn on_hotplug(&mut self, ev: HotplugEvent) {
+        match ev {
+            HotplugEvent::Present(info) => self.on_present(info),
+            HotplugEvent::Gone(at) => self.on_gone(at),
+            HotplugEvent::Rescanned(present) => {
+                let gone: BTreeSet<BusAddr> =
+                    self.boards.keys().filter(|k| !present.contains(k)).map(|k| k.busaddr).collect();
+                for at in gone {
+                    self.on_gone(at);
+                }
+            }
+            HotplugEvent::ColdplugDone => {
+                for (key, _) in std::mem::take(&mut self.inherited) {
+                    tracing::warn!(busaddr = %key.busaddr, iface = key.iface, "a handed-over board is gone; closing its session");
+                }
+                if !self.ready {
+                    self.ready = true;
+                    let served = self.served();
+                    tracing::info!("{served} board(s) served, {} present", self.boards.len());
+                    self.notify.ready(served);
+                }
+            }
+        }
+    }
+
+    /// Every interface of the device at `at` is gone: wake and stop their
+    /// workers (blocked on the server or the board) and remember each one
+    /// until it reports its end, so the interface is known to be released.
+    fn on_gone(&mut self, at: BusAddr) {
+        let keys: Vec<GadgetKey> = self.boards.range(GadgetKey { busaddr: at, iface: 0 }..=GadgetKey { busaddr: at, iface: u8::MAX }).map(|(k, _)| *k).collect();
+        if keys.is_empty() {
+            return;
+        }
+        for key in keys {
+            let Some(b) = self.boards.remove(&key) else { continue };
+            if let Some(be) = &b.backend {
+                be.stop();
+            }
+            b.stop.request();
+            if matches!(b.slot, Slot::Running) {
+                self.orphans.insert(key, b.generation);
+            }
+            if b.target.is_some() {
+                tracing::info!(serial = %b.info.serial_or_none(), busaddr = %at, iface = key.iface, "board removed");
+            }
+        }
+        self.report_status();
+    }
+
+    fn on_present(&mut self, info: GadgetInfo) {
+        if self.boards.contains_key(&info.key()) {
+            return;
+        }
+        let decision = self.config.resolve(&info);
+        let (target, slot) = match decision {
+            Decision::Serve { target, why } => {
+                tracing::info!(
+                    serial = %info.serial_or_none(), busaddr = %info.busaddr, iface = info.interface, port = %info.port_path,
+                    id = %info.id, backend = %target.backend, matched_by = why, "board found"
+                );
+                (Some(target), Slot::Running)
+            }
+            Decision::NoBackend | Decision::NotAllowed => {
+                let reason = if decision == Decision::NoBackend {
+                    "no backend configured for this board and no [defaults] backend".to_string()
+                } else {
+                    format!("VID:PID {} is not in [daemon] allow_ids", info.id)
+                };
+                let identity = format!(
+                    "{}#{}",
+                    info.serial.clone().unwrap_or_else(|| format!("port {}", info.port_path)),
+                    info.interface
+                );
+                if self.noted.len() >= MAX_NOTED {
+                    // Bounded memory whatever a board claims to be: forget
+                    // the oldest notes (they are only log de-duplication).
+                    self.noted.clear();
+                }
+                if self.noted.insert(identity) {
+                    tracing::info!(
+                        serial = %info.serial_or_none(), busaddr = %info.busaddr, iface = info.interface, port = %info.port_path, id = %info.id,
+                        "{reason}; leaving it alone (not claimed). Add a [[board]] entry to serve it."
+                    );
+                }
+                (None, Slot::Ignored(reason))
+            }
+        };
+        let backend = target.as_ref().map(|t| Arc::new(BoardBackend::new(t.backend.clone())));
+        let at = info.key();
+        self.boards.insert(
+            at,
+            Board {
+                info,
+                target,
+                backend,
+                counters: Arc::new(Counters::default()),
+                stop: Arc::new(StopSwitch::default()),
+                slot,
+                generation: 0,
+                starts: 0,
+                failures: 0,
+                served_at_start: 0,
+                last_error: None,
+                releasing: None,
+            },
+        );
+        let inherited = self.inherited.remove(&at);
+        match self.boards.get(&at).map(|b| &b.slot) {
+            Some(Slot::Running) => self.start_with(at, inherited),
+            _ if inherited.is_some() => {
+                tracing::info!(busaddr = %at.busaddr, iface = at.iface, "the config no longer maps this handed-over board; releasing it");
+            }
+            _ => {}
+        }
+        self.report_status();
+    }
+
+    /// Starts a worker for a board that has a target.
+    fn start(&mut self, at: GadgetKey) {
+        self.start_with(at, None);
+    }
+
+    /// Starts a worker, carrying on with `adopt` if given.
+    fn start_with(&mut self, at: GadgetKey, adopt: Option<Carry>) {
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let Some(b) = self.boards.get_mut(&at) else { return };
+        let (Some(target), Some(backend)) = (&b.target, &b.backend) else { return };
+        b.generation = generation;
+        b.starts += 1;
+        b.slot = Slot::Running;
+        b.served_at_start = b.counters.snapshot().served;
+        b.stop = Arc::new(StopSwitch::default());
+        let job = Job {
+            info: b.info.clone(),
+            backends: backend.clone(),
+            counters: b.counters.clone(),
+            limits: Limits { max_frame: self.config.max_frame, board_buflen: target.buflen, request_timeout: target.request_timeout },
+            stop: b.stop.clone(),
+            adopt,
+            reporter: Reporter {
+                key: at,
+                generation,
+                sink: {
+                    let tx = self.inputs.clone();
+                    // The supervisor only goes away at shutdown; nothing to tell then.
+                    Arc::new(move |r| {
+                        let _ = tx.send(Input::Worker(r));
+                    })
+                },
+            },
+        };
+        if let Err(why) = self.spawner.spawn(job) {
+            self.on_report(Report { key: at, generation, event: WorkerEvent::Ended(End::Failed(why)) });
+        }
+    }
+
+    fn on_report(&mut self, r: Report) {
+        if let WorkerEvent::Ended(end) = &r.event {
+            if self.orphans.get(&r.key) == Some(&r.generation) {
+                self.orphans.remove(&r.key);
+                tracing::debug!(busaddr = %r.key.busaddr, iface = r.key.iface, "worker of a removed board ended: {end:?}");
+                return;
+            }
+        }
+        let Some(b) = self.boards.get_mut(&r.key) else { return };
+        if b.generation != r.generation {
+            return; // a replaced worker's last words
+        }
+        let end = match r.event {
+            WorkerEvent::Serving => return,
+            WorkerEvent::Carried(carry) => return self.on_carried(r.key, carry),
+            WorkerEvent::Ended(end) => end,
+        };
+        if self.on_handing_end(r.key, &end) {
+            self.report_status();
+            return;
+        }
+        if self.after_stop(r.key, &end) {
+            return; // released, or stopped and started afresh
+        }
+        let Some(b) = self.boards.get_mut(&r.key) else { return };
+        // A worker that served anything (a Tversion alone does not count)
+        // starts the count afresh.
+        if b.counters.snapshot().served > b.served_at_start {
+            b.failures = 0;
+        }
+        b.failures += 1;
+        let delay = FIRST_RESTART.saturating_mul(1 << (b.failures - 1).min(16)).min(MAX_RESTART);
+        b.slot = Slot::Waiting(Instant::now() + delay);
+        let (serial, at, iface) = (b.info.serial_or_none().to_string(), r.key.busaddr, r.key.iface);
+        // An unplug usually fails the pending transfer a moment before udev
+        // reports the removal: say why only if the board is still there when
+        // its restart comes (see restart_due), not on every unplug.
+        match end {
+            End::Gone | End::Stopped => {
+                tracing::debug!(serial = %serial, busaddr = %at, iface, "board stopped answering on USB; retrying in {delay:?} unless it is removed");
+            }
+            End::Failed(why) => {
+                tracing::debug!(serial = %serial, busaddr = %at, iface, "worker stopped: {why}; restarting in {delay:?} unless the board is removed");
+                b.last_error = Some(Stamped { message: why, at: SystemTime::now() });
+            }
+        }
+        self.report_status();
+    }
+
+    fn next_restart(&self) -> Option<Instant> {
+        self.boards
+            .values()
+            .filter_map(|b| match b.slot {
+                Slot::Waiting(t) => Some(t),
+                _ => None,
+            })
+            .min()
+    }
+
+    fn restart_due(&mut self) {
+        let now = Instant::now();
+        let due: Vec<GadgetKey> = self
+            .boards
+            .iter()
+            .filter(|(_, b)| matches!(b.slot, Slot::Waiting(t) if t <= now))
+            .map(|(at, _)| *at)
+            .collect();
+        for at in due {
+            if let Some(b) = self.boards.get(&at) {
+                tracing::warn!(
+                    serial = %b.info.serial_or_none(), busaddr = %at.busaddr, iface = at.iface,
+                    "restarting the worker (start {}) after: {}", b.starts + 1,
+                    b.last_error.as_ref().map_or("the board stopped answering on USB", |e| e.message.as_str())
+                );
+            }
+            self.start(at);
+        }
+        self.report_status();
+    }
+
+    fn served(&self) -> usize {
+        self.boards.values().filter(|b| b.target.is_some()).count()
+    }
+
+    fn report_status(&mut self) {
+        let (served, total) = (self.served(), self.boards.len());
+        self.notify.status(served, total);
+    }
+
+    /// Every known board, ordered by bus address.
+    pub fn status(&self) -> Vec<BoardStatus> {
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        self.boards
+            .values()
+            .map(|b| {
+                let backend_error = b.backend.as_ref().and_then(|be| be.last_error.lock().ok().and_then(|e| e.clone()));
+                // The later of the worker's and the backend's last failure.
+                let last_error = match (b.last_error.clone(), backend_error) {
+                    (Some(w), Some(be)) => Some(if be.at > w.at { be } else { w }),
+                    (w, be) => w.or(be),
+                };
+                let (state, backoff_until) = match &b.slot {
+                    Slot::Ignored(reason) => (BoardState::Ignored { reason: reason.clone() }, None),
+                    Slot::Running | Slot::HandedOver => (
+                        match b.counters.activity() {
+                            Activity::Idle => BoardState::Idle,
+                            Activity::Connecting => BoardState::Connecting,
+                            Activity::Forwarding => BoardState::Forwarding,
+                        },
+                        None,
+                    ),
+                    Slot::Waiting(t) => {
+                        let left = t.saturating_duration_since(now);
+                        (BoardState::Backoff { retry_in_ms: left.as_millis() as u64 }, Some(status::rfc3339(wall + left)))
+                    }
+                };
+                let running = matches!(b.slot, Slot::Running | Slot::HandedOver);
+                BoardStatus {
+                    busaddr: b.info.busaddr.to_string(),
+                    interface: b.info.interface,
+                    port_path: b.info.port_path.clone(),
+                    id: b.info.id.clone(),
+                    serial: b.info.serial.clone(),
+                    backend: b.target.as_ref().map(|t| t.backend.to_string()),
+                    backend_pending: b.backend.as_ref().and_then(|be| be.pending()).map(|a| a.to_string()),
+                    release_pending: b.releasing.is_some(),
+                    state,
+                    backoff_until,
+                    session_started_at: b.counters.session_started().filter(|_| running).map(status::rfc3339),
+                    starts: b.starts,
+                    restarts: b.starts.saturating_sub(1),
+                    counters: b.counters.snapshot(),
+                    last_error: last_error.as_ref().map(|e| e.message.clone()),
+                    last_error_at: last_error.as_ref().map(|e| status::rfc3339(e.at)),
+                }
+            })
+            .collect()
+    }
+
+    /// The daemon and every board, for `usb9pfsd status`.
+    pub fn report(&self) -> StatusReport {
+        StatusReport {
+            daemon: DaemonStatus {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                pid: std::process::id(),
+                started_at: status::rfc3339(self.started_at),
+                uptime_s: self.started.elapsed().as_secs(),
+                config_path: self.config_path.as_ref().map(|p| p.display().to_string()),
+                config_loaded_at: status::rfc3339(self.config_loaded_at),
+                last_reload_error: self.last_reload_error.as_ref().map(|e| e.message.clone()),
+                last_reload_error_at: self.last_reload_error.as_ref().map(|e| status::rfc3339(e.at)),
+            },
+            boards: self.status(),
+        }
+    }
+}
+
+mod apply;
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -1,0 +1,688 @@
+//! The supervisor's state machine driven by a fake event source (the input
+//! channel) and a recording spawner. Time is tokio's paused clock: backoff is
+//! checked by advancing it, and every check is a status query answered in
+//! order after the inputs before it — no sleeps.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::*;
+use crate::board::usb_id;
+use crate::daemon::status::BoardState;
+use crate::worker::Carry;
+
+type Jobs = Arc<Mutex<Vec<Job>>>;
+
+struct Recorder {
+    jobs: Jobs,
+    fail: Arc<Mutex<bool>>,
+}
+
+impl Spawn for Recorder {
+    fn spawn(&mut self, job: Job) -> Result<(), String> {
+        if *self.fail.lock().expect("lock") {
+            return Err("no threads left".into());
+        }
+        self.jobs.lock().expect("lock").push(job);
+        Ok(())
+    }
+}
+
+#[derive(Default, Clone)]
+struct Notes(Arc<Mutex<Vec<String>>>);
+
+impl Notify for Notes {
+    fn ready(&mut self, served: usize) {
+        self.0.lock().expect("lock").push(format!("ready {served}"));
+    }
+    fn status(&mut self, served: usize, total: usize) {
+        self.0.lock().expect("lock").push(format!("status {served}/{total}"));
+    }
+    fn reloading(&mut self) {
+        self.0.lock().expect("lock").push("reloading".into());
+    }
+}
+
+struct Rig {
+    tx: mpsc::UnboundedSender<Input>,
+    jobs: Jobs,
+    fail_spawn: Arc<Mutex<bool>>,
+    notes: Notes,
+}
+
+const CONFIG: &str = r#"
+[[board]]
+serial = "A"
+backend = "127.0.0.1:5640"
+[[board]]
+serial = "B"
+backend = "127.0.0.1:5641"
+[[board]]
+serial = "A2"
+backend = "127.0.0.1:5642"
+"#;
+
+fn rig(config: &str) -> Rig {
+    let config = Config::parse(config, Path::new("t.toml")).expect("config");
+    let (tx, rx) = mpsc::unbounded_channel();
+    let jobs = Jobs::default();
+    let fail_spawn = Arc::new(Mutex::new(false));
+    let notes = Notes::default();
+    let sup = Supervisor::new(
+        config,
+        Recorder { jobs: jobs.clone(), fail: fail_spawn.clone() },
+        Box::new(notes.clone()),
+        tx.clone(),
+    );
+    tokio::spawn(sup.run(rx));
+    Rig { tx, jobs, fail_spawn, notes }
+}
+
+fn gadget(serial: &str, bus: u8, addr: u8) -> GadgetInfo {
+    GadgetInfo::example(Some(serial), bus, addr)
+}
+
+impl Rig {
+    fn send(&self, ev: HotplugEvent) {
+        self.tx.send(Input::Hotplug(ev)).expect("supervisor alive");
+    }
+
+    async fn status(&self) -> Vec<BoardStatus> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Input::Status(reply)).expect("supervisor alive");
+        rx.await.expect("status").boards
+    }
+
+    async fn board(&self, busaddr: &str) -> Option<BoardStatus> {
+        self.status().await.into_iter().find(|b| b.busaddr == busaddr)
+    }
+
+    fn spawned(&self) -> usize {
+        self.jobs.lock().expect("lock").len()
+    }
+
+    /// Ends the i-th worker once the supervisor has caught up with every
+    /// input sent before (the status round trip is the synchronisation).
+    async fn end(&self, i: usize, end: End) {
+        let _ = self.status().await;
+        let reporter = self.jobs.lock().expect("lock")[i].reporter.clone();
+        reporter.send(WorkerEvent::Ended(end));
+        let _ = self.status().await;
+    }
+}
+
+fn state(b: &Option<BoardStatus>) -> BoardState {
+    b.as_ref().expect("board listed").state.clone()
+}
+
+#[tokio::test(start_paused = true)]
+async fn coldplug_serves_known_boards_and_leaves_unknown_alone() {
+    let r = rig(CONFIG);
+    r.send(HotplugEvent::Present(gadget("A", 1, 2)));
+    r.send(HotplugEvent::Present(gadget("stranger", 2, 2)));
+    r.send(HotplugEvent::Present(gadget("A", 1, 2))); // bind after add: no second worker
+    r.send(HotplugEvent::ColdplugDone);
+    let s = r.status().await;
+    assert_eq!(s.len(), 2);
+    assert_eq!(s[0].state, BoardState::Idle);
+    assert_eq!(s[0].backend.as_deref(), Some("127.0.0.1:5640"));
+    assert_eq!(s[0].starts, 1);
+    assert!(matches!(&s[1].state, BoardState::Ignored { reason } if reason.contains("no backend")));
+    assert_eq!(s[1].backend, None);
+    assert_eq!(r.spawned(), 1, "the unknown board is not claimed");
+    let notes = r.notes.0.lock().expect("lock").clone();
+    assert!(notes.contains(&"ready 1".to_string()), "{notes:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn removal_forgets_the_board_and_a_reenumerated_board_gets_a_fresh_worker() {
+    let r = rig(CONFIG);
+    r.send(HotplugEvent::Present(gadget("A", 1, 2)));
+    r.send(HotplugEvent::Gone(BusAddr { bus: 1, addr: 2 }));
+    assert!(r.status().await.is_empty());
+    // Same serial, new address: a reset or re-enumeration.
+    r.send(HotplugEvent::Present(gadget("A", 1, 3)));
+    assert_eq!(state(&r.board("001-003").await), BoardState::Idle);
+    assert_eq!(r.spawned(), 2);
+    {
+        let jobs = r.jobs.lock().expect("lock");
+        let (a, b) = (Arc::as_ptr(&jobs[0].backends) as *const (), Arc::as_ptr(&jobs[1].backends) as *const ());
+        assert_ne!(a, b, "a fresh backend for the new enumeration");
+    }
+    // Reports from the worker of the removed enumeration change nothing.
+    r.end(0, End::Failed("late".into())).await;
+    assert_eq!(state(&r.board("001-003").await), BoardState::Idle);
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_workers_restart_with_capped_exponential_backoff() {
+    let r = rig(CONFIG);
+    r.send(HotplugEvent::Present(gadget("A", 1, 2)));
+    let mut expected = Vec::new();
+    let mut seen = Vec::new();
+    for i in 0..8 {
+        r.end(i, End::Failed(format!("failure {i}"))).await;
+        let b = r.board("001-002").await.expect("listed");
+        let BoardState::Backoff { retry_in_ms } = b.state else { panic!("{:?}", b.state) };
+        assert_eq!(b.last_error.as_deref(), Some(format!("failure {i}").as_str()));
+        seen.push(retry_in_ms);
+        expected.push((500u64 << i).min(30_000));
+        tokio::time::advance(Duration::from_millis(retry_in_ms - 1)).await;
+        assert_eq!(r.spawned(), i + 1, "not restarted before the delay");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        let b = r.board("001-002").await.expect("listed");
+        assert_eq!(b.state, BoardState::Idle);
+        assert_eq!(b.starts, i as u64 + 2);
+    }
+    assert_eq!(seen, expected);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_that_served_starts_the_backoff_afresh() {
+    let r = rig(CONFIG);
+    r.send(HotplugEvent::Present(gadget("A", 1, 2)));
+    r.end(0, End::Failed("one".into())).await;
+    tokio::time::advance(Duration::from_millis(500)).await;
+    assert_eq!(state(&r.board("001-002").await), BoardState::Idle);
+    let _ = r.status().await;
+    r.jobs.lock().expect("lock")[1].counters.served.fetch_add(3, Ordering::Relaxed);
+    r.end(1, End::Failed("two".into())).await;
+    assert_eq!(state(&r.board("001-002").await), BoardState::Backoff { retry_in_ms: 500 });
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_handshake_alone_does_not_reset_the_restart_backoff() {
+    let r = rig(CONFIG);
+    r.send(HotplugEvent::Present(gadget("A", 1, 2)));
+    r.end(0, End::Failed("one".into())).await;
+    tokio::time::advance(Duration::from_millis(500)).await;
+    assert_eq!(state(&r.board("001-002").await), BoardState::Idle);
+    let _ = r.status().await;
+    // Tversion/Rversion, then the board broke the protocol again.
+    let c = r.jobs.lock().expect("lock")[1].counters.clone();
+    c.r_messages.fetch_add(1, Ordering::Relaxed);
+    c.sessions.fetch_add(1, Ordering::Relaxed);
+    r.end(1, End::Failed("two".into())).await;
+    assert_eq!(state(&r.board("001-002").await), BoardState::Backoff { retry_in_ms: 1000 });
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_boards_trouble_never_touches_another() {
+    let r = rig(CONFIG);
+    r.send(HotplugEvent::Present(gadget("A", 1, 2)));
+    r.send(HotplugEvent::Present(gadget("B", 2, 2)));
+    r.end(0, End::Failed("USB error".into())).await;
+    r.end(0, End::Gone).await;
+    let s = r.status().await;
+    assert!(matches!(s[0].state, BoardState::Backoff { .. }));
+    assert_eq!((s[1].state.clone(), s[1].starts, s[1].last_error.clone()), (BoardState::Idle, 1, None));
+}
+
+#[tokio::test(start_paused = true)]
+async fn removal_during_backoff_cancels_the_restart() {
+    let r = rig(CONFIG);
+    r.send(HotplugEvent::Present(gadget("A", 1, 2)));
+    r.end(0, End::Gone).await;
+    assert!(matches!(state(&r.board("001-002").await), BoardState::Backoff { .. }));
+    r.send(HotplugEvent::Gone(BusAddr { bus: 1, addr: 2 }));
+    assert!(r.status().await.is_empty());
+    tokio::time::advance(Duration::from_secs(60)).await;
+    assert!(r.status().await.is_empty());
+    assert_eq!(r.spawned(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn spawn_failure_is_a_failure_with_backoff() {
+    let r = rig(CONFIG);
+    *r.fail_spawn.lock().expect("lock") = true;
+    r.send(HotplugEvent::Present(gadget("A", 1, 2)));
+    let b = r.board("001-002").await.expect("listed");
+    assert_eq!(b.state, BoardState::Backoff { retry_in_ms: 500 });
+    assert_eq!(b.last_error.as_deref(), Some("no threads left"));
+    *r.fail_spawn.lock().expect("lock") = false;
+    tokio::time::advance(Duration::from_millis(500)).await;
+    assert_eq!(state(&r.board("001-002").await), BoardState::Idle);
+}
+
+#[derive(Clone, Default)]
+pub(crate) struct Captured(pub(crate) Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Every test's log, captured by one process-wide subscriber (a per-test
+/// scoped one races with tracing's per-callsite interest cache across the
+/// test threads). Tests find their own lines by unique serials.
+pub(crate) fn captured_log() -> Captured {
+    static LOG: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+        tracing::subscriber::set_global_default(subscriber).expect("no other global subscriber in unit tests");
+        out
+    })
+    .clone()
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unknown_board_is_logged_once_across_replugs() {
+    let out = captured_log();
+    let r = rig(CONFIG);
+    for addr in 2..6 {
+        r.send(HotplugEvent::Present(gadget("stranger-once", 3, addr)));
+        r.send(HotplugEvent::Present(gadget("stranger-once", 3, addr)));
+        r.send(HotplugEvent::Gone(BusAddr { bus: 3, addr }));
+    }
+    r.send(HotplugEvent::Present(gadget("A2", 1, 2)));
+    let _ = r.status().await;
+    let text = String::from_utf8(out.0.lock().expect("lock").clone()).expect("utf8");
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("no backend") && l.contains("serial=stranger-once")).collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert!(lines[0].contains("busaddr=003-002"), "{}", lines[0]);
+    assert!(text.lines().any(|l| l.contains("board found") && l.contains("serial=A2")), "{text}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn allow_list_and_defaults_apply() {
+    let r = rig("[daemon]\nallow_ids = [\"1d6b:0109\"]\n[defaults]\nbackend = \"127.0.0.1:1\"\n");
+    let mut other = gadget("x", 1, 2);
+    other.vid = 0x0525;
+    other.id = usb_id(0x0525, 0x0109);
+    r.send(HotplugEvent::Present(other));
+    r.send(HotplugEvent::Present(gadget("y", 1, 3)));
+    let s = r.status().await;
+    assert!(matches!(&s[0].state, BoardState::Ignored { reason } if reason.contains("allow_ids")));
+    assert_eq!(s[1].backend.as_deref(), Some("127.0.0.1:1"));
+    assert_eq!(r.spawned(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_returns() {
+    let config = Config::parse(CONFIG, Path::new("t.toml")).expect("config");
+    let (tx, rx) = mpsc::unbounded_channel();
+    let jobs = Jobs::default();
+    let sup = Supervisor::new(
+        config,
+        Recorder { jobs: jobs.clone(), fail: Arc::default() },
+        Box::new(Silent),
+        tx.clone(),
+    );
+    tx.send(Input::Hotplug(HotplugEvent::Present(gadget("A", 1, 2)))).expect("send");
+    tx.send(Input::Shutdown).expect("send");
+    sup.run(rx).await;
+    assert_eq!(jobs.lock().expect("lock").len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_usb9pfs_interface_is_a_board_and_removal_stops_them_all() {
+    let r = rig(CONFIG);
+    let iface = |serial: &str, bus: u8, addr: u8, interface: u8| GadgetInfo { interface, ..gadget(serial, bus, addr) };
+    r.send(HotplugEvent::Present(iface("A", 1, 2, 2)));
+    r.send(HotplugEvent::Present(iface("A", 1, 2, 10)));
+    r.send(HotplugEvent::Present(iface("B", 2, 3, 0)));
+    let s = r.status().await;
+    let listed: Vec<_> = s.iter().map(|b| (b.busaddr.as_str(), b.interface, b.state.clone())).collect();
+    assert_eq!(
+        listed,
+        vec![("001-002", 2, BoardState::Idle), ("001-002", 10, BoardState::Idle), ("002-003", 0, BoardState::Idle)]
+    );
+    assert_eq!(r.spawned(), 3, "one worker per interface");
+    // One interface's failure leaves its sibling alone.
+    r.end(1, End::Failed("interface 10 broke".into())).await;
+    let s = r.status().await;
+    assert_eq!(s[0].state, BoardState::Idle);
+    assert!(matches!(s[1].state, BoardState::Backoff { .. }));
+    // Unplugging the device stops every worker of it, and only those.
+    let stops: Vec<_> = r.jobs.lock().expect("lock").iter().map(|j| j.stop.clone()).collect();
+    r.send(HotplugEvent::Gone(BusAddr { bus: 1, addr: 2 }));
+    let s = r.status().await;
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].busaddr, "002-003");
+    assert!(stops[0].requested(), "the running worker of interface 2 is asked to stop");
+    assert!(!stops[2].requested(), "the other device's worker is untouched");
+    // The orphan's last report is recognised and changes nothing.
+    r.end(0, End::Gone).await;
+    assert_eq!(r.status().await.len(), 1);
+    // No restart ever comes for the removed interfaces.
+    tokio::time::advance(MAX_RESTART * 2).await;
+    assert_eq!(r.spawned(), 3);
+}
+
+fn carry(live: bool) -> Carry {
+    let limits = Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None };
+    let mut session = crate::ninep::forward::Session::new(limits);
+    session.live = live;
+    Carry { node: None, session }
+}
+
+impl Rig {
+    fn job_count(&self) -> usize {
+        self.jobs.lock().expect("lock").len()
+    }
+
+    fn tell(&self, i: usize, event: WorkerEvent) {
+        let reporter = self.jobs.lock().expect("lock")[i].reporter.clone();
+        reporter.send(event);
+    }
+
+    fn adopted(&self, i: usize) -> bool {
+        self.jobs.lock().expect("lock")[i].adopt.is_some()
+    }
+
+    fn hand_over(&self) -> oneshot::Receiver<Result<Vec<handover::HandedBoard>, String>> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Input::HandOver(reply)).expect("supervisor alive");
+        rx
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hand_over_stops_every_served_board_at_a_boundary_and_gives_back_their_sessions() {
+    let r = rig(CONFIG);
+    r.send(HotplugEvent::Present(gadget("A", 1, 2)));
+    r.send(HotplugEvent::Present(gadget("B", 2, 3)));
+    r.send(HotplugEvent::Present(gadget("stranger", 3, 4)));
+    let _ = r.status().await;
+    let answer = r.hand_over();
+    let _ = r.status().await;
+    let stops: Vec<_> = r.jobs.lock().expect("lock").iter().map(|j| j.stop.clone()).collect();
+    assert!(stops.iter().all(|s| s.requested()), "both served boards are asked to stop");
+    for i in 0..2 {
+        r.tell(i, WorkerEvent::Carried(carry(true)));
+        r.tell(i, WorkerEvent::Ended(End::Stopped));
+    }
+    let handed = answer.await.expect("answer").expect("handed over");
+    let keys: Vec<String> = handed.iter().map(|h| h.info.key().to_string()).collect();
+    assert_eq!(keys, vec!["001-002#0", "002-003#0"]);
+    assert_eq!(handed[0].backend.as_deref(), Some("127.0.0.1:5640"));
+    assert!(handed.iter().all(|h| h.carry.session.live));
+    // Handed over boards are never restarted here.
+    tokio::time::advance(MAX_RESTART * 2).await;
+    assert_eq!(r.job_count(), 2);
+    // The successor could not start: every board is served here again,
+    // with its own session.
+    r.tx.send(Input::Resume(handed)).expect("alive");
+    let _ = r.status().await;
+    assert_eq!(r.job_count(), 4);
+    assert!(r.adopted(2) && r.adopted(3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_board_busy_past_the_deadline_calls_the_hand_over_off_and_nothing_is_lost() {
+    let r = rig(CONFIG);
+    r.send(HotplugEvent::Present(gadget("A", 1, 2)));
+    r.send(HotplugEvent::Present(gadget("B", 2, 3)));
+    let _ = r.status().await;
+    let answer = r.hand_over();
+    let _ = r.status().await;
+    // A stops; B's request waits for its server past the deadline.
+    r.tell(0, WorkerEvent::Carried(carry(true)));
+    r.tell(0, WorkerEvent::Ended(End::Stopped));
+    let _ = r.status().await;
+    tokio::time::advance(handover::HANDOVER_WAIT).await;
+    let why = answer.await.expect("answer").expect_err("called off");
+    assert!(why.contains("002-003#0"), "{why}");
+    // A carries on here at once with its session.
+    let _ = r.status().await;
+    assert_eq!(r.job_count(), 3);
+    assert!(r.adopted(2));
+    // B stops when its reply came: it carries on here too.
+    r.tell(1, WorkerEvent::Carried(carry(true)));
+    r.tell(1, WorkerEvent::Ended(End::Stopped));
+    let _ = r.status().await;
+    assert_eq!(r.job_count(), 4);
+    assert!(r.adopted(3));
+    // A second hand-over while one runs is refused, not queued.
+    let first = r.hand_over();
+    let second = r.hand_over();
+    assert!(second.await.expect("answer").is_err());
+    drop(first);
+}
+
+#[tokio::test(start_paused = true)]
+async fn inherited_sessions_are_adopted_by_present_mapped_boards_only() {
+    let config = Config::parse(CONFIG, Path::new("t.toml")).expect("config");
+    let (tx, rx) = mpsc::unbounded_channel();
+    let jobs = Jobs::default();
+    let key = |bus, addr| GadgetKey { busaddr: BusAddr { bus, addr }, iface: 0 };
+    let inherited = [(key(1, 2), carry(true)), (key(2, 3), carry(true)), (key(3, 4), carry(false))].into_iter().collect();
+    let sup = Supervisor::new(config, Recorder { jobs: jobs.clone(), fail: Arc::default() }, Box::new(Silent), tx.clone())
+        .with_inherited(inherited);
+    tokio::spawn(sup.run(rx));
+    let send = |ev| tx.send(Input::Hotplug(ev)).expect("alive");
+    send(HotplugEvent::Present(gadget("A", 1, 2))); // mapped: adopts
+    send(HotplugEvent::Present(gadget("stranger", 2, 3))); // unmapped now: released
+    send(HotplugEvent::ColdplugDone); // 3-4 never showed up: closed
+    let (reply, rx) = oneshot::channel();
+    tx.send(Input::Status(reply)).expect("alive");
+    let _ = rx.await;
+    let jobs = jobs.lock().expect("lock");
+    assert_eq!(jobs.len(), 1);
+    assert!(jobs[0].adopt.as_ref().is_some_and(|c| c.session.live));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rescan_after_lost_udev_events_forgets_boards_that_went_meanwhile() {
+    let r = rig(CONFIG);
+    r.send(HotplugEvent::Present(gadget("A", 1, 2)));
+    r.send(HotplugEvent::Present(gadget("B", 2, 3)));
+    let _ = r.status().await;
+    let stops: Vec<_> = r.jobs.lock().expect("lock").iter().map(|j| j.stop.clone()).collect();
+    // B's removal event was lost in an overflow; the rescan finds only A.
+    r.send(HotplugEvent::Rescanned(vec![gadget("A", 1, 2).key()]));
+    r.send(HotplugEvent::Present(gadget("A", 1, 2)));
+    let s = r.status().await;
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].busaddr, "001-002");
+    assert!(stops[1].requested() && !stops[0].requested());
+    assert_eq!(r.spawned(), 2, "A keeps its worker");
+}
+
+// --- Reload: the supervisor applies reload::plan's actions. ---
+
+impl Rig {
+    async fn reload(&self, text: &str) -> Result<reload::Summary, String> {
+        let (reply, rx) = oneshot::channel();
+        let config = Config::parse(text, Path::new("new.toml"));
+        self.tx.send(Input::Reload(config, reply)).expect("supervisor alive");
+        rx.await.expect("reload reply")
+    }
+
+    async fn report(&self) -> StatusReport {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Input::Status(reply)).expect("supervisor alive");
+        rx.await.expect("status")
+    }
+
+    fn job<T>(&self, i: usize, f: impl FnOnce(&Job) -> T) -> T {
+        f(&self.jobs.lock().expect("lock")[i])
+    }
+}
+
+/// CONFIG with A unchanged, B moved to another server, A2 dropped and the
+/// stranger newly listed.
+const RELOADED: &str = r#"
+[[board]]
+serial = "A"
+backend = "127.0.0.1:5640"
+[[board]]
+serial = "B"
+backend = "127.0.0.1:5651"
+[[board]]
+serial = "stranger"
+backend = "127.0.0.1:5643"
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn reload_touches_only_the_boards_whose_mapping_changed() {
+    let r = rig(CONFIG);
+    r.send(HotplugEvent::Present(gadget("A", 1, 2)));
+    r.send(HotplugEvent::Present(gadget("B", 2, 2)));
+    r.send(HotplugEvent::Present(gadget("A2", 3, 2)));
+    r.send(HotplugEvent::Present(gadget("stranger", 4, 2)));
+    r.send(HotplugEvent::ColdplugDone);
+    let _ = r.status().await;
+    assert_eq!(r.spawned(), 3);
+    let generations: Vec<u64> = (0..3).map(|i| r.job(i, |j| j.reporter.generation)).collect();
+
+    let summary = r.reload(RELOADED).await.expect("applied");
+    assert_eq!(summary, reload::Summary { kept: 1, swapped: 1, started: 1, released: 1 });
+    let s = r.status().await;
+    let (a, b, a2, stranger) = (&s[0], &s[1], &s[2], &s[3]);
+
+    // Unchanged: same worker, nothing pending.
+    assert_eq!((a.state.clone(), a.starts, a.backend_pending.clone(), a.release_pending), (BoardState::Idle, 1, None, false));
+    // Moved: same worker; the new server waits for the next session.
+    assert_eq!((b.state.clone(), b.starts), (BoardState::Idle, 1));
+    assert_eq!(b.backend.as_deref(), Some("127.0.0.1:5651"));
+    assert_eq!(b.backend_pending.as_deref(), Some("127.0.0.1:5651"));
+    // Dropped: its worker is asked to stop at a message boundary, nothing else.
+    assert!(a2.release_pending);
+    assert_eq!((a2.state.clone(), a2.backend.clone()), (BoardState::Idle, None));
+    assert!(r.job(2, |j| j.stop.requested()), "the unmapped board's worker is asked to stop");
+    assert!(!r.job(0, |j| j.stop.requested()) && !r.job(1, |j| j.stop.requested()));
+    // Newly mapped: a worker of its own.
+    assert_eq!((stranger.state.clone(), stranger.backend.as_deref()), (BoardState::Idle, Some("127.0.0.1:5643")));
+    assert_eq!(r.spawned(), 4, "exactly one new worker: the stranger's");
+    assert_eq!(r.job(3, |j| j.info.serial.clone()).as_deref(), Some("stranger"));
+    let same: Vec<u64> = (0..3).map(|i| r.job(i, |j| j.reporter.generation)).collect();
+    assert_eq!(same, generations);
+
+    // B's next session (its next Tversion) goes to the new server.
+    let refused = r.job(1, |j| j.backends.connect()).err().expect("nothing listens on 5651");
+    assert!(refused.message.contains("127.0.0.1:5651"), "{}", refused.message);
+    assert_eq!(r.board("002-002").await.expect("listed").backend_pending, None);
+
+    // A2's worker stops; the board is left alone and never restarted.
+    r.end(2, End::Stopped).await;
+    let a2 = r.board("003-002").await.expect("listed");
+    assert!(matches!(&a2.state, BoardState::Ignored { reason } if reason.contains("no backend")), "{:?}", a2.state);
+    assert!(!a2.release_pending);
+    tokio::time::advance(Duration::from_secs(60)).await;
+    assert_eq!(r.spawned(), 4);
+
+    let notes = r.notes.0.lock().expect("lock").clone();
+    let at = notes.iter().position(|n| n == "reloading").expect("RELOADING sent");
+    assert_eq!(notes[at + 1], "ready 3", "{notes:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_invalid_config_keeps_the_old_one_in_force() {
+    let r = rig(CONFIG);
+    r.send(HotplugEvent::Present(gadget("A", 1, 2)));
+    let err = r.reload("[[board]]\nserial = \"A\"\nbackend = \"nope\"\n").await.expect_err("invalid");
+    assert!(err.starts_with("new.toml:3:11:"), "{err}");
+    let report = r.report().await;
+    assert!(err.ends_with("; the old config stays in force"), "{err}");
+    let recorded = report.daemon.last_reload_error.expect("recorded for status");
+    assert!(err.starts_with(&recorded), "{recorded} / {err}");
+    assert!(report.daemon.last_reload_error_at.is_some());
+    assert_eq!(report.boards[0].backend.as_deref(), Some("127.0.0.1:5640"));
+    // A board plugged now is mapped by the config still in force.
+    r.send(HotplugEvent::Present(gadget("B", 2, 2)));
+    assert_eq!(r.board("002-002").await.expect("listed").backend.as_deref(), Some("127.0.0.1:5641"));
+    assert_eq!(r.spawned(), 2);
+    // A good reload clears the error.
+    r.reload(CONFIG).await.expect("valid");
+    assert_eq!(r.report().await.daemon.last_reload_error, None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unserved_boards_reason_follows_the_config() {
+    let r = rig(CONFIG);
+    r.send(HotplugEvent::Present(gadget("stranger", 1, 2)));
+    assert!(matches!(state(&r.board("001-002").await), BoardState::Ignored { reason } if reason.contains("no backend")));
+    r.reload("[daemon]\nallow_ids = [\"0525:a4a0\"]\n").await.expect("applied");
+    assert!(matches!(state(&r.board("001-002").await), BoardState::Ignored { reason } if reason.contains("allow_ids")));
+    assert_eq!(r.spawned(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unmapped_board_in_backoff_is_released_at_once() {
+    let r = rig(CONFIG);
+    r.send(HotplugEvent::Present(gadget("A", 1, 2)));
+    r.end(0, End::Failed("USB error".into())).await;
+    r.reload("").await.expect("applied");
+    assert!(matches!(state(&r.board("001-002").await), BoardState::Ignored { .. }));
+    tokio::time::advance(Duration::from_secs(60)).await;
+    assert_eq!(r.spawned(), 1, "no restart for a board nobody maps");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_releasing_board_that_fails_or_is_remapped_ends_up_right() {
+    let r = rig(CONFIG);
+    r.send(HotplugEvent::Present(gadget("A", 1, 2)));
+    r.send(HotplugEvent::Present(gadget("B", 2, 2)));
+    r.reload("").await.expect("applied");
+    // A's worker ends by failure while its release is pending: no restart.
+    r.end(0, End::Failed("USB error".into())).await;
+    assert!(matches!(state(&r.board("001-002").await), BoardState::Ignored { .. }));
+    // B is mapped again before its worker stopped: the worker keeps
+    // running; when it stops, a fresh one starts at once.
+    r.reload(CONFIG).await.expect("applied");
+    let b = r.board("002-002").await.expect("listed");
+    assert_eq!((b.release_pending, b.state.clone(), r.spawned()), (false, BoardState::Idle, 3));
+    assert_eq!(r.job(2, |j| j.info.serial.clone()).as_deref(), Some("A"), "A was mapped again too");
+    r.end(1, End::Stopped).await;
+    assert_eq!((state(&r.board("002-002").await), r.spawned()), (BoardState::Idle, 4));
+}
+
+#[tokio::test(start_paused = true)]
+async fn status_follows_the_workers_activity_and_session() {
+    let r = rig(CONFIG);
+    r.send(HotplugEvent::Present(gadget("A", 1, 2)));
+    let _ = r.status().await;
+    r.job(0, |j| j.counters.set_activity(crate::daemon::status::Activity::Connecting));
+    assert_eq!(state(&r.board("001-002").await), BoardState::Connecting);
+    r.job(0, |j| {
+        j.counters.set_activity(crate::daemon::status::Activity::Forwarding);
+        j.counters.session_began();
+    });
+    let b = r.board("001-002").await.expect("listed");
+    assert_eq!(b.state, BoardState::Forwarding);
+    assert!(b.session_started_at.is_some());
+    let report = r.report().await;
+    assert_eq!(report.daemon.version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(report.daemon.config_path, None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_released_board_gives_up_its_session_and_a_remapped_one_keeps_it() {
+    let r = rig(CONFIG);
+    r.send(HotplugEvent::Present(gadget("A", 1, 2)));
+    r.send(HotplugEvent::Present(gadget("B", 2, 3)));
+    let _ = r.status().await;
+    // Both unmapped: their workers are asked to stop at a boundary.
+    r.reload("").await.expect("applied");
+    let stops: Vec<_> = r.jobs.lock().expect("lock").iter().map(|j| j.stop.clone()).collect();
+    assert!(stops[0].requested() && stops[1].requested());
+    // A stops: its carried session is dropped (interface and server
+    // connection closed), and no worker takes it up again.
+    r.tell(0, WorkerEvent::Carried(carry(true)));
+    r.tell(0, WorkerEvent::Ended(End::Stopped));
+    let _ = r.status().await;
+    assert!(matches!(state(&r.board("001-002").await), BoardState::Ignored { .. }));
+    assert_eq!(r.job_count(), 2);
+    // B is mapped again before it reached its boundary: it carries on with
+    // its own session, not a fresh one.
+    r.reload("[[board]]\nserial = \"B\"\nbackend = \"127.0.0.1:5641\"\n").await.expect("applied");
+    r.tell(1, WorkerEvent::Carried(carry(true)));
+    r.tell(1, WorkerEvent::Ended(End::Stopped));
+    let _ = r.status().await;
+    assert_eq!(r.job_count(), 3);
+    assert!(r.adopted(2), "B's new worker adopts the session its old one carried");
+    assert_eq!(r.board("002-003").await.map(|b| b.state), Some(BoardState::Idle));
+}

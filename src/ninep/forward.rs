@@ -1,0 +1,493 @@
+//! The frame loop of one board: take a T-message from the board, carry it to
+//! the 9P server, carry the R-message back — one request in flight, exactly
+//! as the board's transport works.
+//!
+//! When the server cannot answer (unreachable, died mid-session, sent
+//! garbage or a reply that does not answer the request, missed the
+//! request's deadline) the loop answers the board itself with an error reply
+//! carrying the same tag, so the board's syscall fails (EIO, or ETIMEDOUT
+//! past the deadline) instead of waiting forever.
+//! After a lost server session every request fails fast until the board starts
+//! a new one with Tversion (umount + mount), which opens a fresh connection.
+//!
+//! It must never decide policy — which server, when to retry, what to log
+//! about connection attempts: it asks [`Backends`] and reports to it. It must
+//! never allocate per message: both buffers are allocated once per worker.
+
+use std::io;
+use std::sync::atomic::Ordering;
+
+use crate::ninep::backend::{Backend, BackendError};
+use crate::ninep::frame::{self, Decoded, Dialect, FrameError, ERROR_REPLY_MAX, TVERSION};
+use crate::usb::pipe::{self, RecvError, UsbError, UsbPipe};
+use crate::daemon::status::{Activity, Counters, IN_FLIGHT};
+
+/// Size limits of one board.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Hard ceiling for any frame, before and regardless of msize.
+    pub max_frame: u32,
+    /// The board's usb9pfs `buflen` (its receive request size) as the config
+    /// says; the session raises it to the board's Tversion msize.
+    pub board_buflen: u32,
+    /// How long one request may wait for its reply, from its send; past it
+    /// the board gets ETIMEDOUT and the session is lost. None: no limit.
+    pub request_timeout: Option<std::time::Duration>,
+}
+
+/// A refused or failed connection attempt: the errno the board will see and
+/// a sentence for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectError {
+    pub errno: u32,
+    pub message: String,
+}
+
+impl ConnectError {
+    pub fn from_io(e: &io::Error, what: String) -> ConnectError {
+        let timed_out = (e.kind() == io::ErrorKind::TimedOut).then_some(libc::ETIMEDOUT);
+        let errno = e.raw_os_error().filter(|n| *n > 0).or(timed_out).unwrap_or(libc::EIO) as u32;
+        ConnectError { errno, message: format!("{what}: {e}") }
+    }
+}
+
+/// The supervisor's side of a board's backend: where to connect, whether to
+/// try now, and what to do about failures.
+pub trait Backends: Send + Sync {
+    /// A fresh connection for a new 9P session.
+    fn connect(&self) -> Result<Backend, ConnectError>;
+    /// The live session's connection failed.
+    fn lost(&self, err: &BackendError);
+    /// A live connection handed over by a predecessor now serves the board.
+    fn adopted(&self, _backend: &Backend) {}
+}
+
+/// Why a frame loop ended.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Exit {
+    #[error("board disconnected")]
+    BoardGone,
+    #[error("USB error: {0}")]
+    Usb(UsbError),
+    #[error("protocol violation by the board: {0}")]
+    Violation(FrameError),
+    /// A stop was requested and the loop stopped at a message boundary: the
+    /// board owes nothing and is owed nothing; the session is intact.
+    #[error("stopped at a message boundary")]
+    Stopped,
+}
+
+/// Where one board's 9P session stands. It outlives a loop that stopped at a
+/// message boundary, so a successor can carry on with it.
+pub struct Session {
+    pub backend: Option<Backend>,
+    pub dialect: Dialect,
+    /// Ceiling for any frame: max_frame, lowered by T/Rversion msize.
+    pub ceiling: u32,
+    /// True while the board has a session the server knows about.
+    pub live: bool,
+    /// The board's receive request size as far as we know: the larger of
+    /// the configured buflen and its Tversion msize (which its kernel caps at
+    /// its buflen). It decides when an R-message needs a ZLP.
+    pub board_rx: u32,
+}
+
+impl Session {
+    /// No session yet: every request before a Tversion fails fast.
+    pub fn new(limits: Limits) -> Session {
+        Session { backend: None, dialect: Dialect::Linux, ceiling: limits.max_frame, live: false, board_rx: limits.board_buflen }
+    }
+}
+
+/// Runs the loop until the board goes away, breaks the protocol, or the loop
+/// is stopped at a message boundary (then `s` holds the live session).
+pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters: &Counters, limits: Limits, s: &mut Session) -> Exit {
+    let mut tbuf = vec![0u8; pipe::request_len(limits.max_frame, pipe.max_packet_size())];
+    let mut rbuf = vec![0u8; (limits.max_frame as usize).max(ERROR_REPLY_MAX)];
+    loop {
+        let n = match pipe::recv_message(pipe, &mut tbuf, s.ceiling) {
+            Ok(n) => n,
+            Err(RecvError::Usb(UsbError::Gone)) => return Exit::BoardGone,
+            Err(RecvError::Usb(UsbError::Stopped)) => return Exit::Stopped,
+            Err(RecvError::Usb(e)) => return Exit::Usb(e),
+            Err(RecvError::Frame(e)) => return Exit::Violation(e),
+        };
+        // Until this iteration ends, the board is owed a reply.
+        let _pending = IN_FLIGHT.enter();
+        let _busy = counters.busy();
+        let t = &tbuf[..n];
+        tracing::trace!(target: "usb9pfsd::wire", "board → server {}", Decoded(t));
+        counters.t_messages.fetch_add(1, Ordering::Relaxed);
+        counters.t_bytes.fetch_add(n as u64, Ordering::Relaxed);
+        let Some(h) = frame::header(t) else {
+            return Exit::Violation(FrameError::TooSmall { size: n as u32 });
+        };
+
+        if h.kind == TVERSION {
+            // A new 9P session (mount, or umount + mount without replug):
+            // whatever the server knew of the old one is gone.
+            s.backend = None;
+            s.live = false;
+            counters.session_ended();
+            s.ceiling = limits.max_frame;
+            s.board_rx = limits.board_buflen;
+            if let Some(v) = frame::version(t) {
+                s.dialect = v.dialect;
+                s.ceiling = s.ceiling.min(v.msize.max(frame::HEADER_LEN as u32));
+                s.board_rx = s.board_rx.max(v.msize);
+            }
+            counters.set_activity(Activity::Connecting);
+            let connected = backends.connect();
+            counters.set_activity(Activity::Forwarding);
+            match connected {
+                Ok(b) => {
+                    s.backend = Some(b);
+                    s.live = true;
+                    counters.sessions.fetch_add(1, Ordering::Relaxed);
+                    counters.session_began();
+                }
+                Err(e) => {
+                    if let Err(exit) = reply_error(pipe, &mut rbuf, s, h.tag, e.errno, counters) {
+                        return exit;
+                    }
+                    continue;
+                }
+            }
+        }
+
+        let Some(backend) = s.backend.as_mut().filter(|_| s.live) else {
+            // No Tversion since the worker started, or the server session was
+            // lost: nothing the server could answer. Fail fast.
+            if let Err(exit) = reply_error(pipe, &mut rbuf, s, h.tag, frame::EIO, counters) {
+                return exit;
+            }
+            continue;
+        };
+
+        let r_len = match backend.exchange(t, &mut rbuf, s.ceiling, limits.request_timeout) {
+            Ok(m) => m,
+            Err(e) => {
+                backends.lost(&e);
+                counters.backend_failures.fetch_add(1, Ordering::Relaxed);
+                counters.session_ended();
+                s.backend = None;
+                s.live = false;
+                if let Err(exit) = reply_error(pipe, &mut rbuf, s, h.tag, e.errno(), counters) {
+                    return exit;
+                }
+                continue;
+            }
+        };
+        let r = &rbuf[..r_len];
+        if h.kind == TVERSION {
+            if let Some(v) = frame::version(r) {
+                s.ceiling = s.ceiling.min(v.msize.max(frame::HEADER_LEN as u32));
+            }
+        }
+        tracing::trace!(target: "usb9pfsd::wire", "server → board {}", Decoded(r));
+        // Counted before the transfer: once the board has the reply, anyone
+        // it tells must already see the count.
+        counters.r_messages.fetch_add(1, Ordering::Relaxed);
+        counters.r_bytes.fetch_add(r_len as u64, Ordering::Relaxed);
+        if h.kind != TVERSION {
+            counters.served.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Err(e) = pipe::send_message(pipe, r, s.board_rx) {
+            return usb_exit(e);
+        }
+    }
+}
+
+fn reply_error<P: UsbPipe + ?Sized>(
+    pipe: &mut P,
+    buf: &mut [u8],
+    s: &Session,
+    tag: u16,
+    errno: u32,
+    counters: &Counters,
+) -> Result<(), Exit> {
+    let n = frame::error_reply(buf, s.dialect, tag, errno);
+    tracing::trace!(target: "usb9pfsd::wire", "usb9pfsd → board {} errno={errno}", Decoded(&buf[..n]));
+    counters.error_replies.fetch_add(1, Ordering::Relaxed);
+    pipe::send_message(pipe, &buf[..n], s.board_rx).map_err(usb_exit)
+}
+
+fn usb_exit(e: UsbError) -> Exit {
+    match e {
+        UsbError::Gone => Exit::BoardGone,
+        e => Exit::Usb(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ninep::backend::BackendAddr;
+    use crate::ninep::frame::{Dialect, RLERROR, RVERSION};
+    use crate::usb::sim;
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixListener;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+
+    /// A scripted 9P server on a unix socket: answers each T with `reply`.
+    struct Server {
+        addr: BackendAddr,
+        connections: Arc<AtomicUsize>,
+        _dir: tempfile::TempDir,
+    }
+
+    fn server(reply: fn(&[u8]) -> Option<Vec<u8>>) -> Server {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("9p.sock");
+        let l = UnixListener::bind(&path).expect("bind");
+        let connections = Arc::new(AtomicUsize::new(0));
+        let count = connections.clone();
+        std::thread::spawn(move || {
+            for conn in l.incoming() {
+                let Ok(mut c) = conn else { return };
+                count.fetch_add(1, Ordering::SeqCst);
+                std::thread::spawn(move || loop {
+                    let mut size = [0u8; 4];
+                    if c.read_exact(&mut size).is_err() {
+                        return;
+                    }
+                    let mut t = size.to_vec();
+                    t.resize(u32::from_le_bytes(size) as usize, 0);
+                    if c.read_exact(&mut t[4..]).is_err() {
+                        return;
+                    }
+                    match reply(&t) {
+                        Some(r) => {
+                            if c.write_all(&r).is_err() {
+                                return;
+                            }
+                        }
+                        None => return, // hang up mid-request
+                    }
+                });
+            }
+        });
+        Server { addr: BackendAddr::Unix(path), connections, _dir: dir }
+    }
+
+    struct Direct(BackendAddr);
+
+    impl Backends for Direct {
+        fn connect(&self) -> Result<Backend, ConnectError> {
+            Backend::connect(&self.0, std::time::Duration::from_secs(5))
+                .map_err(|e| ConnectError::from_io(&e, "connect".into()))
+        }
+        fn lost(&self, _: &BackendError) {}
+    }
+
+    fn msg(kind: u8, tag: u16, body: &[u8]) -> Vec<u8> {
+        let mut m = ((7 + body.len()) as u32).to_le_bytes().to_vec();
+        m.push(kind);
+        m.extend_from_slice(&tag.to_le_bytes());
+        m.extend_from_slice(body);
+        m
+    }
+
+    fn tversion(msize: u32, name: &str) -> Vec<u8> {
+        let mut body = msize.to_le_bytes().to_vec();
+        body.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        body.extend_from_slice(name.as_bytes());
+        msg(TVERSION, frame::NOTAG, &body)
+    }
+
+    /// Echo server: R = T with type + 1; Rversion keeps the msize; a Tread
+    /// (116) with tag 99 gets an oversized reply header; tag 66 hangs up;
+    /// tag 77 is answered twice; tag 44 is never answered.
+    fn echo(t: &[u8]) -> Option<Vec<u8>> {
+        let tag = u16::from_le_bytes([t[5], t[6]]);
+        match tag {
+            66 => None,
+            44 => Some(Vec::new()), // never answered
+            // The answer, then a stray Rclunk for tag 78.
+            77 => Some([msg(t[4] + 1, tag, &[]), msg(121, 78, &[])].concat()),
+            99 => Some(msg(t[4] + 1, tag, &[0; 64]).into_iter().enumerate().map(|(i, b)| if i == 2 { 0x7f } else { b }).collect()),
+            _ => Some(msg(t[4] + 1, tag, &t[7..])),
+        }
+    }
+
+    struct Running {
+        board: sim::Board,
+        counters: Arc<Counters>,
+        exit: std::thread::JoinHandle<Exit>,
+        connections: Arc<AtomicUsize>,
+        _server: Server,
+    }
+
+    fn start() -> Running {
+        start_with(None)
+    }
+
+    fn start_with(request_timeout: Option<std::time::Duration>) -> Running {
+        let server = server(echo);
+        let (mut host, board) = sim::gadget(512, 16384);
+        let counters = Arc::new(Counters::default());
+        let c = counters.clone();
+        let backends = Direct(server.addr.clone());
+        let limits = Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout };
+        let exit = std::thread::spawn(move || run(&mut host, &backends, &c, limits, &mut Session::new(limits)));
+        Running { board, counters, exit, connections: server.connections.clone(), _server: server }
+    }
+
+    #[test]
+    fn requests_before_any_tversion_fail_fast_with_eio() {
+        let r = start();
+        r.board.send(&msg(120, 5, &[1, 0, 0, 0]));
+        assert_eq!(r.board.recv(), vec![11, 0, 0, 0, RLERROR, 5, 0, 5, 0, 0, 0]);
+        assert_eq!(r.connections.load(Ordering::SeqCst), 0, "no server session to ask");
+        drop(r.board);
+        assert_eq!(r.exit.join().expect("join"), Exit::BoardGone);
+    }
+
+    #[test]
+    fn msize_caps_frames_and_each_tversion_opens_a_new_connection() {
+        let r = start();
+        r.board.send(&tversion(8192, "9P2000.L"));
+        assert_eq!(r.board.recv()[4], RVERSION);
+        r.board.send(&tversion(8192, "9P2000.L"));
+        assert_eq!(r.board.recv()[4], RVERSION);
+        assert_eq!(r.connections.load(Ordering::SeqCst), 2);
+        assert_eq!(r.counters.snapshot().sessions, 2);
+        // A frame above the negotiated msize is a protocol violation.
+        let mut big = msg(118, 1, &vec![0; 8200 - 7]);
+        big[..4].copy_from_slice(&8200u32.to_le_bytes());
+        r.board.send(&big);
+        assert_eq!(r.exit.join().expect("join"), Exit::Violation(FrameError::TooLarge { size: 8200, ceiling: 8192 }));
+    }
+
+    #[test]
+    fn bad_server_frames_and_hangups_become_error_replies_with_the_tag() {
+        let r = start();
+        r.board.send(&tversion(16384, "9P2000.L"));
+        assert_eq!(r.board.recv()[4], RVERSION);
+        r.board.send(&msg(116, 99, &[0; 16]));
+        assert_eq!(r.board.recv(), vec![11, 0, 0, 0, RLERROR, 99, 0, 5, 0, 0, 0]);
+        // Session lost: later requests fail fast, no new connection.
+        r.board.send(&msg(120, 3, &[0; 4]));
+        assert_eq!(r.board.recv()[..7], [11, 0, 0, 0, RLERROR, 3, 0]);
+        // Remount, then the server hangs up mid-request.
+        r.board.send(&tversion(16384, "9P2000.u"));
+        assert_eq!(r.board.recv()[4], RVERSION);
+        r.board.send(&msg(116, 66, &[0; 16]));
+        let reply = r.board.recv();
+        assert_eq!((reply[4], &reply[5..7]), (frame::RERROR, &[66u8, 0][..]), "9P2000.u gets Rerror");
+        assert_eq!(r.counters.snapshot().backend_failures, 2);
+        assert_eq!(r.counters.snapshot().error_replies, 3);
+        drop(r.board);
+        assert_eq!(r.exit.join().expect("join"), Exit::BoardGone);
+    }
+
+    #[test]
+    fn a_stopped_loop_keeps_the_live_session_for_its_successor() {
+        let server = server(echo);
+        let (mut host, board) = sim::gadget(512, 16384);
+        let stop = host.stop_switch();
+        let counters = Arc::new(Counters::default());
+        let limits = Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None };
+        let backends = Arc::new(Direct(server.addr.clone()));
+        let (b, c) = (backends.clone(), counters.clone());
+        let first = std::thread::spawn(move || {
+            let mut s = Session::new(limits);
+            let exit = run(&mut host, b.as_ref(), &c, limits, &mut s);
+            (exit, s, host)
+        });
+        board.send(&tversion(8192, "9P2000.u"));
+        assert_eq!(board.recv()[4], RVERSION);
+        board.send(&msg(120, 4, &[1, 0, 0, 0]));
+        assert_eq!(board.recv(), msg(121, 4, &[1, 0, 0, 0]));
+        stop.request();
+        let (exit, mut session, mut host) = first.join().expect("join");
+        assert_eq!(exit, Exit::Stopped);
+        assert!(session.live && session.backend.is_some());
+        assert_eq!((session.dialect, session.ceiling), (Dialect::Unix, 8192));
+        // The successor carries on with the same server connection: the
+        // board sees nothing happen, and the server sees no new session.
+        host.renew_stop_switch();
+        let c = counters.clone();
+        let second = std::thread::spawn(move || run(&mut host, backends.as_ref(), &c, limits, &mut session));
+        board.send(&msg(110, 5, &[9; 20]));
+        assert_eq!(board.recv(), msg(111, 5, &[9; 20]));
+        assert_eq!(server.connections.load(Ordering::SeqCst), 1);
+        assert_eq!(counters.snapshot().error_replies, 0);
+        drop(board);
+        assert_eq!(second.join().expect("join"), Exit::BoardGone);
+    }
+
+    #[test]
+    fn a_board_with_a_raised_buflen_gets_its_zlps_whatever_the_config_says() {
+        let server = server(echo);
+        // The board's receive request is 64 KiB; the config still says 16 KiB.
+        let (mut host, board) = sim::gadget(512, 65536);
+        let limits = Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None };
+        let backends = Direct(server.addr.clone());
+        let counters = Arc::new(Counters::default());
+        let c = counters.clone();
+        let worker = std::thread::spawn(move || run(&mut host, &backends, &c, limits, &mut Session::new(limits)));
+        board.send(&tversion(65536, "9P2000.L"));
+        assert_eq!(board.recv()[4], RVERSION);
+        for len in [16384usize, 16384 + 512, 32768, 49152, 65536 - 512, 65536, 4096, 511, 513] {
+            let m = msg(116, 7, &vec![(len % 251) as u8; len - 7]);
+            board.send(&m);
+            let mut want = m.clone();
+            want[4] = 117;
+            assert_eq!(board.recv(), want, "R-message of {len} bytes");
+        }
+        assert_eq!(board.empty_receives(), 0, "no ZLP leaked into a later request");
+        drop(board);
+        assert_eq!(worker.join().expect("join"), Exit::BoardGone);
+    }
+
+    #[test]
+    fn a_stray_reply_is_not_the_answer_to_the_next_request() {
+        let r = start();
+        r.board.send(&tversion(16384, "9P2000.L"));
+        assert_eq!(r.board.recv()[4], RVERSION);
+        r.board.send(&msg(120, 77, &[0; 4]));
+        assert_eq!(r.board.recv()[4..7], [121, 77, 0]);
+        assert_eq!((r.counters.snapshot().r_messages, r.counters.snapshot().served), (2, 1), "Rversion is not service");
+        // The stray Rclunk tag 78 waits in the socket; a Tread tag 78 must
+        // not get it: the session ends and the board gets an error reply.
+        r.board.send(&msg(116, 78, &[0; 16]));
+        assert_eq!(r.board.recv(), vec![11, 0, 0, 0, RLERROR, 78, 0, 5, 0, 0, 0]);
+        assert_eq!(r.counters.snapshot().backend_failures, 1);
+        drop(r.board);
+        assert_eq!(r.exit.join().expect("join"), Exit::BoardGone);
+    }
+
+    #[test]
+    fn a_request_past_its_deadline_fails_with_etimedout_and_ends_the_session() {
+        let r = start_with(Some(std::time::Duration::from_millis(300)));
+        r.board.send(&tversion(16384, "9P2000.L"));
+        assert_eq!(r.board.recv()[4], RVERSION);
+        r.board.send(&msg(116, 44, &[0; 16]));
+        let etimedout = (libc::ETIMEDOUT as u32).to_le_bytes();
+        assert_eq!(r.board.recv(), [&[11, 0, 0, 0, RLERROR, 44, 0][..], &etimedout].concat());
+        // The session is lost: later requests fail fast with EIO.
+        r.board.send(&msg(120, 3, &[0; 4]));
+        assert_eq!(r.board.recv(), vec![11, 0, 0, 0, RLERROR, 3, 0, 5, 0, 0, 0]);
+        assert_eq!(r.counters.snapshot().backend_failures, 1);
+        // A request answered in time is untouched by the deadline.
+        r.board.send(&tversion(16384, "9P2000.L"));
+        assert_eq!(r.board.recv()[4], RVERSION);
+        r.board.send(&msg(120, 4, &[0; 4]));
+        assert_eq!(r.board.recv()[4..7], [121, 4, 0]);
+        drop(r.board);
+        assert_eq!(r.exit.join().expect("join"), Exit::BoardGone);
+    }
+
+    #[test]
+    fn malformed_board_frames_end_the_session() {
+        for bad in [0u32, 6, 0x7fff_ffff] {
+            let r = start();
+            let mut m = msg(120, 1, &[0; 9]);
+            m[..4].copy_from_slice(&bad.to_le_bytes());
+            r.board.send(&m);
+            assert!(matches!(r.exit.join().expect("join"), Exit::Violation(_)), "size {bad}");
+        }
+    }
+}

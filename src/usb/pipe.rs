@@ -1,0 +1,424 @@
+//! The board's pair of bulk endpoints as a worker sees them, and the
+//! transfer rules that turn 9P messages into USB transfers and back.
+//!
+//! [`UsbPipe`] is the seam between real hardware (`device.rs`) and the
+//! in-memory gadget tests use (`sim.rs`). The rules here come from the board's
+//! kernel transport (net/9p/trans_usbg.c):
+//! - the board sends each T-message as one IN transfer and ends it with a
+//!   zero-length packet (ZLP) when its size is a multiple of the packet size;
+//! - the board receives each R-message into one request of `buflen` bytes that
+//!   completes on a short packet, a ZLP, or when full — so the host ends a
+//!   packet-multiple R-message with a ZLP, except when the message fills the
+//!   whole `buflen` (a ZLP would then land in the board's *next* request).
+//!
+//! A worker is stopped (reload, hand-over to a re-executed daemon) only at a
+//! message boundary: [`StopSwitch::request`] cancels an IN transfer that waits
+//! for the *first* bytes of a T-message; one that already holds part of a
+//! frame is finished, exchanged and answered first, so a board is never left
+//! owing or owed a message.
+//!
+//! This module must never allocate per message and never decide policy
+//! (which backend, retries): it only moves bytes and validates sizes.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use crate::ninep::frame::{self, FrameError};
+
+/// One claimed usb9pfs interface: a bulk IN and a bulk OUT endpoint.
+pub trait UsbPipe: Send {
+    /// wMaxPacketSize of the endpoints (512 at high speed, 1024 at super speed).
+    fn max_packet_size(&self) -> usize;
+    /// One bulk IN transfer into `buf`. Blocks until the board ends the
+    /// transfer (short packet, ZLP, or `buf` full) or goes away. With
+    /// `at_boundary` (nothing of the next T-message read yet) a stop request
+    /// cancels it: [`UsbError::Stopped`] if no byte had arrived, else the
+    /// bytes that did (the caller then reads the rest of the frame).
+    fn read_transfer(&mut self, buf: &mut [u8], at_boundary: bool) -> Result<usize, UsbError>;
+    /// One bulk OUT transfer of exactly `data`, ended by a zero-length packet
+    /// when `zlp` is set (an empty `data` with `zlp` is a lone ZLP).
+    fn write_transfer(&mut self, data: &[u8], zlp: bool) -> Result<(), UsbError>;
+}
+
+/// Asks one worker to stop at its next message boundary. Shared between the
+/// supervisor (which requests) and the worker's pipe (which registers how to
+/// cancel its pending IN transfer, once, and arms it only while that transfer
+/// waits at a boundary).
+#[derive(Default)]
+pub struct StopSwitch {
+    requested: AtomicBool,
+    cancel: Mutex<Canceller>,
+}
+
+#[derive(Default)]
+struct Canceller {
+    armed: bool,
+    cancel: Option<Box<dyn Fn() + Send>>,
+}
+
+impl StopSwitch {
+    /// Requests the stop; cancels the pending IN transfer if it waits at a
+    /// boundary. Idempotent.
+    pub fn request(&self) {
+        self.requested.store(true, Ordering::SeqCst);
+        let c = lock(&self.cancel);
+        if let (true, Some(cancel)) = (c.armed, &c.cancel) {
+            cancel();
+        }
+    }
+
+    pub fn requested(&self) -> bool {
+        self.requested.load(Ordering::SeqCst)
+    }
+
+    /// The pipe's way to cancel its IN transfer (set once when the pipe is
+    /// made, cleared before the transfer is freed).
+    pub fn set_canceller(&self, cancel: Option<Box<dyn Fn() + Send>>) {
+        let mut c = lock(&self.cancel);
+        c.armed = false;
+        c.cancel = cancel;
+    }
+
+    /// Arms the canceller for a transfer about to be submitted at a boundary
+    /// (or disarms it). After submitting an armed transfer the pipe must
+    /// check [`requested`](Self::requested) and cancel it itself if set:
+    /// then a request can never fall between the two.
+    pub fn arm(&self, armed: bool) {
+        lock(&self.cancel).armed = armed;
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What can go wrong on the USB side.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UsbError {
+    #[error("board disconnected")]
+    Gone,
+    #[error("stopped at a message boundary")]
+    Stopped,
+    #[error("board sent more than the {0}-byte transfer could hold")]
+    Overflow(usize),
+    #[error("endpoint stalled")]
+    Stall,
+    #[error("USB transfer failed: {0}")]
+    Transfer(String),
+}
+
+/// Receiving a T-message failed either on the wire or in its framing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecvError {
+    #[error(transparent)]
+    Usb(#[from] UsbError),
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+}
+
+/// Bytes to request for one IN transfer so that a frame of exactly
+/// `ceiling` bytes still ends (with its ZLP) inside the transfer: strictly
+/// more than the ceiling, rounded up to whole packets.
+pub fn request_len(ceiling: u32, max_packet: usize) -> usize {
+    let mps = max_packet.max(1);
+    (ceiling as usize + 1).div_ceil(mps) * mps
+}
+
+/// The longest single IN transfer we ask for. usbfs turns a longer one into a
+/// scatter-gather URB (USB_SG_SIZE), an allocation per transfer and a path
+/// that dummy_hcd mishandles across disconnects; 9P frames up to the kernel's
+/// default `buflen` fit in one transfer of this size anyway.
+pub const IN_CHUNK: usize = 16384;
+
+/// Empty transfers tolerated before a T-message: the board sends a ZLP only
+/// after a packet-multiple message, so a few strays can follow a transfer the
+/// host ended early; thousands in a row are a broken board.
+pub const MAX_STRAY_ZLPS: u32 = 64;
+
+/// Receives one T-message from the board into `buf` and returns its length.
+///
+/// `buf` must be at least `request_len(ceiling, mps)` long. Stray ZLPs are
+/// skipped (at most [`MAX_STRAY_ZLPS`] in a row); a message the board split
+/// over several transfers (or one longer than [`IN_CHUNK`]) is joined; the
+/// declared size is checked against `ceiling` before more is read. A stop
+/// request ends the wait only while no byte of the message has arrived.
+pub fn recv_message<P: UsbPipe + ?Sized>(
+    pipe: &mut P,
+    buf: &mut [u8],
+    ceiling: u32,
+) -> Result<usize, RecvError> {
+    let want = request_len(ceiling, pipe.max_packet_size()).min(buf.len());
+    let mut got = 0;
+    let mut zlps = 0;
+    let read = |pipe: &mut P, buf: &mut [u8], got: usize| {
+        let end = (got + IN_CHUNK).min(want);
+        pipe.read_transfer(&mut buf[got..end], got == 0)
+    };
+    let size = loop {
+        let n = read(pipe, buf, got)?;
+        if n == 0 {
+            zlps += 1;
+            if zlps > MAX_STRAY_ZLPS {
+                return Err(FrameError::StrayZlps { count: zlps }.into());
+            }
+        }
+        got += n;
+        if let Some(size) = frame::peek_size(&buf[..got]) {
+            break size;
+        }
+        if got >= want {
+            return Err(FrameError::TooSmall { size: got as u32 }.into());
+        }
+    };
+    frame::check_size(size, ceiling)?;
+    let size = size as usize;
+    while got < size {
+        let n = read(pipe, buf, got)?;
+        if n == 0 {
+            return Err(FrameError::LengthMismatch { declared: size as u32, got }.into());
+        }
+        got += n;
+    }
+    if got != size {
+        return Err(FrameError::LengthMismatch { declared: size as u32, got }.into());
+    }
+    Ok(size)
+}
+
+/// Sends one R-message to the board as one transfer, ended by the ZLP the
+/// board's receive request needs when the message is a whole number of
+/// packets shorter than its `board_buflen`.
+pub fn send_message<P: UsbPipe + ?Sized>(
+    pipe: &mut P,
+    msg: &[u8],
+    board_buflen: u32,
+) -> Result<(), UsbError> {
+    let zlp = needs_zlp(msg.len(), pipe.max_packet_size(), board_buflen);
+    pipe.write_transfer(msg, zlp)
+}
+
+/// True when a message of `len` bytes would leave the board's receive
+/// request waiting without a terminating ZLP.
+pub fn needs_zlp(len: usize, max_packet: usize, board_buflen: u32) -> bool {
+    max_packet > 0 && len % max_packet == 0 && len < board_buflen as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::usb::sim::{self, Board};
+
+    fn msg(len: usize, fill: u8) -> Vec<u8> {
+        let mut m = vec![fill; len];
+        m[..4].copy_from_slice(&(len as u32).to_le_bytes());
+        m
+    }
+
+    fn pair(buflen: u32) -> (sim::HostEnd, Board) {
+        sim::gadget(512, buflen)
+    }
+
+    #[test]
+    fn request_is_longer_than_any_legal_frame() {
+        assert_eq!(request_len(16384, 512), 16896);
+        assert_eq!(request_len(16383, 512), 16384);
+        assert_eq!(request_len(7, 512), 512);
+        assert_eq!(request_len(8192, 1024), 9216);
+    }
+
+    #[test]
+    fn t_messages_around_packet_boundaries_arrive_whole() {
+        let (mut host, board) = pair(16384);
+        let mut buf = vec![0; request_len(16384, 512)];
+        for k in 1..=32usize {
+            for len in [k * 512 - 1, k * 512, k * 512 + 1] {
+                if len >= 16384 {
+                    continue;
+                }
+                let m = msg(len, k as u8);
+                board.send(&m);
+                let n = recv_message(&mut host, &mut buf, 16384).expect("recv");
+                assert_eq!(&buf[..n], &m[..], "len {len}");
+            }
+        }
+        // Every ZLP the board sent was consumed inside its own transfer,
+        // except the one after a frame that filled a whole IN_CHUNK read.
+        assert_eq!(host.stray_zlps(), 0);
+        board.send(&msg(16384, 1));
+        assert_eq!(recv_message(&mut host, &mut buf, 16384), Ok(16384));
+        let m = msg(100, 2);
+        board.send(&m);
+        assert_eq!(recv_message(&mut host, &mut buf, 16384), Ok(100));
+        assert_eq!(&buf[..100], &m[..]);
+        assert_eq!(host.stray_zlps(), 1);
+    }
+
+    #[test]
+    fn frames_longer_than_one_in_chunk_are_joined() {
+        let (mut host, board) = pair(1 << 20);
+        let mut buf = vec![0; request_len(65536, 512)];
+        for len in [IN_CHUNK + 1, 2 * IN_CHUNK, 40000, 65536] {
+            let m = msg(len, (len % 251) as u8);
+            board.send(&m);
+            assert_eq!(recv_message(&mut host, &mut buf, 65536), Ok(len), "len {len}");
+            assert_eq!(&buf[..len], &m[..]);
+        }
+    }
+
+    #[test]
+    fn largest_legal_message_is_accepted_and_one_more_byte_is_not() {
+        let (mut host, board) = pair(16384);
+        let mut buf = vec![0; request_len(16384, 512)];
+        let m = msg(16384, 9);
+        board.send(&m);
+        assert_eq!(recv_message(&mut host, &mut buf, 16384), Ok(16384));
+        board.send(&msg(16385, 9));
+        assert_eq!(
+            recv_message(&mut host, &mut buf, 16384),
+            Err(RecvError::Frame(FrameError::TooLarge { size: 16385, ceiling: 16384 }))
+        );
+    }
+
+    #[test]
+    fn malformed_sizes_are_refused() {
+        let mut buf = vec![0; request_len(8192, 512)];
+        for declared in [0u32, 3, 6, 8193, u32::MAX] {
+            let (mut host, board) = pair(16384);
+            let mut m = msg(64, 1);
+            m[..4].copy_from_slice(&declared.to_le_bytes());
+            board.send(&m);
+            assert!(
+                matches!(recv_message(&mut host, &mut buf, 8192), Err(RecvError::Frame(_))),
+                "declared {declared}"
+            );
+        }
+        // Declares more than the board then sends: a length mismatch, not a hang.
+        let (mut host, board) = pair(16384);
+        let mut m = msg(64, 1);
+        m[..4].copy_from_slice(&100u32.to_le_bytes());
+        board.send(&m);
+        board.send_zlp();
+        assert_eq!(
+            recv_message(&mut host, &mut buf, 8192),
+            Err(RecvError::Frame(FrameError::LengthMismatch { declared: 100, got: 64 }))
+        );
+        // Declares less than the transfer carried.
+        let (mut host, board) = pair(16384);
+        let mut m = msg(64, 1);
+        m[..4].copy_from_slice(&20u32.to_le_bytes());
+        board.send(&m);
+        assert_eq!(
+            recv_message(&mut host, &mut buf, 8192),
+            Err(RecvError::Frame(FrameError::LengthMismatch { declared: 20, got: 64 }))
+        );
+    }
+
+    #[test]
+    fn split_message_is_joined_and_stray_zlp_skipped() {
+        let (mut host, board) = pair(16384);
+        let mut buf = vec![0; request_len(8192, 512)];
+        let m = msg(700, 3);
+        board.send_zlp();
+        board.send_raw(&m[..2]);
+        board.send_raw(&m[2..]);
+        assert_eq!(recv_message(&mut host, &mut buf, 8192), Ok(700));
+        assert_eq!(&buf[..700], &m[..]);
+    }
+
+    #[test]
+    fn r_messages_reach_the_board_whole_at_every_boundary() {
+        let buflen = 16384;
+        let (mut host, board) = pair(buflen);
+        for k in 1..=32usize {
+            for len in [k * 512 - 1, k * 512, k * 512 + 1] {
+                if len > buflen as usize {
+                    continue;
+                }
+                let m = msg(len, k as u8);
+                send_message(&mut host, &m, buflen).expect("send");
+                assert_eq!(board.recv(), m, "len {len}");
+            }
+        }
+        // The board never saw an empty completion (a ZLP in its next request).
+        assert_eq!(board.empty_receives(), 0);
+    }
+
+    #[test]
+    fn message_filling_the_whole_buflen_gets_no_zlp() {
+        let (mut host, board) = pair(8192);
+        let full = msg(8192, 5);
+        send_message(&mut host, &full, 8192).expect("send");
+        assert_eq!(board.recv(), full);
+        let next = msg(100, 6);
+        send_message(&mut host, &next, 8192).expect("send");
+        assert_eq!(board.recv(), next);
+        assert_eq!(board.empty_receives(), 0);
+        assert!(!needs_zlp(8192, 512, 8192));
+        assert!(needs_zlp(4096, 512, 8192));
+        assert!(!needs_zlp(4097, 512, 8192));
+    }
+
+    #[test]
+    fn a_stop_ends_the_wait_for_the_next_message_only() {
+        let (mut host, board) = pair(16384);
+        let stop = host.stop_switch();
+        let mut buf = vec![0; request_len(16384, 512)];
+        // Requested while the loop waits: the IN transfer is cancelled.
+        let waiting = std::thread::spawn(move || {
+            let r = recv_message(&mut host, &mut buf, 16384);
+            (host, buf, r)
+        });
+        stop.request();
+        let (mut host, mut buf, r) = waiting.join().expect("join");
+        assert_eq!(r, Err(RecvError::Usb(UsbError::Stopped)));
+        // A message that had begun is read to its end first: the board split
+        // it, the stop lands between the halves, and the frame still arrives.
+        let (mut host2, board2) = pair(16384);
+        let stop2 = host2.stop_switch();
+        let m = msg(1500, 7);
+        board2.send_raw(&m[..512]);
+        board2.send_raw(&m[512..1024]);
+        let reader = std::thread::spawn(move || {
+            let mut buf = vec![0; request_len(16384, 512)];
+            let r = recv_message(&mut host2, &mut buf, 16384);
+            (r, buf)
+        });
+        board2.wait_taken(2);
+        stop2.request();
+        board2.send_raw(&m[1024..]);
+        let (r, buf2) = reader.join().expect("join");
+        assert_eq!(r, Ok(1500));
+        assert_eq!(&buf2[..1500], &m[..]);
+        // Requested before the wait even began: nothing is read.
+        board.send(&msg(100, 1));
+        assert_eq!(recv_message(&mut host, &mut buf, 16384), Err(RecvError::Usb(UsbError::Stopped)));
+    }
+
+    #[test]
+    fn thousands_of_stray_zlps_are_a_broken_board() {
+        let (mut host, board) = pair(16384);
+        let mut buf = vec![0; request_len(16384, 512)];
+        for _ in 0..MAX_STRAY_ZLPS {
+            board.send_zlp();
+        }
+        let m = msg(100, 1);
+        board.send(&m);
+        assert_eq!(recv_message(&mut host, &mut buf, 16384), Ok(100), "a few strays are skipped");
+        for _ in 0..=MAX_STRAY_ZLPS {
+            board.send_zlp();
+        }
+        assert_eq!(
+            recv_message(&mut host, &mut buf, 16384),
+            Err(RecvError::Frame(FrameError::StrayZlps { count: MAX_STRAY_ZLPS + 1 }))
+        );
+    }
+
+    #[test]
+    fn disconnect_is_reported_as_gone() {
+        let (mut host, board) = pair(16384);
+        drop(board);
+        let mut buf = vec![0; 1024];
+        assert_eq!(recv_message(&mut host, &mut buf, 512), Err(RecvError::Usb(UsbError::Gone)));
+        assert_eq!(host.write_transfer(b"x", false), Err(UsbError::Gone));
+    }
+}

@@ -1,0 +1,258 @@
+//! An in-memory usb9pfs gadget: the board end of a [`UsbPipe`] with the bulk
+//! semantics of real USB (packets of `max_packet` bytes, transfers ended by a
+//! short packet or a ZLP, a board receive request of `buflen` bytes).
+//!
+//! Tests drive workers and the transfer rules with it; it is also the seed of
+//! the hostile-board simulator (raw, malformed transfers via
+//! [`Board::send_raw`]). It must never be used on a real data path.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use crate::usb::pipe::{StopSwitch, UsbError, UsbPipe};
+
+/// How long a test waits for the forwarder before declaring it stuck. A
+/// bound against hangs, not a synchronisation point.
+const STUCK: Duration = Duration::from_secs(20);
+
+/// Creates a connected pair: the host end (give it to a worker) and the board.
+pub fn gadget(max_packet: usize, buflen: u32) -> (HostEnd, Board) {
+    let (in_tx, in_rx) = channel::<Packet>();
+    let stop = stop_switch(&in_tx);
+    let (out_tx, out_rx) = channel();
+    let shared = Arc::new(Shared {
+        taken: Mutex::new(0),
+        taken_cv: Condvar::new(),
+        alive: AtomicBool::new(true),
+        empty_receives: AtomicUsize::new(0),
+        rx: Mutex::new(Vec::new()),
+    });
+    let host = HostEnd {
+        mps: max_packet,
+        buflen: buflen as usize,
+        packets: in_rx,
+        pending: VecDeque::new(),
+        delivered: out_tx,
+        shared: shared.clone(),
+        stray_zlps: 0,
+        stop,
+        canceller_tx: in_tx.clone(),
+        unplug_seen: false,
+    };
+    let board = Board { mps: max_packet, packets: in_tx, received: out_rx, shared };
+    (host, board)
+}
+
+/// What travels board → host: a packet, or the mark a cancelled IN
+/// transfer leaves (what libusb's cancel completion is for real hardware).
+enum Packet {
+    Data(Vec<u8>),
+    Cancel,
+    /// The board was dropped (the host end keeps a sender for cancels, so
+    /// the channel itself never closes).
+    Unplugged,
+}
+
+/// A stop switch whose cancel leaves its mark in the packet stream.
+fn stop_switch(tx: &Sender<Packet>) -> Arc<StopSwitch> {
+    let stop = Arc::new(StopSwitch::default());
+    let canceller = Mutex::new(tx.clone());
+    stop.set_canceller(Some(Box::new(move || {
+        if let Ok(tx) = canceller.lock() {
+            let _ = tx.send(Packet::Cancel);
+        }
+    })));
+    stop
+}
+
+struct Shared {
+    /// Packets the host end has taken, for tests that must act mid-transfer.
+    taken: Mutex<usize>,
+    taken_cv: Condvar,
+    alive: AtomicBool,
+    empty_receives: AtomicUsize,
+    /// The board's receive request being filled.
+    rx: Mutex<Vec<u8>>,
+}
+
+/// The host side: what `device.rs` is for real hardware.
+pub struct HostEnd {
+    mps: usize,
+    buflen: usize,
+    packets: Receiver<Packet>,
+    pending: VecDeque<Vec<u8>>,
+    delivered: Sender<Vec<u8>>,
+    shared: Arc<Shared>,
+    stray_zlps: usize,
+    stop: Arc<StopSwitch>,
+    canceller_tx: Sender<Packet>,
+    unplug_seen: bool,
+}
+
+impl HostEnd {
+    /// Host reads that completed with zero bytes (a ZLP outside its transfer).
+    pub fn stray_zlps(&self) -> usize {
+        self.stray_zlps
+    }
+
+    /// The switch that stops this end's worker at a message boundary.
+    pub fn stop_switch(&self) -> Arc<StopSwitch> {
+        self.stop.clone()
+    }
+
+    /// A fresh switch, as a successor's newly opened device would have.
+    pub fn renew_stop_switch(&mut self) -> Arc<StopSwitch> {
+        self.stop.set_canceller(None);
+        self.stop = stop_switch(&self.canceller_tx);
+        self.stop.clone()
+    }
+
+    fn next_packet(&mut self) -> Result<Packet, UsbError> {
+        if let Some(p) = self.pending.pop_front() {
+            return Ok(Packet::Data(p));
+        }
+        if self.unplug_seen {
+            return Err(UsbError::Gone);
+        }
+        match self.packets.recv() {
+            Ok(Packet::Unplugged) | Err(_) => {
+                self.unplug_seen = true;
+                Err(UsbError::Gone)
+            }
+            Ok(p) => Ok(p),
+        }
+    }
+}
+
+impl UsbPipe for HostEnd {
+    fn max_packet_size(&self) -> usize {
+        self.mps
+    }
+
+    fn read_transfer(&mut self, buf: &mut [u8], at_boundary: bool) -> Result<usize, UsbError> {
+        // As device.rs: arm, "submit", then honour a request that came first.
+        self.stop.arm(at_boundary);
+        if at_boundary && self.stop.requested() {
+            self.stop.arm(false);
+            return Err(UsbError::Stopped);
+        }
+        let mut got = 0;
+        loop {
+            let p = match self.next_packet() {
+                Ok(Packet::Data(p)) => {
+                    if let Ok(mut n) = self.shared.taken.lock() {
+                        *n += 1;
+                        self.shared.taken_cv.notify_all();
+                    }
+                    p
+                }
+                Ok(Packet::Cancel) if at_boundary => {
+                    self.stop.arm(false);
+                    return if got == 0 { Err(UsbError::Stopped) } else { Ok(got) };
+                }
+                Ok(Packet::Cancel) => continue, // a cancel that missed its transfer
+                Ok(Packet::Unplugged) | Err(_) => {
+                    self.stop.arm(false);
+                    return Err(UsbError::Gone);
+                }
+            };
+            if p.len() > buf.len() - got {
+                return Err(UsbError::Overflow(buf.len()));
+            }
+            buf[got..got + p.len()].copy_from_slice(&p);
+            got += p.len();
+            if p.len() < self.mps || got == buf.len() {
+                if got == 0 {
+                    self.stray_zlps += 1;
+                }
+                self.stop.arm(false);
+                return Ok(got);
+            }
+        }
+    }
+
+    fn write_transfer(&mut self, data: &[u8], zlp: bool) -> Result<(), UsbError> {
+        if !self.shared.alive.load(Ordering::SeqCst) {
+            return Err(UsbError::Gone);
+        }
+        let mut packets: Vec<&[u8]> = data.chunks(self.mps).collect();
+        if packets.is_empty() || zlp {
+            packets.push(&[]);
+        }
+        let mut rx = self.shared.rx.lock().map_err(|_| UsbError::Gone)?;
+        for p in packets {
+            rx.extend_from_slice(p);
+            if p.len() < self.mps || rx.len() >= self.buflen {
+                if rx.is_empty() {
+                    self.shared.empty_receives.fetch_add(1, Ordering::SeqCst);
+                    continue;
+                }
+                let msg = std::mem::take(&mut *rx);
+                self.delivered.send(msg).map_err(|_| UsbError::Gone)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The board side: sends T-messages the way trans_usbg.c does and collects
+/// what its receive requests completed with. Dropping it unplugs the board.
+pub struct Board {
+    mps: usize,
+    packets: Sender<Packet>,
+    received: Receiver<Vec<u8>>,
+    shared: Arc<Shared>,
+}
+
+impl Board {
+    /// One T-message as the kernel sends it: one transfer, ZLP if needed.
+    pub fn send(&self, msg: &[u8]) {
+        self.send_raw(msg);
+        if msg.len() % self.mps == 0 {
+            self.send_zlp();
+        }
+    }
+
+    /// Raw packets with no ZLP logic (for malformed or split transfers).
+    pub fn send_raw(&self, bytes: &[u8]) {
+        for p in bytes.chunks(self.mps) {
+            let _ = self.packets.send(Packet::Data(p.to_vec()));
+        }
+    }
+
+    pub fn send_zlp(&self) {
+        let _ = self.packets.send(Packet::Data(Vec::new()));
+    }
+
+    /// The next completed receive request; panics if none comes in time.
+    pub fn recv(&self) -> Vec<u8> {
+        match self.received.recv_timeout(STUCK) {
+            Ok(m) => m,
+            Err(RecvTimeoutError::Timeout) => panic!("board got no reply within {STUCK:?}"),
+            Err(RecvTimeoutError::Disconnected) => panic!("forwarder went away"),
+        }
+    }
+
+    /// Waits until the host end has taken `n` packets in all (a bound
+    /// against hangs, not a sleep: it returns as soon as they are taken).
+    pub fn wait_taken(&self, n: usize) {
+        let guard = self.shared.taken.lock().unwrap_or_else(|p| p.into_inner());
+        let (_taken, timeout) = self.shared.taken_cv.wait_timeout_while(guard, STUCK, |t| *t < n).unwrap_or_else(|p| p.into_inner());
+        assert!(!timeout.timed_out(), "the host took fewer than {n} packets within {STUCK:?}");
+    }
+
+    /// Receive requests that completed empty: a ZLP that leaked past its message.
+    pub fn empty_receives(&self) -> usize {
+        self.shared.empty_receives.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Board {
+    fn drop(&mut self) {
+        self.shared.alive.store(false, Ordering::SeqCst);
+        let _ = self.packets.send(Packet::Unplugged);
+    }
+}
