@@ -132,14 +132,22 @@ rig_setup() {
 }
 
 # ---------------------------------------------------------------- boards
-# A board is a configfs gadget NAME with one usb9pfs function instance TAG.
+# A gadget is a configfs gadget G (one configuration c.1) with functions
+# linked in order (link order = interface order). A board is one usb9pfs
+# function instance TAG of a gadget: what the board side mounts. The simple
+# case, board_create, is a gadget of the same name with one usb9pfs function.
 declare -gA B_SERIAL=() B_ID=() B_TAG=() B_UDC=() B_MNT=() B_ANAME=() B_BACKEND=()
 # B_FRESH[NAME]=1 from plug until the board's first mount: see board_unplug.
 declare -gA B_FRESH=()
+# B_GADGET[NAME]: the board's gadget; B_IFNUM[NAME]: its host-side interface
+# number (known after plug); G_BOARDS[G]: the gadget's boards in link order.
+declare -gA B_GADGET=() B_IFNUM=() G_SERIAL=() G_ID=() G_UDC=() G_BOARDS=()
+# B_IFACE_CFG[NAME]=1: fwd_write_config maps this board by serial + interface
+declare -gA B_IFACE_CFG=()
 
-# board_create NAME SERIAL VID:PID TAG UDC
-board_create() {
-    local name=$1 serial=$2 id=$3 tag=$4 udc=$5 g=$GADGETS/$1
+# gadget_create G SERIAL VID:PID UDC: a gadget with one empty configuration.
+gadget_create() {
+    local name=$1 serial=$2 id=$3 udc=$4 g=$GADGETS/$1
     mkdir "$g"
     echo "0x${id%%:*}" > "$g/idVendor"
     echo "0x${id##*:}" > "$g/idProduct"
@@ -148,18 +156,50 @@ board_create() {
     echo "usb9pfsd-rig" > "$g/strings/0x409/manufacturer"
     echo "rig board $name" > "$g/strings/0x409/product"
     mkdir "$g/configs/c.1"
-    mkdir "$g/functions/usb9pfs.$tag"
-    ln -s "$g/functions/usb9pfs.$tag" "$g/configs/c.1/"
-    B_SERIAL[$name]=$serial B_ID[$name]=$id B_TAG[$name]=$tag B_UDC[$name]=$udc
+    G_SERIAL[$name]=$serial G_ID[$name]=$id G_UDC[$name]=$udc G_BOARDS[$name]=""
+    log "gadget $name: serial=$serial id=$id udc=$udc"
+}
+
+# gadget_add G FUNCTION [ATTR=VALUE...]: create functions/FUNCTION (e.g.
+# acm.GS0, mass_storage.0, usb9pfs.root), write its attributes (before the
+# link: usb9pfs refuses buflen/alt_setting once linked) and link it into c.1.
+gadget_add() {
+    local name=$1 fn=$2 g=$GADGETS/$1 kv; shift 2
+    mkdir -p "$g/functions/$fn"
+    for kv in "$@"; do
+        echo "${kv#*=}" > "$g/functions/$fn/${kv%%=*}" || die "gadget $name: cannot set $fn/${kv%%=*}=${kv#*=}"
+    done
+    ln -s "$g/functions/$fn" "$g/configs/c.1/"
+    log "gadget $name: function $fn${*:+ ($*)}"
+}
+
+# board_on_gadget NAME G TAG [ATTR=VALUE...]: add usb9pfs.TAG to gadget G as
+# board NAME (mounted at $MNTROOT/NAME).
+board_on_gadget() {
+    local name=$1 gname=$2 tag=$3; shift 3
+    gadget_add "$gname" "usb9pfs.$tag" "$@"
+    B_SERIAL[$name]=${G_SERIAL[$gname]} B_ID[$name]=${G_ID[$gname]} B_TAG[$name]=$tag
+    B_UDC[$name]=${G_UDC[$gname]} B_GADGET[$name]=$gname
+    G_BOARDS[$gname]="${G_BOARDS[$gname]} $name"
     B_MNT[$name]=$MNTROOT/$name
     mkdir -p "${B_MNT[$name]}"
+}
+
+# board_create NAME SERIAL VID:PID TAG UDC [ATTR=VALUE...]: a gadget NAME with
+# one usb9pfs function TAG (attributes e.g. buflen=65536).
+board_create() {
+    local name=$1 serial=$2 id=$3 tag=$4 udc=$5; shift 5
+    gadget_create "$name" "$serial" "$id" "$udc"
+    board_on_gadget "$name" "$name" "$tag" "$@"
     log "board $name: serial=$serial id=$id tag=$tag udc=$udc"
 }
 
 # board_set_serial NAME SERIAL (only while unplugged)
 board_set_serial() {
-    echo "$2" > "$GADGETS/$1/strings/0x409/serialnumber"
-    B_SERIAL[$1]=$2
+    local gname=${B_GADGET[$1]:-$1} b
+    echo "$2" > "$GADGETS/$gname/strings/0x409/serialnumber"
+    G_SERIAL[$gname]=$2
+    for b in ${G_BOARDS[$gname]}; do B_SERIAL[$b]=$2; done
     log "board $1: serial now $2"
 }
 
@@ -182,19 +222,45 @@ busaddr_re() {
     echo "0*$(cat "/sys/bus/usb/devices/$p/busnum")-0*$(cat "/sys/bus/usb/devices/$p/devnum")"
 }
 
-# board_plug NAME: bind the gadget to its UDC and wait until the host side
-# enumerated it (its interface exists and udev has made the device node).
+# usb9pfs_ifaces PORT: the host-side interface numbers (decimal, ascending)
+# of the usb9pfs interfaces (ff/ff/09 in the current alternate setting) of
+# device PORT.
+usb9pfs_ifaces() {
+    local d
+    for d in /sys/bus/usb/devices/"$1":1.*; do
+        [ -r "$d/bInterfaceClass" ] || continue
+        [ "$(cat "$d/bInterfaceClass")$(cat "$d/bInterfaceSubClass")$(cat "$d/bInterfaceProtocol")" = ffff09 ] || continue
+        echo $((16#$(cat "$d/bInterfaceNumber")))
+    done | sort -n
+}
+# iface_driver PORT N: the driver bound to interface N of PORT ("" if none)
+iface_driver() {
+    local l=/sys/bus/usb/devices/$1:1.$2/driver
+    if [ -e "$l" ]; then basename "$(readlink -f "$l")"; fi
+}
+iface_claimed() { [ "$(iface_driver "$1" "$2")" = usbfs ]; }
+
+# board_plug NAME: bind the board's gadget to its UDC and wait until the host
+# side enumerated it (interface 0 exists, udev has made the device node).
+# Records B_IFNUM for every board of the gadget: its usb9pfs functions get
+# the gadget's usb9pfs interfaces in link order.
 board_plug() {
-    local name=$1 serial=${B_SERIAL[$1]} p
-    echo "${B_UDC[$name]}" > "$GADGETS/$name/UDC"
+    local name=$1 serial=${B_SERIAL[$1]} gname=${B_GADGET[$1]:-$1} p b i
+    echo "${B_UDC[$name]}" > "$GADGETS/$gname/UDC"
     wait_until 30 host_dev_present "$serial" || die "board $name ($serial) did not enumerate on the host side"
     p=$(host_dev_of "$serial")
     wait_until 20 test -e "/sys/bus/usb/devices/$p:1.0" || die "board $name: interface $p:1.0 missing"
     local node; node=$(printf '/dev/bus/usb/%03d/%03d' "$(cat "/sys/bus/usb/devices/$p/busnum")" "$(cat "/sys/bus/usb/devices/$p/devnum")")
     wait_until 20 test -e "$node" || die "board $name: device node $node missing"
     udevadm settle -t 10 2>/dev/null || true
-    B_FRESH[$name]=1
-    log "board $name plugged: port $p, $node"
+    local ifs; ifs=$(usb9pfs_ifaces "$p" | tr '\n' ' ')
+    i=0
+    for b in ${G_BOARDS[$gname]:-$name}; do
+        i=$((i + 1))
+        B_IFNUM[$b]=$(echo "$ifs" | cut -d' ' -f"$i")
+        B_FRESH[$b]=1
+    done
+    log "gadget $gname plugged: port $p, $node, usb9pfs interfaces: $ifs"
 }
 
 # board_unplug NAME: unbind the gadget from its UDC. Refuses (fatal) if the board
@@ -207,12 +273,14 @@ board_plug() {
 # p9_client_cb <- usb9pfs_clear_tx <- reset_config <- __composite_disconnect).
 # The first completed send of a mount resets the context to NULL.
 board_unplug() {
-    local name=$1
-    if [ "${B_FRESH[$name]:-0}" = 1 ] && [ "${RIG_ALLOW_FRESH_UNPLUG:-0}" != 1 ]; then
-        die "refusing to unbind board $name: configured but never mounted since plug (trans_usbg.c disconnect bug wedges the guest)"
-    fi
-    if is_mounted "${B_MNT[$name]}"; then die "refusing to unbind board $name under a live 9P mount (trap 3)"; fi
-    echo "" > "$GADGETS/$name/UDC"
+    local name=$1 gname=${B_GADGET[$1]:-$1} b
+    for b in ${G_BOARDS[$gname]:-$name}; do
+        if [ "${B_FRESH[$b]:-0}" = 1 ] && [ "${RIG_ALLOW_FRESH_UNPLUG:-0}" != 1 ]; then
+            die "refusing to unbind board $b: configured but never mounted since plug (trans_usbg.c disconnect bug wedges the guest)"
+        fi
+        if is_mounted "${B_MNT[$b]}"; then die "refusing to unbind board $b under a live 9P mount (trap 3)"; fi
+    done
+    echo "" > "$GADGETS/$gname/UDC"
     wait_until 30 host_dev_absent "${B_SERIAL[$name]}" || die "board $name did not disappear from the host side"
     udevadm settle -t 10 2>/dev/null || true
     log "board $name unplugged"
@@ -261,11 +329,13 @@ board_reset_unplug() {
 # ----------------------------------------------------------------- backends
 declare -gA DIOD_PID=() DIOD_PORT=() DIOD_EXPORT=()
 
-# diod_start NAME PORT EXPORT_DIR: diod on 127.0.0.1:PORT exporting a tmpfs dir
+# diod_start NAME PORT EXPORT_DIR [EXPORT_DIR...]: diod on 127.0.0.1:PORT
+# exporting tmpfs dirs; DIOD_DEBUG = its -d mask (1: one line per 9P message)
 diod_start() {
-    local name=$1 port=$2 ex=$3
-    mkdir -p "$ex"
-    diod -f -n -d 0 -c /dev/null -L stderr -l "127.0.0.1:$port" -e "$ex" >>"$SC_OUT/diod-$name.log" 2>&1 &
+    local name=$1 port=$2 ex=$3 e exs=()
+    shift 2
+    for e in "$@"; do mkdir -p "$e"; exs+=(-e "$e"); done
+    diod -f -n -d "${DIOD_DEBUG:-0}" -c /dev/null -L stderr -l "127.0.0.1:$port" "${exs[@]}" >>"$SC_OUT/diod-$name.log" 2>&1 &
     DIOD_PID[$name]=$! DIOD_PORT[$name]=$port DIOD_EXPORT[$name]=$ex
     wait_until 30 port_listening "$port" || die "diod $name did not listen on port $port"
     log "diod $name: pid ${DIOD_PID[$name]} port $port export $ex"
@@ -291,10 +361,21 @@ FWD_EXTRA_CONFIG=""
 declare -gA FWD_MAP_SERIAL=()   # extra serial -> backend entries (e.g. a board's alternate serial)
 fwd_write_config() {
     local f=$1 def=${2:-} name s
+    local -A seen=()
     {
         echo "# written by tests/vm/guest/lib.sh"
         if [ -n "$def" ]; then printf '[defaults]\nbackend = "%s"\n\n' "$def"; fi
         for name in "${!B_BACKEND[@]}"; do
+            # a board with B_IFACE_CFG[NAME]=1 gets an entry narrowed to its
+            # interface (needs B_IFNUM, i.e. write the config after the plug)
+            if [ "${B_IFACE_CFG[$name]:-0}" = 1 ]; then
+                printf '[[board]]\nserial = "%s"\ninterface = %s\nbackend = "%s"\n\n' \
+                    "${B_SERIAL[$name]}" "${B_IFNUM[$name]:?board $name not plugged yet}" "${B_BACKEND[$name]}"
+                continue
+            fi
+            # boards of one gadget share its serial: one entry per serial
+            [ -z "${seen[${B_SERIAL[$name]}]:-}" ] || continue
+            seen[${B_SERIAL[$name]}]=1
             printf '[[board]]\nserial = "%s"\nbackend = "%s"\n\n' "${B_SERIAL[$name]}" "${B_BACKEND[$name]}"
         done
         for s in "${!FWD_MAP_SERIAL[@]}"; do
@@ -331,11 +412,16 @@ fwd_start() {
 }
 
 p9fwd_start_board() {
-    local name=$1 serial=${B_SERIAL[$1]} be port path
+    local name=$1 serial=${B_SERIAL[$1]} be port path gname=${B_GADGET[$1]:-$1} ifarg=()
     be=${FWD_MAP_SERIAL[$serial]:-${B_BACKEND[$name]}}
     port=${be##*:}
     path=$(host_dev_of "$serial") || die "p9fwd: board $name not present"
-    python3 "$P9FWD" --id "${B_ID[$name]}" --path "$path" connect -s 127.0.0.1 -p "$port" \
+    # several usb9pfs functions in one gadget: one p9_fwd.py per interface
+    # (--interface: the rig's patch 0004)
+    # shellcheck disable=SC2086
+    if [ "$(set -- ${G_BOARDS[$gname]:-$name}; echo $#)" -gt 1 ]; then ifarg=(--interface "${B_IFNUM[$name]}"); fi
+    # shellcheck disable=SC2086
+    python3 "$P9FWD" ${P9FWD_ARGS:-} --id "${B_ID[$name]}" --path "$path" connect -s 127.0.0.1 -p "$port" "${ifarg[@]}" \
         >>"$SC_OUT/p9fwd-$name.log" 2>&1 &
     P9FWD_PID[$name]=$!
     log "p9_fwd.py for board $name: pid ${P9FWD_PID[$name]} path $path -> $be"
@@ -371,6 +457,43 @@ fwd_fds() { ls "/proc/$FWD_PID/fd" 2>/dev/null | wc -l; }
 fwd_threads() { ls "/proc/$FWD_PID/task" 2>/dev/null | wc -l; }
 # fwd_log: the daemon's log without ANSI colour codes
 fwd_log() { sed 's/\x1b\[[0-9;]*m//g' "$SC_OUT/usb9pfsd.log" 2>/dev/null; }
+
+# dmesg_errs: kernel log lines that mean a usb9pfs/9P transfer went wrong
+# (failed request completions, 9P transport errors, I/O errors, warnings).
+dmesg_errs() { dmesg | grep -cE 'usb9pfs complete --> -|9pnet.*(error|Error)|I/O error|WARNING:|BUG:' || true; }
+
+# board_sha NAME PATH [SECONDS]: sha256 of a file read on the board side
+# ("read-failed" if the read fails or hangs).
+board_sha() {
+    local s
+    s=$(timeout -s KILL "${3:-240}" sha256sum "${B_MNT[$1]}/$2" 2>>"$SC_OUT/guest.log" | cut -d' ' -f1)
+    echo "${s:-read-failed}"
+}
+
+# list_json_ifaces SERIAL: from `usb9pfsd list --json`, the entries with that
+# serial as "IFACE/ALT" (sorted, space separated; "-" for a field the entry
+# lacks), or "not JSON: ..." (the raw output goes to $SC_OUT/list-<serial>.json)
+list_json_ifaces() {
+    local out
+    out=$(timeout -s KILL 60 "$USB9PFSD" list --json --config "$FWD_CONFIG" 2>>"$SC_OUT/usb9pfsd-list.stderr")
+    printf '%s\n' "$out" > "$SC_OUT/list-$1.json"
+    printf '%s' "$out" | python3 -c '
+import json, sys
+serial = sys.argv[1]
+try:
+    arr = json.load(sys.stdin)
+except Exception as e:
+    print("not JSON: %s" % e); sys.exit(0)
+def field(o, *names):
+    for n in names:
+        if n in o and o[n] is not None:
+            return str(o[n])
+    return "-"
+rows = sorted(field(o, "interface", "iface", "bInterfaceNumber") + "/" + field(o, "alt", "alt_setting", "alternate_setting")
+              for o in arr if isinstance(o, dict) and o.get("serial") == serial)
+print(" ".join(rows))
+' "$1"
+}
 
 requires_usb9pfsd() {
     if [ "$RIG_FWD" != usb9pfsd ]; then

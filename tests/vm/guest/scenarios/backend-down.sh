@@ -41,7 +41,7 @@ scenario_main() {
     op_fails "mounting while the backend is down" mount -t 9p -o "trans=usbg,aname=$ex" rigA "$m"
     is_mounted "$m" && { board_umount A 30 || die "stray mount could not be removed"; }
 
-    backend_error_logged() { fwd_log | grep -E '(ERROR|WARN)' | grep -qF -- "$be"; }
+    backend_error_logged() { fwd_log | grep -E '(ERROR|WARN)' | grep -F -- "$be" >/dev/null; }
     wait_until 20 backend_error_logged \
         && ok "usb9pfsd logged an error naming the backend $be" \
         || bad "no ERROR/WARN line naming $be in the usb9pfsd log"

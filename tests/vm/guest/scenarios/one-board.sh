@@ -92,7 +92,7 @@ scenario_main() {
 
     if [ "$RIG_FWD" = usb9pfsd ]; then
         local ba; ba=$(busaddr_re 0001-BOARD-A)
-        board_line() { fwd_log | grep -E 'serial="?0001-BOARD-A\b' | grep -qE "busaddr=\"?$ba\\b"; }
+        board_line() { fwd_log | grep -E 'serial="?0001-BOARD-A\b' | grep -E "busaddr=\"?$ba\\b" >/dev/null; }
         expect "usb9pfsd log lines about the board carry serial=0001-BOARD-A and busaddr=$ba" board_line
     fi
 }
