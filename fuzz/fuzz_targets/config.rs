@@ -19,9 +19,10 @@ fuzz_target!(|data: &[u8]| {
             let mut seen = HashSet::new();
             for rule in &c.boards {
                 assert!(
-                    seen.insert(rule.matcher.clone()),
-                    "duplicate {:?}",
-                    rule.matcher
+                    seen.insert((rule.matcher.clone(), rule.interface)),
+                    "duplicate {:?} interface {:?}",
+                    rule.matcher,
+                    rule.interface
                 );
             }
             for target in c.default.iter().chain(c.boards.iter().map(|r| &r.target)) {

@@ -355,6 +355,30 @@ mod tests {
     }
 
     #[test]
+    fn zlp_rule_holds_around_every_buflen_and_msize_edge() {
+        // (the board's real receive size, the configured buflen, the board's
+        // Tversion msize): the session uses max(configured, msize), which is
+        // the real size whenever the board mounts with msize = buflen (the
+        // default) or the config names its buflen.
+        for (real, configured, msize) in [(65536u32, 16384u32, 65536u32), (65536, 65536, 16384), (16384, 16384, 16384), (32768, 16384, 32768)] {
+            let board_rx = configured.max(msize);
+            let (mut host, board) = sim::gadget(512, real);
+            for edge in [configured, msize, real] {
+                let edge = edge as usize;
+                for len in [edge - 512, edge - 1, edge, edge + 1, edge + 512] {
+                    if len > msize as usize {
+                        continue; // an R-message never exceeds the session's msize
+                    }
+                    let m = msg(len, (len % 251) as u8);
+                    send_message(&mut host, &m, board_rx).expect("send");
+                    assert_eq!(board.recv(), m, "len {len} (real {real}, configured {configured}, msize {msize})");
+                }
+            }
+            assert_eq!(board.empty_receives(), 0, "no ZLP leaked into a later request (real {real})");
+        }
+    }
+
+    #[test]
     fn message_filling_the_whole_buflen_gets_no_zlp() {
         let (mut host, board) = pair(8192);
         let full = msg(8192, 5);
