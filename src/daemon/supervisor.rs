@@ -280,6 +280,7 @@ impl<S: Spawn> Supervisor<S> {
             if matches!(b.slot, Slot::Running) {
                 self.orphans.insert(key, b.generation);
             }
+            self.forget_handing(key);
             if b.target.is_some() {
                 tracing::info!(serial = %b.info.serial_or_none(), busaddr = %at, iface = key.iface, "board removed");
             }

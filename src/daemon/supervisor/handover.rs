@@ -93,6 +93,15 @@ impl<S: Spawn> Supervisor<S> {
         false
     }
 
+    /// A board being handed over was unplugged: nothing of it will come.
+    pub(super) fn forget_handing(&mut self, key: GadgetKey) {
+        if let Some(h) = &mut self.handing {
+            if h.waiting.remove(&key) {
+                self.finish_hand_over();
+            }
+        }
+    }
+
     fn finish_hand_over(&mut self) {
         let done = self.handing.as_ref().is_some_and(|h| h.waiting.is_empty());
         if !done {

@@ -686,3 +686,20 @@ async fn a_released_board_gives_up_its_session_and_a_remapped_one_keeps_it() {
     assert!(r.adopted(2), "B's new worker adopts the session its old one carried");
     assert_eq!(r.board("002-003").await.map(|b| b.state), Some(BoardState::Idle));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_board_unplugged_during_a_hand_over_does_not_call_it_off() {
+    let r = rig(CONFIG);
+    r.send(HotplugEvent::Present(gadget("A", 1, 2)));
+    r.send(HotplugEvent::Present(gadget("B", 2, 3)));
+    let _ = r.status().await;
+    let answer = r.hand_over();
+    let _ = r.status().await;
+    r.tell(0, WorkerEvent::Carried(carry(true)));
+    r.tell(0, WorkerEvent::Ended(End::Stopped));
+    // B goes away before it reached its boundary.
+    r.send(HotplugEvent::Gone(BusAddr { bus: 2, addr: 3 }));
+    let handed = answer.await.expect("answer").expect("handed over without waiting for the deadline");
+    assert_eq!(handed.len(), 1);
+    assert_eq!(handed[0].info.key().to_string(), "001-002#0");
+}
