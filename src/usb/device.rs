@@ -232,6 +232,10 @@ impl Device {
         // SAFETY: buf/len describe a live buffer of the caller's that is not
         // touched until wait() returns.
         let r = unsafe { t.submit(buf, len, flags, timeout) };
+        if r == LIBUSB_ERROR_NOT_SUPPORTED && flags & LIBUSB_TRANSFER_ADD_ZERO_PACKET != 0 {
+            // Refused before a byte moved: safe to send the ZLP another way.
+            return Err(UsbError::Transfer(NO_ZLP_FLAG.into()));
+        }
         if r != 0 {
             return Err(submit_err(r, len));
         }
@@ -255,6 +259,11 @@ impl Device {
         }
     }
 }
+
+/// The submit error that means "this kernel has no URB_ZERO_PACKET": only
+/// this one makes a ZLP a transfer of its own (any other error may come after
+/// part of the message went out, and must not be retried).
+const NO_ZLP_FLAG: &str = "the kernel cannot add a zero-length packet to a transfer";
 
 #[derive(Clone, Copy)]
 enum Which {
@@ -342,7 +351,7 @@ impl UsbPipe for Device {
         let flags = if zlp && self.zlp_flag && !data.is_empty() { LIBUSB_TRANSFER_ADD_ZERO_PACKET } else { 0 };
         // libusb only reads an OUT transfer's buffer.
         let n = match self.run(Which::Tx, data.as_ptr().cast_mut(), data.len(), flags, false) {
-            Err(UsbError::Transfer(_)) if flags != 0 => {
+            Err(UsbError::Transfer(m)) if m == NO_ZLP_FLAG => {
                 // A kernel or host controller without URB_ZERO_PACKET: from
                 // now on the ZLP is a transfer of its own.
                 self.zlp_flag = false;
