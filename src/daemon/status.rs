@@ -34,6 +34,24 @@ pub struct Counters {
     pub activity: AtomicU8,
     /// When the live server session began, in Unix milliseconds; 0: none.
     pub session_started_ms: AtomicU64,
+    /// Where the time of each message goes, summed in nanoseconds (the
+    /// per-message budget: divide by `t_messages`). Read off the monotonic
+    /// clock (vDSO, no system call) at three points of the loop.
+    pub time: MessageTime,
+}
+
+/// Time spent per phase of the frame loop, summed over messages.
+#[derive(Debug, Default)]
+pub struct MessageTime {
+    /// From the end of the previous reply until this T-message arrived whole:
+    /// the board's own time (its application and 9P client, idle time
+    /// included) plus the USB IN hop.
+    pub board_ns: AtomicU64,
+    /// Request written to the server until its reply was read whole (the
+    /// server's work and the socket both ways).
+    pub server_ns: AtomicU64,
+    /// The reply's USB OUT transfer, ZLP included, until the board took it.
+    pub reply_ns: AtomicU64,
 }
 
 /// What a board's worker is doing, as it tells it.
@@ -68,6 +86,14 @@ pub struct CounterSnapshot {
     pub error_replies: u64,
     pub sessions: u64,
     pub backend_failures: u64,
+    /// Microseconds spent waiting for the board, the server and the reply's
+    /// transfer (see [`MessageTime`]); absent from an older daemon's report.
+    #[serde(default)]
+    pub board_wait_us: u64,
+    #[serde(default)]
+    pub server_wait_us: u64,
+    #[serde(default)]
+    pub reply_send_us: u64,
 }
 
 impl Counters {
@@ -82,6 +108,9 @@ impl Counters {
             error_replies: g(&self.error_replies),
             sessions: g(&self.sessions),
             backend_failures: g(&self.backend_failures),
+            board_wait_us: g(&self.time.board_ns) / 1000,
+            server_wait_us: g(&self.time.server_ns) / 1000,
+            reply_send_us: g(&self.time.reply_ns) / 1000,
         }
     }
 
@@ -392,6 +421,9 @@ mod tests {
                 sessions: 2,
                 backend_failures: 1,
                 served: 8,
+                board_wait_us: 900,
+                server_wait_us: 400,
+                reply_send_us: 200,
             },
             last_error: Some("lost the 9P server".into()),
             last_error_at: Some("2026-11-26T00:15:59Z".into()),
@@ -445,7 +477,8 @@ mod tests {
                 "session_started_at": "2026-11-26T00:16:00Z", "starts": 3, "restarts": 2,
                 "counters": {
                     "t_messages": 10, "t_bytes": 2000, "r_messages": 9, "r_bytes": 3145728,
-                    "error_replies": 1, "sessions": 2, "backend_failures": 1, "served": 8
+                    "error_replies": 1, "sessions": 2, "backend_failures": 1, "served": 8,
+                    "board_wait_us": 900, "server_wait_us": 400, "reply_send_us": 200
                 },
                 "last_error": "lost the 9P server", "last_error_at": "2026-11-26T00:15:59Z"
             }, {
@@ -455,7 +488,8 @@ mod tests {
                 "backoff_until": null, "session_started_at": null, "starts": 3, "restarts": 2,
                 "counters": {
                     "t_messages": 10, "t_bytes": 2000, "r_messages": 9, "r_bytes": 3145728,
-                    "error_replies": 1, "sessions": 2, "backend_failures": 1, "served": 8
+                    "error_replies": 1, "sessions": 2, "backend_failures": 1, "served": 8,
+                    "board_wait_us": 900, "server_wait_us": 400, "reply_send_us": 200
                 },
                 "last_error": null, "last_error_at": null
             }, {
@@ -466,7 +500,8 @@ mod tests {
                 "starts": 3, "restarts": 2,
                 "counters": {
                     "t_messages": 10, "t_bytes": 2000, "r_messages": 9, "r_bytes": 3145728,
-                    "error_replies": 1, "sessions": 2, "backend_failures": 1, "served": 8
+                    "error_replies": 1, "sessions": 2, "backend_failures": 1, "served": 8,
+                    "board_wait_us": 900, "server_wait_us": 400, "reply_send_us": 200
                 },
                 "last_error": "lost the 9P server", "last_error_at": "2026-11-26T00:15:59Z"
             }]

@@ -113,6 +113,8 @@ pub enum BackendError {
     WrongType { sent: u8, got: u8 },
     #[error("9P server did not answer a {} within {after:?} (request_timeout)", frame::type_name(*kind))]
     Timeout { after: Duration, kind: u8 },
+    #[error("9P server sent {bytes} bytes nobody asked for after its previous reply (an extra reply?)")]
+    Unsolicited { bytes: usize },
 }
 
 impl BackendError {
@@ -152,6 +154,9 @@ pub struct Backend {
     /// The only strong reference: [`AbortHandle`]s hold weak ones, so they
     /// never keep a connection open after its session ended.
     stream: Arc<Stream>,
+    /// Bytes the server sent past the end of the last reply (read together
+    /// with it): the next exchange fails instead of taking them as its answer.
+    unsolicited: usize,
 }
 
 /// A handle that can wake a worker blocked on its backend socket, without
@@ -204,7 +209,7 @@ impl Backend {
                 Stream::Tcp(s)
             }
         };
-        Ok(Backend { stream: Arc::new(stream) })
+        Ok(Backend { stream: Arc::new(stream), unsolicited: 0 })
     }
 
     /// A live connection a predecessor handed over: a connected stream
@@ -221,7 +226,7 @@ impl Backend {
             libc::AF_INET | libc::AF_INET6 => Stream::Tcp(TcpStream::from(fd)),
             f => return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("socket of address family {f} is no 9P server connection"))),
         };
-        Ok(Backend { stream: Arc::new(stream) })
+        Ok(Backend { stream: Arc::new(stream), unsolicited: 0 })
     }
 
     /// The socket's descriptor (to hand it to a successor; it stays ours).
@@ -236,7 +241,7 @@ impl Backend {
     /// targets, which play the server on the other end of a socket pair.
     #[doc(hidden)]
     pub fn from_unix(stream: UnixStream) -> Backend {
-        Backend { stream: Arc::new(Stream::Unix(stream)) }
+        Backend { stream: Arc::new(Stream::Unix(stream)), unsolicited: 0 }
     }
 
     /// A handle that can abort this connection from another thread.
@@ -254,6 +259,9 @@ impl Backend {
     /// from the send: each read and write first waits in poll(2) for the
     /// time left, so no extra syscall is made without a limit.
     pub fn exchange(&mut self, t: &[u8], buf: &mut [u8], ceiling: u32, limit: Option<Duration>) -> Result<usize, BackendError> {
+        if self.unsolicited > 0 {
+            return Err(BackendError::Unsolicited { bytes: self.unsolicited });
+        }
         let kind = frame::header(t).map_or(0, |h| h.kind);
         let deadline = limit.map(|after| Deadline { at: Instant::now() + after, after, kind });
         self.write_all(t, deadline)?;
@@ -269,13 +277,27 @@ impl Backend {
         Ok(n)
     }
 
+    /// Reads one reply. The first read takes the header and as much of the
+    /// body as has arrived (usually all of it: one system call); only a
+    /// reply that arrived in pieces needs more. Reads never go past
+    /// `ceiling` bytes, and past the first one never past the declared size.
     fn recv(&mut self, buf: &mut [u8], ceiling: u32, deadline: Option<Deadline>) -> Result<usize, BackendError> {
-        let ceiling = ceiling.min(buf.len() as u32);
-        self.read_exact(&mut buf[..4], deadline)?;
-        let size = frame::peek_size(buf).unwrap_or(0);
-        frame::check_size(size, ceiling)?;
-        self.read_exact(&mut buf[4..size as usize], deadline)?;
-        Ok(size as usize)
+        let ceiling = (ceiling as usize).min(buf.len());
+        let mut got = 0;
+        let size = loop {
+            got += self.read_some(&mut buf[got..ceiling.max(4)], deadline)?;
+            if let Some(size) = frame::peek_size(&buf[..got]) {
+                break size;
+            }
+        };
+        frame::check_size(size, ceiling as u32)?;
+        let size = size as usize;
+        while got < size {
+            got += self.read_some(&mut buf[got..size], deadline)?;
+        }
+        // One request is in flight: nothing may follow its reply.
+        self.unsolicited = got - size;
+        Ok(size)
     }
 
     fn fd(&self) -> RawFd {
@@ -311,32 +333,26 @@ impl Backend {
         Ok(())
     }
 
-    fn read_exact(&mut self, mut b: &mut [u8], deadline: Option<Deadline>) -> Result<(), BackendError> {
-        let Some(deadline) = deadline else {
-            let r = match &*self.stream {
-                Stream::Tcp(s) => (&mut &*s).read_exact(b),
-                Stream::Unix(s) => (&mut &*s).read_exact(b),
-            };
-            return r.map_err(|e| match e.kind() {
-                io::ErrorKind::UnexpectedEof => BackendError::Closed,
-                _ => BackendError::Io(e),
-            });
-        };
-        while !b.is_empty() {
-            deadline.wait(self.fd(), libc::POLLIN)?;
-            // Readable (or at EOF): this read returns at once.
+    /// One read of at least one byte (waiting, bounded by the deadline if
+    /// there is one); end of stream is [`BackendError::Closed`].
+    fn read_some(&mut self, b: &mut [u8], deadline: Option<Deadline>) -> Result<usize, BackendError> {
+        loop {
+            if let Some(deadline) = deadline {
+                deadline.wait(self.fd(), libc::POLLIN)?;
+            }
+            // Without a deadline this blocks; with one the socket is readable
+            // (or at EOF) and it returns at once.
             let r = match &*self.stream {
                 Stream::Tcp(s) => (&mut &*s).read(b),
                 Stream::Unix(s) => (&mut &*s).read(b),
             };
             match r {
                 Ok(0) => return Err(BackendError::Closed),
-                Ok(n) => b = &mut b[n..],
+                Ok(n) => return Ok(n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(BackendError::Io(e)),
             }
         }
-        Ok(())
     }
 }
 
@@ -664,12 +680,12 @@ mod tests {
         t[4] = 118;
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let mut b = Backend { stream: Arc::new(Stream::Unix(a)) };
+            let mut b = Backend { stream: Arc::new(Stream::Unix(a)), unsolicited: 0 };
             let mut buf = [0u8; 64];
             let send = b.exchange(&t, &mut buf, 64, Some(Duration::from_millis(200))).map(|_| ());
             // A server that takes the request but never answers.
             let (a, _silent) = UnixStream::pair().expect("pair");
-            let mut b = Backend { stream: Arc::new(Stream::Unix(a)) };
+            let mut b = Backend { stream: Arc::new(Stream::Unix(a)), unsolicited: 0 };
             let reply = b.exchange(&[7, 0, 0, 0, 120, 1, 0], &mut buf, 64, Some(Duration::from_millis(200))).map(|_| ());
             let _ = tx.send((send, reply));
         });
@@ -683,7 +699,7 @@ mod tests {
     fn exchange_checks_the_reply_type() {
         use std::os::unix::net::UnixStream;
         let (a, mut server) = UnixStream::pair().expect("pair");
-        let mut b = Backend { stream: Arc::new(Stream::Unix(a)) };
+        let mut b = Backend { stream: Arc::new(Stream::Unix(a)), unsolicited: 0 };
         let tclunk = [7, 0, 0, 0, 120, 3, 0];
         let mut buf = [0u8; 64];
         // Rlerror and Rerror answer anything.
@@ -703,7 +719,7 @@ mod tests {
     fn exchange_checks_size_and_tag() {
         use std::os::unix::net::UnixStream;
         let (a, mut server) = UnixStream::pair().expect("pair");
-        let mut b = Backend { stream: Arc::new(Stream::Unix(a)) };
+        let mut b = Backend { stream: Arc::new(Stream::Unix(a)), unsolicited: 0 };
         let t = [7, 0, 0, 0, 120, 3, 0];
         let mut buf = [0u8; 64];
         server.write_all(&[7, 0, 0, 0, 121, 3, 0]).expect("w");
@@ -713,8 +729,35 @@ mod tests {
         server.write_all(&[200, 0, 0, 0, 121, 3, 0]).expect("w");
         assert!(matches!(b.exchange(&t, &mut buf, 64, None), Err(BackendError::Frame(FrameError::TooLarge { .. }))));
         let (a, server) = UnixStream::pair().expect("pair");
-        let mut b = Backend { stream: Arc::new(Stream::Unix(a)) };
+        let mut b = Backend { stream: Arc::new(Stream::Unix(a)), unsolicited: 0 };
         drop(server);
         assert!(b.exchange(&t, &mut buf, 64, None).is_err());
+    }
+
+    #[test]
+    fn a_reply_in_pieces_is_joined_and_bytes_past_it_fail_the_next_exchange() {
+        use std::os::unix::net::UnixStream;
+        let (a, mut server) = UnixStream::pair().expect("pair");
+        let mut b = Backend::from_unix(a);
+        let t = [7, 0, 0, 0, 120, 3, 0];
+        let mut buf = [0u8; 64];
+        // Header split across writes, body later: the reader waits for all.
+        let srv = std::thread::spawn(move || {
+            for piece in [&[11u8, 0][..], &[0, 0, 121, 3], &[0, 9, 9, 9, 9]] {
+                server.write_all(piece).expect("w");
+                server.flush().expect("flush");
+                std::thread::yield_now();
+            }
+            server
+        });
+        assert_eq!(b.exchange(&t, &mut buf, 64, None).expect("joined"), 11);
+        assert_eq!(&buf[..11], &[11, 0, 0, 0, 121, 3, 0, 9, 9, 9, 9]);
+        let mut server = srv.join().expect("server thread");
+        // A reply and a copy of it, both waiting before the read (a unix
+        // socket hands them over in one read): the first is the answer, the
+        // copy must not become the answer to the next request.
+        server.write_all(&[7, 0, 0, 0, 121, 3, 0, 7, 0, 0, 0, 121, 3, 0]).expect("w");
+        assert_eq!(b.exchange(&t, &mut buf, 64, None).expect("first"), 7);
+        assert!(matches!(b.exchange(&t, &mut buf, 64, None), Err(BackendError::Unsolicited { bytes: 7 })));
     }
 }

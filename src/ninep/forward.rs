@@ -15,7 +15,8 @@
 //! never allocate per message: both buffers are allocated once per worker.
 
 use std::io;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use crate::ninep::backend::{Backend, BackendError};
 use crate::ninep::frame::{self, Decoded, Dialect, FrameError, ERROR_REPLY_MAX, TVERSION};
@@ -104,6 +105,9 @@ impl Session {
 pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters: &Counters, limits: Limits, s: &mut Session) -> Exit {
     let mut tbuf = vec![0u8; pipe::request_len(limits.max_frame, pipe.max_packet_size())];
     let mut rbuf = vec![0u8; (limits.max_frame as usize).max(ERROR_REPLY_MAX)];
+    // The per-message time budget: three monotonic clock reads per message
+    // (vDSO, no system call).
+    let mut mark = Instant::now();
     loop {
         let n = match pipe::recv_message(pipe, &mut tbuf, s.ceiling) {
             Ok(n) => n,
@@ -115,6 +119,8 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
         // Until this iteration ends, the board is owed a reply.
         let _pending = IN_FLIGHT.enter();
         let _busy = counters.busy();
+        let received = Instant::now();
+        add_ns(&counters.time.board_ns, mark, received);
         let t = &tbuf[..n];
         tracing::trace!(target: "usb9pfsd::wire", "board → server {}", Decoded(t));
         counters.t_messages.fetch_add(1, Ordering::Relaxed);
@@ -150,6 +156,7 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
                     if let Err(exit) = reply_error(pipe, &mut rbuf, s, h.tag, e.errno, counters) {
                         return exit;
                     }
+                    mark = Instant::now();
                     continue;
                 }
             }
@@ -161,10 +168,14 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
             if let Err(exit) = reply_error(pipe, &mut rbuf, s, h.tag, frame::EIO, counters) {
                 return exit;
             }
+            mark = Instant::now();
             continue;
         };
 
-        let r_len = match backend.exchange(t, &mut rbuf, s.ceiling, limits.request_timeout) {
+        let exchanged = backend.exchange(t, &mut rbuf, s.ceiling, limits.request_timeout);
+        let answered = Instant::now();
+        add_ns(&counters.time.server_ns, received, answered);
+        let r_len = match exchanged {
             Ok(m) => m,
             Err(e) => {
                 backends.lost(&e);
@@ -175,6 +186,7 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
                 if let Err(exit) = reply_error(pipe, &mut rbuf, s, h.tag, e.errno(), counters) {
                     return exit;
                 }
+                mark = Instant::now();
                 continue;
             }
         };
@@ -195,7 +207,13 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
         if let Err(e) = pipe::send_message(pipe, r, s.board_rx) {
             return usb_exit(e);
         }
+        mark = Instant::now();
+        add_ns(&counters.time.reply_ns, answered, mark);
     }
+}
+
+fn add_ns(total: &AtomicU64, from: Instant, to: Instant) {
+    total.fetch_add(to.saturating_duration_since(from).as_nanos() as u64, Ordering::Relaxed);
 }
 
 fn reply_error<P: UsbPipe + ?Sized>(
