@@ -161,7 +161,7 @@ fn open_and_serve(job: &mut Job) -> End {
         Ok(mut dev) => {
             let end = serve_session(&mut dev, job, &mut session);
             if end == End::Stopped {
-                job.reporter.send(WorkerEvent::Carried(Carry { node: Some(dev.into_node()), session }));
+                job.reporter.send(WorkerEvent::Carried(Carry { node: dev.into_node(), session }));
             }
             end
         }

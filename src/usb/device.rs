@@ -1,37 +1,41 @@
-//! A real usb9pfs interface, opened through its device's usbfs node with
-//! libusb and presented as a [`UsbPipe`] built on libusb's *asynchronous*
-//! transfers.
+//! A real usb9pfs interface, opened through its device's usbfs node and
+//! presented as a [`UsbPipe`] on usbfs's asynchronous URBs.
 //!
 //! The node is opened by path (`/dev/bus/usb/BBB/DDD`) and handed to libusb
 //! (`libusb_wrap_sys_device`) in a libusb context of the worker's own, with
 //! libusb's device discovery off: the supervisor already knows which device it
 //! means, permission errors name the exact node, and libusb runs no hotplug
-//! thread. The interface is found by number in the node's raw descriptors
-//! (the same parser discovery uses), across alternate settings; a non-zero
-//! alternate setting is selected before use.
+//! thread. libusb (through rusb) opens, detaches, claims, selects the
+//! alternate setting and clears halts; the interface is found by number in
+//! the node's raw descriptors (the same parser discovery uses).
 //!
-//! Why async transfers through `rusb::ffi` (libusb1-sys) rather than rusb's
-//! blocking calls or another crate: a blocking libusb read cannot be
-//! cancelled, so a worker could not be stopped while its board stays plugged;
-//! rusb 0.9 wraps no async API, and the async crates (nusb, futures-based
-//! wrappers) would replace libusb and the Debian package's dependency on it.
-//! The few unsafe lines live here: one transfer per endpoint, allocated once
-//! and reused for every message, a ZLP as `LIBUSB_TRANSFER_ADD_ZERO_PACKET`
-//! (one transfer per R-message), and `libusb_cancel_transfer` from the
-//! [`StopSwitch`] to end the wait for the next T-message. The worker thread
-//! sleeps in `libusb_handle_events_completed` (poll on the usbfs fd) until a
-//! transfer completes: no polling.
+//! The data path bypasses libusb and talks to usbfs itself: per transfer one
+//! `USBDEVFS_SUBMITURB` and one blocking `USBDEVFS_REAPURB` — two system
+//! calls, where libusb's event loop needs four (submit, poll, reap, and a
+//! reap that finds nothing more). The URB struct is allocated once per
+//! endpoint and reused; a ZLP is the URB's `USBDEVFS_URB_ZERO_PACKET` flag
+//! (a transfer of its own only on a kernel without that capability); the
+//! [`StopSwitch`] cancels with `USBDEVFS_DISCARDURB`, which usbfs allows from
+//! any thread and which wakes the blocked reap. The rest of a begun message
+//! is waited for in poll(2) with a timeout (a usbfs fd is writable when a URB
+//! can be reaped), then reaped without blocking. Why not libusb's async API
+//! or another crate: ARCHITECTURE.md, "The USB data path".
+//!
+//! usbfs copies an IN transfer's data into the caller's buffer only while
+//! the process reaps it, so a URB that is never reaped (the worker ended,
+//! the file closed) never writes to freed memory; a node handed to a
+//! successor must carry no URB in flight ([`Device::into_node`]).
 //!
 //! This module must never retry or decide anything.
 
-use std::ffi::c_int;
+use std::ffi::{c_int, c_void};
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
 use std::mem::ManuallyDrop;
-use std::ptr::NonNull;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rusb::constants::*;
 use rusb::ffi;
@@ -59,29 +63,33 @@ pub fn context() -> rusb::Result<Context> {
 
 /// One claimed usb9pfs interface.
 pub struct Device {
-    // Drop closes the handle first, then the fields go in order: the
-    // transfers (never in flight between messages), the context, and last
-    // the file descriptor the handle wrapped, whose close releases the
-    // interface.
-    rx: Transfer,
-    tx: Transfer,
+    // Drop closes the handle first, then the fields go in order: the URBs
+    // (usbfs never touches them unless we reap), the context, and last the
+    // file descriptor the handle wrapped, whose close kills any URB still in
+    // flight and releases the interface.
+    rx: Box<usbfs::Urb>,
+    tx: Box<usbfs::Urb>,
+    /// Submitted and not reaped: [rx, tx].
+    in_flight: [bool; 2],
     handle: ManuallyDrop<DeviceHandle<Context>>,
     /// False once [`Device::into_node`] closed the handle itself.
     handle_live: bool,
-    ctx: Context,
+    _ctx: Context,
     node: Option<File>,
+    /// The node's descriptor, for the URB ioctls.
+    fd: RawFd,
     layout: Usb9pfsInterface,
-    /// False once the kernel refused URB_ZERO_PACKET: ZLPs go as transfers.
+    /// The kernel adds a ZLP to a transfer (USBDEVFS_CAP_ZERO_PACKET).
     zlp_flag: bool,
     stop: Arc<StopSwitch>,
     /// Storage interfaces detached from usb-storage on open, for the log.
     pub detached_storage: Vec<u8>,
 }
 
-// SAFETY: the raw transfers are submitted, waited for and freed only by the
-// thread that owns the Device; the only cross-thread use is
-// libusb_cancel_transfer through the StopSwitch, which libusb allows from any
-// thread, and which Drop disables before freeing.
+// SAFETY: the URBs are submitted and reaped only by the thread that owns the
+// Device; the only cross-thread use is USBDEVFS_DISCARDURB through the
+// StopSwitch, which usbfs allows from any thread, and which Drop disables
+// before the URB and the descriptor go.
 unsafe impl Send for Device {}
 
 impl Device {
@@ -165,10 +173,15 @@ impl Device {
 
     /// Gives up the device *without* releasing the interface, for a
     /// successor: the claim belongs to the open file, which the caller now
-    /// owns. Only valid between transfers (a worker that stopped at a
-    /// message boundary).
-    pub fn into_node(mut self) -> File {
+    /// owns. Only between transfers (a worker that stopped at a message
+    /// boundary): with a URB still in flight the successor would reap it
+    /// into memory it does not own, so then the node is closed instead
+    /// (None: the board's session is lost).
+    pub fn into_node(mut self) -> Option<File> {
         self.stop.set_canceller(None);
+        if self.in_flight.contains(&true) {
+            return None;
+        }
         if self.handle_live {
             self.handle_live = false;
             // SAFETY: taken once (handle_live guards Drop). rusb tracks no
@@ -177,8 +190,7 @@ impl Device {
             let handle = unsafe { ManuallyDrop::take(&mut self.handle) };
             unsafe { ffi::libusb_close(handle.into_raw()) };
         }
-        // Some until now: only this method takes it.
-        self.node.take().unwrap_or_else(|| unreachable!("node taken twice"))
+        self.node.take()
     }
 
     fn wrap(
@@ -189,23 +201,32 @@ impl Device {
         stop: Arc<StopSwitch>,
         detached_storage: Vec<u8>,
     ) -> Result<Device, String> {
-        let rx = Transfer::new(handle.as_raw(), layout.ep_in).ok_or("libusb_alloc_transfer failed")?;
-        let tx = Transfer::new(handle.as_raw(), layout.ep_out).ok_or("libusb_alloc_transfer failed")?;
-        let raw = rx.raw.as_ptr() as usize;
+        let fd = node.as_raw_fd();
+        let mut caps: u32 = 0;
+        // SAFETY: GET_CAPABILITIES writes one u32. A kernel without the
+        // ioctl (before 3.6) leaves caps at 0: ZLPs then go as transfers.
+        unsafe { usbfs::ioctl(fd, usbfs::GET_CAPABILITIES, (&mut caps as *mut u32).cast()) };
+        let rx = urb(layout.ep_in);
+        let tx = urb(layout.ep_out);
+        let (raw, fd_) = (&*rx as *const usbfs::Urb as usize, fd);
         stop.set_canceller(Some(Box::new(move || {
-            // SAFETY: the transfer lives until Device::drop, which removes
-            // this canceller (under the switch's lock) before freeing it.
-            unsafe { ffi::libusb_cancel_transfer(raw as *mut ffi::libusb_transfer) };
+            // SAFETY: the URB and the descriptor live until Device::drop or
+            // into_node, which remove this canceller (under the switch's
+            // lock) first. Discarding a URB not in flight is a harmless
+            // EINVAL.
+            unsafe { usbfs::ioctl(fd_, usbfs::DISCARDURB, raw as *mut c_void) };
         })));
         Ok(Device {
             rx,
             tx,
+            in_flight: [false; 2],
             handle: ManuallyDrop::new(handle),
             handle_live: true,
-            ctx,
+            _ctx: ctx,
             node: Some(node),
+            fd,
             layout,
-            zlp_flag: true,
+            zlp_flag: caps & usbfs::CAP_ZERO_PACKET != 0,
             stop,
             detached_storage,
         })
@@ -221,54 +242,121 @@ impl Device {
         }
     }
 
-    fn run(&mut self, which: Which, buf: *mut u8, len: usize, flags: u8, cancel_at_boundary: bool) -> Result<usize, UsbError> {
-        let (t, timeout) = match which {
-            // The rest of a begun message is bounded (libusb's timerfd, no
-            // polling); the wait for a new one is not.
-            Which::Rx if !cancel_at_boundary => (&mut self.rx, PARTIAL_FRAME_WAIT.as_millis() as u32),
-            Which::Rx => (&mut self.rx, 0),
-            Which::Tx => (&mut self.tx, 0),
+    /// One transfer: submit, then reap. An IN transfer at a message boundary
+    /// can be cancelled by the stop switch; the rest of a begun message
+    /// (an IN transfer not at a boundary) is bounded by [`PARTIAL_FRAME_WAIT`].
+    fn run(&mut self, which: Which, buf: *mut u8, len: usize, zlp: bool, at_boundary: bool) -> Result<usize, UsbError> {
+        let i = which as usize;
+        let urb: *mut usbfs::Urb = match which {
+            Which::Rx => &mut *self.rx,
+            Which::Tx => &mut *self.tx,
         };
-        // SAFETY: buf/len describe a live buffer of the caller's that is not
-        // touched until wait() returns.
-        let r = unsafe { t.submit(buf, len, flags, timeout) };
-        if r == LIBUSB_ERROR_NOT_SUPPORTED && flags & LIBUSB_TRANSFER_ADD_ZERO_PACKET != 0 {
-            // Refused before a byte moved: safe to send the ZLP another way.
-            return Err(UsbError::Transfer(NO_ZLP_FLAG.into()));
+        // SAFETY: our URB, not in flight (every submit below is reaped
+        // before run returns, or the Device is never used for I/O again).
+        unsafe {
+            (*urb).status = 0;
+            (*urb).flags = if zlp { usbfs::URB_ZERO_PACKET } else { 0 };
+            (*urb).buffer = buf.cast();
+            (*urb).buffer_length = len as c_int;
+            (*urb).actual_length = 0;
         }
-        if r != 0 {
-            return Err(submit_err(r, len));
+        // SAFETY: buf/len describe a live buffer of the caller's, which usbfs
+        // reads at submit (OUT) or writes while we reap (IN), both before
+        // run returns.
+        if unsafe { usbfs::ioctl(self.fd, usbfs::SUBMITURB, urb.cast()) } < 0 {
+            return Err(submit_err(io::Error::last_os_error(), len));
         }
-        if cancel_at_boundary && self.stop.requested() {
+        self.in_flight[i] = true;
+        if at_boundary && self.stop.requested() {
             // The request came before the transfer was armed: honour it now.
-            t.cancel();
+            // SAFETY: our URB, in flight.
+            unsafe { usbfs::ioctl(self.fd, usbfs::DISCARDURB, urb.cast()) };
         }
-        let (status, actual) = t.wait(&self.ctx).map_err(|e| UsbError::Transfer(format!("libusb event handling failed: {e}")))?;
-        match status {
-            LIBUSB_TRANSFER_COMPLETED => Ok(actual),
-            LIBUSB_TRANSFER_CANCELLED if cancel_at_boundary && actual == 0 => Err(UsbError::Stopped),
-            LIBUSB_TRANSFER_CANCELLED if cancel_at_boundary => Ok(actual),
-            LIBUSB_TRANSFER_NO_DEVICE => Err(UsbError::Gone),
-            LIBUSB_TRANSFER_STALL => {
+        let limit = (matches!(which, Which::Rx) && !at_boundary).then_some(PARTIAL_FRAME_WAIT);
+        let timed_out = self.reap(urb, limit)?;
+        self.in_flight[i] = false;
+        // SAFETY: reaped: usbfs wrote status and length and is done with it.
+        let (status, actual) = unsafe { ((*urb).status, (*urb).actual_length.max(0) as usize) };
+        match -status {
+            0 => Ok(actual),
+            libc::ENOENT | libc::ECONNRESET if timed_out => Err(UsbError::PartialFrame),
+            libc::ENOENT | libc::ECONNRESET if at_boundary && actual == 0 => Err(UsbError::Stopped),
+            libc::ENOENT | libc::ECONNRESET if at_boundary => Ok(actual),
+            libc::ENODEV | libc::ESHUTDOWN => Err(UsbError::Gone),
+            libc::EPIPE => {
                 self.clear_stall();
                 Err(UsbError::Stall)
             }
-            LIBUSB_TRANSFER_OVERFLOW => Err(UsbError::Overflow(len)),
-            LIBUSB_TRANSFER_TIMED_OUT => Err(UsbError::PartialFrame),
-            other => Err(UsbError::Transfer(format!("transfer ended with libusb status {other}"))),
+            libc::EOVERFLOW => Err(UsbError::Overflow(len)),
+            e => Err(UsbError::Transfer(format!("transfer ended with {}", io::Error::from_raw_os_error(e)))),
+        }
+    }
+
+    /// Waits for `urb` to complete and reaps it: blocking in the kernel, or
+    /// with a `limit` in poll(2) and then without blocking; past the limit
+    /// the URB is discarded (and reaped). Returns whether the limit passed.
+    fn reap(&self, urb: *mut usbfs::Urb, limit: Option<Duration>) -> Result<bool, UsbError> {
+        let deadline = limit.map(|l| Instant::now() + l);
+        let mut timed_out = false;
+        loop {
+            let request = match deadline {
+                Some(at) if !timed_out => {
+                    let left = at.saturating_duration_since(Instant::now());
+                    let mut p = libc::pollfd { fd: self.fd, events: libc::POLLOUT, revents: 0 };
+                    // SAFETY: one valid pollfd.
+                    let n = unsafe { libc::poll(&mut p, 1, left.as_millis().min(i32::MAX as u128) as c_int) };
+                    if n == 0 {
+                        timed_out = true;
+                        // SAFETY: our URB, in flight; it completes soon after.
+                        unsafe { usbfs::ioctl(self.fd, usbfs::DISCARDURB, urb.cast()) };
+                        continue;
+                    }
+                    usbfs::REAPURBNDELAY
+                }
+                _ => usbfs::REAPURB,
+            };
+            let mut reaped: *mut c_void = std::ptr::null_mut();
+            // SAFETY: REAPURB(NDELAY) writes one pointer; the URB it returns
+            // is one we submitted, its buffer still the caller's.
+            if unsafe { usbfs::ioctl(self.fd, request, (&mut reaped as *mut *mut c_void).cast()) } < 0 {
+                let e = io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::EINTR | libc::EAGAIN) => continue,
+                    Some(libc::ENODEV) => return Err(UsbError::Gone),
+                    _ => return Err(UsbError::Transfer(format!("cannot reap a transfer: {e}"))),
+                }
+            }
+            if reaped != urb.cast() {
+                // Only one URB of ours is ever in flight, and a predecessor
+                // hands over none.
+                return Err(UsbError::Transfer("usbfs returned a transfer usb9pfsd did not submit".into()));
+            }
+            return Ok(timed_out);
         }
     }
 }
 
-/// The submit error that means "this kernel has no URB_ZERO_PACKET": only
-/// this one makes a ZLP a transfer of its own (any other error may come after
-/// part of the message went out, and must not be retried).
-const NO_ZLP_FLAG: &str = "the kernel cannot add a zero-length packet to a transfer";
-
 #[derive(Clone, Copy)]
 enum Which {
-    Rx,
-    Tx,
+    Rx = 0,
+    Tx = 1,
+}
+
+fn urb(endpoint: u8) -> Box<usbfs::Urb> {
+    Box::new(usbfs::Urb {
+        kind: usbfs::URB_TYPE_BULK,
+        endpoint,
+        status: 0,
+        flags: 0,
+        buffer: std::ptr::null_mut(),
+        buffer_length: 0,
+        actual_length: 0,
+        start_frame: 0,
+        number_of_packets: 0,
+        error_count: 0,
+        signr: 0,
+        usercontext: std::ptr::null_mut(),
+    })
 }
 
 impl Drop for Device {
@@ -326,12 +414,11 @@ fn lib_err(e: rusb::Error, what: &str, path: &std::path::Path) -> OpenError {
     }
 }
 
-fn submit_err(r: c_int, len: usize) -> UsbError {
-    match r {
-        LIBUSB_ERROR_NO_DEVICE | LIBUSB_ERROR_NOT_FOUND => UsbError::Gone,
-        LIBUSB_ERROR_PIPE => UsbError::Stall,
-        LIBUSB_ERROR_OVERFLOW => UsbError::Overflow(len),
-        r => UsbError::Transfer(format!("cannot submit a transfer: libusb error {r}")),
+fn submit_err(e: io::Error, len: usize) -> UsbError {
+    match e.raw_os_error() {
+        Some(libc::ENODEV | libc::ENOENT | libc::ESHUTDOWN) => UsbError::Gone,
+        Some(libc::EPIPE) => UsbError::Stall,
+        _ => UsbError::Transfer(format!("cannot submit a {len}-byte transfer: {e}")),
     }
 }
 
@@ -342,126 +429,78 @@ impl UsbPipe for Device {
 
     fn read_transfer(&mut self, buf: &mut [u8], at_boundary: bool) -> Result<usize, UsbError> {
         self.stop.arm(at_boundary);
-        let r = self.run(Which::Rx, buf.as_mut_ptr(), buf.len(), 0, at_boundary);
+        let r = self.run(Which::Rx, buf.as_mut_ptr(), buf.len(), false, at_boundary);
         self.stop.arm(false);
         r
     }
 
     fn write_transfer(&mut self, data: &[u8], zlp: bool) -> Result<(), UsbError> {
-        let flags = if zlp && self.zlp_flag && !data.is_empty() { LIBUSB_TRANSFER_ADD_ZERO_PACKET } else { 0 };
-        // libusb only reads an OUT transfer's buffer.
-        let n = match self.run(Which::Tx, data.as_ptr().cast_mut(), data.len(), flags, false) {
-            Err(UsbError::Transfer(m)) if m == NO_ZLP_FLAG => {
-                // A kernel or host controller without URB_ZERO_PACKET: from
-                // now on the ZLP is a transfer of its own.
-                self.zlp_flag = false;
-                return self.write_transfer(data, zlp);
-            }
-            r => r?,
-        };
+        let flag = zlp && self.zlp_flag && !data.is_empty();
+        // usbfs only reads an OUT transfer's buffer.
+        let n = self.run(Which::Tx, data.as_ptr().cast_mut(), data.len(), flag, false)?;
         if n != data.len() {
             return Err(UsbError::Transfer(format!("board took {n} of {} bytes", data.len())));
         }
-        if zlp && flags == 0 && !data.is_empty() {
-            self.run(Which::Tx, data.as_ptr().cast_mut(), 0, 0, false)?;
+        if zlp && !flag && !data.is_empty() {
+            // A kernel without URB_ZERO_PACKET: the ZLP is a transfer of its own.
+            self.run(Which::Tx, data.as_ptr().cast_mut(), 0, false, false)?;
         }
         Ok(())
     }
 }
 
-/// One libusb transfer, allocated once and reused for every message on its
-/// endpoint.
-struct Transfer {
-    raw: NonNull<ffi::libusb_transfer>,
-    /// Set by the completion callback; libusb_handle_events_completed
-    /// watches it. Boxed so its address stays put.
-    done: Box<c_int>,
-    /// Submitted and not yet seen complete.
-    busy: bool,
-}
+/// usbfs's asynchronous URB interface (linux/usbdevice_fs.h), which the data
+/// path uses directly: one `SUBMITURB` and one blocking `REAPURB` per
+/// transfer, and `DISCARDURB` (from any thread) to cancel.
+mod usbfs {
+    use std::ffi::{c_int, c_uint, c_ulong, c_void};
 
-extern "system" fn on_complete(t: *mut ffi::libusb_transfer) {
-    // SAFETY: user_data is the `done` flag of the Transfer that owns `t`,
-    // alive while `t` is submitted; the callback runs on the worker's thread
-    // inside libusb_handle_events_completed.
-    unsafe {
-        let done = (*t).user_data as *mut c_int;
-        *done = 1;
+    /// struct usbdevfs_urb, without the trailing isochronous descriptors.
+    #[repr(C)]
+    pub struct Urb {
+        pub kind: u8,
+        pub endpoint: u8,
+        pub status: c_int,
+        pub flags: c_uint,
+        pub buffer: *mut c_void,
+        pub buffer_length: c_int,
+        pub actual_length: c_int,
+        pub start_frame: c_int,
+        pub number_of_packets: c_int,
+        pub error_count: c_int,
+        pub signr: c_uint,
+        pub usercontext: *mut c_void,
     }
-}
+    const _: () = assert!(std::mem::size_of::<Urb>() == if cfg!(target_pointer_width = "64") { 56 } else { 44 });
 
-impl Transfer {
-    fn new(handle: *mut ffi::libusb_device_handle, endpoint: u8) -> Option<Transfer> {
-        // SAFETY: plain allocation; checked for NULL.
-        let raw = NonNull::new(unsafe { ffi::libusb_alloc_transfer(0) })?;
-        let mut done = Box::new(1);
-        // SAFETY: `raw` is a fresh transfer we own.
-        unsafe {
-            let t = raw.as_ptr();
-            (*t).dev_handle = handle;
-            (*t).endpoint = endpoint;
-            (*t).transfer_type = LIBUSB_TRANSFER_TYPE_BULK;
-            (*t).timeout = 0; // set per submission
-            (*t).callback = on_complete;
-            (*t).user_data = (&mut *done as *mut c_int).cast();
-        }
-        Some(Transfer { raw, done, busy: false })
+    pub const URB_TYPE_BULK: u8 = 3;
+    pub const URB_ZERO_PACKET: c_uint = 0x40;
+    pub const CAP_ZERO_PACKET: u32 = 0x01;
+
+    // _IOC encoding: asm-generic, except where the architecture differs.
+    #[cfg(any(target_arch = "powerpc", target_arch = "powerpc64", target_arch = "mips", target_arch = "mips64", target_arch = "sparc", target_arch = "sparc64"))]
+    const DIRS: [c_ulong; 4] = [1, 4, 2, 29];
+    #[cfg(not(any(target_arch = "powerpc", target_arch = "powerpc64", target_arch = "mips", target_arch = "mips64", target_arch = "sparc", target_arch = "sparc64")))]
+    const DIRS: [c_ulong; 4] = [0, 1, 2, 30];
+    const NONE: c_ulong = DIRS[0];
+    const WRITE: c_ulong = DIRS[1];
+    const READ: c_ulong = DIRS[2];
+    const DIR_SHIFT: c_ulong = DIRS[3];
+
+    const fn ioc(dir: c_ulong, nr: c_ulong, size: usize) -> c_ulong {
+        (dir << DIR_SHIFT) | ((size as c_ulong) << 16) | ((b'U' as c_ulong) << 8) | nr
     }
+    pub const SUBMITURB: c_ulong = ioc(READ, 10, std::mem::size_of::<Urb>());
+    pub const DISCARDURB: c_ulong = ioc(NONE, 11, 0);
+    pub const REAPURB: c_ulong = ioc(WRITE, 12, std::mem::size_of::<*mut c_void>());
+    pub const REAPURBNDELAY: c_ulong = ioc(WRITE, 13, std::mem::size_of::<*mut c_void>());
+    pub const GET_CAPABILITIES: c_ulong = ioc(READ, 26, 4);
 
+    /// ioctl(2) with an argument; -1 and errno on failure.
+    ///
     /// # Safety
-    /// `buf` must stay valid and untouched until [`wait`](Self::wait) returns.
-    unsafe fn submit(&mut self, buf: *mut u8, len: usize, flags: u8, timeout_ms: u32) -> c_int {
-        let t = self.raw.as_ptr();
-        *self.done = 0;
-        (*t).timeout = timeout_ms;
-        (*t).buffer = buf;
-        (*t).length = len as c_int;
-        (*t).flags = flags;
-        (*t).actual_length = 0;
-        let r = ffi::libusb_submit_transfer(t);
-        self.busy = r == 0;
-        if r != 0 {
-            *self.done = 1;
-        }
-        r
-    }
-
-    fn cancel(&self) {
-        // SAFETY: a valid transfer; cancelling one that is not in flight is a
-        // harmless LIBUSB_ERROR_NOT_FOUND.
-        unsafe { ffi::libusb_cancel_transfer(self.raw.as_ptr()) };
-    }
-
-    /// Sleeps in libusb's event handling until the transfer completes;
-    /// returns its status and length.
-    fn wait(&mut self, ctx: &Context) -> Result<(c_int, usize), c_int> {
-        let mut failures = 0;
-        while *self.done == 0 {
-            // SAFETY: `done` outlives the call; the context is ours.
-            let r = unsafe { ffi::libusb_handle_events_completed(ctx.as_raw(), &mut *self.done) };
-            if r < 0 && r != LIBUSB_ERROR_INTERRUPTED {
-                failures += 1;
-                self.cancel();
-                if failures > 3 {
-                    return Err(r);
-                }
-            }
-        }
-        self.busy = false;
-        // SAFETY: completed, so libusb no longer writes the transfer.
-        let t = unsafe { &*self.raw.as_ptr() };
-        Ok((t.status, t.actual_length.max(0) as usize))
-    }
-}
-
-impl Drop for Transfer {
-    fn drop(&mut self) {
-        if self.busy {
-            // Only after a failed event loop: freeing a transfer libusb may
-            // still complete would be a use-after-free, so leak it instead.
-            return;
-        }
-        // SAFETY: not in flight; allocated by libusb_alloc_transfer.
-        unsafe { ffi::libusb_free_transfer(self.raw.as_ptr()) };
+    /// `arg` must be what `request` expects.
+    pub unsafe fn ioctl(fd: c_int, request: c_ulong, arg: *mut c_void) -> c_int {
+        libc::ioctl(fd, request as libc::Ioctl, arg)
     }
 }

@@ -5,11 +5,25 @@
 #   usb9pfsd   board --usbg--> usb9pfsd run --> diod
 #   p9_fwd.py  board --usbg--> tools/usb/p9_fwd.py (Debian python3) --> diod
 #   tcp        mount -t 9p -o trans=tcp straight to diod (no USB hop)
+# at each msize of BENCH_MSIZES (default "16384 65536"; the board's usb9pfs
+# buflen is set to it, a second gadget for the second msize).
+#
 # Each round: sequential read and write of a 16 MiB file (fresh mount each, page
 # cache dropped), a metadata walk of a 1000-file tree by one process
-# (find -printf '%s\n'), and the forwarder's CPU time (utime+stime from
-# /proc/PID/stat) per MiB moved. Prints medians and ratios to p9_fwd.py and
-# writes /run/rig/out/bench/bench.md (+ raw.txt).
+# (find -printf '%s\n'), a small-file workload by one process (BENCH_FILES,
+# default 2000, files of 0.5-4 KiB: create+write all, stat all, read all,
+# unlink all, contents checked), and the forwarder's CPU time (utime+stime
+# from /proc/PID/stat) per MiB moved.
+#
+# Then, per msize, the budget of one message through usb9pfsd (profile): a
+# fixed workload (BUDGET_READ_MB sequential read + BUDGET_FILES small files)
+# timed against usb9pfsd's status counters (board_wait_us, server_wait_us,
+# reply_send_us, t_messages) and its CPU, the same workload over trans=tcp
+# for the gap, and once more under `strace -c -f` on every daemon thread for
+# system calls per message.
+#
+# Prints medians and ratios, writes /run/rig/out/bench/bench.md (+ raw.txt,
+# budget.txt, strace-*.txt).
 set -uo pipefail
 # shellcheck source=/dev/null
 . /run/rig/out/.stage/env.sh
@@ -20,14 +34,19 @@ mkdir -p "$SC_OUT"
 . "$RIG_VM/guest/lib.sh"
 
 ROUNDS=${BENCH_ROUNDS:-3}
+MSIZES=${BENCH_MSIZES:-"16384 65536"}
+NFILES=${BENCH_FILES:-2000}
+BUDGET_READ_MB=${BUDGET_READ_MB:-8}
+BUDGET_FILES=${BUDGET_FILES:-300}
 SIZE_MB=16
-MSIZE=16384          # what usbg negotiates (the function's buflen); tcp gets the same
 RAW=$SC_OUT/raw.txt
+BUDGET=$SC_OUT/budget.txt
 : > "$RAW"
+: > "$BUDGET"
 : > "$SC_OUT/checks.txt"
 HZ=$(getconf CLK_TCK)
 
-rig_setup 1
+rig_setup 2
 EX=$EXPORTS/a
 mkdir -p "$EX"
 diod_start a 5640 "$EX"
@@ -40,22 +59,30 @@ done
 NENT=$(find "$EX/tree" -printf '%s\n' | wc -l)
 log "tree: $NENT entries"
 
-board_create A 0001-BOARD-A 1d6b:0109 rigA dummy_udc.0
-B_BACKEND[A]=127.0.0.1:5640
+# One gadget per msize (its usb9pfs buflen = msize), plugged one at a time so
+# that no idle board shares the daemon or dummy_hcd with the measured one.
+declare -A BOARD_OF=()
+i=0
+for ms in $MSIZES; do
+    name=M$i
+    board_create "$name" "00$((40 + i))-BENCH-$ms" 1d6b:0109 "rig$name" "dummy_udc.$i" "buflen=$ms"
+    B_BACKEND[$name]=127.0.0.1:5640
+    BOARD_OF[$ms]=$name
+    i=$((i + 1))
+done
 fwd_write_config "$LOCAL/usb9pfsd.toml"
-board_plug A
-M=${B_MNT[A]}
-PORT_PATH=$(host_dev_of 0001-BOARD-A)
+CTL=$LOCAL/control
 
 FPID=""
+BOARD=""
 start_fwd() {
     FPID=""
     case $1 in
     usb9pfsd)
-        NO_COLOR=1 "$USB9PFSD" run --config "$FWD_CONFIG" >>"$SC_OUT/usb9pfsd.log" 2>&1 &
+        NO_COLOR=1 "$USB9PFSD" run --config "$FWD_CONFIG" --control-socket "$CTL" >>"$SC_OUT/usb9pfsd.log" 2>&1 &
         FPID=$! ;;
     p9fwd)
-        python3 "$P9FWD" --id 1d6b:0109 --path "$PORT_PATH" connect -s 127.0.0.1 -p 5640 >>"$SC_OUT/p9fwd.log" 2>&1 &
+        python3 "$P9FWD" --id 1d6b:0109 --path "$(host_dev_of "${B_SERIAL[$BOARD]}")" connect -s 127.0.0.1 -p 5640 >>"$SC_OUT/p9fwd.log" 2>&1 &
         FPID=$! ;;
     tcp) ;;
     esac
@@ -71,7 +98,7 @@ stop_fwd() {
 do_mount() {
     case $1 in
     tcp) timeout -s KILL 60 mount -t 9p -o "trans=tcp,port=5640,aname=$EX,msize=$MSIZE" 127.0.0.1 "$M" ;;
-    *) timeout -s KILL 90 mount -t 9p -o "trans=usbg,aname=$EX,msize=$MSIZE" rigA "$M" ;;
+    *) timeout -s KILL 90 mount -t 9p -o "trans=usbg,aname=$EX,msize=$MSIZE" "${B_TAG[$BOARD]}" "$M" && B_FRESH[$BOARD]=0 ;;
     esac
 }
 do_umount() { timeout -s KILL 60 umount "$M"; ! is_mounted "$M"; }
@@ -79,75 +106,105 @@ cpu_ticks() { if [ -n "$FPID" ]; then awk '{print $14 + $15}' "/proc/$FPID/stat"
 now() { date +%s.%N; }
 rate() { awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN { printf "%.3f", n / (b - a) }'; }
 mbrate() { awk -v a="$1" -v b="$2" -v n="$((SIZE_MB * 1048576))" 'BEGIN { printf "%.3f", n / 1e6 / (b - a) }'; }
+# small_files DIR N: the small-file workload; prints files/s, fails on a mismatch
+small_files() { timeout -s KILL 1200 python3 "$RIG_VM/guest/tools/small_files.py" "$1" "$2"; }
 
 measure() {   # measure FWD ROUND
-    local fwd=$1 r=$2 t0 t1 c0 c1 c2 n
+    local fwd=$1 r=$2 t0 t1 c0 c1 c2 n key="$1 $MSIZE $2"
     start_fwd "$fwd"
-    if ! do_mount "$fwd"; then bad "round $r $fwd: mount failed"; stop_fwd; return; fi
+    if ! do_mount "$fwd"; then bad "round $r $fwd msize $MSIZE: mount failed"; stop_fwd; return; fi
     echo 3 > /proc/sys/vm/drop_caches
     c0=$(cpu_ticks); t0=$(now)
-    timeout -s KILL 600 dd if="$M/big.bin" of=/dev/null bs=1M status=none || bad "round $r $fwd: read failed"
-    t1=$(now); c1=$(cpu_ticks)
-    echo "$fwd $r read_MBps $(mbrate "$t0" "$t1")" >> "$RAW"
-    do_umount || { bad "round $r $fwd: umount failed"; return; }
-    do_mount "$fwd" || { bad "round $r $fwd: mount failed"; stop_fwd; return; }
-    c1=$(cpu_ticks); t0=$(now)
-    timeout -s KILL 600 dd if="$LOCAL/w.bin" of="$M/w.bin" bs=1M conv=fsync status=none || bad "round $r $fwd: write failed"
+    timeout -s KILL 600 dd if="$M/big.bin" of=/dev/null bs=1M status=none || bad "$key: read failed"
+    t1=$(now)
+    echo "$key read_MBps $(mbrate "$t0" "$t1")" >> "$RAW"
+    do_umount || { bad "$key: umount failed"; return; }
+    do_mount "$fwd" || { bad "$key: mount failed"; stop_fwd; return; }
+    t0=$(now)
+    timeout -s KILL 600 dd if="$LOCAL/w.bin" of="$M/w.bin" bs=1M conv=fsync status=none || bad "$key: write failed"
     t1=$(now); c2=$(cpu_ticks)
-    echo "$fwd $r write_MBps $(mbrate "$t0" "$t1")" >> "$RAW"
-    [ "$(sha "$EX/w.bin")" = "$(sha "$LOCAL/w.bin")" ] || bad "round $r $fwd: written file differs on the server"
+    echo "$key write_MBps $(mbrate "$t0" "$t1")" >> "$RAW"
+    [ "$(sha "$EX/w.bin")" = "$(sha "$LOCAL/w.bin")" ] || bad "$key: written file differs on the server"
     rm -f "$EX/w.bin"
-    do_umount || { bad "round $r $fwd: umount failed"; return; }
+    do_umount || { bad "$key: umount failed"; return; }
     if [ -n "$FPID" ]; then
-        # CPU of read + write together (the read part is c1_read-c0; the
-        # remount in between is included and is a handful of messages)
+        # CPU of read + write together (the remount in between is included
+        # and is a handful of messages)
         awk -v t="$((c2 - c0))" -v hz="$HZ" -v mib=$((2 * SIZE_MB)) \
-            'BEGIN { printf "'"$fwd $r"' cpu_ms_per_MiB %.2f\n", t * 1000 / hz / mib }' >> "$RAW"
+            'BEGIN { printf "'"$key"' cpu_ms_per_MiB %.2f\n", t * 1000 / hz / mib }' >> "$RAW"
     fi
-    do_mount "$fwd" || { bad "round $r $fwd: mount failed"; stop_fwd; return; }
+    do_mount "$fwd" || { bad "$key: mount failed"; stop_fwd; return; }
     t0=$(now)
     n=$(timeout -s KILL 600 find "$M/tree" -printf '%s\n' | wc -l)
     t1=$(now)
-    [ "$n" -eq "$NENT" ] || bad "round $r $fwd: walk saw $n entries, expected $NENT"
-    echo "$fwd $r meta_ops $(rate "$t0" "$t1" "$n")" >> "$RAW"
-    do_umount || bad "round $r $fwd: umount failed"
+    [ "$n" -eq "$NENT" ] || bad "$key: walk saw $n entries, expected $NENT"
+    echo "$key meta_ops $(rate "$t0" "$t1" "$n")" >> "$RAW"
+    n=$(small_files "$M/small" "$NFILES") || bad "$key: small-file workload failed: $n"
+    echo "$key small_files_per_s ${n:-0}" >> "$RAW"
+    do_umount || bad "$key: umount failed"
     stop_fwd
-    log "round $r $fwd: $(grep "^$fwd $r " "$RAW" | cut -d' ' -f3- | tr '\n' ' ')"
+    log "$key: $(grep "^$key " "$RAW" | cut -d' ' -f4- | tr '\n' ' ')"
+}
+
+# status_sum: t_messages board_wait_us server_wait_us reply_send_us of the board
+status_sum() {
+    timeout -s KILL 60 "$USB9PFSD" status --json --socket "$CTL" | python3 -c '
+import json, sys
+c = [b["counters"] for b in json.load(sys.stdin)["boards"] if b["counters"]["t_messages"]]
+print(" ".join(str(sum(x.get(f, 0) for x in c)) for f in ("t_messages", "board_wait_us", "server_wait_us", "reply_send_us")))'
+}
+budget_workload() {
+    echo 3 > /proc/sys/vm/drop_caches
+    timeout -s KILL 600 dd if="$M/big.bin" of=/dev/null bs=1M count="$BUDGET_READ_MB" status=none || bad "budget $MSIZE: read failed"
+    small_files "$M/budget" "$BUDGET_FILES" >/dev/null || bad "budget $MSIZE: small files failed"
+}
+# profile: where one message's time goes (usb9pfsd), the same workload over
+# tcp, and system calls per message under strace
+profile() {
+    local t0 t1 c0 c1 s0 s1 tcp_s sc="$SC_OUT/strace-$MSIZE.txt"
+    do_mount tcp || { bad "budget $MSIZE: tcp mount failed"; return; }
+    t0=$(now); budget_workload; t1=$(now)
+    tcp_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
+    do_umount || { bad "budget $MSIZE: umount failed"; return; }
+    start_fwd usb9pfsd
+    do_mount usb9pfsd || { bad "budget $MSIZE: mount failed"; stop_fwd; return; }
+    s0=$(status_sum); c0=$(cpu_ticks); t0=$(now)
+    budget_workload
+    t1=$(now); c1=$(cpu_ticks); s1=$(status_sum)
+    echo "$MSIZE timing $s0 | $s1 | $t0 $t1 | $c0 $c1 | tcp_s $tcp_s" >> "$BUDGET"
+    # the same workload with strace attached to every thread of the daemon
+    local pids=() t
+    for t in /proc/"$FPID"/task/*; do pids+=(-p "${t##*/}"); done
+    s0=$(status_sum)
+    strace -c -f -q -o "$sc" "${pids[@]}" &
+    local spid=$!
+    sleep 2
+    budget_workload
+    kill -INT "$spid"; wait "$spid" 2>/dev/null
+    s1=$(status_sum)
+    echo "$MSIZE strace $s0 | $s1" >> "$BUDGET"
+    do_umount || bad "budget $MSIZE: umount failed"
+    stop_fwd
+    log "budget $MSIZE: $(grep "^$MSIZE " "$BUDGET" | tr '\n' ' ')"
 }
 
 FWDS=(usb9pfsd p9fwd tcp)
 [ -x "$USB9PFSD" ] || { log "no usb9pfsd binary staged; benchmarking p9_fwd.py and tcp only"; FWDS=(p9fwd tcp); }
-for r in $(seq 1 "$ROUNDS"); do
-    for f in "${FWDS[@]}"; do measure "$f" "$r"; done
+PREV=""
+for MSIZE in $MSIZES; do
+    BOARD=${BOARD_OF[$MSIZE]}
+    M=${B_MNT[$BOARD]}
+    [ -z "$PREV" ] || board_unplug "$PREV"
+    board_plug "$BOARD"
+    PREV=$BOARD
+    for r in $(seq 1 "$ROUNDS"); do
+        for f in "${FWDS[@]}"; do measure "$f" "$r"; done
+    done
+    if [ -x "$USB9PFSD" ]; then profile; fi
 done
 
-python3 - "$RAW" "$NENT" "$SIZE_MB" "$ROUNDS" > "$SC_OUT/bench.md" <<'PY'
-import statistics, sys
-raw, nent, size, rounds = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
-vals = {}
-for line in open(raw):
-    f, r, m, v = line.split()
-    vals.setdefault((f, m), []).append(float(v))
-def med(f, m):
-    v = vals.get((f, m))
-    return statistics.median(v) if v else None
-def fmt(x):
-    return "—" if x is None else ("%.2f" % x if x < 100 else "%.0f" % x)
-def ratio(a, b):
-    return "—" if a is None or b is None or b == 0 else "%.2f×" % (a / b)
-rows = [("sequential read, MB/s (%s MiB)" % size, "read_MBps"),
-        ("sequential write, MB/s (%s MiB, fsync)" % size, "write_MBps"),
-        ("metadata walk, entries/s (find -printf over %s entries)" % nent, "meta_ops"),
-        ("forwarder CPU, ms per MiB moved (read+write)", "cpu_ms_per_MiB")]
-print("| metric (median of %s rounds) | usb9pfsd | p9_fwd.py | trans=tcp (no USB) | usb9pfsd ÷ p9_fwd.py | tcp ÷ p9_fwd.py |" % rounds)
-print("|---|---|---|---|---|---|")
-for label, m in rows:
-    u, p, t = med("usb9pfsd", m), med("p9fwd", m), med("tcp", m)
-    print("| %s | %s | %s | %s | %s | %s |" % (label, fmt(u), fmt(p), fmt(t), ratio(u, p), ratio(t, p)))
-print()
-print("CPU ratio < 1 means usb9pfsd needs less CPU per MiB than p9_fwd.py; the tcp row has no forwarder.")
-print("Per-round values: tests/vm/out/bench/raw.txt. msize %s for every path; page cache dropped and a fresh mount for each measurement." % "16384")
-PY
+python3 "$RIG_VM/guest/tools/bench_table.py" "$RAW" "$BUDGET" "$NENT" "$SIZE_MB" "$ROUNDS" "$NFILES" \
+    "$BUDGET_READ_MB" "$BUDGET_FILES" "$HZ" > "$SC_OUT/bench.md"
 if grep -q '^FAIL' "$SC_OUT/checks.txt"; then write_result FAIL "$(grep -m1 '^FAIL' "$SC_OUT/checks.txt" | cut -c6-)"
 else write_result PASS "benchmark complete"; fi
 cat "$SC_OUT/bench.md"

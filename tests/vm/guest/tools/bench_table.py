@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""Turns the benchmark's raw numbers (tests/vm/guest/bench.sh) into the
+markdown tables of tests/vm/out/bench.md: per msize, the medians of every
+workload for usb9pfsd, p9_fwd.py and trans=tcp with their ratios and the
+issue's targets; then the per-message time budget and system calls per
+message of usb9pfsd.
+
+usage: bench_table.py RAW BUDGET NENT SIZE_MB ROUNDS NFILES BUDGET_READ_MB BUDGET_FILES HZ
+"""
+import os
+import re
+import statistics
+import sys
+
+raw, budget, nent, size, rounds, nfiles, b_read, b_files, hz = sys.argv[1:10]
+hz = int(hz)
+vals = {}
+msizes = []
+for line in open(raw):
+    f, ms, r, m, v = line.split()
+    vals.setdefault((f, ms, m), []).append(float(v))
+    if ms not in msizes:
+        msizes.append(ms)
+
+
+def med(f, ms, m):
+    v = vals.get((f, ms, m))
+    return statistics.median(v) if v else None
+
+
+def fmt(x):
+    return "—" if x is None else ("%.2f" % x if x < 100 else "%.0f" % x)
+
+
+def ratio(a, b):
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def fr(x):
+    return "—" if x is None else "%.2f×" % x
+
+
+ROWS = [
+    ("sequential read, MB/s (%s MiB)" % size, "read_MBps", True),
+    ("sequential write, MB/s (%s MiB, fsync)" % size, "write_MBps", True),
+    ("metadata walk, entries/s (find over %s entries)" % nent, "meta_ops", True),
+    ("small files, files/s (%s × create+write, stat, read, unlink)" % nfiles, "small_files_per_s", True),
+    ("forwarder CPU, ms per MiB moved (read+write)", "cpu_ms_per_MiB", False),
+]
+
+
+def targets(ms, m):
+    """The issue's targets: (min usb9pfsd/p9_fwd.py, min usb9pfsd/tcp), or
+    for CPU (max usb9pfsd/p9_fwd.py, None)."""
+    if m in ("read_MBps", "write_MBps"):
+        return (2.5 if ms == "16384" else None, 0.85)
+    if m in ("meta_ops", "small_files_per_s"):
+        return (2.0, 0.70)
+    return (0.2, None)
+
+
+def verdict(ms, m, rp, rt):
+    lo_p, lo_t = targets(ms, m)
+    if m == "cpu_ms_per_MiB":
+        return "≤ %.1f× p9: %s" % (lo_p, "—" if rp is None else ("met" if rp <= lo_p else "missed"))
+    parts = []
+    if lo_p is not None:
+        parts.append("≥ %.1f× p9: %s" % (lo_p, "—" if rp is None else ("met" if rp >= lo_p else "missed")))
+    if lo_t is not None:
+        parts.append("≥ %d%% tcp: %s" % (lo_t * 100, "—" if rt is None else ("met" if rt >= lo_t else "missed")))
+    return "; ".join(parts)
+
+
+for ms in msizes:
+    print("### msize %s (board buflen %s)" % (ms, ms))
+    print()
+    print("| metric (median of %s rounds) | usb9pfsd | p9_fwd.py | trans=tcp (no USB) | usb9pfsd ÷ p9_fwd.py | usb9pfsd ÷ tcp | target |" % rounds)
+    print("|---|---|---|---|---|---|---|")
+    for label, m, _ in ROWS:
+        u, p, t = med("usb9pfsd", ms, m), med("p9fwd", ms, m), med("tcp", ms, m)
+        rp, rt = ratio(u, p), ratio(u, t)
+        print("| %s | %s | %s | %s | %s | %s | %s |" % (label, fmt(u), fmt(p), fmt(t), fr(rp), fr(rt), verdict(ms, m, rp, rt)))
+    print()
+
+print("CPU ratio < 1: usb9pfsd needs less CPU per MiB than p9_fwd.py (trans=tcp has no forwarder).")
+print("Per-round values: tests/vm/out/bench/raw.txt. Page cache dropped and a fresh mount for each sequential measurement.")
+print()
+
+# ---------------------------------------------------------------- budget
+timing, straced = {}, {}
+for line in open(budget):
+    parts = line.split()
+    ms, kind = parts[0], parts[1]
+    nums = [x for x in parts[2:] if x != "|"]
+    if kind == "timing":
+        timing[ms] = nums
+    elif kind == "strace":
+        straced[ms] = nums
+
+
+def strace_calls(ms):
+    """{syscall: calls} from strace -c's summary table."""
+    path = os.path.join(os.path.dirname(budget), "strace-%s.txt" % ms)
+    calls = {}
+    try:
+        for line in open(path):
+            f = line.split()
+            if len(f) >= 5 and re.match(r"^[0-9.]+$", f[0]) and f[-1] != "total":
+                calls[f[-1]] = int(f[3])
+    except OSError:
+        pass
+    return calls
+
+
+if timing:
+    print("### Where one message's time goes (usb9pfsd)")
+    print()
+    print("Workload: sequential read of %s MiB, then %s small files (as above), on a fresh mount; "
+          "the same workload over trans=tcp for the gap. Per message, in µs (wall clock in the guest):" % (b_read, b_files))
+    print()
+    print("| msize | messages | total | waiting for the board (board's own time + USB IN) | server (request out → reply in) | reply to the board (USB OUT) | usb9pfsd's own CPU | trans=tcp total | gap to tcp |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for ms in msizes:
+        if ms not in timing:
+            continue
+        n = [float(x) for x in timing[ms][:-1] if x != "tcp_s"]
+        m0, bw0, sv0, rs0, m1, bw1, sv1, rs1, t0, t1, c0, c1 = n[:12]
+        tcp_s = float(timing[ms][-1])
+        msgs = m1 - m0
+        if msgs <= 0:
+            continue
+        wall = (t1 - t0) * 1e6 / msgs
+        cpu = (c1 - c0) / hz * 1e6 / msgs
+        tcp = tcp_s * 1e6 / msgs
+        print("| %s | %d | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f |" % (
+            ms, msgs, wall, (bw1 - bw0) / msgs, (sv1 - sv0) / msgs, (rs1 - rs0) / msgs, cpu, tcp, wall - tcp))
+    print()
+
+if straced:
+    print("### System calls per message (usb9pfsd, strace -c -f on every thread, same workload)")
+    print()
+    print("| msize | messages | all | per call |")
+    print("|---|---|---|---|")
+    for ms in msizes:
+        if ms not in straced:
+            continue
+        n = [float(x) for x in straced[ms]]
+        msgs = n[4] - n[0]
+        calls = strace_calls(ms)
+        if msgs <= 0 or not calls:
+            continue
+        detail = ", ".join("%s %.2f" % (k, v / msgs) for k, v in sorted(calls.items(), key=lambda kv: -kv[1]) if v / msgs >= 0.01)
+        print("| %s | %d | %.2f | %s |" % (ms, msgs, sum(calls.values()) / msgs, detail))
+    print()
