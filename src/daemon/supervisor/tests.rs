@@ -387,6 +387,19 @@ impl Rig {
         self.tx.send(Input::HandOver(reply)).expect("supervisor alive");
         rx
     }
+
+    /// Worker `i` stopped at a message boundary, carrying a live session.
+    fn stopped_at_boundary(&self, i: usize) {
+        self.tell(i, WorkerEvent::Carried(carry(true)));
+        self.tell(i, WorkerEvent::Ended(End::Stopped));
+    }
+
+    /// Boards A (001-002) and B (002-003) present and their workers started.
+    async fn two_boards(&self) {
+        self.send(HotplugEvent::Present(gadget("A", 1, 2)));
+        self.send(HotplugEvent::Present(gadget("B", 2, 3)));
+        let _ = self.status().await;
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -401,8 +414,7 @@ async fn a_hand_over_stops_every_served_board_at_a_boundary_and_gives_back_their
     let stops: Vec<_> = r.jobs.lock().expect("lock").iter().map(|j| j.stop.clone()).collect();
     assert!(stops.iter().all(|s| s.requested()), "both served boards are asked to stop");
     for i in 0..2 {
-        r.tell(i, WorkerEvent::Carried(carry(true)));
-        r.tell(i, WorkerEvent::Ended(End::Stopped));
+        r.stopped_at_boundary(i);
     }
     let handed = answer.await.expect("answer").expect("handed over");
     let keys: Vec<String> = handed.iter().map(|h| h.info.key().to_string()).collect();
@@ -423,14 +435,11 @@ async fn a_hand_over_stops_every_served_board_at_a_boundary_and_gives_back_their
 #[tokio::test(start_paused = true)]
 async fn a_board_busy_past_the_deadline_calls_the_hand_over_off_and_nothing_is_lost() {
     let r = rig(CONFIG);
-    r.send(HotplugEvent::Present(gadget("A", 1, 2)));
-    r.send(HotplugEvent::Present(gadget("B", 2, 3)));
-    let _ = r.status().await;
+    r.two_boards().await;
     let answer = r.hand_over();
     let _ = r.status().await;
     // A stops; B's request waits for its server past the deadline.
-    r.tell(0, WorkerEvent::Carried(carry(true)));
-    r.tell(0, WorkerEvent::Ended(End::Stopped));
+    r.stopped_at_boundary(0);
     let _ = r.status().await;
     tokio::time::advance(handover::HANDOVER_WAIT).await;
     let why = answer.await.expect("answer").expect_err("called off");
@@ -440,8 +449,7 @@ async fn a_board_busy_past_the_deadline_calls_the_hand_over_off_and_nothing_is_l
     assert_eq!(r.job_count(), 3);
     assert!(r.adopted(2));
     // B stops when its reply came: it carries on here too.
-    r.tell(1, WorkerEvent::Carried(carry(true)));
-    r.tell(1, WorkerEvent::Ended(End::Stopped));
+    r.stopped_at_boundary(1);
     let _ = r.status().await;
     assert_eq!(r.job_count(), 4);
     assert!(r.adopted(3));
@@ -477,9 +485,7 @@ async fn inherited_sessions_are_adopted_by_present_mapped_boards_only() {
 #[tokio::test(start_paused = true)]
 async fn a_rescan_after_lost_udev_events_forgets_boards_that_went_meanwhile() {
     let r = rig(CONFIG);
-    r.send(HotplugEvent::Present(gadget("A", 1, 2)));
-    r.send(HotplugEvent::Present(gadget("B", 2, 3)));
-    let _ = r.status().await;
+    r.two_boards().await;
     let stops: Vec<_> = r.jobs.lock().expect("lock").iter().map(|j| j.stop.clone()).collect();
     // B's removal event was lost in an overflow; the rescan finds only A.
     r.send(HotplugEvent::Rescanned(vec![gadget("A", 1, 2).key()]));
@@ -662,25 +668,21 @@ async fn status_follows_the_workers_activity_and_session() {
 #[tokio::test(start_paused = true)]
 async fn a_released_board_gives_up_its_session_and_a_remapped_one_keeps_it() {
     let r = rig(CONFIG);
-    r.send(HotplugEvent::Present(gadget("A", 1, 2)));
-    r.send(HotplugEvent::Present(gadget("B", 2, 3)));
-    let _ = r.status().await;
+    r.two_boards().await;
     // Both unmapped: their workers are asked to stop at a boundary.
     r.reload("").await.expect("applied");
     let stops: Vec<_> = r.jobs.lock().expect("lock").iter().map(|j| j.stop.clone()).collect();
     assert!(stops[0].requested() && stops[1].requested());
     // A stops: its carried session is dropped (interface and server
     // connection closed), and no worker takes it up again.
-    r.tell(0, WorkerEvent::Carried(carry(true)));
-    r.tell(0, WorkerEvent::Ended(End::Stopped));
+    r.stopped_at_boundary(0);
     let _ = r.status().await;
     assert!(matches!(state(&r.board("001-002").await), BoardState::Ignored { .. }));
     assert_eq!(r.job_count(), 2);
     // B is mapped again before it reached its boundary: it carries on with
     // its own session, not a fresh one.
     r.reload("[[board]]\nserial = \"B\"\nbackend = \"127.0.0.1:5641\"\n").await.expect("applied");
-    r.tell(1, WorkerEvent::Carried(carry(true)));
-    r.tell(1, WorkerEvent::Ended(End::Stopped));
+    r.stopped_at_boundary(1);
     let _ = r.status().await;
     assert_eq!(r.job_count(), 3);
     assert!(r.adopted(2), "B's new worker adopts the session its old one carried");
@@ -690,13 +692,10 @@ async fn a_released_board_gives_up_its_session_and_a_remapped_one_keeps_it() {
 #[tokio::test(start_paused = true)]
 async fn a_board_unplugged_during_a_hand_over_does_not_call_it_off() {
     let r = rig(CONFIG);
-    r.send(HotplugEvent::Present(gadget("A", 1, 2)));
-    r.send(HotplugEvent::Present(gadget("B", 2, 3)));
-    let _ = r.status().await;
+    r.two_boards().await;
     let answer = r.hand_over();
     let _ = r.status().await;
-    r.tell(0, WorkerEvent::Carried(carry(true)));
-    r.tell(0, WorkerEvent::Ended(End::Stopped));
+    r.stopped_at_boundary(0);
     // B goes away before it reached its boundary.
     r.send(HotplugEvent::Gone(BusAddr { bus: 2, addr: 3 }));
     let handed = answer.await.expect("answer").expect("handed over without waiting for the deadline");
