@@ -508,6 +508,7 @@ rig_teardown() {
     local name
     touch "$LOCAL/stop"; [ -z "$STREAMER" ] || kill -KILL "$STREAMER" 2>/dev/null || true
     sim_stop
+    for name in "${!SIMS_PID[@]}"; do sim_use "$name"; sim_stop; done
     for name in "${!B_MNT[@]}"; do
         is_mounted "${B_MNT[$name]}" && { board_umount "$name" 30 || log "teardown: umount of board $name failed"; }
     done
@@ -524,7 +525,7 @@ rig_teardown() {
 # guards against a dead simulator.
 SIM_PY=$RIG_VM/board-sim/board_sim.py
 FAKE9P_PY=$RIG_VM/board-sim/fake9p.py
-SIM_REPLY="" SIM_SERIAL="" SIM_BA="" SIM_ANAME="" SIM_FILE="" SIM_SHA=""
+SIM_REPLY="" SIM_SERIAL="" SIM_BA="" SIM_ANAME="" SIM_FILE="" SIM_SHA="" SIM_LOG=""
 
 # sim_start NAME SERIAL VID:PID UDC: create the gadget (not plugged yet)
 sim_start() {
@@ -537,18 +538,47 @@ sim_start() {
     case $line in "END ok"*) log "sim: ${line#END ok }" ;; *) die "board simulator: $line" ;; esac
 }
 
+# Several simulators at once (a bash shell has one coproc): sim_spawn NAME
+# SERIAL VID:PID UDC starts board_sim.py NAME talking through two FIFOs
+# instead (gadget created, not plugged); sim_use NAME points sim_cmd,
+# sim_plug, sim_session and sim_stop at it (SIM holds its fds, as the
+# coproc's would; its log is board-sim-NAME.log). A background subshell may
+# drive one simulator after sim_use while the main shell leaves it alone.
+declare -gA SIMS_R=() SIMS_W=() SIMS_PID=() SIMS_SERIAL=()
+sim_spawn() {
+    local name=$1 f=$LOCAL/sim-$1 r w line
+    modprobe usb_f_fs || die "modprobe usb_f_fs failed"
+    mkfifo "$f.in" "$f.out"
+    (
+        # not the other simulators' FIFOs: each sees EOF when the rig closes its own
+        for r in "${SIMS_R[@]}" "${SIMS_W[@]}"; do exec {r}>&-; done
+        exec python3 -u "$SIM_PY" --name "$1" --serial "$2" --id "$3" --udc "$4"
+    ) <"$f.in" >"$f.out" 2>>"$SC_OUT/board-sim-$name.err" &
+    SIMS_PID[$name]=$!
+    exec {w}>"$f.in" {r}<"$f.out"
+    SIMS_R[$name]=$r SIMS_W[$name]=$w SIMS_SERIAL[$name]=$2
+    sim_use "$name"
+    IFS= read -r -t 30 line <&"$r" || die "board simulator $name did not start: $(tail -3 "$SC_OUT/board-sim-$name.err" | tr '\n' ' ')"
+    echo "$line" >> "$SIM_LOG"
+    case $line in "END ok"*) log "sim $name: ${line#END ok }" ;; *) die "board simulator $name: $line" ;; esac
+}
+sim_use() {
+    SIM=("${SIMS_R[$1]}" "${SIMS_W[$1]}") SIM_PID=${SIMS_PID[$1]} SIM_SERIAL=${SIMS_SERIAL[$1]}
+    SIM_LOG=$SC_OUT/board-sim-$1.log
+}
+
 # sim_cmd SECONDS COMMAND...: run one simulator command; SIM_REPLY = its answer;
 # status 0 for ok, 1 for fail, 2 when the simulator itself did not answer.
 sim_cmd() {
     local t=$1 line; shift
     SIM_REPLY=""
-    printf '> %s\n' "$*" >> "$SC_OUT/board-sim.log"
+    printf '> %s\n' "$*" >> "${SIM_LOG:-$SC_OUT/board-sim.log}"
     printf '%s\n' "$*" >&"${SIM[1]}" || { SIM_REPLY="simulator is gone"; return 2; }
     while :; do
         if ! IFS= read -r -t "$t" line <&"${SIM[0]}"; then
             SIM_REPLY="simulator gave no answer within $t s"; log "sim: $*: $SIM_REPLY"; return 2
         fi
-        printf '%s\n' "$line" >> "$SC_OUT/board-sim.log"
+        printf '%s\n' "$line" >> "${SIM_LOG:-$SC_OUT/board-sim.log}"
         case $line in
         "END ok"*) SIM_REPLY=${line#END ok }; log "sim: $* -> ok: $SIM_REPLY"; return 0 ;;
         "END fail"*) SIM_REPLY=${line#END fail }; log "sim: $* -> FAIL: $SIM_REPLY"; return 1 ;;
@@ -575,6 +605,7 @@ sim_unplug() {
 }
 sim_stop() {
     [ -n "${SIM_PID:-}" ] || return 0
+    kill -0 "$SIM_PID" 2>/dev/null || return 0   # a write to its closed pipe would kill us (SIGPIPE)
     sim_cmd 20 quit >/dev/null 2>&1 || true
     wait_until 10 sh -c "! kill -0 $SIM_PID 2>/dev/null" || kill -KILL "$SIM_PID" 2>/dev/null || true
 }
