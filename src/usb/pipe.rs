@@ -128,11 +128,33 @@ pub fn request_len(ceiling: u32, max_packet: usize) -> usize {
     (ceiling as usize + 1).div_ceil(mps) * mps
 }
 
-/// The longest single IN transfer we ask for. usbfs turns a longer one into a
-/// scatter-gather URB (USB_SG_SIZE), an allocation per transfer and a path
-/// that dummy_hcd mishandles across disconnects; 9P frames up to the kernel's
-/// default `buflen` fit in one transfer of this size anyway.
+/// The IN request for the frames of a board whose ceiling is at most this
+/// (the kernel's default `buflen`): one 16 KiB request, the longest that
+/// usbfs makes without a scatter-gather URB. A frame of exactly 16 KiB
+/// leaves its ZLP for the next read, which skips it.
 pub const IN_CHUNK: usize = 16384;
+
+/// The longest single IN request: a whole frame of a board that raised its
+/// `buflen` to 64 KiB, with room for its ZLP at either packet size — one
+/// transfer per T-message (a Twrite of 64 KiB would otherwise take four, and
+/// three of them a poll(2) each for their bound). Larger requests are never
+/// made: a first read of 1 MiB (the default `max_frame` before Tversion) took
+/// usbfs's scatter-gather path on dummy_hcd and corrupted its URB list after
+/// a re-enumeration; boards above 64 KiB get their frames joined from
+/// [`IN_CHUNK`] reads, as before.
+pub const IN_CHUNK_MAX: usize = 65536 + 1024;
+
+/// How much one IN transfer asks for under `ceiling`: the whole frame (and
+/// its ZLP) when that fits in [`IN_CHUNK_MAX`] and the board raised its
+/// buflen above [`IN_CHUNK`]; otherwise [`IN_CHUNK`].
+pub fn in_chunk(ceiling: u32, max_packet: usize) -> usize {
+    let whole = request_len(ceiling, max_packet);
+    if ceiling as usize <= IN_CHUNK || whole > IN_CHUNK_MAX {
+        IN_CHUNK
+    } else {
+        whole
+    }
+}
 
 /// How long the rest of a T-message may take once its first bytes arrived.
 /// The board's kernel sends a message as one transfer, so its rest follows
@@ -150,7 +172,7 @@ pub const MAX_STRAY_ZLPS: u32 = 64;
 ///
 /// `buf` must be at least `request_len(ceiling, mps)` long. Stray ZLPs are
 /// skipped (at most [`MAX_STRAY_ZLPS`] in a row); a message the board split
-/// over several transfers (or one longer than [`IN_CHUNK`]) is joined; the
+/// over several transfers (or one longer than [`in_chunk`]) is joined; the
 /// declared size is checked against `ceiling` before more is read. A stop
 /// request ends the wait only while no byte of the message has arrived.
 pub fn recv_message<P: UsbPipe + ?Sized>(
@@ -159,10 +181,11 @@ pub fn recv_message<P: UsbPipe + ?Sized>(
     ceiling: u32,
 ) -> Result<usize, RecvError> {
     let want = request_len(ceiling, pipe.max_packet_size()).min(buf.len());
+    let chunk = in_chunk(ceiling, pipe.max_packet_size());
     let mut got = 0;
     let mut zlps = 0;
     let read = |pipe: &mut P, buf: &mut [u8], got: usize| {
-        let end = (got + IN_CHUNK).min(want);
+        let end = (got + chunk).min(want);
         pipe.read_transfer(&mut buf[got..end], got == 0)
     };
     let size = loop {
@@ -230,6 +253,17 @@ mod tests {
     }
 
     #[test]
+    fn in_requests_are_16k_or_a_whole_frame_up_to_64k() {
+        assert_eq!(in_chunk(16384, 512), IN_CHUNK);
+        assert_eq!(in_chunk(8192, 512), IN_CHUNK);
+        assert_eq!(in_chunk(65536, 512), 66048);
+        assert_eq!(in_chunk(65536, 1024), 66560);
+        assert_eq!(in_chunk(32768, 512), 33280);
+        assert_eq!(in_chunk(1 << 20, 512), IN_CHUNK);
+        assert_eq!(in_chunk(65536 + 1024, 1024), IN_CHUNK);
+    }
+
+    #[test]
     fn request_is_longer_than_any_legal_frame() {
         assert_eq!(request_len(16384, 512), 16896);
         assert_eq!(request_len(16383, 512), 16384);
@@ -265,14 +299,30 @@ mod tests {
     }
 
     #[test]
-    fn frames_longer_than_one_in_chunk_are_joined() {
+    fn frames_up_to_64k_arrive_in_one_transfer_and_longer_ones_are_joined() {
         let (mut host, board) = pair(1 << 20);
-        let mut buf = vec![0; request_len(65536, 512)];
+        let mut buf = vec![0; request_len(1 << 20, 512)];
+        // A board that negotiated msize 65536: one IN transfer per frame,
+        // whatever its length, its ZLP included.
         for len in [IN_CHUNK + 1, 2 * IN_CHUNK, 40000, 65536] {
             let m = msg(len, (len % 251) as u8);
             board.send(&m);
+            let before = host.reads();
             assert_eq!(recv_message(&mut host, &mut buf, 65536), Ok(len), "len {len}");
             assert_eq!(&buf[..len], &m[..]);
+            assert_eq!(host.reads() - before, 1, "len {len}: one transfer");
+        }
+        assert_eq!(host.stray_zlps(), 0);
+        // Before Tversion (ceiling max_frame) or above 64 KiB: joined from
+        // 16 KiB transfers (not counting the ZLP a frame of whole chunks
+        // leaves for the next read).
+        for len in [IN_CHUNK + 1, 65536, 100_000] {
+            let m = msg(len, (len % 251) as u8);
+            board.send(&m);
+            let before = host.reads() - host.stray_zlps();
+            assert_eq!(recv_message(&mut host, &mut buf, 1 << 20), Ok(len), "len {len}");
+            assert_eq!(&buf[..len], &m[..]);
+            assert_eq!(host.reads() - host.stray_zlps() - before, len.div_ceil(IN_CHUNK), "len {len}");
         }
     }
 

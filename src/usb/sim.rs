@@ -38,6 +38,7 @@ pub fn gadget(max_packet: usize, buflen: u32) -> (HostEnd, Board) {
         delivered: out_tx,
         shared: shared.clone(),
         stray_zlps: 0,
+        reads: 0,
         stop,
         canceller_tx: in_tx.clone(),
         unplug_seen: false,
@@ -88,6 +89,8 @@ pub struct HostEnd {
     delivered: Sender<Vec<u8>>,
     shared: Arc<Shared>,
     stray_zlps: usize,
+    /// IN transfers asked for (read_transfer calls).
+    reads: usize,
     stop: Arc<StopSwitch>,
     canceller_tx: Sender<Packet>,
     unplug_seen: bool,
@@ -95,6 +98,11 @@ pub struct HostEnd {
 }
 
 impl HostEnd {
+    /// IN transfers the host asked for so far.
+    pub fn reads(&self) -> usize {
+        self.reads
+    }
+
     /// Host reads that completed with zero bytes (a ZLP outside its transfer).
     pub fn stray_zlps(&self) -> usize {
         self.stray_zlps
@@ -148,6 +156,7 @@ impl UsbPipe for HostEnd {
     }
 
     fn read_transfer(&mut self, buf: &mut [u8], at_boundary: bool) -> Result<usize, UsbError> {
+        self.reads += 1;
         // As device.rs: arm, "submit", then honour a request that came first.
         self.stop.arm(at_boundary);
         if at_boundary && self.stop.requested() {
