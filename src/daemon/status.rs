@@ -8,7 +8,7 @@
 //! status reader never slows or stops a board.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -355,38 +355,72 @@ pub fn table(r: &StatusReport) -> String {
 /// pending requests are answered with EIO) and waits here, bounded, for those
 /// replies to reach their boards before the process exits — a board left
 /// without a reply would wait forever.
+///
+/// Entering and leaving are two atomic operations: no lock and no system
+/// call per message (a condvar's notify is a futex call even with nobody
+/// waiting); only a leave that empties the count while someone waits takes
+/// the lock and wakes them.
 pub struct InFlight {
-    count: std::sync::Mutex<usize>,
+    count: AtomicUsize,
+    /// Set by [`InFlight::wait_idle`] before it looks at the count.
+    waiting: AtomicBool,
+    lock: std::sync::Mutex<()>,
     idle: std::sync::Condvar,
 }
 
 /// The process-wide in-flight count.
-pub static IN_FLIGHT: InFlight = InFlight { count: std::sync::Mutex::new(0), idle: std::sync::Condvar::new() };
+pub static IN_FLIGHT: InFlight = InFlight::new();
 
 /// One request in flight; dropping it marks the reply delivered (or given up).
 pub struct Pending<'a>(&'a InFlight);
 
 impl InFlight {
+    pub const fn new() -> InFlight {
+        InFlight {
+            count: AtomicUsize::new(0),
+            waiting: AtomicBool::new(false),
+            lock: std::sync::Mutex::new(()),
+            idle: std::sync::Condvar::new(),
+        }
+    }
+
     pub fn enter(&self) -> Pending<'_> {
-        *self.count.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.count.fetch_add(1, Ordering::SeqCst);
         Pending(self)
     }
 
     /// Waits until no request is in flight or `limit` passes; true if idle.
     pub fn wait_idle(&self, limit: std::time::Duration) -> bool {
-        let guard = self.count.lock().unwrap_or_else(|p| p.into_inner());
-        match self.idle.wait_timeout_while(guard, limit, |n| *n > 0) {
-            Ok((n, _)) => *n == 0,
-            Err(p) => *p.into_inner().0 == 0,
+        let deadline = std::time::Instant::now() + limit;
+        let mut guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        // Announced before the count is read: a leave that empties the count
+        // after this either sees it and wakes us (it needs the lock, which
+        // we hold until we sleep), or we see its zero.
+        self.waiting.store(true, Ordering::SeqCst);
+        while self.count.load(Ordering::SeqCst) > 0 {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            guard = match self.idle.wait_timeout(guard, left) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
         }
+        true
+    }
+}
+
+impl Default for InFlight {
+    fn default() -> InFlight {
+        InFlight::new()
     }
 }
 
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
-        let mut n = self.0.count.lock().unwrap_or_else(|p| p.into_inner());
-        *n = n.saturating_sub(1);
-        if *n == 0 {
+        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 && self.0.waiting.load(Ordering::SeqCst) {
+            let _guard = self.0.lock.lock().unwrap_or_else(|p| p.into_inner());
             self.0.idle.notify_all();
         }
     }
@@ -569,7 +603,7 @@ mod tests {
 
     #[test]
     fn waits_for_pending_replies() {
-        let f = InFlight { count: std::sync::Mutex::new(0), idle: std::sync::Condvar::new() };
+        let f = InFlight::new();
         assert!(f.wait_idle(Duration::ZERO));
         let p = f.enter();
         assert!(!f.wait_idle(Duration::from_millis(1)));
