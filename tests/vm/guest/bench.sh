@@ -102,7 +102,12 @@ do_mount() {
     esac
 }
 do_umount() { timeout -s KILL 60 umount "$M"; ! is_mounted "$M"; }
-cpu_ticks() { if [ -n "$FPID" ]; then awk '{print $14 + $15}' "/proc/$FPID/stat"; else echo 0; fi; }
+# cpu_ticks [user|sys]: the forwarder's utime+stime (or one of them), clock ticks
+cpu_ticks() {
+    local f='$14 + $15'
+    case ${1:-} in user) f='$14' ;; sys) f='$15' ;; esac
+    if [ -n "$FPID" ]; then awk "{print $f}" "/proc/$FPID/stat"; else echo 0; fi
+}
 now() { date +%s.%N; }
 rate() { awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN { printf "%.3f", n / (b - a) }'; }
 mbrate() { awk -v a="$1" -v b="$2" -v n="$((SIZE_MB * 1048576))" 'BEGIN { printf "%.3f", n / 1e6 / (b - a) }'; }
@@ -110,11 +115,11 @@ mbrate() { awk -v a="$1" -v b="$2" -v n="$((SIZE_MB * 1048576))" 'BEGIN { printf
 small_files() { timeout -s KILL 1200 python3 "$RIG_VM/guest/tools/small_files.py" "$1" "$2"; }
 
 measure() {   # measure FWD ROUND
-    local fwd=$1 r=$2 t0 t1 c0 c1 c2 n key="$1 $MSIZE $2"
+    local fwd=$1 r=$2 t0 t1 c0 c2 u0 u2 n key="$1 $MSIZE $2"
     start_fwd "$fwd"
     if ! do_mount "$fwd"; then bad "round $r $fwd msize $MSIZE: mount failed"; stop_fwd; return; fi
     echo 3 > /proc/sys/vm/drop_caches
-    c0=$(cpu_ticks); t0=$(now)
+    c0=$(cpu_ticks); u0=$(cpu_ticks user); t0=$(now)
     timeout -s KILL 600 dd if="$M/big.bin" of=/dev/null bs=1M status=none || bad "$key: read failed"
     t1=$(now)
     echo "$key read_MBps $(mbrate "$t0" "$t1")" >> "$RAW"
@@ -122,7 +127,7 @@ measure() {   # measure FWD ROUND
     do_mount "$fwd" || { bad "$key: mount failed"; stop_fwd; return; }
     t0=$(now)
     timeout -s KILL 600 dd if="$LOCAL/w.bin" of="$M/w.bin" bs=1M conv=fsync status=none || bad "$key: write failed"
-    t1=$(now); c2=$(cpu_ticks)
+    t1=$(now); c2=$(cpu_ticks); u2=$(cpu_ticks user)
     echo "$key write_MBps $(mbrate "$t0" "$t1")" >> "$RAW"
     [ "$(sha "$EX/w.bin")" = "$(sha "$LOCAL/w.bin")" ] || bad "$key: written file differs on the server"
     rm -f "$EX/w.bin"
@@ -130,8 +135,8 @@ measure() {   # measure FWD ROUND
     if [ -n "$FPID" ]; then
         # CPU of read + write together (the remount in between is included
         # and is a handful of messages)
-        awk -v t="$((c2 - c0))" -v hz="$HZ" -v mib=$((2 * SIZE_MB)) \
-            'BEGIN { printf "'"$key"' cpu_ms_per_MiB %.2f\n", t * 1000 / hz / mib }' >> "$RAW"
+        awk -v t="$((c2 - c0))" -v u="$((u2 - u0))" -v hz="$HZ" -v mib=$((2 * SIZE_MB)) \
+            'BEGIN { printf "'"$key"' cpu_ms_per_MiB %.2f\n'"$key"' user_cpu_ms_per_MiB %.2f\n", t * 1000 / hz / mib, u * 1000 / hz / mib }' >> "$RAW"
     fi
     do_mount "$fwd" || { bad "$key: mount failed"; stop_fwd; return; }
     t0=$(now)
@@ -161,17 +166,17 @@ budget_workload() {
 # profile: where one message's time goes (usb9pfsd), the same workload over
 # tcp, and system calls per message under strace
 profile() {
-    local t0 t1 c0 c1 s0 s1 tcp_s sc="$SC_OUT/strace-$MSIZE.txt"
+    local t0 t1 c0 c1 u0 u1 s0 s1 tcp_s sc="$SC_OUT/strace-$MSIZE.txt"
     do_mount tcp || { bad "budget $MSIZE: tcp mount failed"; return; }
     t0=$(now); budget_workload; t1=$(now)
     tcp_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
     do_umount || { bad "budget $MSIZE: umount failed"; return; }
     start_fwd usb9pfsd
     do_mount usb9pfsd || { bad "budget $MSIZE: mount failed"; stop_fwd; return; }
-    s0=$(status_sum); c0=$(cpu_ticks); t0=$(now)
+    s0=$(status_sum); c0=$(cpu_ticks); u0=$(cpu_ticks user); t0=$(now)
     budget_workload
-    t1=$(now); c1=$(cpu_ticks); s1=$(status_sum)
-    echo "$MSIZE timing $s0 | $s1 | $t0 $t1 | $c0 $c1 | tcp_s $tcp_s" >> "$BUDGET"
+    t1=$(now); c1=$(cpu_ticks); u1=$(cpu_ticks user); s1=$(status_sum)
+    echo "$MSIZE timing $s0 | $s1 | $t0 $t1 | $c0 $c1 | $u0 $u1 | tcp_s $tcp_s" >> "$BUDGET"
     # the same workload with strace attached to every thread of the daemon
     local pids=() t
     for t in /proc/"$FPID"/task/*; do pids+=(-p "${t##*/}"); done
