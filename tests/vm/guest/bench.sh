@@ -15,12 +15,12 @@
 # unlink all, contents checked), and the forwarder's CPU time (utime+stime
 # from /proc/PID/stat) per MiB moved.
 #
-# Then, per msize, the budget of one message through usb9pfsd (profile): a
-# fixed workload (BUDGET_READ_MB sequential read + BUDGET_FILES small files)
-# timed against usb9pfsd's status counters (board_wait_us, server_wait_us,
-# reply_send_us, t_messages) and its CPU, the same workload over trans=tcp
-# for the gap, and once more under `strace -c -f` on every daemon thread for
-# system calls per message.
+# Then, per msize, the budget of one message through usb9pfsd (profile), for
+# each of three workloads (BUDGET_READ_MB sequential read, the same amount
+# written, BUDGET_FILES small files): wall time against usb9pfsd's status
+# counters (server_wait_us, reply_send_us, t_messages) and its CPU, the same
+# workload over trans=tcp for the gap, and all three once more under
+# `strace -c -f` on every daemon thread for system calls per message.
 #
 # Prints medians and ratios, writes /run/rig/out/bench/bench.md (+ raw.txt,
 # budget.txt, strace-*.txt).
@@ -158,36 +158,50 @@ import json, sys
 c = [b["counters"] for b in json.load(sys.stdin)["boards"] if b["counters"]["t_messages"]]
 print(" ".join(str(sum(x.get(f, 0) for x in c)) for f in ("t_messages", "board_wait_us", "server_wait_us", "reply_send_us")))'
 }
-budget_workload() {
-    echo 3 > /proc/sys/vm/drop_caches
-    timeout -s KILL 600 dd if="$M/big.bin" of=/dev/null bs=1M count="$BUDGET_READ_MB" status=none || bad "budget $MSIZE: read failed"
-    small_files "$M/budget" "$BUDGET_FILES" >/dev/null || bad "budget $MSIZE: small files failed"
+# budget_run WORKLOAD: one of the budget's workloads on the mount at $M
+budget_run() {
+    case $1 in
+    read)
+        echo 3 > /proc/sys/vm/drop_caches
+        timeout -s KILL 600 dd if="$M/big.bin" of=/dev/null bs=1M count="$BUDGET_READ_MB" status=none ;;
+    write)
+        timeout -s KILL 600 dd if="$LOCAL/w.bin" of="$M/budget.bin" bs=1M count="$BUDGET_READ_MB" conv=fsync status=none \
+            && rm -f "$EX/budget.bin" ;;
+    small) small_files "$M/budget" "$BUDGET_FILES" >/dev/null ;;
+    esac || bad "budget $MSIZE $1 failed"
 }
-# profile: where one message's time goes (usb9pfsd), the same workload over
-# tcp, and system calls per message under strace
+BUDGET_WORKLOADS=(read write small)
+# profile: where one message's time goes (usb9pfsd), per workload; the same
+# workloads over tcp for the gap; then all of them again under strace for
+# system calls per message
 profile() {
-    local t0 t1 c0 c1 u0 u1 s0 s1 tcp_s sc="$SC_OUT/strace-$MSIZE.txt"
+    local w t0 t1 c0 c1 u0 u1 s0 s1 sc="$SC_OUT/strace-$MSIZE.txt"
+    local -A tcp_s=()
     do_mount tcp || { bad "budget $MSIZE: tcp mount failed"; return; }
-    t0=$(now); budget_workload; t1=$(now)
-    tcp_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
+    for w in "${BUDGET_WORKLOADS[@]}"; do
+        t0=$(now); budget_run "$w"; t1=$(now)
+        tcp_s[$w]=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
+    done
     do_umount || { bad "budget $MSIZE: umount failed"; return; }
     start_fwd usb9pfsd
     do_mount usb9pfsd || { bad "budget $MSIZE: mount failed"; stop_fwd; return; }
-    s0=$(status_sum); c0=$(cpu_ticks); u0=$(cpu_ticks user); t0=$(now)
-    budget_workload
-    t1=$(now); c1=$(cpu_ticks); u1=$(cpu_ticks user); s1=$(status_sum)
-    echo "$MSIZE timing $s0 | $s1 | $t0 $t1 | $c0 $c1 | $u0 $u1 | tcp_s $tcp_s" >> "$BUDGET"
-    # the same workload with strace attached to every thread of the daemon
+    for w in "${BUDGET_WORKLOADS[@]}"; do
+        s0=$(status_sum); c0=$(cpu_ticks); u0=$(cpu_ticks user); t0=$(now)
+        budget_run "$w"
+        t1=$(now); c1=$(cpu_ticks); u1=$(cpu_ticks user); s1=$(status_sum)
+        echo "$MSIZE timing $w $s0 | $s1 | $t0 $t1 | $c0 $c1 | $u0 $u1 | tcp_s ${tcp_s[$w]}" >> "$BUDGET"
+    done
+    # the same workloads with strace attached to every thread of the daemon
     local pids=() t
     for t in /proc/"$FPID"/task/*; do pids+=(-p "${t##*/}"); done
     s0=$(status_sum)
     strace -c -f -q -o "$sc" "${pids[@]}" &
     local spid=$!
     sleep 2
-    budget_workload
+    for w in "${BUDGET_WORKLOADS[@]}"; do budget_run "$w"; done
     kill -INT "$spid"; wait "$spid" 2>/dev/null
     s1=$(status_sum)
-    echo "$MSIZE strace $s0 | $s1" >> "$BUDGET"
+    echo "$MSIZE strace all $s0 | $s1" >> "$BUDGET"
     do_umount || bad "budget $MSIZE: umount failed"
     stop_fwd
     log "budget $MSIZE: $(grep "^$MSIZE " "$BUDGET" | tr '\n' ' ')"

@@ -90,15 +90,15 @@ print("Per-round values: tests/vm/out/bench/raw.txt. Page cache dropped and a fr
 print()
 
 # ---------------------------------------------------------------- budget
-timing, straced = {}, {}
+timing, straced = [], {}
 for line in open(budget):
     parts = line.split()
-    ms, kind = parts[0], parts[1]
-    nums = [x for x in parts[2:] if x != "|"]
+    ms, kind, what = parts[0], parts[1], parts[2]
+    nums = [x for x in parts[3:] if x not in ("|", "tcp_s")]
     if kind == "timing":
-        timing[ms] = nums
+        timing.append((ms, what, [float(x) for x in nums]))
     elif kind == "strace":
-        straced[ms] = nums
+        straced[ms] = [float(x) for x in nums]
 
 
 def strace_calls(ms):
@@ -115,40 +115,41 @@ def strace_calls(ms):
     return calls
 
 
+WORKLOAD = {"read": "read %s MiB" % b_read, "write": "write %s MiB" % b_read, "small": "%s small files" % b_files}
 if timing:
     print("### Where one message's time goes (usb9pfsd)")
     print()
-    print("Workload: sequential read of %s MiB, then %s small files (as above), on a fresh mount; "
-          "the same workload over trans=tcp for the gap. Per message, in µs (wall clock in the guest):" % (b_read, b_files))
+    print("The three workloads one after the other on one mount through usb9pfsd, each timed against the daemon's counters (`usb9pfsd status --json`), "
+          "and the same workload over trans=tcp. Per 9P message, in µs of guest wall clock. "
+          "*Server* is request written → reply read (the server's work and loopback TCP both ways); "
+          "*USB OUT* is the reply's transfer until the board took it; *board + USB IN* is the rest: "
+          "the board's application and 9P client, its usb9pfs function and the IN transfer that brings the next request.")
     print()
-    print("| msize | messages | total | waiting for the board (board's own time + USB IN) | server (request out → reply in) | reply to the board (USB OUT) | usb9pfsd CPU (user + kernel) | of it user space | trans=tcp total | gap to tcp |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for ms in msizes:
-        if ms not in timing:
-            continue
-        n = [float(x) for x in timing[ms][:-1] if x != "tcp_s"]
-        m0, bw0, sv0, rs0, m1, bw1, sv1, rs1, t0, t1, c0, c1, u0, u1 = n[:14]
-        tcp_s = float(timing[ms][-1])
+    print("| msize | workload | messages | total | board + USB IN | server | USB OUT | usb9pfsd CPU (user + kernel) | of it user space | trans=tcp total | gap to tcp |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for ms, what, n in timing:
+        m0, bw0, sv0, rs0, m1, bw1, sv1, rs1, t0, t1, c0, c1, u0, u1, tcp_s = n[:15]
         msgs = m1 - m0
         if msgs <= 0:
             continue
         wall = (t1 - t0) * 1e6 / msgs
+        server, out = (sv1 - sv0) / msgs, (rs1 - rs0) / msgs
         cpu = (c1 - c0) / hz * 1e6 / msgs
         user = (u1 - u0) / hz * 1e6 / msgs
         tcp = tcp_s * 1e6 / msgs
-        print("| %s | %d | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f |" % (
-            ms, msgs, wall, (bw1 - bw0) / msgs, (sv1 - sv0) / msgs, (rs1 - rs0) / msgs, cpu, user, tcp, wall - tcp))
+        print("| %s | %s | %d | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f |" % (
+            ms, WORKLOAD.get(what, what), msgs, wall, wall - server - out, server, out, cpu, user, tcp, wall - tcp))
     print()
 
 if straced:
-    print("### System calls per message (usb9pfsd, strace -c -f on every thread, same workload)")
+    print("### System calls per message (usb9pfsd, strace -c -f on every thread, all three workloads)")
     print()
     print("| msize | messages | all | per call |")
     print("|---|---|---|---|")
     for ms in msizes:
         if ms not in straced:
             continue
-        n = [float(x) for x in straced[ms]]
+        n = straced[ms]
         msgs = n[4] - n[0]
         calls = strace_calls(ms)
         if msgs <= 0 or not calls:
