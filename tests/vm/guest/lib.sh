@@ -634,6 +634,37 @@ log_since() { fwd_log | tail -n +"$((LOG_MARK + 1))"; }
 log_names() { log_since | grep -F -- "$1" | grep -E -- "busaddr=$2([^0-9]|\$)" | grep -Eiq -- "$3"; }
 log_count() { log_since | grep -F -- "$1" | grep -Eic -- "$2" || true; }
 
+# fault_rig_setup: the fault scenarios' common start: two dummy_hcd ports,
+# diod "s" on 5640 exporting $EXPORTS/s with a 256 KiB data.bin (the
+# simulator's server) and diod "b" on 5641 exporting $EXPORTS/b with a 4 MiB
+# stream.bin (board B's), whose sha256 goes to FAULT_WANT_B.
+fault_rig_setup() {
+    rig_setup 2
+    mkdir -p "$EXPORTS/s" "$EXPORTS/b"
+    diod_start s 5640 "$EXPORTS/s"
+    diod_start b 5641 "$EXPORTS/b"
+    dd if=/dev/urandom of="$EXPORTS/s/data.bin" bs=1k count=256 status=none
+    dd if=/dev/urandom of="$EXPORTS/b/stream.bin" bs=1M count=4 status=none
+    FAULT_WANT_B=$(sha "$EXPORTS/b/stream.bin")
+}
+# fault_rig_start DESCRIPTION: board B (0002-BOARD-B on dummy_udc.1, served
+# by diod b) and the simulator SIM_SERIAL on dummy_udc.0 (its mapping set by
+# the caller), the daemon started (PID0), B mounted, then one checked
+# simulator session reading data.bin (a check named DESCRIPTION).
+fault_rig_start() {
+    board_create B 0002-BOARD-B 1209:0001 rigB dummy_udc.1
+    B_BACKEND[B]=127.0.0.1:5641
+    fwd_write_config "$LOCAL/usb9pfsd.toml"
+    sim_start sim "$SIM_SERIAL" 1d6b:0109 dummy_udc.0
+    board_plug B
+    sim_plug
+    fwd_start
+    PID0=$FWD_PID
+    board_mount B "$EXPORTS/b" || die "board B: mount failed"
+    SIM_ANAME=$EXPORTS/s SIM_FILE=data.bin SIM_SHA=$(sha "$EXPORTS/s/data.bin")
+    sim_session "$1"
+}
+
 # fwd_same_pid PID: usb9pfsd is still the same, living process.
 fwd_same_pid() { [ "$FWD_PID" = "$1" ] && kill -0 "$1" 2>/dev/null; }
 fwd_hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$FWD_PID/status" 2>/dev/null; }

@@ -85,28 +85,12 @@ partial() {
 
 scenario_main() {
     requires_usb9pfsd
-    rig_setup 2
-    local exs=$EXPORTS/s exb=$EXPORTS/b
-    mkdir -p "$exs" "$exb"
-    diod_start s 5640 "$exs"
-    diod_start b 5641 "$exb"
-    dd if=/dev/urandom of="$exs/data.bin" bs=1k count=256 status=none
-    dd if=/dev/urandom of="$exb/stream.bin" bs=1M count=4 status=none
-    local want_b; want_b=$(sha "$exb/stream.bin")
+    fault_rig_setup
+    local exs=$EXPORTS/s want_b=$FAULT_WANT_B
 
-    board_create B 0002-BOARD-B 1209:0001 rigB dummy_udc.1
-    B_BACKEND[B]=127.0.0.1:5641
     SIM_SERIAL=0009-SIM-F
     FWD_MAP_SERIAL[$SIM_SERIAL]=127.0.0.1:5640
-    fwd_write_config "$LOCAL/usb9pfsd.toml"
-    sim_start sim "$SIM_SERIAL" 1d6b:0109 dummy_udc.0
-    board_plug B
-    sim_plug
-    fwd_start
-    PID0=$FWD_PID
-    board_mount B "$exb" || die "board B: mount failed"
-    SIM_ANAME=$exs SIM_FILE=data.bin SIM_SHA=$(sha "$exs/data.bin")
-    sim_session "baseline: simulator's valid session works"
+    fault_rig_start "baseline: simulator's valid session works"
     local hwm0 fds0; hwm0=$(fwd_hwm_kib) fds0=$(fwd_fds)
     log "usb9pfsd VmHWM ${hwm0} KiB, fds $fds0 before the faults"
 

@@ -98,32 +98,16 @@ message_fault() {
 
 scenario_main() {
     requires_usb9pfsd
-    rig_setup 2
-    local exs=$EXPORTS/s exb=$EXPORTS/b
-    mkdir -p "$exs" "$exb"
-    diod_start s 5640 "$exs"
-    diod_start b 5641 "$exb"
-    dd if=/dev/urandom of="$exs/data.bin" bs=1k count=256 status=none
-    dd if=/dev/urandom of="$exb/stream.bin" bs=1M count=4 status=none
-    local want_b; want_b=$(sha "$exb/stream.bin")
+    fault_rig_setup
+    local want_b=$FAULT_WANT_B
     mode proxy
     python3 -u "$FAKE9P_PY" --listen 5642 --upstream 5640 --control "$LOCAL/fake9p.mode" >>"$SC_OUT/fake9p.log" 2>&1 &
     local fake=$!
     wait_until 20 port_listening 5642 || die "fake9p did not listen on 5642"
 
-    board_create B 0002-BOARD-B 1209:0001 rigB dummy_udc.1
-    B_BACKEND[B]=127.0.0.1:5641
     SIM_SERIAL=0009-SIM-V
     FWD_EXTRA_CONFIG=$(printf '[[board]]\nserial = "%s"\nbackend = "127.0.0.1:5642"\nrequest_timeout = %s\n' "$SIM_SERIAL" "$REQUEST_TIMEOUT")
-    fwd_write_config "$LOCAL/usb9pfsd.toml"
-    sim_start sim "$SIM_SERIAL" 1d6b:0109 dummy_udc.0
-    board_plug B
-    sim_plug
-    fwd_start
-    PID0=$FWD_PID
-    board_mount B "$exb" || die "board B: mount failed"
-    SIM_ANAME=$exs SIM_FILE=data.bin SIM_SHA=$(sha "$exs/data.bin")
-    sim_session "baseline: simulator's valid session through the proxy works"
+    fault_rig_start "baseline: simulator's valid session through the proxy works"
     local hwm0; hwm0=$(fwd_hwm_kib)
 
     stream_start "${B_MNT[B]}/stream.bin"
