@@ -24,7 +24,7 @@ use tokio::time::{sleep_until, Instant};
 use crate::board::{BusAddr, GadgetInfo, GadgetKey};
 use crate::config::{Config, ConfigError, Decision, Target};
 use crate::ninep::forward::Limits;
-use crate::usb::pipe::StopSwitch;
+use crate::usb::pipe::{StopSwitch, NUDGE_EVERY};
 use crate::ninep::reconnect::BoardBackend;
 use crate::daemon::reload;
 use crate::daemon::status::{self, Activity, BoardState, BoardStatus, Counters, DaemonStatus, Stamped, StatusReport};
@@ -149,6 +149,8 @@ pub struct Supervisor<S: Spawn> {
     last_reload_error: Option<Stamped>,
     started_at: SystemTime,
     started: Instant,
+    /// When the running workers' waits are nudged next (`StopSwitch::nudge`).
+    next_nudge: Instant,
 }
 
 impl<S: Spawn> Supervisor<S> {
@@ -172,6 +174,7 @@ impl<S: Spawn> Supervisor<S> {
             last_reload_error: None,
             started_at: SystemTime::now(),
             started: Instant::now(),
+            next_nudge: Instant::now() + NUDGE_EVERY,
         }
     }
 
@@ -181,6 +184,16 @@ impl<S: Spawn> Supervisor<S> {
     pub fn with_inherited(mut self, inherited: BTreeMap<GadgetKey, Carry>) -> Self {
         self.inherited = inherited;
         self
+    }
+
+    /// Nudges every running worker's wait for its board's next message, so a
+    /// message begun and never ended (a board stopped inside a run of full
+    /// packets) is noticed and bounded: see `StopSwitch::nudge`.
+    fn nudge_workers(&mut self) {
+        for b in self.boards.values().filter(|b| matches!(b.slot, Slot::Running)) {
+            b.stop.nudge();
+        }
+        self.next_nudge = Instant::now() + NUDGE_EVERY;
     }
 
     /// Names the config file, for `status` (the caller re-reads it on reload).
@@ -194,9 +207,15 @@ impl<S: Spawn> Supervisor<S> {
         loop {
             let due = self.next_restart();
             let handing = self.handing.as_ref().map(|h| h.deadline);
+            // Only while a worker waits for its board: an empty daemon sleeps.
+            let nudge = self.boards.values().any(|b| matches!(b.slot, Slot::Running)).then_some(self.next_nudge);
             let input = tokio::select! {
                 biased;
                 input = rx.recv() => input,
+                _ = sleep_until(nudge.unwrap_or_else(Instant::now)), if nudge.is_some() => {
+                    self.nudge_workers();
+                    continue;
+                }
                 _ = sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
                     self.restart_due();
                     continue;

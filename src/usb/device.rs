@@ -429,7 +429,13 @@ impl UsbPipe for Device {
 
     fn read_transfer(&mut self, buf: &mut [u8], at_boundary: bool) -> Result<usize, UsbError> {
         self.stop.arm(at_boundary);
-        let r = self.run(Which::Rx, buf.as_mut_ptr(), buf.len(), false, at_boundary);
+        let r = loop {
+            match self.run(Which::Rx, buf.as_mut_ptr(), buf.len(), false, at_boundary) {
+                // A nudge found the board idle: wait again.
+                Err(UsbError::Stopped) if !self.stop.requested() => continue,
+                r => break r,
+            }
+        };
         self.stop.arm(false);
         r
     }

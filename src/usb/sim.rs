@@ -173,6 +173,9 @@ impl UsbPipe for HostEnd {
                     }
                     p
                 }
+                // As device.rs: a nudge (no stop requested) that finds
+                // nothing keeps waiting.
+                Ok(Packet::Cancel) if at_boundary && got == 0 && !self.stop.requested() => continue,
                 Ok(Packet::Cancel) if at_boundary => {
                     self.stop.arm(false);
                     return if got == 0 { Err(UsbError::Stopped) } else { Ok(got) };

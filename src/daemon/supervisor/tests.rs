@@ -702,3 +702,27 @@ async fn a_board_unplugged_during_a_hand_over_does_not_call_it_off() {
     assert_eq!(handed.len(), 1);
     assert_eq!(handed[0].info.key().to_string(), "001-002#0");
 }
+
+#[tokio::test(start_paused = true)]
+async fn running_workers_waits_are_nudged_periodically_never_stopped() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let r = rig(CONFIG);
+    r.send(HotplugEvent::Present(gadget("A", 1, 2)));
+    let _ = r.status().await;
+    let stop = r.jobs.lock().expect("lock")[0].stop.clone();
+    let nudges = Arc::new(AtomicUsize::new(0));
+    let n = nudges.clone();
+    stop.set_canceller(Some(Box::new(move || {
+        n.fetch_add(1, Ordering::SeqCst);
+    })));
+    // The worker waits at a message boundary.
+    stop.arm(true);
+    tokio::time::advance(crate::usb::pipe::NUDGE_EVERY + Duration::from_millis(1)).await;
+    let _ = r.status().await;
+    assert_eq!(nudges.load(Ordering::SeqCst), 1);
+    tokio::time::advance(crate::usb::pipe::NUDGE_EVERY).await;
+    let _ = r.status().await;
+    assert_eq!(nudges.load(Ordering::SeqCst), 2);
+    assert!(!stop.requested(), "a nudge never stops a worker");
+    assert_eq!(r.job_count(), 1, "and never restarts one");
+}
