@@ -283,9 +283,14 @@ impl Backend {
     /// `ceiling` bytes, and past the first one never past the declared size.
     fn recv(&mut self, buf: &mut [u8], ceiling: u32, deadline: Option<Deadline>) -> Result<usize, BackendError> {
         let ceiling = (ceiling as usize).min(buf.len());
+        // At least the size field, never past the buffer.
+        let first = ceiling.max(4).min(buf.len());
         let mut got = 0;
         let size = loop {
-            got += self.read_some(&mut buf[got..ceiling.max(4)], deadline)?;
+            if got >= first {
+                return Err(FrameError::TooSmall { size: got as u32 }.into());
+            }
+            got += self.read_some(&mut buf[got..first], deadline)?;
             if let Some(size) = frame::peek_size(&buf[..got]) {
                 break size;
             }
