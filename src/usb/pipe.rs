@@ -63,10 +63,7 @@ impl StopSwitch {
     /// boundary. Idempotent.
     pub fn request(&self) {
         self.requested.store(true, Ordering::SeqCst);
-        let c = lock(&self.cancel);
-        if let (true, Some(cancel)) = (c.armed, &c.cancel) {
-            cancel();
-        }
+        self.nudge();
     }
 
     pub fn requested(&self) -> bool {
