@@ -10,10 +10,11 @@
 #
 # Each round: sequential read and write of a 16 MiB file (fresh mount each, page
 # cache dropped), a metadata walk of a 1000-file tree by one process
-# (find -printf '%s\n'), a small-file workload by one process (BENCH_FILES,
-# default 2000, files of 0.5-4 KiB: create+write all, stat all, read all,
-# unlink all, contents checked), and the forwarder's CPU time (utime+stime
-# from /proc/PID/stat) per MiB moved.
+# (tools/walk.py: read every directory, lstat every entry, as find does), a
+# small-file workload by one process (BENCH_FILES, default 2000, files of
+# 0.5-4 KiB: create+write all, stat all, read all, unlink all, contents
+# checked), and the forwarder's CPU time (utime+stime from /proc/PID/stat)
+# per MiB moved. Each workload times itself (see timed_dd).
 #
 # Then, per msize, the budget of one message through usb9pfsd (profile), for
 # each of three workloads (BUDGET_READ_MB sequential read, the same amount
@@ -108,27 +109,44 @@ cpu_ticks() {
     case ${1:-} in user) f='$14' ;; sys) f='$15' ;; esac
     if [ -n "$FPID" ]; then awk "{print $f}" "/proc/$FPID/stat"; else echo 0; fi
 }
-now() { date +%s.%N; }
-rate() { awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN { printf "%.3f", n / (b - a) }'; }
-mbrate() { awk -v a="$1" -v b="$2" -v n="$((SIZE_MB * 1048576))" 'BEGIN { printf "%.3f", n / 1e6 / (b - a) }'; }
-# small_files DIR N: the small-file workload; prints files/s, fails on a mismatch
+# Every workload times itself (dd's own report; walk.py and small_files.py
+# read the clock inside the process): timing around a command would add its
+# fork/exec, which costs tens to hundreds of ms under TCG (more right after
+# drop_caches, when binaries come back from the host over virtio-9p), and
+# that squeezed every ratio toward 1 (a 16 MiB write at 20 MB/s is 0.8 s).
+# timed_dd DD-ARGS...: prints the seconds dd reports (from after its files
+# are open until the copy and any conv=fsync end); fails if dd fails.
+timed_dd() {
+    local out
+    out=$(LC_ALL=C timeout -s KILL 600 dd "$@" 2>&1 >/dev/null) || { printf '%s\n' "$out" >&2; return 1; }
+    out=$(printf '%s\n' "$out" | sed -n 's/.* copied, \([0-9.e+-]*\) s,.*/\1/p')
+    [ -n "$out" ] && printf '%s\n' "$out"
+}
+# warm_exec: after drop_caches, bring dd, awk and python3 back into the page
+# cache before anything is timed
+warm_exec() { dd if=/dev/zero of=/dev/null count=1 status=none; awk 'BEGIN {}'; python3 -c ''; }
+per_s() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.3f", n / s }'; }
+mbps() { awk -v s="$1" -v n="$((SIZE_MB * 1048576))" 'BEGIN { printf "%.3f", n / 1e6 / s }'; }
+# small_files DIR N: the small-file workload; prints "files/s seconds", fails
+# on a mismatch
 small_files() { timeout -s KILL 1200 python3 "$RIG_VM/guest/tools/small_files.py" "$1" "$2"; }
+# walk DIR: the metadata walk; prints "entries seconds"
+walk() { timeout -s KILL 600 python3 "$RIG_VM/guest/tools/walk.py" "$1"; }
 
 measure() {   # measure FWD ROUND
-    local fwd=$1 r=$2 t0 t1 c0 c2 u0 u2 n key="$1 $MSIZE $2"
+    local fwd=$1 r=$2 s c0 c2 u0 u2 n key="$1 $MSIZE $2"
     start_fwd "$fwd"
     if ! do_mount "$fwd"; then bad "round $r $fwd msize $MSIZE: mount failed"; stop_fwd; return; fi
     echo 3 > /proc/sys/vm/drop_caches
-    c0=$(cpu_ticks); u0=$(cpu_ticks user); t0=$(now)
-    timeout -s KILL 600 dd if="$M/big.bin" of=/dev/null bs=1M status=none || bad "$key: read failed"
-    t1=$(now)
-    echo "$key read_MBps $(mbrate "$t0" "$t1")" >> "$RAW"
+    warm_exec
+    c0=$(cpu_ticks); u0=$(cpu_ticks user)
+    if s=$(timed_dd if="$M/big.bin" of=/dev/null bs=1M); then echo "$key read_MBps $(mbps "$s")" >> "$RAW"
+    else bad "$key: read failed"; fi
     do_umount || { bad "$key: umount failed"; return; }
     do_mount "$fwd" || { bad "$key: mount failed"; stop_fwd; return; }
-    t0=$(now)
-    timeout -s KILL 600 dd if="$LOCAL/w.bin" of="$M/w.bin" bs=1M conv=fsync status=none || bad "$key: write failed"
-    t1=$(now); c2=$(cpu_ticks); u2=$(cpu_ticks user)
-    echo "$key write_MBps $(mbrate "$t0" "$t1")" >> "$RAW"
+    if s=$(timed_dd if="$LOCAL/w.bin" of="$M/w.bin" bs=1M conv=fsync); then echo "$key write_MBps $(mbps "$s")" >> "$RAW"
+    else bad "$key: write failed"; fi
+    c2=$(cpu_ticks); u2=$(cpu_ticks user)
     [ "$(sha "$EX/w.bin")" = "$(sha "$LOCAL/w.bin")" ] || bad "$key: written file differs on the server"
     rm -f "$EX/w.bin"
     do_umount || { bad "$key: umount failed"; return; }
@@ -139,13 +157,11 @@ measure() {   # measure FWD ROUND
             'BEGIN { printf "'"$key"' cpu_ms_per_MiB %.2f\n'"$key"' user_cpu_ms_per_MiB %.2f\n", t * 1000 / hz / mib, u * 1000 / hz / mib }' >> "$RAW"
     fi
     do_mount "$fwd" || { bad "$key: mount failed"; stop_fwd; return; }
-    t0=$(now)
-    n=$(timeout -s KILL 600 find "$M/tree" -printf '%s\n' | wc -l)
-    t1=$(now)
-    [ "$n" -eq "$NENT" ] || bad "$key: walk saw $n entries, expected $NENT"
-    echo "$key meta_ops $(rate "$t0" "$t1" "$n")" >> "$RAW"
+    n=$(walk "$M/tree") || bad "$key: walk failed: $n"
+    [ "${n% *}" = "$NENT" ] || bad "$key: walk saw ${n% *} entries, expected $NENT"
+    echo "$key meta_ops $(per_s "${n% *}" "${n#* }")" >> "$RAW"
     n=$(small_files "$M/small" "$NFILES") || bad "$key: small-file workload failed: $n"
-    echo "$key small_files_per_s ${n:-0}" >> "$RAW"
+    echo "$key small_files_per_s ${n%% *}" >> "$RAW"
     do_umount || bad "$key: umount failed"
     stop_fwd
     log "$key: $(grep "^$key " "$RAW" | cut -d' ' -f4- | tr '\n' ' ')"
@@ -158,38 +174,40 @@ import json, sys
 c = [b["counters"] for b in json.load(sys.stdin)["boards"] if b["counters"]["t_messages"]]
 print(" ".join(str(sum(x.get(f, 0) for x in c)) for f in ("t_messages", "board_wait_us", "server_wait_us", "reply_send_us")))'
 }
-# budget_run WORKLOAD: one of the budget's workloads on the mount at $M
+# budget_run WORKLOAD: one of the budget's workloads on the mount at $M;
+# prints the seconds it took (timed inside the workload, as above)
 budget_run() {
+    local out
     case $1 in
     read)
         echo 3 > /proc/sys/vm/drop_caches
-        timeout -s KILL 600 dd if="$M/big.bin" of=/dev/null bs=1M count="$BUDGET_READ_MB" status=none ;;
+        warm_exec
+        timed_dd if="$M/big.bin" of=/dev/null bs=1M count="$BUDGET_READ_MB" ;;
     write)
-        timeout -s KILL 600 dd if="$LOCAL/w.bin" of="$M/budget.bin" bs=1M count="$BUDGET_READ_MB" conv=fsync status=none \
+        timed_dd if="$LOCAL/w.bin" of="$M/budget.bin" bs=1M count="$BUDGET_READ_MB" conv=fsync \
             && rm -f "$EX/budget.bin" ;;
-    small) small_files "$M/budget" "$BUDGET_FILES" >/dev/null ;;
-    esac || bad "budget $MSIZE $1 failed"
+    small) out=$(small_files "$M/budget" "$BUDGET_FILES") && echo "${out#* }" ;;
+    esac || { bad "budget $MSIZE $1 failed"; echo 0; }
 }
 BUDGET_WORKLOADS=(read write small)
 # profile: where one message's time goes (usb9pfsd), per workload; the same
 # workloads over tcp for the gap; then all of them again under strace for
 # system calls per message
 profile() {
-    local w t0 t1 c0 c1 u0 u1 s0 s1 sc="$SC_OUT/strace-$MSIZE.txt"
+    local w e c0 c1 u0 u1 s0 s1 sc="$SC_OUT/strace-$MSIZE.txt"
     local -A tcp_s=()
     do_mount tcp || { bad "budget $MSIZE: tcp mount failed"; return; }
     for w in "${BUDGET_WORKLOADS[@]}"; do
-        t0=$(now); budget_run "$w"; t1=$(now)
-        tcp_s[$w]=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
+        tcp_s[$w]=$(budget_run "$w")
     done
     do_umount || { bad "budget $MSIZE: umount failed"; return; }
     start_fwd usb9pfsd
     do_mount usb9pfsd || { bad "budget $MSIZE: mount failed"; stop_fwd; return; }
     for w in "${BUDGET_WORKLOADS[@]}"; do
-        s0=$(status_sum); c0=$(cpu_ticks); u0=$(cpu_ticks user); t0=$(now)
-        budget_run "$w"
-        t1=$(now); c1=$(cpu_ticks); u1=$(cpu_ticks user); s1=$(status_sum)
-        echo "$MSIZE timing $w $s0 | $s1 | $t0 $t1 | $c0 $c1 | $u0 $u1 | tcp_s ${tcp_s[$w]}" >> "$BUDGET"
+        s0=$(status_sum); c0=$(cpu_ticks); u0=$(cpu_ticks user)
+        e=$(budget_run "$w")
+        c1=$(cpu_ticks); u1=$(cpu_ticks user); s1=$(status_sum)
+        echo "$MSIZE timing $w $s0 | $s1 | 0 $e | $c0 $c1 | $u0 $u1 | tcp_s ${tcp_s[$w]}" >> "$BUDGET"
     done
     # the same workloads with strace attached to every thread of the daemon
     local pids=() t
@@ -198,7 +216,7 @@ profile() {
     strace -c -f -q -o "$sc" "${pids[@]}" &
     local spid=$!
     sleep 2
-    for w in "${BUDGET_WORKLOADS[@]}"; do budget_run "$w"; done
+    for w in "${BUDGET_WORKLOADS[@]}"; do budget_run "$w" >/dev/null; done
     kill -INT "$spid"; wait "$spid" 2>/dev/null
     s1=$(status_sum)
     echo "$MSIZE strace all $s0 | $s1" >> "$BUDGET"

@@ -43,7 +43,7 @@ def fr(x):
 ROWS = [
     ("sequential read, MB/s (%s MiB)" % size, "read_MBps", True),
     ("sequential write, MB/s (%s MiB, fsync)" % size, "write_MBps", True),
-    ("metadata walk, entries/s (find over %s entries)" % nent, "meta_ops", True),
+    ("metadata walk, entries/s (walk.py over %s entries)" % nent, "meta_ops", True),
     ("small files, files/s (%s × create+write, stat, read, unlink)" % nfiles, "small_files_per_s", True),
     ("forwarder CPU, ms per MiB moved (read+write)", "cpu_ms_per_MiB", False),
     ("… of which in user space (the forwarder's own code)", "user_cpu_ms_per_MiB", False),

@@ -3,7 +3,8 @@
 untar, a build and a clean: one process creates and writes N files of
 0.5-4 KiB in a fresh directory, then stats each, reads each back (checked),
 then unlinks each and the directory. Prints files per second (N divided by
-the whole time); exits non-zero on any mismatch."""
+the whole time) and the seconds taken, timed inside the process (no
+interpreter start-up); exits non-zero on any mismatch."""
 import os
 import sys
 import time
@@ -26,4 +27,5 @@ for i, p in enumerate(names):
 for p in names:
     os.unlink(p)
 os.rmdir(d)
-print("%.3f" % (n / (time.monotonic() - t0)))
+secs = time.monotonic() - t0
+print("%.3f %.6f" % (n / secs, secs))
