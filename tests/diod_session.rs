@@ -142,7 +142,9 @@ fn real_9p_session_through_a_worker_to_diod() {
     std::fs::write(export.join("data.bin"), &data).expect("write file");
     let diod = start_diod(&export);
 
-    let (host, board) = sim::gadget(512, 16384);
+    let (mut host, board) = sim::gadget(512, 16384);
+    // In-place transfer memory, as usbfs's mappings give a real device.
+    host.offer_transfer_mem(1 << 20);
     let counters = Arc::new(Counters::default());
     let backend = Arc::new(BoardBackend::new(format!("127.0.0.1:{}", diod.port).parse().expect("addr")));
     let (end_tx, end_rx) = std::sync::mpsc::channel();
@@ -184,6 +186,8 @@ fn real_9p_session_through_a_worker_to_diod() {
     assert!(got == data, "file bytes read through the worker match the server's file");
     rpc(&board, Msg::new(120, 5).u32(2).done(), 121);
     assert_eq!(board.empty_receives(), 0, "no ZLP leaked into a later receive");
+    let (in_place, copied) = board.transfers_in_place_and_copied();
+    assert!(in_place > 2 * counts.len() && copied <= 2, "the session's transfers in place ({in_place}), only Tversion's copied ({copied})");
 
     // umount + mount without replug: a new Tversion, a fresh server session.
     mount(&board, &export, 8192);

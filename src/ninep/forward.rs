@@ -12,7 +12,10 @@
 //!
 //! It must never decide policy — which server, when to retry, what to log
 //! about connection attempts: it asks [`Backends`] and reports to it. It must
-//! never allocate per message: both buffers are allocated once per worker.
+//! never allocate per message: both buffers are allocated once per worker,
+//! and the in-place transfer memory (usbfs's mapped buffers, which spare a
+//! copy and a kernel allocation per transfer) once per session, sized to the
+//! session's msize.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +23,7 @@ use std::time::Instant;
 
 use crate::ninep::backend::{Backend, BackendError};
 use crate::ninep::frame::{self, Decoded, Dialect, FrameError, ERROR_REPLY_MAX, TVERSION};
-use crate::usb::pipe::{self, RecvError, UsbError, UsbPipe};
+use crate::usb::pipe::{self, RecvError, TransferMem, UsbError, UsbPipe};
 use crate::daemon::status::{Activity, Counters, IN_FLIGHT};
 
 /// Size limits of one board.
@@ -100,16 +103,61 @@ impl Session {
     }
 }
 
+/// The most in-place transfer memory one buffer of a worker maps: enough for
+/// 64 KiB frames, the largest msize boards are given in practice. usbfs
+/// counts it against the host-wide `usbfs_memory_mb` (16 MiB by default,
+/// shared with adb, fastboot and every other usbfs user), so it follows the
+/// session's msize, not `max_frame`; larger frames use the heap buffers.
+pub const TRANSFER_MEM_MAX: usize = pipe::IN_CHUNK_MAX;
+
+/// Bytes of in-place memory a session with this ceiling needs: for its
+/// T-messages and for its R-messages.
+fn mem_need(ceiling: u32, max_packet: usize) -> (usize, usize) {
+    (pipe::request_len(ceiling, max_packet), (ceiling as usize).max(ERROR_REPLY_MAX))
+}
+
+/// Makes `mem` hold at least `need` bytes if that is within
+/// [`TRANSFER_MEM_MAX`] (a session's start, never per message); without it
+/// the session's frames go through the heap buffers.
+fn fit_mem<P: UsbPipe + ?Sized>(pipe: &mut P, mem: &mut Option<TransferMem>, need: usize) {
+    if need > TRANSFER_MEM_MAX || mem.as_ref().is_some_and(|m| m.len() >= need) {
+        return;
+    }
+    // Unmapped before the larger one is asked for: both count against the
+    // same limit.
+    *mem = None;
+    *mem = pipe.transfer_mem(need);
+}
+
+/// In-place memory if it holds `need` bytes, else the heap buffer.
+fn pick<'a>(mem: &'a mut Option<TransferMem>, heap: &'a mut [u8], need: usize) -> &'a mut [u8] {
+    match mem {
+        Some(m) if m.len() >= need => m.bytes(),
+        _ => heap,
+    }
+}
+
 /// Runs the loop until the board goes away, breaks the protocol, or the loop
 /// is stopped at a message boundary (then `s` holds the live session).
 pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters: &Counters, limits: Limits, s: &mut Session) -> Exit {
-    let mut tbuf = vec![0u8; pipe::request_len(limits.max_frame, pipe.max_packet_size())];
+    let mps = pipe.max_packet_size();
+    let mut tbuf = vec![0u8; pipe::request_len(limits.max_frame, mps)];
     let mut rbuf = vec![0u8; (limits.max_frame as usize).max(ERROR_REPLY_MAX)];
+    // In-place transfer memory for the T- and R-messages of a session whose
+    // msize fits (a session handed over by a predecessor already has one).
+    let (mut tmem, mut rmem) = (None, None);
+    if s.live {
+        let (tn, rn) = mem_need(s.ceiling, mps);
+        fit_mem(pipe, &mut tmem, tn);
+        fit_mem(pipe, &mut rmem, rn);
+    }
     // The per-message time budget: three monotonic clock reads per message
     // (vDSO, no system call).
     let mut mark = Instant::now();
     loop {
-        let n = match pipe::recv_message(pipe, &mut tbuf, s.ceiling) {
+        let (tn, _) = mem_need(s.ceiling, mps);
+        let tb = pick(&mut tmem, &mut tbuf, tn);
+        let n = match pipe::recv_message(pipe, tb, s.ceiling) {
             Ok(n) => n,
             Err(RecvError::Usb(UsbError::Gone)) => return Exit::BoardGone,
             Err(RecvError::Usb(UsbError::Stopped)) => return Exit::Stopped,
@@ -121,7 +169,7 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
         let _busy = counters.busy();
         let received = Instant::now();
         add_ns(&counters.time.board_ns, mark, received);
-        let t = &tbuf[..n];
+        let t = &tb[..n];
         tracing::trace!(target: "usb9pfsd::wire", "board → server {}", Decoded(t));
         counters.t_messages.fetch_add(1, Ordering::Relaxed);
         counters.t_bytes.fetch_add(n as u64, Ordering::Relaxed);
@@ -172,7 +220,8 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
             continue;
         };
 
-        let exchanged = backend.exchange(t, &mut rbuf, s.ceiling, limits.request_timeout);
+        let rb = pick(&mut rmem, &mut rbuf, mem_need(s.ceiling, mps).1);
+        let exchanged = backend.exchange(t, rb, s.ceiling, limits.request_timeout);
         let answered = Instant::now();
         add_ns(&counters.time.server_ns, received, answered);
         let r_len = match exchanged {
@@ -190,7 +239,7 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
                 continue;
             }
         };
-        let r = &rbuf[..r_len];
+        let r = &rb[..r_len];
         if h.kind == TVERSION {
             if let Some(v) = frame::version(r) {
                 s.ceiling = s.ceiling.min(v.msize.max(frame::HEADER_LEN as u32));
@@ -209,6 +258,12 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
         }
         mark = Instant::now();
         add_ns(&counters.time.reply_ns, answered, mark);
+        if h.kind == TVERSION {
+            // A new session with its msize: in-place memory to match.
+            let (tn, rn) = mem_need(s.ceiling, mps);
+            fit_mem(pipe, &mut tmem, tn);
+            fit_mem(pipe, &mut rmem, rn);
+        }
     }
 }
 
@@ -456,6 +511,72 @@ mod tests {
             assert_eq!(board.recv(), want, "R-message of {len} bytes");
         }
         assert_eq!(board.empty_receives(), 0, "no ZLP leaked into a later request");
+        drop(board);
+        assert_eq!(worker.join().expect("join"), Exit::BoardGone);
+    }
+
+    /// A worker on a board with a 1 MiB buflen whose host end offers
+    /// in-place transfer memory of at most `limit` bytes live.
+    fn start_with_mem(limit: usize) -> (sim::Board, std::thread::JoinHandle<Exit>, Server) {
+        let server = server(echo);
+        let (mut host, board) = sim::gadget(512, 1 << 20);
+        host.offer_transfer_mem(limit);
+        let limits = Limits { max_frame: 1 << 20, board_buflen: 1 << 20, request_timeout: None };
+        let backends = Direct(server.addr.clone());
+        let worker = std::thread::spawn(move || run(&mut host, &backends, &Counters::default(), limits, &mut Session::new(limits)));
+        (board, worker, server)
+    }
+
+    fn echoed(board: &sim::Board, len: usize, tag: u16) {
+        let m = msg(116, tag, &vec![(len % 251) as u8; len - 7]);
+        board.send(&m);
+        let mut want = m;
+        want[4] = 117;
+        assert!(board.recv() == want, "R-message of {len} bytes differs");
+    }
+
+    #[test]
+    fn a_session_whose_msize_fits_moves_its_frames_in_place_and_a_larger_one_through_the_heap() {
+        let (board, worker, _server) = start_with_mem(1 << 20);
+        // Before any Tversion the ceiling is max_frame: nothing is mapped.
+        // (Counts may include the worker's next read, already asked for.)
+        board.send(&tversion(65536, "9P2000.L"));
+        assert_eq!(board.recv()[4], RVERSION);
+        assert_eq!(board.transfers_in_place_and_copied().1, 2, "the Tversion exchange is copied");
+        for (i, len) in [65536usize, 65536 - 512, 16384, 513, 11].into_iter().enumerate() {
+            echoed(&board, len, i as u16);
+        }
+        let (in_place, copied) = board.transfers_in_place_and_copied();
+        assert_eq!(copied, 2, "every transfer of the session in place");
+        assert!(in_place >= 10);
+        // A session above TRANSFER_MEM_MAX: its frames go through the heap.
+        board.send(&tversion(1 << 20, "9P2000.L"));
+        assert_eq!(board.recv()[4], RVERSION);
+        let (_, copied) = board.transfers_in_place_and_copied();
+        echoed(&board, 200_000, 9);
+        assert!(board.transfers_in_place_and_copied().1 > copied, "the large session is copied");
+        // Back to a small session: in place again, and the frames intact.
+        board.send(&tversion(8192, "9P2000.L"));
+        assert_eq!(board.recv()[4], RVERSION);
+        let (in_place, copied) = board.transfers_in_place_and_copied();
+        echoed(&board, 8192, 10);
+        let after = board.transfers_in_place_and_copied();
+        assert!(after.0 > in_place && after.1 == copied, "in place again: {after:?}");
+        drop(board);
+        assert_eq!(worker.join().expect("join"), Exit::BoardGone);
+    }
+
+    #[test]
+    fn without_enough_usbfs_memory_a_session_is_copied_and_served_the_same() {
+        // Room for the T-message memory but not the R-message's too.
+        let (board, worker, _server) = start_with_mem(70_000);
+        board.send(&tversion(65536, "9P2000.L"));
+        assert_eq!(board.recv()[4], RVERSION);
+        let before = board.transfers_in_place_and_copied();
+        echoed(&board, 65536, 1);
+        echoed(&board, 100, 2);
+        let after = board.transfers_in_place_and_copied();
+        assert!(after.0 > before.0 && after.1 - before.1 == 2, "T-messages in place, R-messages copied: {before:?} → {after:?}");
         drop(board);
         assert_eq!(worker.join().expect("join"), Exit::BoardGone);
     }

@@ -21,10 +21,15 @@
 //! can be reaped), then reaped without blocking. Why not libusb's async API
 //! or another crate: ARCHITECTURE.md, "The USB data path".
 //!
-//! usbfs copies an IN transfer's data into the caller's buffer only while
-//! the process reaps it, so a URB that is never reaped (the worker ended,
-//! the file closed) never writes to freed memory; a node handed to a
-//! successor must carry no URB in flight ([`Device::into_node`]).
+//! Transfers go in place where they can: [`UsbPipe::transfer_mem`] maps
+//! usbfs buffers (mmap of the node), and a transfer whose buffer lies in one
+//! is neither copied nor given a kernel allocation of its own. Into any
+//! other buffer usbfs copies an IN transfer's data only while the process
+//! reaps it; into a mapping it writes the kernel's pages, which usbfs keeps
+//! until the last URB using them is gone, even past munmap. Either way a URB
+//! that is never reaped (the worker ended, the file closed) never writes to
+//! freed memory. A node handed to a successor must carry no URB in flight
+//! ([`Device::into_node`]).
 //!
 //! This module must never retry or decide anything.
 
@@ -43,7 +48,7 @@ use rusb::{Context, DeviceHandle, UsbContext};
 
 use crate::board::GadgetInfo;
 use crate::usb::descriptors::{self, Usb9pfsInterface};
-use crate::usb::pipe::{StopSwitch, UsbError, UsbPipe, PARTIAL_FRAME_WAIT};
+use crate::usb::pipe::{StopSwitch, TransferMem, UsbError, UsbPipe, PARTIAL_FRAME_WAIT};
 
 /// Why a gadget could not be opened; each says what to do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -262,7 +267,8 @@ impl Device {
         }
         // SAFETY: buf/len describe a live buffer of the caller's, which usbfs
         // reads at submit (OUT) or writes while we reap (IN), both before
-        // run returns.
+        // run returns — or, for a buffer in our usbfs mapping, uses in place
+        // until the URB completes, which is reaped before run returns too.
         if unsafe { usbfs::ioctl(self.fd, usbfs::SUBMITURB, urb.cast()) } < 0 {
             return Err(submit_err(io::Error::last_os_error(), len));
         }
@@ -452,6 +458,62 @@ impl UsbPipe for Device {
             self.run(Which::Tx, data.as_ptr().cast_mut(), 0, false, false)?;
         }
         Ok(())
+    }
+
+    fn transfer_mem(&mut self, len: usize) -> Option<TransferMem> {
+        // SAFETY: sysconf has no memory effects.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
+        let len = len.max(1).div_ceil(page) * page;
+        // SAFETY: a fresh shared mapping of our own node; usbfs allocates
+        // (zeroed) pages for it and frees them only after munmap and the
+        // last URB using them.
+        let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, self.fd, 0) };
+        if p == libc::MAP_FAILED {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENOMEM) {
+                tracing::warn!(
+                    "usbfs memory limit reached ({len} bytes more refused): this board's transfers are copied, and other USB programs (adb, fastboot) may fail too; raise /sys/module/usbcore/parameters/usbfs_memory_mb"
+                );
+            } else {
+                tracing::debug!("no in-place transfer memory from usbfs ({e}): transfers are copied");
+            }
+            return None;
+        }
+        Some(TransferMem::new(Mapped { ptr: p.cast(), len }))
+    }
+}
+
+/// A usbfs mapping: kernel pages that transfers use in place.
+struct Mapped {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the mapping belongs to this value alone; the kernel writes to it
+// only while a URB using it is in flight, and its owner does not touch the
+// bytes then (it waits in the reap).
+unsafe impl Send for Mapped {}
+
+impl std::ops::Deref for Mapped {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: mapped readable and writable for len bytes until drop.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl std::ops::DerefMut for Mapped {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as above, and &mut self is the only way in.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        // SAFETY: our mapping, unmapped once. A URB still using it keeps
+        // the kernel's pages (not this address range) alive.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
     }
 }
 

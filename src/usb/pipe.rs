@@ -40,6 +40,36 @@ pub trait UsbPipe: Send {
     /// One bulk OUT transfer of exactly `data`, ended by a zero-length packet
     /// when `zlp` is set (an empty `data` with `zlp` is a lone ZLP).
     fn write_transfer(&mut self, data: &[u8], zlp: bool) -> Result<(), UsbError>;
+    /// At least `len` bytes of memory this pipe moves transfers in and out
+    /// of in place, or None if it has none (then transfers from and to any
+    /// other buffer are copied, as always). Asked for once per session,
+    /// never per message.
+    fn transfer_mem(&mut self, _len: usize) -> Option<TransferMem> {
+        None
+    }
+}
+
+/// Memory a pipe moves transfer data in and out of in place: for a real
+/// device, usbfs's mmap'd buffers — no copy between the daemon and the
+/// kernel and no kernel allocation per transfer. Released on drop.
+pub struct TransferMem(Box<dyn std::ops::DerefMut<Target = [u8]> + Send>);
+
+impl TransferMem {
+    pub fn new(mem: impl std::ops::DerefMut<Target = [u8]> + Send + 'static) -> TransferMem {
+        TransferMem(Box::new(mem))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn bytes(&mut self) -> &mut [u8] {
+        &mut self.0
+    }
 }
 
 /// Asks one worker to stop at its next message boundary. Shared between the

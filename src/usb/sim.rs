@@ -12,7 +12,7 @@ use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use crate::usb::pipe::{StopSwitch, UsbError, UsbPipe};
+use crate::usb::pipe::{StopSwitch, TransferMem, UsbError, UsbPipe};
 
 /// How long a test waits for the forwarder before declaring it stuck. A
 /// bound against hangs, not a synchronisation point.
@@ -29,6 +29,7 @@ pub fn gadget(max_packet: usize, buflen: u32) -> (HostEnd, Board) {
         alive: AtomicBool::new(true),
         empty_receives: AtomicUsize::new(0),
         rx: Mutex::new(Vec::new()),
+        mem: Mutex::new(MemState::default()),
     });
     let host = HostEnd {
         mps: max_packet,
@@ -78,6 +79,62 @@ struct Shared {
     empty_receives: AtomicUsize,
     /// The board's receive request being filled.
     rx: Mutex<Vec<u8>>,
+    /// In-place transfer memory, as usbfs's mappings: what is offered and
+    /// live, and which transfers used it.
+    mem: Mutex<MemState>,
+}
+
+#[derive(Default)]
+struct MemState {
+    /// Bytes of in-place memory the host end may have live at once (as
+    /// usbfs_memory_mb); None: it offers none, like a pipe without it.
+    limit: Option<usize>,
+    /// Live regions: (address, length).
+    live: Vec<(usize, usize)>,
+    in_place: usize,
+    copied: usize,
+}
+
+impl MemState {
+    /// Counts one transfer of `len` bytes at `at`.
+    fn count(&mut self, at: usize, len: usize) {
+        if len == 0 {
+            return;
+        }
+        if self.live.iter().any(|&(a, l)| at >= a && at + len <= a + l) {
+            self.in_place += 1;
+        } else {
+            self.copied += 1;
+        }
+    }
+}
+
+/// In-place memory of the simulated host end; forgets its region on drop.
+struct SimMem {
+    bytes: Vec<u8>,
+    shared: Arc<Shared>,
+}
+
+impl std::ops::Deref for SimMem {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl std::ops::DerefMut for SimMem {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.bytes
+    }
+}
+
+impl Drop for SimMem {
+    fn drop(&mut self) {
+        let at = self.bytes.as_ptr() as usize;
+        if let Ok(mut m) = self.shared.mem.lock() {
+            m.live.retain(|&(a, _)| a != at);
+        }
+    }
 }
 
 /// The host side: what `device.rs` is for real hardware.
@@ -120,6 +177,14 @@ impl HostEnd {
         self.stop.clone()
     }
 
+    /// Offers in-place transfer memory (as usbfs's mappings), at most
+    /// `limit` bytes live at once.
+    pub fn offer_transfer_mem(&mut self, limit: usize) {
+        if let Ok(mut m) = self.shared.mem.lock() {
+            m.limit = Some(limit);
+        }
+    }
+
     /// How long the rest of a begun message may take (tests shorten it).
     pub fn set_partial_wait(&mut self, wait: Duration) {
         self.partial_wait = wait;
@@ -157,6 +222,9 @@ impl UsbPipe for HostEnd {
 
     fn read_transfer(&mut self, buf: &mut [u8], at_boundary: bool) -> Result<usize, UsbError> {
         self.reads += 1;
+        if let Ok(mut m) = self.shared.mem.lock() {
+            m.count(buf.as_ptr() as usize, buf.len());
+        }
         // As device.rs: arm, "submit", then honour a request that came first.
         self.stop.arm(at_boundary);
         if at_boundary && self.stop.requested() {
@@ -206,6 +274,9 @@ impl UsbPipe for HostEnd {
         if !self.shared.alive.load(Ordering::SeqCst) {
             return Err(UsbError::Gone);
         }
+        if let Ok(mut m) = self.shared.mem.lock() {
+            m.count(data.as_ptr() as usize, data.len());
+        }
         let mut packets: Vec<&[u8]> = data.chunks(self.mps).collect();
         if packets.is_empty() || zlp {
             packets.push(&[]);
@@ -223,6 +294,17 @@ impl UsbPipe for HostEnd {
             }
         }
         Ok(())
+    }
+
+    fn transfer_mem(&mut self, len: usize) -> Option<TransferMem> {
+        let mut m = self.shared.mem.lock().ok()?;
+        let used: usize = m.live.iter().map(|&(_, l)| l).sum();
+        if used + len > m.limit? {
+            return None;
+        }
+        let bytes = vec![0u8; len];
+        m.live.push((bytes.as_ptr() as usize, len));
+        Some(TransferMem::new(SimMem { bytes, shared: self.shared.clone() }))
     }
 }
 
@@ -270,6 +352,12 @@ impl Board {
         let guard = self.shared.taken.lock().unwrap_or_else(|p| p.into_inner());
         let (_taken, timeout) = self.shared.taken_cv.wait_timeout_while(guard, STUCK, |t| *t < n).unwrap_or_else(|p| p.into_inner());
         assert!(!timeout.timed_out(), "the host took fewer than {n} packets within {STUCK:?}");
+    }
+
+    /// Transfers the host end made in its in-place memory, and elsewhere
+    /// (copied, for a real device).
+    pub fn transfers_in_place_and_copied(&self) -> (usize, usize) {
+        self.shared.mem.lock().map(|m| (m.in_place, m.copied)).unwrap_or((0, 0))
     }
 
     /// Receive requests that completed empty: a ZLP that leaked past its message.
