@@ -8,8 +8,8 @@
 # at each msize of BENCH_MSIZES (default "16384 65536"; the board's usb9pfs
 # buflen is set to it, a second gadget for the second msize).
 #
-# Each round: sequential read and write of a 16 MiB file (fresh mount each, page
-# cache dropped), a metadata walk of a 1000-file tree by one process
+# Each round: sequential read and write of a 16 MiB file (fresh mount each;
+# the default cache=none sends every read to the server), a metadata walk of a 1000-file tree by one process
 # (tools/walk.py: read every directory, lstat every entry, as find does), a
 # small-file workload by one process (BENCH_FILES, default 2000, files of
 # 0.5-4 KiB: create+write all, stat all, read all, unlink all, contents
@@ -122,9 +122,12 @@ timed_dd() {
     out=$(printf '%s\n' "$out" | sed -n 's/.* copied, \([0-9.e+-]*\) s,.*/\1/p')
     [ -n "$out" ] && printf '%s\n' "$out"
 }
-# warm_exec: after drop_caches, bring dd, awk and python3 back into the page
-# cache before anything is timed
-warm_exec() { dd if=/dev/zero of=/dev/null count=1 status=none; awk 'BEGIN {}'; python3 -c ''; }
+# No drop_caches before a measurement: a fresh cache=none mount already
+# reads from the server, and dropping the page cache also drops the code of
+# diod, the forwarder and dd (the guest's root is the host's, over
+# virtio-9p), so the next workload pays for page faults to the host —
+# measured: a 64 KiB-msize write ran at 12 MB/s right after it and at 30
+# without, which skewed whichever forwarder came first after a drop.
 per_s() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.3f", n / s }'; }
 mbps() { awk -v s="$1" -v n="$((SIZE_MB * 1048576))" 'BEGIN { printf "%.3f", n / 1e6 / s }'; }
 # small_files DIR N: the small-file workload; prints "files/s seconds", fails
@@ -137,8 +140,6 @@ measure() {   # measure FWD ROUND
     local fwd=$1 r=$2 s c0 c2 u0 u2 n key="$1 $MSIZE $2"
     start_fwd "$fwd"
     if ! do_mount "$fwd"; then bad "round $r $fwd msize $MSIZE: mount failed"; stop_fwd; return; fi
-    echo 3 > /proc/sys/vm/drop_caches
-    warm_exec
     c0=$(cpu_ticks); u0=$(cpu_ticks user)
     if s=$(timed_dd if="$M/big.bin" of=/dev/null bs=1M); then echo "$key read_MBps $(mbps "$s")" >> "$RAW"
     else bad "$key: read failed"; fi
@@ -180,8 +181,6 @@ budget_run() {
     local out
     case $1 in
     read)
-        echo 3 > /proc/sys/vm/drop_caches
-        warm_exec
         timed_dd if="$M/big.bin" of=/dev/null bs=1M count="$BUDGET_READ_MB" ;;
     write)
         timed_dd if="$LOCAL/w.bin" of="$M/budget.bin" bs=1M count="$BUDGET_READ_MB" conv=fsync \

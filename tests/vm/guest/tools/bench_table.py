@@ -86,7 +86,7 @@ for ms in msizes:
     print()
 
 print("CPU ratio < 1: usb9pfsd needs less CPU per MiB than p9_fwd.py (trans=tcp has no forwarder).")
-print("Per-round values: tests/vm/out/bench/raw.txt. Page cache dropped and a fresh mount for each sequential measurement.")
+print("Per-round values: tests/vm/out/bench/raw.txt. A fresh mount (cache=none) for each sequential measurement; every workload timed inside its own process.")
 print()
 
 # ---------------------------------------------------------------- budget
