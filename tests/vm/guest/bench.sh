@@ -82,6 +82,9 @@ start_fwd() {
     usb9pfsd)
         NO_COLOR=1 "$USB9PFSD" run --config "$FWD_CONFIG" --control-socket "$CTL" >>"$SC_OUT/usb9pfsd.log" 2>&1 &
         FPID=$! ;;
+    base)
+        NO_COLOR=1 "$STAGE/usb9pfsd-base" run --config "$FWD_CONFIG" --control-socket "$CTL" >>"$SC_OUT/usb9pfsd-base.log" 2>&1 &
+        FPID=$! ;;
     p9fwd)
         python3 "$P9FWD" --id 1d6b:0109 --path "$(host_dev_of "${B_SERIAL[$BOARD]}")" connect -s 127.0.0.1 -p 5640 >>"$SC_OUT/p9fwd.log" 2>&1 &
         FPID=$! ;;
@@ -226,6 +229,8 @@ profile() {
 
 FWDS=(usb9pfsd p9fwd tcp)
 [ -x "$USB9PFSD" ] || { log "no usb9pfsd binary staged; benchmarking p9_fwd.py and tcp only"; FWDS=(p9fwd tcp); }
+# BENCH_BASE_BIN (tests/vm/run): another usb9pfsd build in the same rounds
+if [ -x "$STAGE/usb9pfsd-base" ]; then FWDS=(usb9pfsd base "${FWDS[@]:1}"); log "baseline build in the rounds"; fi
 PREV=""
 for MSIZE in $MSIZES; do
     BOARD=${BOARD_OF[$MSIZE]}

@@ -23,6 +23,12 @@ for line in open(raw):
         msizes.append(ms)
 
 
+# CPU in the kernel, per round: all CPU less user space
+for (f, ms, m), v in list(vals.items()):
+    if m == "cpu_ms_per_MiB" and (f, ms, "user_cpu_ms_per_MiB") in vals:
+        vals[(f, ms, "kernel_cpu_ms_per_MiB")] = [c - u for c, u in zip(v, vals[(f, ms, "user_cpu_ms_per_MiB")])]
+
+
 def med(f, ms, m):
     v = vals.get((f, ms, m))
     return statistics.median(v) if v else None
@@ -47,6 +53,7 @@ ROWS = [
     ("small files, files/s (%s × create+write, stat, read, unlink)" % nfiles, "small_files_per_s", True),
     ("forwarder CPU, ms per MiB moved (read+write)", "cpu_ms_per_MiB", False),
     ("… of which in user space (the forwarder's own code)", "user_cpu_ms_per_MiB", False),
+    ("… of which in the kernel (system calls, usbfs, and softirqs that land on it)", "kernel_cpu_ms_per_MiB", False),
 ]
 
 
@@ -62,7 +69,7 @@ def targets(ms, m):
 
 def verdict(ms, m, rp, rt):
     lo_p, lo_t = targets(ms, m)
-    if m == "user_cpu_ms_per_MiB":
+    if m in ("user_cpu_ms_per_MiB", "kernel_cpu_ms_per_MiB"):
         return ""
     if m == "cpu_ms_per_MiB":
         return "≤ %.1f× p9: %s" % (lo_p, "—" if rp is None else ("met" if rp <= lo_p else "missed"))
@@ -84,6 +91,16 @@ for ms in msizes:
         rp, rt = ratio(u, p), ratio(u, t)
         print("| %s | %s | %s | %s | %s | %s | %s |" % (label, fmt(u), fmt(p), fmt(t), fr(rp), fr(rt), verdict(ms, m, rp, rt)))
     print()
+
+    if any(k[0] == "base" and k[1] == ms for k in vals):
+        print("usb9pfsd against the baseline build (BENCH_BASE_BIN) in the same rounds:")
+        print()
+        print("| metric (median of %s rounds) | usb9pfsd | baseline | usb9pfsd ÷ baseline |" % rounds)
+        print("|---|---|---|---|")
+        for label, m, _ in ROWS:
+            u, b = med("usb9pfsd", ms, m), med("base", ms, m)
+            print("| %s | %s | %s | %s |" % (label, fmt(u), fmt(b), fr(ratio(u, b))))
+        print()
 
 print("CPU ratio < 1: usb9pfsd needs less CPU per MiB than p9_fwd.py (trans=tcp has no forwarder).")
 print("Per-round values: tests/vm/out/bench/raw.txt. A fresh mount (cache=none) for each sequential measurement; every workload timed inside its own process.")
