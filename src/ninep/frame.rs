@@ -41,6 +41,24 @@ pub enum FrameError {
     StrayZlps { count: u32 },
     #[error("9P frame declares size {declared} but its transfer carried {got} bytes")]
     LengthMismatch { declared: u32, got: usize },
+    /// The board began a message and then sent nothing for `waited_s`
+    /// seconds; `declared` is `None` when not even its size field arrived
+    /// whole. Its request is lost, and a real board's mount then hangs: the
+    /// text says what to do about that.
+    #[error(
+        "the board sent {got} of the {} and then nothing for {waited_s} s (stuck mid-message), so that request is lost: \
+         if the board's 9P mount hangs now, unmount and mount it again on the board (or reset the board); \
+         if this repeats, look for usb9pfs errors in the board's kernel log",
+        declared_bytes(.declared)
+    )]
+    Unfinished { got: usize, declared: Option<u32>, waited_s: u64 },
+}
+
+fn declared_bytes(declared: &Option<u32>) -> String {
+    match declared {
+        Some(n) => format!("{n} bytes its 9P message declares"),
+        None => "4 bytes of a 9P message's size field".to_string(),
+    }
 }
 
 /// Reads the little-endian size field; `None` if fewer than 4 bytes.
@@ -316,5 +334,14 @@ mod tests {
         let t = tversion(8192, "9P2000.L");
         assert_eq!(Decoded(&t).to_string(), format!("Tversion tag=65535 size={}", t.len()));
         assert_eq!(Decoded(&t[..3]).to_string(), "short frame of 3 bytes");
+    }
+
+    #[test]
+    fn an_unfinished_message_says_how_much_came_and_what_to_do() {
+        let e = FrameError::Unfinished { got: 2048, declared: Some(8192), waited_s: 30 }.to_string();
+        assert!(e.starts_with("the board sent 2048 of the 8192 bytes its 9P message declares and then nothing for 30 s"), "{e}");
+        assert!(e.contains("unmount and mount it again"), "{e}");
+        let e = FrameError::Unfinished { got: 3, declared: None, waited_s: 30 }.to_string();
+        assert!(e.starts_with("the board sent 3 of the 4 bytes of a 9P message's size field"), "{e}");
     }
 }

@@ -220,7 +220,9 @@ pub const MAX_STRAY_ZLPS: u32 = 64;
 /// skipped (at most [`MAX_STRAY_ZLPS`] in a row); a message the board split
 /// over several transfers (or one longer than [`in_chunk`]) is joined; the
 /// declared size is checked against `ceiling` before more is read. A stop
-/// request ends the wait only while no byte of the message has arrived.
+/// request ends the wait only while no byte of the message has arrived; a
+/// message whose rest never comes ends in [`FrameError::Unfinished`], which
+/// says how much of it did.
 pub fn recv_message<P: UsbPipe + ?Sized>(
     pipe: &mut P,
     buf: &mut [u8],
@@ -230,12 +232,18 @@ pub fn recv_message<P: UsbPipe + ?Sized>(
     let chunk = in_chunk(ceiling, pipe.max_packet_size());
     let mut got = 0;
     let mut zlps = 0;
-    let read = |pipe: &mut P, buf: &mut [u8], got: usize| {
+    let read = |pipe: &mut P, buf: &mut [u8], got: usize, declared: Option<u32>| {
         let end = (got + chunk).min(want);
-        pipe.read_transfer(&mut buf[got..end], got == 0)
+        pipe.read_transfer(&mut buf[got..end], got == 0).map_err(|e| match e {
+            // The rest of a begun message never came: say how much did.
+            UsbError::PartialFrame => {
+                RecvError::Frame(FrameError::Unfinished { got, declared, waited_s: PARTIAL_FRAME_WAIT.as_secs() })
+            }
+            e => RecvError::Usb(e),
+        })
     };
     let size = loop {
-        let n = read(pipe, buf, got)?;
+        let n = read(pipe, buf, got, None)?;
         if n == 0 {
             zlps += 1;
             if zlps > MAX_STRAY_ZLPS {
@@ -253,7 +261,7 @@ pub fn recv_message<P: UsbPipe + ?Sized>(
     frame::check_size(size, ceiling)?;
     let size = size as usize;
     while got < size {
-        let n = read(pipe, buf, got)?;
+        let n = read(pipe, buf, got, Some(size as u32))?;
         if n == 0 {
             return Err(FrameError::LengthMismatch { declared: size as u32, got }.into());
         }
@@ -542,7 +550,8 @@ mod tests {
         board.wait_taken(2);
         stop.nudge();
         let (mut host, mut buf, r) = reader.join().expect("join");
-        assert_eq!(r, Err(RecvError::Usb(UsbError::PartialFrame)));
+        let wait = PARTIAL_FRAME_WAIT.as_secs();
+        assert_eq!(r, Err(RecvError::Frame(FrameError::Unfinished { got: 1024, declared: Some(2000), waited_s: wait })));
         assert!(!stop.requested(), "a nudge is not a stop");
         // An idle board nudged keeps waiting, and its next message arrives whole.
         let next = msg(700, 4);
@@ -564,12 +573,14 @@ mod tests {
     fn a_message_whose_rest_never_comes_ends_after_a_bounded_wait() {
         // A header, then silence; a size field cut short, then silence. (A
         // board that stops inside a run of full packets: the test above.)
-        for first in [&msg(2000, 1)[..7], &msg(2000, 1)[..3]] {
+        let wait = PARTIAL_FRAME_WAIT.as_secs();
+        for (first, declared) in [(&msg(2000, 1)[..7], Some(2000)), (&msg(2000, 1)[..3], None)] {
             let (mut host, board) = pair(16384);
             host.set_partial_wait(std::time::Duration::from_millis(50));
             let mut buf = vec![0; request_len(16384, 512)];
             board.send_raw(first);
-            assert_eq!(recv_message(&mut host, &mut buf, 16384), Err(RecvError::Usb(UsbError::PartialFrame)), "{}", first.len());
+            let unfinished = FrameError::Unfinished { got: first.len(), declared, waited_s: wait };
+            assert_eq!(recv_message(&mut host, &mut buf, 16384), Err(RecvError::Frame(unfinished)), "{}", first.len());
             // The wait for a *new* message has no such limit: a complete one
             // after the failure is read normally.
             let m = msg(100, 2);

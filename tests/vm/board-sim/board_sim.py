@@ -553,6 +553,28 @@ class Sim:
         self.g.send_raw(b"\x40\x00\x00")
         return "sent 3 bytes (a partial size field), then silence"
 
+    def cmd_full_packets_silence(self, packets="4", declared="8192"):
+        """Tversion, then exactly `packets` full packets of a Twrite that
+        declares `declared` bytes, in one write, then silence: endpoints
+        open, still plugged. A FunctionFS bulk IN request never ends with a
+        ZLP (f_fs sets `zero` only on ep0), and dummy_hcd completes the
+        board's request once all its bytes went into the host's longer
+        transfer, which stays open: no short packet ended it, so the host
+        cannot tell this from a message still arriving. The answer carries
+        the wall-clock time the host had taken the last packet, for the
+        rig's measurement of how long the host waits."""
+        k, d = int(packets), int(declared)
+        n = k * self.g.mps
+        # The host asks for 16 KiB per IN transfer (msize 16384): a run that
+        # fills it completes that transfer, which is another fault.
+        if not 7 <= n < min(d, 16384):
+            raise Unexpected("%d packets of %d bytes must be shorter than the declared %d and than 16 KiB" % (k, self.g.mps, d))
+        c = self.client()
+        c.version()
+        self.g.send_raw(struct.pack("<IBH", d, TWRITE, 1) + bytes(n - 7))
+        return "sent %d full packets (%d of a %d-byte Twrite), no short packet, no ZLP, then silence; taken at %.3f" % (
+            k, n, d, time.time())
+
     def cmd_header_disconnect(self):
         """Tversion, then the first 2048 bytes (whole packets, no short
         packet: the host's transfer stays open) of a 4096-byte Twrite, then

@@ -2,15 +2,17 @@
 # fault-board: the fault matrix for hostile and broken boards. The FunctionFS
 # board simulator sends each malformed input of issue 9 in turn (sizes 0, 3,
 # 6, 2^32-1, larger than the negotiated msize, garbage after a valid header,
-# a garbage body, a header then silence, a partial size field then silence, a
-# header then disconnect mid-frame, vanishing mid-request and mid-reply,
-# thousands of stray ZLPs, a stalled IN or OUT endpoint, Tversion in a tight
-# loop),
+# a garbage body, a header then silence, a partial size field then silence,
+# full packets then silence (no short packet: only the 15 s nudge gets them
+# out), a header then disconnect mid-frame, vanishing mid-request and
+# mid-reply, thousands of stray ZLPs, a stalled IN or OUT endpoint, Tversion
+# in a tight loop),
 # while a real kernel usb9pfs board streams a checksummed file through the
 # same usb9pfsd. After each fault: usb9pfsd is the same living process, its
 # log names the simulator (serial and bus-address) and the fault without
 # flooding, it never allocates a declared size (VmHWM), and the simulator is
-# served again (a fully checked valid session).
+# served again (a fully checked valid session). An idle board stays up
+# across two nudges.
 #
 # Known daemon defects are XFAIL lines (see lib.sh: xfail) until their fixes
 # merge; docs/reliability.md lists them.
@@ -83,6 +85,97 @@ partial() {
     fi
 }
 
+# sim_status PYEXPR: PYEXPR evaluated with b = the simulator's board in
+# `usb9pfsd status --json`.
+sim_status() {
+    timeout -s KILL 30 "$USB9PFSD" status --json | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+b = next((b for b in r["boards"] if b["serial"] == sys.argv[1]), None)
+print(eval(sys.argv[2]))' "$SIM_SERIAL" "$1" | tr -d "(),'"
+}
+
+# sim_worker_sleeps: how often the simulator's worker thread (board-BBB-DDD#0)
+# went to sleep in the kernel so far (voluntary context switches).
+sim_worker_sleeps() {
+    local p comm t
+    p=$(host_dev_of "$SIM_SERIAL") || return 1
+    comm=$(printf 'board-%03d-%03d#0' "$(cat "/sys/bus/usb/devices/$p/busnum")" "$(cat "/sys/bus/usb/devices/$p/devnum")")
+    for t in /proc/"$FWD_PID"/task/*; do
+        if [ "$(cat "$t/comm" 2>/dev/null)" = "$comm" ]; then
+            awk '/^voluntary_ctxt_switches:/ {print $2}' "$t/status"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# idle_across_nudges: the simulator idle (its session done, nothing in
+# flight) for 35 s, i.e. across at least two of the supervisor's nudges
+# (NUDGE_EVERY = 15 s). Each nudge cancels the worker's empty wait, which
+# it resubmits: the worker wakes once per nudge (and never otherwise), is
+# never ended or restarted, and logs nothing.
+idle_across_nudges() {
+    log "--- idle board across two nudges"
+    local s0 s1 z0 z1
+    s0=$(sim_status 'b["starts"], b["state"]')
+    z0=$(sim_worker_sleeps) || { bad "idle: no worker thread of $SIM_SERIAL in usb9pfsd"; return; }
+    log_mark
+    sleep 35
+    s1=$(sim_status 'b["starts"], b["state"]')
+    z1=$(sim_worker_sleeps) || z1=""
+    expect_eq "idle board across two nudges (35 s): same worker, never restarted, still idle (starts, state)" "$s0" "$s1"
+    if [ -n "$z1" ]; then
+        expect "idle board: its worker woke once per nudge and waited again ($((z1 - z0)) sleeps in 35 s, want 2..8: nudged, not polled)" \
+            test $((z1 - z0)) -ge 2 -a $((z1 - z0)) -le 8
+    else bad "idle board: its worker thread is gone after 35 s idle"; fi
+    expect_eq "idle board: nothing logged about it meanwhile" 0 "$(log_since | grep -Fc "$SIM_SERIAL" || true)"
+    sim_session "idle board: served at once after two nudges"
+}
+
+# full_packets_silence: the board stops inside a run of full packets (4 x
+# 512 bytes of an 8192-byte Twrite) and stays plugged and silent. No short
+# packet ends the host's IN transfer, so only the supervisor's nudge (every
+# 15 s) takes the 2048 bytes out, and the rest of the message then has
+# PARTIAL_FRAME_WAIT (30 s): the worker must end 30..45 s after the last
+# packet (the rig allows 60 s), with one error naming the board, the bytes
+# that came and what to do, then be restarted once and serve the board.
+FULL_PACKETS_BOUND=${FULL_PACKETS_BOUND:-60}
+# sim_starts_idle N: the simulator's board has had N workers and the current one waits.
+sim_starts_idle() { [ "$(sim_status 'b["starts"], b["state"]')" = "$1 idle" ]; }
+full_packets_silence() {
+    local name="full packets then silence" pat='2048.*(stuck|never|incomplete|silen|nothing)' s0 line t_sent t_end dt n
+    log "--- fault: $name"
+    s0=$(sim_status 'b["starts"]')
+    log_mark
+    if ! sim_cmd 60 full-packets-silence 4 8192; then bad "$name: the simulator could not send it: $SIM_REPLY"; return; fi
+    t_sent=${SIM_REPLY##*taken at }
+    if ! wait_until $((FULL_PACKETS_BOUND + 30)) log_names "$SIM_SERIAL" "$SIM_BA" "$pat"; then
+        bad "$name: usb9pfsd did not end the worker within $((FULL_PACKETS_BOUND + 30)) s, or did not log it naming the board and the 2048 bytes"
+        sim_unplug
+        sim_cmd 10 reopen || true
+        sim_plug
+        sim_session "$name: simulator served again after replug (valid session, sha256 matches)"
+        return
+    fi
+    line=$(log_since | grep -F "$SIM_SERIAL" | grep -Ei -m1 "$pat")
+    t_end=$(date -d "${line%% *}" +%s.%N)
+    dt=$(awk -v a="$t_sent" -v b="$t_end" 'BEGIN { printf "%.1f", b - a }')
+    log "$name: worker ended ${dt} s after the board's last packet: ${line}"
+    echo "$name: worker ended ${dt} s after the last packet" >> "$SC_OUT/measured.txt"
+    expect "$name: usb9pfsd ended the worker ${dt} s after the last packet (nudge <= 15 s + PARTIAL_FRAME_WAIT 30 s; want 30..$FULL_PACKETS_BOUND s)" \
+        awk -v t="$dt" -v max="$FULL_PACKETS_BOUND" 'BEGIN { exit !(t >= 30 && t <= max) }'
+    expect "$name: the log line names the board ($SIM_SERIAL, busaddr ~$SIM_BA), the 2048 bytes that came and what to do (remount or reset the board)" \
+        grep -Eiq 'mount|reset' <<<"$line"
+    sleep 1
+    n=$(log_count "$SIM_SERIAL" "$pat")
+    expect "$name: one clear error, not a flood ($n matching lines, want 1..4)" test "$n" -ge 1 -a "$n" -le 4
+    if wait_until 20 sim_starts_idle $((s0 + 1)); then ok "$name: the worker was restarted once and waits for the board (starts $s0 -> $((s0 + 1)), idle)"
+    else bad "$name: the worker was not restarted once (starts before: $s0; starts, state now: $(sim_status 'b["starts"], b["state"]'))"; fi
+    expect "$name: usb9pfsd still running, same pid" fwd_same_pid "$PID0"
+    sim_session "$name: simulator served again, nothing lost (valid session, sha256 matches)"
+}
+
 scenario_main() {
     requires_usb9pfsd
     fault_rig_setup
@@ -95,6 +188,8 @@ scenario_main() {
     log "usb9pfsd VmHWM ${hwm0} KiB, fds $fds0 before the faults"
 
     stream_start "${B_MNT[B]}/stream.bin"
+
+    idle_across_nudges
 
     fault "size 0" "size 0" 'size[^0-9]*0([^0-9]|$)'
     sim_session "size 0: simulator served again"
@@ -178,6 +273,7 @@ scenario_main() {
 
     partial "header then silence" "header-silence 100"
     partial "partial size field then silence" "partial-size"
+    full_packets_silence
 
     fault_unplugged "header then disconnect mid-frame" "header-disconnect"
     fault_unplugged "vanish mid-request (8 of 12 KiB sent)" "vanish-mid-request"
