@@ -103,6 +103,11 @@ pub fn serve<P: UsbPipe + ?Sized>(pipe: &mut P, job: &Job) -> End {
 /// live session for a successor.
 pub fn serve_session<P: UsbPipe + ?Sized>(pipe: &mut P, job: &Job, session: &mut Session) -> End {
     job.reporter.send(WorkerEvent::Serving);
+    if session.live {
+        // A session carried over (from a predecessor process, too): status
+        // keeps saying when the board mounted.
+        job.counters.session_resumed(session.began_ms);
+    }
     let exit = forward::run(pipe, job.backends.as_ref(), &job.counters, job.limits, session);
     if exit != Exit::Stopped {
         // The loop's server connection went with it (a stopped loop's
@@ -142,6 +147,7 @@ fn open_and_serve(job: &mut Job) -> End {
             if let Some(b) = &session.backend {
                 job.backends.adopted(b);
             }
+
             let live = if session.live { "a live 9P session" } else { "no live 9P session" };
             tracing::info!(alt = job.info.alt, "took over the claimed usb9pfs interface with {live}");
             (Device::adopt(&job.info, node, job.stop.clone()), session)

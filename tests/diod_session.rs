@@ -328,6 +328,9 @@ fn a_live_diod_session_crosses_a_hand_over_mid_file() {
     assert_ne!(dup.as_raw_fd(), old.raw_fd());
     drop(old);
     session.backend = Some(Backend::from_fd(dup).expect("adopt the socket"));
+    let began = counters.session_started().expect("the live session's start");
+    // A successor process starts with fresh counters.
+    counters.session_ended();
     let second = job(host.renew_stop_switch(), None);
     let worker = std::thread::spawn(move || worker::serve_session(&mut host, &second, &mut session));
     // The board never noticed: same fid, same offset, same session.
@@ -335,6 +338,7 @@ fn a_live_diod_session_crosses_a_hand_over_mid_file() {
     assert!(got == data, "the file read across the hand-over matches the server's file");
     assert_eq!(counters.snapshot().sessions, 1, "no second server session");
     assert_eq!(counters.snapshot().error_replies, 0, "the board saw no error");
+    assert_eq!(counters.session_started(), Some(began), "status still says when the board mounted");
     drop(board);
     assert_eq!(worker.join().expect("join"), End::Gone);
     drop(diod);

@@ -63,6 +63,10 @@ pub struct SessionRecord {
     pub board_rx: u32,
     /// The server address the live session talks to (for logs and status).
     pub backend: Option<String>,
+    /// When the live session began, ms since the epoch (0: not known, as
+    /// from a predecessor that did not record it).
+    #[serde(default)]
+    pub began_ms: u64,
 }
 
 /// One board as it crosses.
@@ -343,6 +347,7 @@ pub fn pack(boards: &[HandedBoard]) -> io::Result<(OwnedFd, Vec<(String, RawFd)>
                     live: s.live && s.backend.is_some(),
                     board_rx: s.board_rx,
                     backend: hb.backend.clone(),
+                    began_ms: s.began_ms,
                 },
             }
         })
@@ -382,6 +387,7 @@ pub fn adoptable(inherited: BTreeMap<GadgetKey, Inheritance>) -> BTreeMap<Gadget
                 dialect: dialect_from(&r.dialect).unwrap_or_default(),
                 ceiling: r.ceiling,
                 board_rx: r.board_rx,
+                began_ms: r.began_ms,
             };
             (key, Carry { node: Some(File::from(inh.node)), session })
         })
@@ -409,7 +415,14 @@ mod tests {
             addr,
             iface,
             serial: Some("A".into()),
-            session: SessionRecord { dialect: "9P2000.L".into(), ceiling: 16384, live: true, board_rx: 65536, backend: Some("127.0.0.1:564".into()) },
+            session: SessionRecord {
+                dialect: "9P2000.L".into(),
+                ceiling: 16384,
+                live: true,
+                board_rx: 65536,
+                backend: Some("127.0.0.1:564".into()),
+                began_ms: 1_764_115_200_000,
+            },
         }
     }
 
@@ -421,6 +434,15 @@ mod tests {
         let mut f = File::from(fd.try_clone().expect("dup"));
         assert!(f.write_all(b"x").is_err());
         assert_eq!(read_state(fd).expect("read"), state);
+    }
+
+    #[test]
+    fn a_predecessor_that_did_not_record_when_the_session_began_is_still_read() {
+        let text = String::from_utf8(State::new(vec![record(1, 4, 0)]).encode()).expect("utf8");
+        let old = text.replace(",\"began_ms\":1764115200000", "");
+        assert_ne!(old, text);
+        let state = State::decode(old.as_bytes()).expect("decodes");
+        assert_eq!(state.boards[0].session.began_ms, 0, "not known");
     }
 
     #[test]

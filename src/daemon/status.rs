@@ -132,9 +132,17 @@ impl Counters {
         Busy(self)
     }
 
-    /// A server session began now.
-    pub fn session_began(&self) {
+    /// A server session began now; returns when, in ms since the epoch
+    /// (for the session to carry, see [`Counters::session_resumed`]).
+    pub fn session_began(&self) -> u64 {
         let ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_millis().max(1) as u64);
+        self.session_started_ms.store(ms, Ordering::Relaxed);
+        ms
+    }
+
+    /// A server session that began at `ms` (a predecessor's, handed over)
+    /// carries on here; 0: not known.
+    pub fn session_resumed(&self, ms: u64) {
         self.session_started_ms.store(ms, Ordering::Relaxed);
     }
 

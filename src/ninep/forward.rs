@@ -94,12 +94,15 @@ pub struct Session {
     /// the configured buflen and its Tversion msize (which its kernel caps at
     /// its buflen). It decides when an R-message needs a ZLP.
     pub board_rx: u32,
+    /// When the live session began (ms since the epoch; 0: not known), so
+    /// that a successor's status still says when the board mounted.
+    pub began_ms: u64,
 }
 
 impl Session {
     /// No session yet: every request before a Tversion fails fast.
     pub fn new(limits: Limits) -> Session {
-        Session { backend: None, dialect: Dialect::Linux, ceiling: limits.max_frame, live: false, board_rx: limits.board_buflen }
+        Session { backend: None, dialect: Dialect::Linux, ceiling: limits.max_frame, live: false, board_rx: limits.board_buflen, began_ms: 0 }
     }
 }
 
@@ -198,7 +201,7 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
                     s.backend = Some(b);
                     s.live = true;
                     counters.sessions.fetch_add(1, Ordering::Relaxed);
-                    counters.session_began();
+                    s.began_ms = counters.session_began();
                 }
                 Err(e) => {
                     if let Err(exit) = reply_error(pipe, &mut rbuf, s, h.tag, e.errno, counters) {

@@ -60,6 +60,16 @@ scenario_main() {
     local loader=$!
     wait_until 120 grep -q '^sum 1 ' "$load" || bad "the first 16 MiB read through board A did not finish"
 
+    # when each board's session began, as status says (serial order)
+    started_at() {
+        timeout -s KILL 60 "$USB9PFSD" status --json --socket "$LOCAL/control" | python3 -c '
+import json, sys
+print(" ".join(str(b["session_started_at"]) for b in sorted(json.load(sys.stdin)["boards"], key=lambda b: b["serial"] or "")))'
+    }
+    local began0; began0=$(started_at)
+    log "sessions began: $began0"
+    case $began0 in *None*|"") bad "status shows no session start for a mounted board: $began0" ;; esac
+
     # Two re-executions in place: by signal, and by the command a package
     # upgrade runs.
     local pid0; pid0=$(daemon_pid)
@@ -105,6 +115,7 @@ scenario_main() {
     expect "the restarts passed the sessions through the store (usb + srv + state)" \
         grep -qE 'START pid=[0-9]+ fds=5 ' "$events"
     expect "the new daemon emptied the store once it held the descriptors" grep -q 'FDSTOREREMOVE usb9pfsd-state' "$events"
+    expect_eq "status still says when each board's session began (2 re-execs, 2 restarts later)" "$began0" "$(started_at)"
 
     touch "$stopfile"
     wait "$loader" 2>/dev/null || true
