@@ -67,6 +67,10 @@ impl Spawn for Threads {
     fn spawn(&mut self, job: Job) -> Result<(), String> {
         worker::spawn(job).map_err(|e| format!("cannot start a worker thread: {e}"))
     }
+
+    fn on_bus(&self, info: &GadgetInfo) -> bool {
+        usb9pfsd::usb::discover::Sysfs::default().on_bus(info)
+    }
 }
 
 /// What `run` has and `forward` lacks: a config file to re-read and a

@@ -82,6 +82,12 @@ impl From<Report> for Input {
 /// Starts a worker for a job (a thread on real hardware, a recorder in tests).
 pub trait Spawn: Send {
     fn spawn(&mut self, job: Job) -> Result<(), String>;
+    /// Whether the device `info` describes is still on the bus (an unplug
+    /// fails its transfers before udev reports the removal, and under load
+    /// the report can trail the first restart). True when unsure.
+    fn on_bus(&self, _info: &GadgetInfo) -> bool {
+        true
+    }
 }
 
 /// Tells the service manager how things stand (sd_notify in production).
@@ -483,13 +489,23 @@ impl<S: Spawn> Supervisor<S> {
             .map(|(at, _)| *at)
             .collect();
         for at in due {
-            if let Some(b) = self.boards.get(&at) {
-                tracing::warn!(
+            // (a device's earlier interface may have been forgotten below)
+            let Some(b) = self.boards.get(&at) else { continue };
+            if !self.spawner.on_bus(&b.info) {
+                // Unplugged, and udev's removal has not arrived yet: it is a
+                // removal, not a fault to restart and warn about.
+                tracing::debug!(
                     serial = %b.info.serial_or_none(), busaddr = %at.busaddr, iface = at.iface,
-                    "restarting the worker (start {}) after: {}", b.starts + 1,
-                    b.last_error.as_ref().map_or("the board stopped answering on USB", |e| e.message.as_str())
+                    "the board left the bus before its removal was reported; forgetting it"
                 );
+                self.on_gone(at.busaddr);
+                continue;
             }
+            tracing::warn!(
+                serial = %b.info.serial_or_none(), busaddr = %at.busaddr, iface = at.iface,
+                "restarting the worker (start {}) after: {}", b.starts + 1,
+                b.last_error.as_ref().map_or("the board stopped answering on USB", |e| e.message.as_str())
+            );
             self.start(at);
         }
         self.report_status();

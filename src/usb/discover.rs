@@ -43,6 +43,18 @@ impl Sysfs {
         found.sort_by_key(|g| g.key());
         found
     }
+
+    /// False only when sysfs shows the device at `info`'s bus-address has
+    /// left the bus (its directory gone, or another device on its port);
+    /// true when it is there or sysfs cannot tell (no USB sysfs at all).
+    pub fn on_bus(&self, info: &GadgetInfo) -> bool {
+        if !self.devices.is_dir() {
+            return true;
+        }
+        let dev = self.devices.join(&info.port_path);
+        let at = |name| attr(&dev, name).and_then(|v| v.parse::<u8>().ok());
+        at("busnum") == Some(info.bus) && at("devnum") == Some(info.address)
+    }
 }
 
 /// Reads one usb_device directory: one entry per usb9pfs interface of its
@@ -191,5 +203,18 @@ mod tests {
     fn no_usb_at_all_is_an_empty_list() {
         let s = Sysfs { devices: PathBuf::from("/nonexistent/sys/bus/usb/devices") };
         assert!(s.scan().is_empty());
+        // and cannot tell a board has gone
+        assert!(s.on_bus(&GadgetInfo::example(Some("A"), 1, 2)));
+    }
+
+    #[test]
+    fn a_board_is_on_the_bus_while_its_port_holds_it() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let sysfs = Sysfs { devices: dir.path().to_path_buf() };
+        let board = GadgetInfo::example(Some("A"), 1, 2); // on port 1-1
+        assert!(!sysfs.on_bus(&board), "nothing on its port");
+        fake::device_with(dir.path(), "1-1", 1, 2, (0x1d6b, 0x0109), Some("A"), &[Alt::usb9pfs(0, 0, 1)]);
+        assert!(sysfs.on_bus(&board));
+        assert!(!sysfs.on_bus(&GadgetInfo::example(Some("A"), 1, 3)), "another device on that port now");
     }
 }

@@ -18,9 +18,12 @@ use crate::worker::Carry;
 
 type Jobs = Arc<Mutex<Vec<Job>>>;
 
+#[derive(Default)]
 struct Recorder {
     jobs: Jobs,
     fail: Arc<Mutex<bool>>,
+    /// Devices sysfs no longer shows (unplugged before udev said so).
+    off_bus: Arc<Mutex<BTreeSet<BusAddr>>>,
 }
 
 impl Spawn for Recorder {
@@ -30,6 +33,9 @@ impl Spawn for Recorder {
         }
         self.jobs.lock().expect("lock").push(job);
         Ok(())
+    }
+    fn on_bus(&self, info: &GadgetInfo) -> bool {
+        !self.off_bus.lock().expect("lock").contains(&info.busaddr)
     }
 }
 
@@ -52,6 +58,7 @@ struct Rig {
     tx: mpsc::UnboundedSender<Input>,
     jobs: Jobs,
     fail_spawn: Arc<Mutex<bool>>,
+    off_bus: Arc<Mutex<BTreeSet<BusAddr>>>,
     notes: Notes,
 }
 
@@ -72,15 +79,16 @@ fn rig(config: &str) -> Rig {
     let (tx, rx) = mpsc::unbounded_channel();
     let jobs = Jobs::default();
     let fail_spawn = Arc::new(Mutex::new(false));
+    let off_bus = Arc::default();
     let notes = Notes::default();
     let sup = Supervisor::new(
         config,
-        Recorder { jobs: jobs.clone(), fail: fail_spawn.clone() },
+        Recorder { jobs: jobs.clone(), fail: fail_spawn.clone(), off_bus: Arc::clone(&off_bus) },
         Box::new(notes.clone()),
         tx.clone(),
     );
     tokio::spawn(sup.run(rx));
-    Rig { tx, jobs, fail_spawn, notes }
+    Rig { tx, jobs, fail_spawn, off_bus, notes }
 }
 
 fn gadget(serial: &str, bus: u8, addr: u8) -> GadgetInfo {
@@ -237,6 +245,29 @@ async fn removal_during_backoff_cancels_the_restart() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_unplug_reported_late_is_a_removal_not_a_restart_with_a_warning() {
+    let out = captured_log();
+    let r = rig("[defaults]\nbackend = \"127.0.0.1:1\"\n");
+    r.send(HotplugEvent::Present(gadget("late-removal", 1, 2)));
+    r.send(HotplugEvent::Present(gadget("late-removal-kept", 1, 3)));
+    // Both workers fail; only 001-002 has left the bus (udev has not said so).
+    r.end(0, End::Failed("USB error: transfer ended with EPROTO".into())).await;
+    r.end(1, End::Failed("USB error: transfer ended with EPROTO".into())).await;
+    r.off_bus.lock().expect("lock").insert(BusAddr { bus: 1, addr: 2 });
+    tokio::time::advance(FIRST_RESTART).await;
+    let boards = r.status().await;
+    assert_eq!(boards.iter().map(|b| b.busaddr.as_str()).collect::<Vec<_>>(), ["001-003"], "the unplugged board is forgotten");
+    assert_eq!(r.spawned(), 3, "only the board still on the bus restarted");
+    // udev's removal, late, changes nothing.
+    r.send(HotplugEvent::Gone(BusAddr { bus: 1, addr: 2 }));
+    assert_eq!(r.status().await.len(), 1);
+    let text = String::from_utf8(out.0.lock().expect("lock").clone()).expect("utf8");
+    let warned = |serial: &str| text.lines().any(|l| l.contains("WARN") && l.contains(&format!("serial={serial} ")));
+    assert!(!warned("late-removal"), "no warning for an unplug: {text}");
+    assert!(warned("late-removal-kept"), "a board still there that failed is a warning: {text}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn spawn_failure_is_a_failure_with_backoff() {
     let r = rig(CONFIG);
     *r.fail_spawn.lock().expect("lock") = true;
@@ -316,7 +347,7 @@ async fn shutdown_returns() {
     let jobs = Jobs::default();
     let sup = Supervisor::new(
         config,
-        Recorder { jobs: jobs.clone(), fail: Arc::default() },
+        Recorder { jobs: jobs.clone(), ..Default::default() },
         Box::new(Silent),
         tx.clone(),
     );
@@ -467,7 +498,7 @@ async fn inherited_sessions_are_adopted_by_present_mapped_boards_only() {
     let jobs = Jobs::default();
     let key = |bus, addr| GadgetKey { busaddr: BusAddr { bus, addr }, iface: 0 };
     let inherited = [(key(1, 2), carry(true)), (key(2, 3), carry(true)), (key(3, 4), carry(false))].into_iter().collect();
-    let sup = Supervisor::new(config, Recorder { jobs: jobs.clone(), fail: Arc::default() }, Box::new(Silent), tx.clone())
+    let sup = Supervisor::new(config, Recorder { jobs: jobs.clone(), ..Default::default() }, Box::new(Silent), tx.clone())
         .with_inherited(inherited);
     tokio::spawn(sup.run(rx));
     let send = |ev| tx.send(Input::Hotplug(ev)).expect("alive");
