@@ -472,7 +472,7 @@ impl UsbPipe for Device {
             let e = io::Error::last_os_error();
             if e.raw_os_error() == Some(libc::ENOMEM) {
                 tracing::warn!(
-                    "usbfs memory limit reached ({len} bytes more refused): this board's transfers are copied, and other USB programs (adb, fastboot) may fail too; raise /sys/module/usbcore/parameters/usbfs_memory_mb"
+                    "usbfs refused {len} bytes of transfer memory (its usbfs_memory_mb limit, shared by every USB program, or no free contiguous memory): this board's transfers are copied instead; if other USB programs (adb, fastboot) fail too, raise /sys/module/usbcore/parameters/usbfs_memory_mb"
                 );
             } else {
                 tracing::debug!("no in-place transfer memory from usbfs ({e}): transfers are copied");
