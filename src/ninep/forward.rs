@@ -119,9 +119,16 @@ fn mem_need(ceiling: u32, max_packet: usize) -> (usize, usize) {
     (pipe::request_len(ceiling, max_packet), (ceiling as usize).max(ERROR_REPLY_MAX))
 }
 
+/// Gives a session with this ceiling in-place memory for its T- and
+/// R-messages where it fits (at a session's start, never per message).
+fn fit_session_mem<P: UsbPipe + ?Sized>(pipe: &mut P, tmem: &mut Option<TransferMem>, rmem: &mut Option<TransferMem>, ceiling: u32) {
+    let (tn, rn) = mem_need(ceiling, pipe.max_packet_size());
+    fit_mem(pipe, tmem, tn);
+    fit_mem(pipe, rmem, rn);
+}
+
 /// Makes `mem` hold at least `need` bytes if that is within
-/// [`TRANSFER_MEM_MAX`] (a session's start, never per message); without it
-/// the session's frames go through the heap buffers.
+/// [`TRANSFER_MEM_MAX`]; without it the frames go through the heap buffers.
 fn fit_mem<P: UsbPipe + ?Sized>(pipe: &mut P, mem: &mut Option<TransferMem>, need: usize) {
     if need > TRANSFER_MEM_MAX || mem.as_ref().is_some_and(|m| m.len() >= need) {
         return;
@@ -150,9 +157,7 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
     // msize fits (a session handed over by a predecessor already has one).
     let (mut tmem, mut rmem) = (None, None);
     if s.live {
-        let (tn, rn) = mem_need(s.ceiling, mps);
-        fit_mem(pipe, &mut tmem, tn);
-        fit_mem(pipe, &mut rmem, rn);
+        fit_session_mem(pipe, &mut tmem, &mut rmem, s.ceiling);
     }
     // The per-message time budget: three monotonic clock reads per message
     // (vDSO, no system call).
@@ -263,9 +268,7 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
         add_ns(&counters.time.reply_ns, answered, mark);
         if h.kind == TVERSION {
             // A new session with its msize: in-place memory to match.
-            let (tn, rn) = mem_need(s.ceiling, mps);
-            fit_mem(pipe, &mut tmem, tn);
-            fit_mem(pipe, &mut rmem, rn);
+            fit_session_mem(pipe, &mut tmem, &mut rmem, s.ceiling);
         }
     }
 }
