@@ -479,6 +479,7 @@ impl UsbPipe for Device {
             }
             return None;
         }
+        tracing::debug!("{len} bytes of in-place transfer memory from usbfs");
         Some(TransferMem::new(Mapped { ptr: p.cast(), len }))
     }
 }

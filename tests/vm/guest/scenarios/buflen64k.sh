@@ -64,6 +64,12 @@ scenario_main() {
         esac
     }
     expect "the writes went as T-messages larger than 60000 bytes (not split to 16 KiB)" big_frames
+    if [ "$RIG_FWD" = usb9pfsd ]; then
+        # the session's frames moved in place: usbfs mapped its 64 KiB memory
+        in_place() { fwd_log | grep -E "(6[5-9][0-9]{3}) bytes of in-place transfer memory from usbfs" >/dev/null; }
+        expect "usbfs mapped in-place transfer memory for the 64 KiB session" in_place
+        expect_not "no transfer memory was refused" sh -c "grep -qE 'usbfs refused|no in-place transfer memory' '$SC_OUT/usb9pfsd.log'"
+    fi
     board_umount K || bad "umount failed"
     expect "forwarder still running" fwd_alive
 }
