@@ -1,7 +1,12 @@
 //! The binary as a person runs it: subcommands, exit codes and messages.
-//! These run on machines with no USB at all (CI containers): `list` must still
-//! work and print an empty list.
+//! These run on machines with no USB at all (CI containers) and on machines
+//! with USB: `list` must print what sysfs shows, and an empty list where it
+//! shows no usb9pfs interface. A test here must never skip itself because of
+//! what the machine has; only a daemon that says udev is unavailable is
+//! excused (and says so on stderr).
 
+use std::collections::BTreeSet;
+use std::path::Path;
 use std::process::Command;
 
 fn usb9pfsd(args: &[&str]) -> (i32, String, String) {
@@ -26,16 +31,70 @@ fn help_names_every_subcommand() {
     }
 }
 
-#[test]
-fn list_without_config_or_usb_is_an_empty_list() {
-    if std::path::Path::new("/sys/bus/usb/devices").exists() {
-        eprintln!("this machine has USB; the empty-list case is covered by discover's unit tests");
-        return;
+/// What sysfs itself says, read without the daemon's code: the usb9pfs
+/// interfaces (ff/ff/09) as (port path, interface number), and those of them
+/// whose current alternate setting has the two bulk endpoints (which `list`
+/// must show; an ff/ff/09 interface without them it may leave out).
+fn usb9pfs_in_sysfs(devices: &Path) -> (BTreeSet<(String, u8)>, BTreeSet<(String, u8)>) {
+    let (mut any, mut with_endpoints) = (BTreeSet::new(), BTreeSet::new());
+    let Ok(entries) = std::fs::read_dir(devices) else {
+        return (any, with_endpoints);
+    };
+    let attr = |dir: &Path, name: &str| std::fs::read_to_string(dir.join(name)).map(|s| s.trim().to_string()).unwrap_or_default();
+    for e in entries.flatten() {
+        // Interfaces are "PORT:CONFIG.IFACE"; devices have no colon.
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some((port, _)) = name.split_once(':') else { continue };
+        let dir = e.path();
+        let class = (attr(&dir, "bInterfaceClass"), attr(&dir, "bInterfaceSubClass"), attr(&dir, "bInterfaceProtocol"));
+        if class != ("ff".into(), "ff".into(), "09".into()) {
+            continue;
+        }
+        let iface = u8::from_str_radix(&attr(&dir, "bInterfaceNumber"), 16).expect("sysfs bInterfaceNumber is hex");
+        any.insert((port.to_string(), iface));
+        if attr(&dir, "bNumEndpoints") == "02" {
+            with_endpoints.insert((port.to_string(), iface));
+        }
     }
-    let (code, out, _) = usb9pfsd(&["list", "--json", "--config", "config.example.toml"]);
-    assert_eq!((code, out.trim()), (0, "[]"));
-    let (code, out, _) = usb9pfsd(&["list"]);
-    assert_eq!((code, out.trim()), (0, "no usb9pfs gadgets present"));
+    (any, with_endpoints)
+}
+
+/// `list` against sysfs on whatever machine runs it: no USB sysfs, USB
+/// without boards (the empty list, in both output forms), or real boards
+/// (each one listed with its bus and address).
+#[test]
+fn list_shows_what_sysfs_shows() {
+    let devices = Path::new("/sys/bus/usb/devices");
+    let (any, must) = usb9pfs_in_sysfs(devices);
+    let (code, out, err) = usb9pfsd(&["list", "--json", "--config", "config.example.toml"]);
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_else(|e| panic!("list --json is not a JSON list ({e}):\n{out}"));
+    let listed: BTreeSet<(String, u8)> = rows
+        .iter()
+        .map(|r| {
+            let port = r["port_path"].as_str().unwrap_or_else(|| panic!("no port_path in {r}")).to_string();
+            let iface = r["interface"].as_u64().and_then(|i| u8::try_from(i).ok()).unwrap_or_else(|| panic!("no interface in {r}"));
+            (port, iface)
+        })
+        .collect();
+    assert_eq!(listed.len(), rows.len(), "an interface listed twice:\n{out}");
+    assert!(listed.is_subset(&any), "listed {listed:?}, but sysfs has only these usb9pfs interfaces: {any:?}");
+    assert!(must.is_subset(&listed), "sysfs has usb9pfs interfaces {must:?}, list shows {listed:?}");
+    for r in &rows {
+        let dev = devices.join(r["port_path"].as_str().unwrap_or_default());
+        let num = |name: &str| std::fs::read_to_string(dev.join(name)).ok().and_then(|s| s.trim().parse::<u64>().ok());
+        assert_eq!((r["bus"].as_u64(), r["address"].as_u64()), (num("busnum"), num("devnum")), "{r}");
+    }
+    let (code, text, err) = usb9pfsd(&["list"]);
+    assert_eq!(code, 0, "{err}");
+    if rows.is_empty() {
+        assert_eq!(out.trim(), "[]");
+        assert_eq!(text.trim(), "no usb9pfs gadgets present");
+    } else {
+        // A header, then one row per interface.
+        assert_eq!(text.lines().count(), rows.len() + 1, "{text}");
+        assert!(text.starts_with("BUS "), "{text}");
+    }
 }
 
 #[test]
@@ -79,9 +138,14 @@ fn status_and_reload_without_a_daemon_say_it_is_not_running() {
     }
 }
 
+/// What the daemon logs when it cannot listen to udev (usb/hotplug.rs): the
+/// only reason `a_running_daemon_answers_status_and_reload` may skip.
+const NO_UDEV: &str = "cannot listen to udev for USB hotplug";
+
 /// The daemon as systemd runs it, minus systemd: status, reload (good and
 /// bad config) and SIGHUP through its control socket. Needs udev's netlink
-/// socket; skipped where the daemon cannot start (some containers).
+/// socket: skipped only where the daemon itself says it cannot listen to
+/// udev (some containers); any other failure to start fails the test.
 #[test]
 fn a_running_daemon_answers_status_and_reload() {
     use std::io::{BufRead, BufReader};
@@ -108,22 +172,39 @@ fn a_running_daemon_answers_status_and_reload() {
         .spawn()
         .expect("start the daemon");
     let mut daemon = Running(daemon);
-    // Its log says when the socket is up (no polling, no sleeps).
+    // A daemon that neither comes up nor ends would hang the test: a
+    // watchdog ends it after a minute (a bound, not a synchronisation: the
+    // test itself waits on the log).
+    let (started, watchdog) = std::sync::mpsc::channel::<()>();
+    let pid = daemon.0.id().to_string();
+    std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = watchdog.recv_timeout(std::time::Duration::from_secs(60)) {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        }
+    });
+    // Its log says when it is up (no polling, no sleeps): the control socket
+    // is bound, and the coldplug scan is done, which comes only after the
+    // udev monitor listens.
     let mut log = BufReader::new(daemon.0.stderr.take().expect("stderr"));
     let mut line = String::new();
-    let up = loop {
+    let mut seen = String::new();
+    let (mut socket_up, mut coldplugged) = (false, false);
+    while !(socket_up && coldplugged) {
         line.clear();
         if log.read_line(&mut line).unwrap_or(0) == 0 {
-            break false;
+            let status = daemon.0.wait().expect("wait");
+            if seen.contains(NO_UDEV) {
+                eprintln!("the daemon cannot listen to udev here; skipping:\n{seen}");
+                return;
+            }
+            panic!("the daemon did not start ({status}); its log:\n{seen}");
         }
-        if line.contains("control socket at") {
-            break true;
-        }
-    };
-    if !up {
-        eprintln!("the daemon could not start here (no udev?); skipping");
-        return;
+        seen.push_str(&line);
+        assert!(!line.contains("cannot reach this daemon"), "the control socket was not bound:\n{seen}");
+        socket_up |= line.contains("control socket at");
+        coldplugged |= line.contains("board(s) served");
     }
+    drop(started);
     let sock = socket.to_str().expect("utf8");
 
     let (code, out, err) = usb9pfsd(&["status", "--json", "--socket", sock]);
