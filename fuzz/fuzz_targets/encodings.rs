@@ -23,8 +23,13 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(serde_json::from_slice::<Request>(&line).expect("decode"), req);
     }
     if let Ok(resp) = serde_json::from_slice::<Response>(data) {
+        // The client reads one line and decodes it: the line must end the
+        // answer, hold no other newline, and decode to what was sent.
         let line = resp.to_line();
         assert_eq!(line.last(), Some(&b'\n'));
-        let _ = serde_json::from_slice::<Response>(&line[..line.len() - 1]);
+        let body = &line[..line.len() - 1];
+        assert!(!body.contains(&b'\n'), "an answer is one line");
+        let again = serde_json::from_slice::<Response>(body).expect("a response's own line decodes");
+        assert_eq!(again, resp);
     }
 });
