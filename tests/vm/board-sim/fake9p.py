@@ -15,7 +15,8 @@ Tattach pass through, so the forwarder has a live session to lose):
     wrong-type       the reply's type is Rread (117) instead of Rgetattr
     extra-reply      the reply is sent twice
     close-mid-frame  half the reply, then the connection is closed
-    size-0, size-3, size-6, size-huge (4294967295), size-over (msize + 1 declared and sent)
+    size-0, size-3, size-6, size-64m (67108864), size-2g (2147483648),
+    size-huge (4294967295), size-over (msize + 1 declared and sent)
                      a reply whose size field is malformed
 
 Connection faults strike at once:
@@ -98,7 +99,10 @@ class Server:
         c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if m == "slow-accept":
             log("connection %d: slow accept, %.1f s before serving it" % (n, self.a.slow))
+            t0 = time.monotonic()
             time.sleep(self.a.slow)
+            # measured, for the rig's proof that the fault was injected
+            log("connection %d: slow accept over after %.1f s; proxying" % (n, time.monotonic() - t0))
         if m == "close-at-accept":
             c.close()
             return
@@ -146,7 +150,7 @@ class Server:
                     c.sendall(r[: len(r) // 2])
                     return
                 elif m.startswith("size-"):
-                    declared = {"size-0": 0, "size-3": 3, "size-6": 6, "size-huge": 0xFFFFFFFF}.get(m, msize + 1)
+                    declared = {"size-0": 0, "size-3": 3, "size-6": 6, "size-64m": 64 << 20, "size-2g": 1 << 31, "size-huge": 0xFFFFFFFF}.get(m, msize + 1)
                     body = r[4:] if m != "size-over" else r[4:] + bytes(msize + 1 - len(r))
                     c.sendall(struct.pack("<I", declared) + body)
                 else:

@@ -123,7 +123,7 @@ rig_setup() {
     modprobe 9pnet
     modprobe 9p
     grep -q '^usb9pfs ' /proc/modules || insmod "$STAGE/usb9pfs.ko"
-    grep -qw usbg /proc/filesystems 2>/dev/null || true
+    grep -q '^usb9pfs ' /proc/modules || die "rig setup: usb9pfs.ko did not load"
     mountpoint -q "$EXPORTS" || mount -t tmpfs -o size=1200m none "$EXPORTS"
     mountpoint -q "$LOCAL" || mount -t tmpfs -o size=300m none "$LOCAL"
     wait_until 20 test -e "/sys/class/udc/dummy_udc.$((n - 1))" || die "dummy_udc.$((n - 1)) did not appear"
@@ -694,4 +694,55 @@ stream_stop_check() {
     cp "$LOCAL/stream.sums" "$SC_OUT/stream.sums"
     expect "$d: at least $min full reads completed meanwhile (got $total)" test "$total" -ge "$min"
     expect_eq "$d: every read has the right sha256" "$total" "$good"
+}
+
+# ------------------------------------------------------------ rig guards
+# rig_guard DESCRIPTION CMD...: a precondition of the rig's own setup (what
+# the test itself wrote or configured). Stops the scenario when it does not
+# hold; passes silently, so it is never counted as a check of usb9pfsd.
+rig_guard() { local d=$1; shift; "$@" || die "rig setup: $d (command failed: $*)"; }
+
+# ------------------------------------------------ declared-size allocations
+# alloc_watch_start / alloc_watch_check DESCRIPTION: while a fault declares a
+# size, strace follows every thread of usb9pfsd (and every thread it starts)
+# for the calls that reserve memory: mmap, mremap, brk, and mprotect (glibc
+# grows a thread arena's heap with it). The check fails when any of them
+# asked for >= ALLOC_BOUND bytes of readable/writable memory, touched or
+# not: VmRSS and VmHWM count only touched pages, so they cannot see a
+# vec![0; declared] (calloc hands back fresh zero pages) or a
+# Vec::with_capacity(declared). The largest legitimate requests are the
+# frame buffers (max_frame, 1 MiB by default) and thread stacks (2 MiB);
+# glibc's 64 MiB arena reservations are PROT_NONE and do not count. The
+# watch counts only if strace attached to every thread (TracerPid) and was
+# still running when stopped.
+ALLOC_BOUND=${ALLOC_BOUND:-$((16 << 20))}
+ALLOC_WATCH=""
+alloc_watch_start() {
+    local t args=()
+    for t in /proc/"$FWD_PID"/task/*; do args+=(-p "${t##*/}"); done
+    rm -f "$LOCAL/alloc.strace"
+    strace -f -qq -e trace=mmap,mremap,brk,mprotect -e signal=none -o "$LOCAL/alloc.strace" "${args[@]}" \
+        2>>"$SC_OUT/strace.err" &
+    ALLOC_WATCH=$!
+    # attached = every thread has a tracer
+    alloc_traced() {
+        local s
+        for s in /proc/"$FWD_PID"/task/*/status; do
+            [ "$(awk '/^TracerPid:/ {print $2}' "$s" 2>/dev/null)" = "$ALLOC_WATCH" ] || return 1
+        done
+    }
+    wait_until 30 alloc_traced || bad "alloc watch: strace did not attach to every usb9pfsd thread within 30 s"
+}
+alloc_watch_check() {
+    local d=$1 verdict
+    [ -n "$ALLOC_WATCH" ] || { bad "$d: no alloc watch was running"; return; }
+    kill -INT "$ALLOC_WATCH" 2>/dev/null || { bad "$d: strace ended before the fault was over ($(tail -2 "$SC_OUT/strace.err" | tr '\n' ' '))"; ALLOC_WATCH=""; return; }
+    wait "$ALLOC_WATCH" 2>/dev/null || true
+    ALLOC_WATCH=""
+    cat "$LOCAL/alloc.strace" >> "$SC_OUT/alloc.strace" 2>/dev/null || true
+    verdict=$(python3 "$RIG_VM/guest/tools/alloc_check.py" "$ALLOC_BOUND" "$LOCAL/alloc.strace" 2>&1)
+    case $verdict in
+    ok*) ok "$d: no request for >= $((ALLOC_BOUND >> 20)) MiB of memory, touched or not ($verdict)" ;;
+    *) bad "$d: $verdict" ;;
+    esac
 }

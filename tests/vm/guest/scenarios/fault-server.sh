@@ -2,14 +2,17 @@
 # fault-server: the fault matrix for misbehaving 9P servers. The FunctionFS
 # board simulator is mapped to tests/vm/board-sim/fake9p.py, a proxy in front
 # of a real diod that misbehaves on cue (wrong tag, wrong type, extra reply,
-# close mid-frame, malformed sizes, close at accept, accept-then-silence, slow
-# accept), and to nothing at all (refused). A real kernel usb9pfs board
-# streams a checksummed file through the same usb9pfsd meanwhile. For each
+# close mid-frame, malformed sizes up to 2^32-1, close at accept,
+# accept-then-silence, slow accept), and to nothing at all (refused). A
+# real kernel usb9pfs board streams a checksummed file through the same
+# usb9pfsd meanwhile. For each
 # fault: the board's pending request is answered (Rlerror EIO with its tag)
 # rather than left waiting or answered with garbage, usb9pfsd logs an error
 # naming the board (serial, bus-address) and the fault, stays the same
 # process, and the simulator's next session (after the server behaves again)
-# works, checked reply by reply and by checksum.
+# works, checked reply by reply and by checksum. Each fault's checks count
+# only with fake9p's own log showing the fault struck; while the sizes are
+# injected, strace sees every memory request usb9pfsd makes.
 # The simulator's board has request_timeout set (off by default; without it
 # a server that accepts and never answers keeps the board waiting, by
 # design: see config.example.toml).
@@ -21,6 +24,12 @@ REQUEST_TIMEOUT=${REQUEST_TIMEOUT:-10}
 SILENCE_BOUND=${SILENCE_BOUND:-40}
 
 mode() { echo "$1" > "$LOCAL/fake9p.mode"; log "fake9p mode: $1"; }
+
+# fake9p_mark / fake9p_since: fake9p's own log from the mark on, to prove a
+# fault was injected (a check passes only if the fault really struck).
+FAKE9P_MARK=0
+fake9p_mark() { FAKE9P_MARK=$(wc -l < "$SC_OUT/fake9p.log"); }
+fake9p_since() { tail -n +"$((FAKE9P_MARK + 1))" "$SC_OUT/fake9p.log"; }
 
 # probe SECONDS: the simulator's Tversion, Tattach, Tgetattr, Tclunk (answers
 # in SIM_REPLY), tried again while the daemon's session rate limit refuses
@@ -74,11 +83,14 @@ message_fault() {
     log "--- server fault: $m"
     mode "$m"
     log_mark
+    fake9p_mark
     probe 120 || bad "$m: probe failed: $SIM_REPLY"
     case $SIM_REPLY in
     Tversion:Rversion,*) ;;
     *) bad "$m: the simulator's session never started, so the fault did not strike (probe: $SIM_REPLY)" ;;
     esac
+    if fake9p_since | grep -q "fault $m on Tgetattr"; then ok "$m: fake9p injected the fault into the board's session (fake9p.log)"
+    else bad "$m: fake9p never injected the fault, so this fault's checks prove nothing ($(fake9p_since | tail -3 | tr '\n' ' '))"; fi
     local got=${SIM_REPLY#* "$req":}; got=${got%% *}
     # shellcheck disable=SC2053
     if [[ $got == $want ]]; then
@@ -118,11 +130,19 @@ scenario_main() {
     # that follows (same tag 0, as the kernel client reuses it)
     message_fault extra-reply 'answered|extra|unexpected|stale|unsolicited|type|tag' "" Tclunk '@(Rclunk,tag=0,*|Rlerror,tag=0,size=11,errno=5)'
     message_fault close-mid-frame 'clos|eof|reset|lost'
+    # Every declared size, with strace watching what memory usb9pfsd asks
+    # for meanwhile (lib.sh: alloc_watch_check): sizes a buggy forwarder
+    # would reserve without touching (64 MiB, 2^31, 2^32-1; VmHWM cannot see
+    # those) and the first size past the session's ceiling (msize + 1).
+    alloc_watch_start
     message_fault size-0 'size[^0-9]*0([^0-9]|$)'
     message_fault size-3 'size[^0-9]*3([^0-9]|$)'
     message_fault size-6 'size[^0-9]*6([^0-9]|$)'
+    message_fault size-64m '67108864'
+    message_fault size-2g '2147483648'
     message_fault size-huge '4294967295'
     message_fault size-over 'ceiling|msize|too large|1638[0-9]'
+    alloc_watch_check "usb9pfsd never reserved a declared size (sizes 0 .. 2^32-1 from the server, strace on every thread)"
 
     log "--- server fault: close-at-accept"
     mode close-at-accept
@@ -138,6 +158,7 @@ scenario_main() {
     log "--- server fault: slow accept (5 s)"
     mode slow-accept
     log_mark
+    fake9p_mark
     local t0=$SECONDS
     probe 60 || bad "slow-accept: probe failed: $SIM_REPLY"
     case $SIM_REPLY in
@@ -145,6 +166,15 @@ scenario_main() {
         ok "slow-accept: a server that accepts after 5 s serves the whole session ($((SECONDS - t0)) s)" ;;
     *) bad "slow-accept: $SIM_REPLY" ;;
     esac
+    # The fault struck that session: fake9p held the one connection usb9pfsd
+    # opened for it unserved for >= 5 s (measured by fake9p), and usb9pfsd
+    # waited on it rather than opening another.
+    local held conns
+    held=$(fake9p_since | sed -n 's/.*slow accept over after \([0-9.]*\) s.*/\1/p' | head -n 1)
+    conns=$(fake9p_since | grep -c 'accepted, mode' || true)
+    expect "slow-accept: fake9p held the session's connection unserved for >= 5 s (held ${held:-never} s)" \
+        awk -v t="${held:-0}" 'BEGIN { exit !(t >= 5) }'
+    expect_eq "slow-accept: usb9pfsd opened one connection for the session and waited on it" 1 "$conns"
     expect "slow-accept: usb9pfsd still running, same pid" fwd_same_pid "$PID0"
     served_again slow-accept
 
@@ -183,7 +213,9 @@ scenario_main() {
 
     stream_stop_check "board B during the whole server fault matrix" "$want_b" 2
     local hwm1; hwm1=$(fwd_hwm_kib)
-    expect "usb9pfsd never allocated a declared size: VmHWM grew by < 16 MiB (${hwm0} -> ${hwm1} KiB)" \
+    # Touched memory only (see alloc_watch_check for reservations): the
+    # matrix left no lasting growth behind.
+    expect "usb9pfsd's peak resident memory grew by < 16 MiB over the matrix (VmHWM ${hwm0} -> ${hwm1} KiB)" \
         test $((hwm1 - hwm0)) -lt 16384
     expect "usb9pfsd is the same living process after the whole matrix (pid $PID0)" fwd_same_pid "$PID0"
     expect_not "usb9pfsd log has no panic" grep -qi panick "$SC_OUT/usb9pfsd.log"

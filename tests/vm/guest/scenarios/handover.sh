@@ -38,7 +38,17 @@ scenario_main() {
         "$USB9PFSD" run --config "$FWD_CONFIG" --control-socket "$LOCAL/control" -v >>"$SC_OUT/usb9pfsd.log" 2>&1 &
     FWD_PID=$!
     wait_until 20 test -s "$pidfile" || die "the daemon did not start under fake-systemd"
-    daemon_pid() { cat "$pidfile"; }
+    # The daemon's PID as the process table shows it now: the service
+    # manager's one child. (fake-systemd.py writes its pidfile only when it
+    # starts a process, so the file cannot see an exec that forked instead.)
+    daemon_pid() { pgrep -P "$FWD_PID" | head -n 1; }
+    # The PID of the process that answers on the control socket now.
+    answering_pid() {
+        timeout -s KILL 60 "$USB9PFSD" status --json --socket "$LOCAL/control" \
+            | python3 -c 'import json, sys; print(json.load(sys.stdin)["daemon"]["pid"])'
+    }
+    wait_until 20 sh -c "[ -n \"\$(pgrep -P $FWD_PID)\" ]" || die "rig setup: fake-systemd.py has no child process"
+    [ "$(daemon_pid)" = "$(cat "$pidfile")" ] || die "rig setup: fake-systemd.py's child $(daemon_pid) is not the PID it recorded ($(cat "$pidfile"))"
     board_mount A "$exa" || die "board A: mount failed"
     board_mount B "$exb" || die "board B: mount failed"
     local ma=${B_MNT[A]} mb=${B_MNT[B]}
@@ -85,7 +95,8 @@ print(" ".join(str(b["session_started_at"]) for b in sorted(json.load(sys.stdin)
         fi
         wait_until 60 sh -c "[ \$(grep -c 'taking over .* board' '$SC_OUT/usb9pfsd.log') -gt $before ]" \
             || bad "re-exec #$i: the new image did not report taking over the boards"
-        expect_eq "re-exec #$i keeps the PID (systemd keeps tracking it)" "$pid0" "$(daemon_pid)"
+        expect_eq "re-exec #$i keeps the PID: the service manager's child is still pid $pid0 (systemd keeps tracking it)" "$pid0" "$(daemon_pid)"
+        expect_eq "re-exec #$i: the process answering on the control socket is pid $pid0" "$pid0" "$(answering_pid)"
         expect "re-exec #$i: the process is still there" kill -0 "$pid0"
         local n0; n0=$(grep -c '^sum ' "$load")
         wait_until 120 sh -c "[ \$(grep -c '^sum ' '$load') -gt $n0 ]" || bad "re-exec #$i: board A's reads stopped"
@@ -106,7 +117,7 @@ print(" ".join(str(b["session_started_at"]) for b in sorted(json.load(sys.stdin)
     for i in 1 2; do
         local old; old=$(daemon_pid)
         kill -USR1 "$FWD_PID"
-        wait_until 60 sh -c "[ \"\$(cat '$pidfile')\" != '$old' ]" || bad "restart #$i: no new daemon started"
+        wait_until 60 sh -c "p=\$(pgrep -P $FWD_PID); [ -n \"\$p\" ] && [ \"\$p\" != '$old' ]" || bad "restart #$i: no new daemon started"
         wait_until 60 sh -c "[ \$(grep -c 'taking over 2 board' '$SC_OUT/usb9pfsd.log') -ge $((2 + i)) ]" \
             || bad "restart #$i: the new daemon did not take over both boards"
         local n0; n0=$(grep -c '^sum ' "$load")
