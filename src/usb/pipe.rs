@@ -47,6 +47,16 @@ pub trait UsbPipe: Send {
     fn transfer_mem(&mut self, _len: usize) -> Option<TransferMem> {
         None
     }
+    /// Makes the board's usb9pfs function usable again after it disabled
+    /// its endpoints ([`UsbError::FunctionOff`]): re-selects the interface's
+    /// usb9pfs alternate setting (SET_INTERFACE, which the board's kernel
+    /// answers by enabling its endpoints and requests again) and clears the
+    /// endpoints' halts. Only the holder of the interface claim can send it.
+    /// Never called on a live session: a board kernel that keeps its
+    /// endpoints enabled would reset its transfers (and leak its requests).
+    fn rearm(&mut self) -> Result<(), UsbError> {
+        Err(UsbError::Transfer("this pipe cannot re-select its alternate setting".into()))
+    }
 }
 
 /// Memory a pipe moves transfer data in and out of in place: for a real
@@ -150,6 +160,14 @@ pub enum UsbError {
     PartialFrame,
     #[error("USB transfer failed: {0}")]
     Transfer(String),
+    /// The IN transfer waiting for the first byte of the next T-message
+    /// failed with an endpoint error while the device stayed on the bus:
+    /// the board's usb9pfs function disabled its endpoints, which board
+    /// kernels with the 2026 usbg fixes (Debian 6.12.118 and later) do at
+    /// every umount, until the host selects the interface again
+    /// ([`UsbPipe::rearm`]). Carries the transfer's error.
+    #[error("the board's usb9pfs function stopped between messages ({0})")]
+    FunctionOff(String),
 }
 
 /// Receiving a T-message failed either on the wire or in its framing.
