@@ -306,7 +306,11 @@ fn rearm<P: UsbPipe + ?Sized>(pipe: &mut P, counters: &Counters, s: &mut Session
             "{why}, again right after each of {REARM_LIMIT} re-selections of the interface: the board's usb9pfs function looks broken; reset or replug the board"
         ))));
     }
-    pipe.rearm().map_err(usb_exit)?;
+    pipe.rearm().map_err(|e| match e {
+        // Asked to stop while the board refused its alternate setting.
+        UsbError::Stopped => Exit::Stopped,
+        e => usb_exit(e),
+    })?;
     counters.rearms.fetch_add(1, Ordering::Relaxed);
     if *in_a_row == 1 {
         tracing::info!("board unmounted: its usb9pfs function disabled its endpoints ({why}); re-selected the interface, waiting for the next mount");

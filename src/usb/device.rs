@@ -48,7 +48,7 @@ use rusb::{Context, DeviceHandle, UsbContext};
 
 use crate::board::GadgetInfo;
 use crate::usb::descriptors::{self, Usb9pfsInterface};
-use crate::usb::pipe::{StopSwitch, TransferMem, UsbError, UsbPipe, PARTIAL_FRAME_WAIT};
+use crate::usb::pipe::{StopSwitch, TransferMem, UsbError, UsbPipe, NOT_READY_RETRY, PARTIAL_FRAME_WAIT};
 
 /// Why a gadget could not be opened; each says what to do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -151,7 +151,7 @@ impl Device {
         // SET_INTERFACE re-enables the gadget's endpoints (flushing anything
         // queued), so it is sent only when the endpoints live elsewhere.
         if intf.alt != 0 {
-            handle.set_alternate_setting(n, intf.alt).map_err(|e| lib_err(e, "select the alternate setting of", &path))?;
+            select_alt(&handle, intf, &stop).map_err(|e| select_err(e, &path))?;
         }
         let mut rearmed = false;
         if let Err(e) = clear_halts(&handle, intf) {
@@ -163,7 +163,7 @@ impl Device {
             // refuses CLEAR_FEATURE(HALT): selecting its alternate setting
             // enables it again. Only then: with enabled endpoints a
             // SET_INTERFACE is not needed.
-            handle.set_alternate_setting(n, intf.alt).map_err(|e| lib_err(e, "re-select the alternate setting of", &path))?;
+            select_alt(&handle, intf, &stop).map_err(|e| select_err(e, &path))?;
             clear_halts(&handle, intf).map_err(|e| lib_err(e, "clear the halt on an endpoint of", &path))?;
             rearmed = true;
         }
@@ -400,6 +400,52 @@ impl Drop for Device {
     }
 }
 
+/// Why [`select_alt`] did not select the alternate setting.
+enum Selected {
+    /// A stop was requested while the board refused it.
+    Stopped,
+    Failed(rusb::Error),
+}
+
+/// SET_INTERFACE to the interface's usb9pfs alternate setting. A board that
+/// keeps its endpoints on a non-zero alternate setting may refuse it (a
+/// STALL) until its 9P client is ready, as the posted usbg series does
+/// ("the host will then have to call set_alt(1) on this data interface";
+/// the gadget refuses while no mount is ready): then it is asked again
+/// every [`NOT_READY_RETRY`] until it accepts, the device goes away, or a
+/// stop is requested; said once in the log.
+fn select_alt(handle: &DeviceHandle<Context>, intf: Usb9pfsInterface, stop: &StopSwitch) -> Result<(), Selected> {
+    let mut said = false;
+    loop {
+        match handle.set_alternate_setting(intf.number, intf.alt) {
+            Ok(()) => return Ok(()),
+            Err(rusb::Error::Pipe) if intf.alt != 0 => {
+                if !said {
+                    said = true;
+                    tracing::info!(
+                        alt = intf.alt,
+                        "the board refuses alternate setting {} of interface {} until it mounts: asking again every {} s",
+                        intf.alt,
+                        intf.number,
+                        NOT_READY_RETRY.as_secs()
+                    );
+                }
+                if stop.pause(NOT_READY_RETRY) {
+                    return Err(Selected::Stopped);
+                }
+            }
+            Err(e) => return Err(Selected::Failed(e)),
+        }
+    }
+}
+
+fn select_err(e: Selected, path: &std::path::Path) -> OpenError {
+    match e {
+        Selected::Stopped => OpenError::Failed(format!("stopped while {} refused its alternate setting", path.display())),
+        Selected::Failed(e) => lib_err(e, "select the alternate setting of", path),
+    }
+}
+
 /// Clears a halt on both endpoints (host and board reset their data toggles).
 fn clear_halts(handle: &DeviceHandle<Context>, intf: Usb9pfsInterface) -> rusb::Result<()> {
     for ep in [intf.ep_in, intf.ep_out] {
@@ -497,9 +543,10 @@ impl UsbPipe for Device {
             rusb::Error::NoDevice | rusb::Error::NotFound => UsbError::Gone,
             e => UsbError::Transfer(format!("cannot {what}: {e}")),
         };
-        self.handle
-            .set_alternate_setting(self.layout.number, self.layout.alt)
-            .map_err(|e| gone_or(&format!("re-select alternate setting {} of interface {}", self.layout.alt, self.layout.number), e))?;
+        select_alt(&self.handle, self.layout, &self.stop).map_err(|e| match e {
+            Selected::Stopped => UsbError::Stopped,
+            Selected::Failed(e) => gone_or(&format!("re-select alternate setting {} of interface {}", self.layout.alt, self.layout.number), e),
+        })?;
         clear_halts(&self.handle, self.layout).map_err(|e| gone_or("clear the endpoints' halts after re-selecting the alternate setting", e))
     }
 
