@@ -9,7 +9,10 @@
 # buflen is set to it, a second gadget for the second msize).
 #
 # Each round: sequential read and write of a 16 MiB file (fresh mount each;
-# the default cache=none sends every read to the server), a metadata walk of a 1000-file tree by one process
+# the default cache=none sends every read to the server; MB/s from the bytes
+# dd reports it moved, the read's copy checksummed against the server's file,
+# the written file checksummed on the server), a metadata walk of a
+# 1000-file tree by one process
 # (tools/walk.py: read every directory, lstat every entry, as find does), a
 # small-file workload by one process (BENCH_FILES, default 2000, files of
 # 0.5-4 KiB: create+write all, stat all, read all, unlink all, contents
@@ -24,7 +27,11 @@
 # `strace -c -f` on every daemon thread for system calls per message.
 #
 # Prints medians and ratios, writes /run/rig/out/bench/bench.md (+ raw.txt,
-# budget.txt, strace-*.txt).
+# budget.txt, strace-*.txt). A measurement that failed (a workload that
+# failed, moved fewer bytes or read wrong data) is recorded as FAIL, never
+# as a number: the table gives each median's number of samples and the
+# failures, and /run/rig/out/bench/result's one line is "FAIL: <the first
+# failed check>" (tests/vm/run --bench then exits non-zero) or "PASS: ...".
 set -uo pipefail
 # shellcheck source=/dev/null
 . /run/rig/out/.stage/env.sh
@@ -53,6 +60,13 @@ mkdir -p "$EX"
 diod_start a 5640 "$EX"
 dd if=/dev/urandom of="$EX/big.bin" bs=1M count=$SIZE_MB status=none
 dd if=/dev/urandom of="$LOCAL/w.bin" bs=1M count=$SIZE_MB status=none
+# What every read must bring back, and how many bytes every copy must move.
+BIG_BYTES=$((SIZE_MB * 1048576))
+BIG_SHA=$(sha "$EX/big.bin")
+BIG_SHA_W=$(sha "$LOCAL/w.bin")
+BUDGET_BYTES=$((BUDGET_READ_MB * 1048576))
+BUDGET_READ_SHA=$(head -c "$BUDGET_BYTES" "$EX/big.bin" | sha256sum | cut -d' ' -f1)
+BUDGET_WRITE_SHA=$(head -c "$BUDGET_BYTES" "$LOCAL/w.bin" | sha256sum | cut -d' ' -f1)
 for d in $(seq -w 1 20); do
     mkdir -p "$EX/tree/d$d"
     for f in $(seq -w 1 50); do printf '%s\n' "$d$f" > "$EX/tree/d$d/f$f"; done
@@ -117,13 +131,25 @@ cpu_ticks() {
 # fork/exec, which costs tens to hundreds of ms under TCG (more right after
 # drop_caches, when binaries come back from the host over virtio-9p), and
 # that squeezed every ratio toward 1 (a 16 MiB write at 20 MB/s is 0.8 s).
-# timed_dd DD-ARGS...: prints the seconds dd reports (from after its files
-# are open until the copy and any conv=fsync end); fails if dd fails.
+# timed_dd DD-ARGS...: prints "BYTES SECONDS" as dd reports them (the bytes
+# it copied; the time from after its files are open until the copy and any
+# conv=fsync end); fails if dd fails or reports nothing.
 timed_dd() {
     local out
     out=$(LC_ALL=C timeout -s KILL 600 dd "$@" 2>&1 >/dev/null) || { printf '%s\n' "$out" >&2; return 1; }
-    out=$(printf '%s\n' "$out" | sed -n 's/.* copied, \([0-9.e+-]*\) s,.*/\1/p')
+    out=$(printf '%s\n' "$out" | sed -n 's/^\([0-9][0-9]*\) bytes .* copied, \([0-9.e+-]*\) s,.*/\1 \2/p')
     [ -n "$out" ] && printf '%s\n' "$out"
+}
+# checked_copy KEY WHAT WANT_BYTES WANT_SHA FILE DD-ARGS...: a timed dd that
+# must move WANT_BYTES and leave FILE with sha256 WANT_SHA; prints the
+# seconds, or records a failed check (naming KEY and WHAT) and fails.
+checked_copy() {
+    local key=$1 what=$2 want_bytes=$3 want_sha=$4 file=$5 r got; shift 5
+    if ! r=$(timed_dd "$@"); then bad "$key: $what failed (dd)"; return 1; fi
+    if [ "${r% *}" != "$want_bytes" ]; then bad "$key: $what moved ${r% *} bytes, want $want_bytes"; return 1; fi
+    got=$(sha "$file" 2>/dev/null)
+    if [ "$got" != "$want_sha" ]; then bad "$key: $what: the data differs from the source (sha256 $got, want $want_sha)"; return 1; fi
+    printf '%s\n' "${r#* }"
 }
 # No drop_caches before a measurement: a fresh cache=none mount already
 # reads from the server, and dropping the page cache also drops the code of
@@ -132,43 +158,60 @@ timed_dd() {
 # measured: a 64 KiB-msize write ran at 12 MB/s right after it and at 30
 # without, which skewed whichever forwarder came first after a drop.
 per_s() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.3f", n / s }'; }
-mbps() { awk -v s="$1" -v n="$((SIZE_MB * 1048576))" 'BEGIN { printf "%.3f", n / 1e6 / s }'; }
+# mbps BYTES SECONDS
+mbps() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.3f", n / 1e6 / s }'; }
 # small_files DIR N: the small-file workload; prints "files/s seconds", fails
 # on a mismatch
 small_files() { timeout -s KILL 1200 python3 "$RIG_VM/guest/tools/small_files.py" "$1" "$2"; }
 # walk DIR: the metadata walk; prints "entries seconds"
 walk() { timeout -s KILL 600 python3 "$RIG_VM/guest/tools/walk.py" "$1"; }
 
-measure() {   # measure FWD ROUND
-    local fwd=$1 r=$2 s c0 c2 u0 u2 n key="$1 $MSIZE $2"
+# raw KEY METRIC VALUE: one sample; VALUE is FAIL for a failed measurement.
+declare -A RECORDED=()
+raw() { echo "$1 $2 $3" >> "$RAW"; RECORDED[$2]=1; }
+# measure FWD ROUND: one round of every workload; whatever it could not
+# measure is recorded as FAIL, so a failed round counts in the table.
+measure() {
+    local fwd=$1 m want=(read_MBps write_MBps meta_ops small_files_per_s)
+    RECORDED=()
+    measure_round "$@"
+    stop_fwd
+    [ "$fwd" = tcp ] || want+=(cpu_ms_per_MiB user_cpu_ms_per_MiB)
+    for m in "${want[@]}"; do
+        [ -n "${RECORDED[$m]:-}" ] || raw "$1 $MSIZE $2" "$m" FAIL
+    done
+    log "$1 $MSIZE $2: $(grep "^$1 $MSIZE $2 " "$RAW" | cut -d' ' -f4- | tr '\n' ' ')"
+}
+measure_round() {
+    local fwd=$1 r=$2 s c0 c2 u0 u2 n key="$1 $MSIZE $2" rd=0 wr=0
     start_fwd "$fwd"
-    if ! do_mount "$fwd"; then bad "round $r $fwd msize $MSIZE: mount failed"; stop_fwd; return; fi
+    if ! do_mount "$fwd"; then bad "$key: mount failed"; return; fi
     c0=$(cpu_ticks); u0=$(cpu_ticks user)
-    if s=$(timed_dd if="$M/big.bin" of=/dev/null bs=1M); then echo "$key read_MBps $(mbps "$s")" >> "$RAW"
-    else bad "$key: read failed"; fi
+    if s=$(checked_copy "$key" "16 MiB read" "$BIG_BYTES" "$BIG_SHA" "$LOCAL/r.bin" if="$M/big.bin" of="$LOCAL/r.bin" bs=1M); then
+        raw "$key" read_MBps "$(mbps "$BIG_BYTES" "$s")"; rd=1
+    fi
+    rm -f "$LOCAL/r.bin"
     do_umount || { bad "$key: umount failed"; return; }
-    do_mount "$fwd" || { bad "$key: mount failed"; stop_fwd; return; }
-    if s=$(timed_dd if="$LOCAL/w.bin" of="$M/w.bin" bs=1M conv=fsync); then echo "$key write_MBps $(mbps "$s")" >> "$RAW"
-    else bad "$key: write failed"; fi
+    do_mount "$fwd" || { bad "$key: mount failed"; return; }
+    if s=$(checked_copy "$key" "16 MiB write" "$BIG_BYTES" "$BIG_SHA_W" "$EX/w.bin" if="$LOCAL/w.bin" of="$M/w.bin" bs=1M conv=fsync); then
+        raw "$key" write_MBps "$(mbps "$BIG_BYTES" "$s")"; wr=1
+    fi
     c2=$(cpu_ticks); u2=$(cpu_ticks user)
-    [ "$(sha "$EX/w.bin")" = "$(sha "$LOCAL/w.bin")" ] || bad "$key: written file differs on the server"
     rm -f "$EX/w.bin"
     do_umount || { bad "$key: umount failed"; return; }
-    if [ -n "$FPID" ]; then
+    if [ -n "$FPID" ] && [ "$rd$wr" = 11 ]; then
         # CPU of read + write together (the remount in between is included
         # and is a handful of messages)
-        awk -v t="$((c2 - c0))" -v u="$((u2 - u0))" -v hz="$HZ" -v mib=$((2 * SIZE_MB)) \
-            'BEGIN { printf "'"$key"' cpu_ms_per_MiB %.2f\n'"$key"' user_cpu_ms_per_MiB %.2f\n", t * 1000 / hz / mib, u * 1000 / hz / mib }' >> "$RAW"
+        raw "$key" cpu_ms_per_MiB "$(awk -v t="$((c2 - c0))" -v hz="$HZ" -v mib=$((2 * SIZE_MB)) 'BEGIN { printf "%.2f", t * 1000 / hz / mib }')"
+        raw "$key" user_cpu_ms_per_MiB "$(awk -v u="$((u2 - u0))" -v hz="$HZ" -v mib=$((2 * SIZE_MB)) 'BEGIN { printf "%.2f", u * 1000 / hz / mib }')"
     fi
-    do_mount "$fwd" || { bad "$key: mount failed"; stop_fwd; return; }
-    n=$(walk "$M/tree") || bad "$key: walk failed: $n"
-    [ "${n% *}" = "$NENT" ] || bad "$key: walk saw ${n% *} entries, expected $NENT"
-    echo "$key meta_ops $(per_s "${n% *}" "${n#* }")" >> "$RAW"
-    n=$(small_files "$M/small" "$NFILES") || bad "$key: small-file workload failed: $n"
-    echo "$key small_files_per_s ${n%% *}" >> "$RAW"
+    do_mount "$fwd" || { bad "$key: mount failed"; return; }
+    if ! n=$(walk "$M/tree"); then bad "$key: walk failed: $n"
+    elif [ "${n% *}" != "$NENT" ]; then bad "$key: walk saw ${n% *} entries, expected $NENT"
+    else raw "$key" meta_ops "$(per_s "${n% *}" "${n#* }")"; fi
+    if n=$(small_files "$M/small" "$NFILES"); then raw "$key" small_files_per_s "${n%% *}"
+    else bad "$key: small-file workload failed: $n"; fi
     do_umount || bad "$key: umount failed"
-    stop_fwd
-    log "$key: $(grep "^$key " "$RAW" | cut -d' ' -f4- | tr '\n' ' ')"
 }
 
 # status_sum: t_messages board_wait_us server_wait_us reply_send_us of the board
@@ -178,18 +221,26 @@ import json, sys
 c = [b["counters"] for b in json.load(sys.stdin)["boards"] if b["counters"]["t_messages"]]
 print(" ".join(str(sum(x.get(f, 0) for x in c)) for f in ("t_messages", "board_wait_us", "server_wait_us", "reply_send_us")))'
 }
-# budget_run WORKLOAD: one of the budget's workloads on the mount at $M;
-# prints the seconds it took (timed inside the workload, as above)
+# budget_run KEY WORKLOAD: one of the budget's workloads on the mount at $M;
+# prints the seconds it took (timed inside the workload, as above), or FAIL
+# (and records a failed check): a failed workload must never look fast.
 budget_run() {
-    local out
-    case $1 in
+    local out key="budget $MSIZE $1 $2"
+    case $2 in
     read)
-        timed_dd if="$M/big.bin" of=/dev/null bs=1M count="$BUDGET_READ_MB" ;;
+        checked_copy "$key" "read" "$BUDGET_BYTES" "$BUDGET_READ_SHA" "$LOCAL/b.bin" \
+            if="$M/big.bin" of="$LOCAL/b.bin" bs=1M count="$BUDGET_READ_MB"
+        ;;
     write)
-        timed_dd if="$LOCAL/w.bin" of="$M/budget.bin" bs=1M count="$BUDGET_READ_MB" conv=fsync \
-            && rm -f "$EX/budget.bin" ;;
-    small) out=$(small_files "$M/budget" "$BUDGET_FILES") && echo "${out#* }" ;;
-    esac || { bad "budget $MSIZE $1 failed"; echo 0; }
+        checked_copy "$key" "write" "$BUDGET_BYTES" "$BUDGET_WRITE_SHA" "$EX/budget.bin" \
+            if="$LOCAL/w.bin" of="$M/budget.bin" bs=1M count="$BUDGET_READ_MB" conv=fsync
+        ;;
+    small)
+        if out=$(small_files "$M/budget" "$BUDGET_FILES"); then echo "${out#* }"
+        else bad "$key: small-file workload failed: $out"; false; fi
+        ;;
+    esac || echo FAIL
+    rm -f "$LOCAL/b.bin" "$EX/budget.bin"
 }
 BUDGET_WORKLOADS=(read write small)
 # profile: where one message's time goes (usb9pfsd), per workload; the same
@@ -200,14 +251,14 @@ profile() {
     local -A tcp_s=()
     do_mount tcp || { bad "budget $MSIZE: tcp mount failed"; return; }
     for w in "${BUDGET_WORKLOADS[@]}"; do
-        tcp_s[$w]=$(budget_run "$w")
+        tcp_s[$w]=$(budget_run tcp "$w")
     done
     do_umount || { bad "budget $MSIZE: umount failed"; return; }
     start_fwd usb9pfsd
     do_mount usb9pfsd || { bad "budget $MSIZE: mount failed"; stop_fwd; return; }
     for w in "${BUDGET_WORKLOADS[@]}"; do
         s0=$(status_sum); c0=$(cpu_ticks); u0=$(cpu_ticks user)
-        e=$(budget_run "$w")
+        e=$(budget_run usb9pfsd "$w")
         c1=$(cpu_ticks); u1=$(cpu_ticks user); s1=$(status_sum)
         echo "$MSIZE timing $w $s0 | $s1 | 0 $e | $c0 $c1 | $u0 $u1 | tcp_s ${tcp_s[$w]}" >> "$BUDGET"
     done
@@ -218,10 +269,12 @@ profile() {
     strace -c -f -q -o "$sc" "${pids[@]}" &
     local spid=$!
     sleep 2
-    for w in "${BUDGET_WORKLOADS[@]}"; do budget_run "$w" >/dev/null; done
+    local failed=0
+    for w in "${BUDGET_WORKLOADS[@]}"; do [ "$(budget_run strace "$w")" != FAIL ] || failed=1; done
     kill -INT "$spid"; wait "$spid" 2>/dev/null
     s1=$(status_sum)
-    echo "$MSIZE strace all $s0 | $s1" >> "$BUDGET"
+    if [ "$failed" = 0 ]; then echo "$MSIZE strace all $s0 | $s1" >> "$BUDGET"
+    else echo "$MSIZE strace all FAIL" >> "$BUDGET"; fi
     do_umount || bad "budget $MSIZE: umount failed"
     stop_fwd
     log "budget $MSIZE: $(grep "^$MSIZE " "$BUDGET" | tr '\n' ' ')"
@@ -245,7 +298,8 @@ for MSIZE in $MSIZES; do
 done
 
 python3 "$RIG_VM/guest/tools/bench_table.py" "$RAW" "$BUDGET" "$NENT" "$SIZE_MB" "$ROUNDS" "$NFILES" \
-    "$BUDGET_READ_MB" "$BUDGET_FILES" "$HZ" > "$SC_OUT/bench.md"
+    "$BUDGET_READ_MB" "$BUDGET_FILES" "$HZ" > "$SC_OUT/bench.md" 2>>"$SC_OUT/guest.log" \
+    || bad "bench_table.py could not make the table (guest.log)"
 if grep -q '^FAIL' "$SC_OUT/checks.txt"; then write_result FAIL "$(grep -m1 '^FAIL' "$SC_OUT/checks.txt" | cut -c6-)"
 else write_result PASS "benchmark complete"; fi
 cat "$SC_OUT/bench.md"

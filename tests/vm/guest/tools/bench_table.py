@@ -6,6 +6,11 @@ issue's targets; then the per-message time budget and system calls per
 message of usb9pfsd.
 
 usage: bench_table.py RAW BUDGET NENT SIZE_MB ROUNDS NFILES BUDGET_READ_MB BUDGET_FILES HZ
+
+A sample recorded as FAIL (a workload that failed, moved too few bytes or
+read wrong data) is never a number here: each cell gives its median's
+number of samples ("n=3"), and the failed rounds ("1 FAIL"); a budget
+workload that failed is a FAIL row.
 """
 import os
 import re
@@ -14,11 +19,11 @@ import sys
 
 raw, budget, nent, size, rounds, nfiles, b_read, b_files, hz = sys.argv[1:10]
 hz = int(hz)
-vals = {}
+vals = {}   # (forwarder, msize, metric) -> {round: value, or None for FAIL}
 msizes = []
 for line in open(raw):
     f, ms, r, m, v = line.split()
-    vals.setdefault((f, ms, m), []).append(float(v))
+    vals.setdefault((f, ms, m), {})[r] = None if v == "FAIL" else float(v)
     if ms not in msizes:
         msizes.append(ms)
 
@@ -26,16 +31,41 @@ for line in open(raw):
 # CPU in the kernel, per round: all CPU less user space
 for (f, ms, m), v in list(vals.items()):
     if m == "cpu_ms_per_MiB" and (f, ms, "user_cpu_ms_per_MiB") in vals:
-        vals[(f, ms, "kernel_cpu_ms_per_MiB")] = [c - u for c, u in zip(v, vals[(f, ms, "user_cpu_ms_per_MiB")])]
+        user = vals[(f, ms, "user_cpu_ms_per_MiB")]
+        vals[(f, ms, "kernel_cpu_ms_per_MiB")] = {
+            r: None if c is None or user.get(r) is None else c - user[r] for r, c in v.items()}
+
+
+def samples(f, ms, m):
+    """(the passed samples, how many rounds failed)"""
+    v = vals.get((f, ms, m), {})
+    ok = [x for x in v.values() if x is not None]
+    return ok, len(v) - len(ok)
 
 
 def med(f, ms, m):
-    v = vals.get((f, ms, m))
-    return statistics.median(v) if v else None
+    ok, _ = samples(f, ms, m)
+    return statistics.median(ok) if ok else None
+
+
+def num(x):
+    return "%.2f" % x if x < 100 else "%.0f" % x
 
 
 def fmt(x):
-    return "—" if x is None else ("%.2f" % x if x < 100 else "%.0f" % x)
+    return "—" if x is None else num(x)
+
+
+def cell(f, ms, m):
+    """The median with its sample count and failures: "12.30 (n=3)",
+    "12.30 (n=2, 1 FAIL)", "FAIL (3 of 3)"."""
+    ok, failed = samples(f, ms, m)
+    if not ok and not failed:
+        return "—"
+    if not ok:
+        return "**FAIL** (%d of %d)" % (failed, failed)
+    text = "%s (n=%d" % (num(statistics.median(ok)), len(ok))
+    return text + (", **%d FAIL**)" % failed if failed else ")")
 
 
 def ratio(a, b):
@@ -84,22 +114,26 @@ def verdict(ms, m, rp, rt):
 for ms in msizes:
     print("### msize %s (board buflen %s)" % (ms, ms))
     print()
-    print("| metric (median of %s rounds) | usb9pfsd | p9_fwd.py | trans=tcp (no USB) | usb9pfsd ÷ p9_fwd.py | usb9pfsd ÷ tcp | target |" % rounds)
+    print("| metric (median of the rounds that passed, n of %s; FAIL = rounds that failed) | usb9pfsd | p9_fwd.py | trans=tcp (no USB) | usb9pfsd ÷ p9_fwd.py | usb9pfsd ÷ tcp | target |" % rounds)
     print("|---|---|---|---|---|---|---|")
     for label, m, _ in ROWS:
         u, p, t = med("usb9pfsd", ms, m), med("p9fwd", ms, m), med("tcp", ms, m)
         rp, rt = ratio(u, p), ratio(u, t)
-        print("| %s | %s | %s | %s | %s | %s | %s |" % (label, fmt(u), fmt(p), fmt(t), fr(rp), fr(rt), verdict(ms, m, rp, rt)))
+        # a target is judged only on complete rounds
+        failed = any(samples(f, ms, m)[1] for f in ("usb9pfsd", "p9fwd", "tcp"))
+        judged = "not judged: rounds failed" if failed else verdict(ms, m, rp, rt)
+        print("| %s | %s | %s | %s | %s | %s | %s |" % (
+            label, cell("usb9pfsd", ms, m), cell("p9fwd", ms, m), cell("tcp", ms, m), fr(rp), fr(rt), judged))
     print()
 
     if any(k[0] == "base" and k[1] == ms for k in vals):
         print("usb9pfsd against the baseline build (BENCH_BASE_BIN) in the same rounds:")
         print()
-        print("| metric (median of %s rounds) | usb9pfsd | baseline | usb9pfsd ÷ baseline |" % rounds)
+        print("| metric (median of the rounds that passed, n of %s) | usb9pfsd | baseline | usb9pfsd ÷ baseline |" % rounds)
         print("|---|---|---|---|")
         for label, m, _ in ROWS:
             u, b = med("usb9pfsd", ms, m), med("base", ms, m)
-            print("| %s | %s | %s | %s |" % (label, fmt(u), fmt(b), fr(ratio(u, b))))
+            print("| %s | %s | %s | %s |" % (label, cell("usb9pfsd", ms, m), cell("base", ms, m), fr(ratio(u, b))))
         print()
 
 print("CPU ratio < 1: usb9pfsd needs less CPU per MiB than p9_fwd.py (trans=tcp has no forwarder).")
@@ -112,10 +146,14 @@ for line in open(budget):
     parts = line.split()
     ms, kind, what = parts[0], parts[1], parts[2]
     nums = [x for x in parts[3:] if x not in ("|", "tcp_s")]
+    try:
+        values = [float(x) for x in nums]
+    except ValueError:
+        values = None   # a FAIL (or a missing counter): never a figure
     if kind == "timing":
-        timing.append((ms, what, [float(x) for x in nums]))
+        timing.append((ms, what, values if values is not None and len(values) >= 15 else None))
     elif kind == "strace":
-        straced[ms] = [float(x) for x in nums]
+        straced[ms] = values if values is not None and len(values) >= 5 else None
 
 
 def strace_calls(ms):
@@ -145,9 +183,14 @@ if timing:
     print("| msize | workload | messages | total | board + USB IN | server | USB OUT | usb9pfsd CPU (user + kernel) | of it user space | trans=tcp total | gap to tcp |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for ms, what, n in timing:
+        if n is None:
+            print("| %s | %s | **FAIL** (the workload, its checksum or the counters failed: guest.log) |  |  |  |  |  |  |  |  |" % (
+                ms, WORKLOAD.get(what, what)))
+            continue
         m0, bw0, sv0, rs0, m1, bw1, sv1, rs1, t0, t1, c0, c1, u0, u1, tcp_s = n[:15]
         msgs = m1 - m0
         if msgs <= 0:
+            print("| %s | %s | **FAIL** (no message counted) |  |  |  |  |  |  |  |  |" % (ms, WORKLOAD.get(what, what)))
             continue
         wall = (t1 - t0) * 1e6 / msgs
         server, out = (sv1 - sv0) / msgs, (rs1 - rs0) / msgs
@@ -167,6 +210,9 @@ if straced:
         if ms not in straced:
             continue
         n = straced[ms]
+        if n is None:
+            print("| %s | **FAIL** (a workload under strace failed: guest.log) |  |  |" % ms)
+            continue
         msgs = n[4] - n[0]
         calls = strace_calls(ms)
         if msgs <= 0 or not calls:
