@@ -138,24 +138,31 @@ class Server:
                     c.sendall(r)
                     continue
                 struck = True
-                log("connection %d: fault %s on Tgetattr tag %d" % (n, m, struct.unpack_from("<H", t, 5)[0]))
+                tag = struct.unpack_from("<H", t, 5)[0]
+                sizes = {"size-0": 0, "size-3": 3, "size-6": 6, "size-64m": 64 << 20, "size-2g": 1 << 31,
+                         "size-huge": 0xFFFFFFFF, "size-over": msize + 1}
                 if m == "wrong-tag":
-                    tag = (struct.unpack_from("<H", r, 5)[0] + 1) & 0xFFFF
-                    c.sendall(r[:5] + struct.pack("<H", tag) + r[7:])
+                    out = r[:5] + struct.pack("<H", (struct.unpack_from("<H", r, 5)[0] + 1) & 0xFFFF) + r[7:]
                 elif m == "wrong-type":
-                    c.sendall(r[:4] + bytes([RREAD]) + r[5:])
+                    out = r[:4] + bytes([RREAD]) + r[5:]
                 elif m == "extra-reply":
-                    c.sendall(r + r)
+                    out = r + r
                 elif m == "close-mid-frame":
-                    c.sendall(r[: len(r) // 2])
-                    return
-                elif m.startswith("size-"):
-                    declared = {"size-0": 0, "size-3": 3, "size-6": 6, "size-64m": 64 << 20, "size-2g": 1 << 31, "size-huge": 0xFFFFFFFF}.get(m, msize + 1)
+                    out = r[: len(r) // 2]
+                elif m in sizes:
                     body = r[4:] if m != "size-over" else r[4:] + bytes(msize + 1 - len(r))
-                    c.sendall(struct.pack("<I", declared) + body)
+                    out = struct.pack("<I", sizes[m]) + body
                 else:
-                    log("unknown mode %s: proxying" % m)
+                    log("connection %d: unknown mode %s: proxying, nothing injected" % (n, m))
                     c.sendall(r)
+                    continue
+                c.sendall(out)
+                # Said only once the bytes are sent: the rig's proof that
+                # the fault struck (fault-server.sh: "fake9p injected").
+                log("connection %d: injected %s on Tgetattr tag %d: sent %d bytes for a %d-byte reply" % (
+                    n, m, tag, len(out), len(r)))
+                if m == "close-mid-frame":
+                    return
         except OSError as e:
             log("connection %d: %s" % (n, e))
         finally:

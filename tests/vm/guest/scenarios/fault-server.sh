@@ -89,7 +89,8 @@ message_fault() {
     Tversion:Rversion,*) ;;
     *) bad "$m: the simulator's session never started, so the fault did not strike (probe: $SIM_REPLY)" ;;
     esac
-    if fake9p_since | grep -q "fault $m on Tgetattr"; then ok "$m: fake9p injected the fault into the board's session (fake9p.log)"
+    local injected; injected=$(fake9p_since | grep -m1 "injected $m on Tgetattr")
+    if [ -n "$injected" ]; then ok "$m: fake9p injected the fault into the board's session (${injected#fake9p: })"
     else bad "$m: fake9p never injected the fault, so this fault's checks prove nothing ($(fake9p_since | tail -3 | tr '\n' ' '))"; fi
     local got=${SIM_REPLY#* "$req":}; got=${got%% *}
     # shellcheck disable=SC2053
