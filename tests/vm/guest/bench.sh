@@ -113,10 +113,24 @@ stop_fwd() {
     wait "$FPID" 2>/dev/null
     FPID=""
 }
+# do_mount FWD: mount the export at $M. A board whose function disabled its
+# endpoints at its last umount (kernels with the 2026 usbg fixes) refuses a
+# mount with EBUSY, sending nothing, until the forwarder that claims it
+# re-arms it (protocol notes): a fresh forwarder may not have yet, so a
+# usbg mount is tried again for up to 30 s (each retry in guest.log).
 do_mount() {
+    local end=$(( $(date +%s) + 30 )) n=0
     case $1 in
     tcp) timeout -s KILL 60 mount -t 9p -o "trans=tcp,port=5640,aname=$EX,msize=$MSIZE" 127.0.0.1 "$M" ;;
-    *) timeout -s KILL 90 mount -t 9p -o "trans=usbg,aname=$EX,msize=$MSIZE" "${B_TAG[$BOARD]}" "$M" && B_FRESH[$BOARD]=0 ;;
+    *)
+        until timeout -s KILL 90 mount -t 9p -o "trans=usbg,aname=$EX,msize=$MSIZE" "${B_TAG[$BOARD]}" "$M" 2>>"$SC_OUT/guest.log"; do
+            n=$((n + 1))
+            [ "$(date +%s)" -lt "$end" ] || { log "$1: mount refused $n times in 30 s"; return 1; }
+            log "$1: mount refused (try $n), again in 1 s"
+            sleep 1
+        done
+        B_FRESH[$BOARD]=0
+        ;;
     esac
 }
 do_umount() { timeout -s KILL 60 umount "$M"; ! is_mounted "$M"; }
