@@ -102,6 +102,11 @@ impl Response {
         text
     }
 
+    /// A failure with its reason (the new image's answer when it cannot run).
+    pub fn failed(message: impl Into<String>) -> Response {
+        Response::error(message)
+    }
+
     fn error(message: impl Into<String>) -> Response {
         Response { ok: false, error: Some(message.into()), ..Response::ok() }
     }
@@ -252,7 +257,7 @@ async fn answer(stream: UnixStream, inputs: &mpsc::UnboundedSender<Input>, confi
             Ok(command) if command == "reexec" => {
                 use std::os::fd::AsFd;
                 let reply = [(REPLY_NAME.to_string(), stream.as_fd())];
-                match crate::daemon::succession::reexec(inputs, &reply).await {
+                match crate::daemon::succession::reexec(inputs, config_path, &reply).await {
                     Ok(()) => Response::error("re-exec returned without an answer"),
                     Err(e) => Response::error(e),
                 }

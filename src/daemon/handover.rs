@@ -91,11 +91,24 @@ pub struct State {
     /// The daemon version that wrote it (for logs).
     pub writer: String,
     pub boards: Vec<BoardRecord>,
+    /// Boards that were still busy at the deadline of a stop and were not
+    /// handed over (their request got EIO): for the successor's log and
+    /// status. Absent from a predecessor that did not record them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lost: Vec<LostRecord>,
+}
+
+/// A board whose session did not cross.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LostRecord {
+    pub bus: u8,
+    pub addr: u8,
+    pub iface: u8,
 }
 
 impl State {
     pub fn new(boards: Vec<BoardRecord>) -> State {
-        State { version: VERSION, writer: env!("CARGO_PKG_VERSION").to_string(), boards }
+        State { version: VERSION, writer: env!("CARGO_PKG_VERSION").to_string(), boards, lost: Vec::new() }
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -218,6 +231,8 @@ pub struct Inherited {
     pub refused: Vec<String>,
     /// Every descriptor name seen (to remove them from systemd's store).
     pub names: Vec<String>,
+    /// Boards the predecessor could not hand over (busy at its deadline).
+    pub lost: Vec<GadgetKey>,
 }
 
 pub struct Inheritance {
@@ -249,6 +264,13 @@ pub fn inherit(named: Vec<(String, OwnedFd)>) -> Inherited {
             return out;
         }
     };
+    out.lost = state
+        .lost
+        .iter()
+        .filter(|l| l.bus != 0 && l.addr != 0 && l.addr <= 127)
+        .map(|l| GadgetKey { busaddr: BusAddr { bus: l.bus, addr: l.addr }, iface: l.iface })
+        .take(1024)
+        .collect();
     for record in state.boards {
         let key = record.key();
         let Some(node) = fds.remove(&usb_name(key)) else {
@@ -331,7 +353,7 @@ pub fn parse_fds_env(v: &str) -> Vec<(String, RawFd)> {
 
 /// What crosses for `boards`: the state memfd (keep it open until the
 /// successor has it) and every descriptor by name, the state first.
-pub fn pack(boards: &[HandedBoard]) -> io::Result<(OwnedFd, Vec<(String, RawFd)>)> {
+pub fn pack(boards: &[HandedBoard], lost: &[GadgetKey]) -> io::Result<(OwnedFd, Vec<(String, RawFd)>)> {
     let records = boards
         .iter()
         .map(|hb| {
@@ -352,7 +374,9 @@ pub fn pack(boards: &[HandedBoard]) -> io::Result<(OwnedFd, Vec<(String, RawFd)>
             }
         })
         .collect();
-    let state = state_memfd(&State::new(records))?;
+    let mut state = State::new(records);
+    state.lost = lost.iter().map(|k| LostRecord { bus: k.busaddr.bus, addr: k.busaddr.addr, iface: k.iface }).collect();
+    let state = state_memfd(&state)?;
     let mut fds = vec![(STATE_NAME.to_string(), state.as_raw_fd())];
     for hb in boards {
         let key = hb.info.key();

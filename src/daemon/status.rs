@@ -217,6 +217,10 @@ pub struct BoardStatus {
     pub backoff_until: Option<String>,
     /// When the live 9P session with the server began (the board's mount).
     pub session_started_at: Option<String>,
+    /// The live session was handed over by the previous usb9pfsd process
+    /// (reexec, restart): the board kept its mount across it.
+    #[serde(default)]
+    pub session_handed_over: bool,
     /// Workers started for this board since it appeared.
     pub starts: u64,
     /// Workers started after a failure: `starts` - 1.
@@ -351,6 +355,9 @@ pub fn table(r: &StatusReport) -> String {
         if b.release_pending {
             more(&mut out, "no longer mapped (config reload): released once idle".into());
         }
+        if b.session_handed_over {
+            more(&mut out, "9P session kept across the last usb9pfsd restart (handed over)".into());
+        }
         if let Some(e) = &b.last_error {
             more(&mut out, format!("last error at {}: {e}", dash(&b.last_error_at)));
         }
@@ -452,6 +459,7 @@ mod tests {
             state: BoardState::Forwarding,
             backoff_until: None,
             session_started_at: Some("2026-11-26T00:16:00Z".into()),
+            session_handed_over: true,
             starts: 3,
             restarts: 2,
             counters: CounterSnapshot {
@@ -478,6 +486,7 @@ mod tests {
         ignored.backend = None;
         ignored.backend_pending = None;
         ignored.session_started_at = None;
+        ignored.session_handed_over = false;
         ignored.last_error = None;
         ignored.last_error_at = None;
         let mut waiting = board();
@@ -516,7 +525,7 @@ mod tests {
                 "busaddr": "001-004", "interface": 1, "port_path": "1-1.2", "id": "1d6b:0109",
                 "serial": "0001-BOARD-A", "backend": "buildhost:5640", "backend_pending": "buildhost:5641",
                 "release_pending": false, "state": "forwarding", "backoff_until": null,
-                "session_started_at": "2026-11-26T00:16:00Z", "starts": 3, "restarts": 2,
+                "session_started_at": "2026-11-26T00:16:00Z", "session_handed_over": true, "starts": 3, "restarts": 2,
                 "counters": {
                     "t_messages": 10, "t_bytes": 2000, "r_messages": 9, "r_bytes": 3145728,
                     "error_replies": 1, "sessions": 2, "backend_failures": 1, "served": 8,
@@ -527,7 +536,7 @@ mod tests {
                 "busaddr": "001-004", "interface": 1, "port_path": "1-1.2", "id": "1d6b:0109",
                 "serial": "0001-BOARD-A", "backend": null, "backend_pending": null,
                 "release_pending": false, "state": "ignored", "reason": "no backend configured",
-                "backoff_until": null, "session_started_at": null, "starts": 3, "restarts": 2,
+                "backoff_until": null, "session_started_at": null, "session_handed_over": false, "starts": 3, "restarts": 2,
                 "counters": {
                     "t_messages": 10, "t_bytes": 2000, "r_messages": 9, "r_bytes": 3145728,
                     "error_replies": 1, "sessions": 2, "backend_failures": 1, "served": 8,
@@ -539,7 +548,7 @@ mod tests {
                 "serial": "0001-BOARD-A", "backend": "buildhost:5640", "backend_pending": "buildhost:5641",
                 "release_pending": true, "state": "backoff", "retry_in_ms": 1500,
                 "backoff_until": "2026-11-26T00:17:00Z", "session_started_at": "2026-11-26T00:16:00Z",
-                "starts": 3, "restarts": 2,
+                "session_handed_over": true, "starts": 3, "restarts": 2,
                 "counters": {
                     "t_messages": 10, "t_bytes": 2000, "r_messages": 9, "r_bytes": 3145728,
                     "error_replies": 1, "sessions": 2, "backend_failures": 1, "served": 8,

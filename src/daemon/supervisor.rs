@@ -66,7 +66,7 @@ pub enum Input {
     Reload(Result<Config, ConfigError>, oneshot::Sender<Result<reload::Summary, String>>),
     /// Stop every served board at a message boundary and hand back what
     /// each carried (see [`handover`]).
-    HandOver(handover::HandOverReply),
+    HandOver(handover::HandOverReply, handover::Mode),
     /// Serve handed-over boards again (their successor could not start).
     Resume(Vec<handover::HandedBoard>),
     /// Stop every board's backend (waking blocked workers) and return.
@@ -112,6 +112,10 @@ enum Slot {
     Waiting(Instant),
     /// Stopped at a message boundary and handed to a successor.
     HandedOver,
+    /// Due to start (with the session to carry on with, if any) while a
+    /// hand-over is under way: starts if the hand-over is called off or its
+    /// boards are given back, never before.
+    Deferred(Option<Carry>),
 }
 
 struct Board {
@@ -132,6 +136,9 @@ struct Board {
     /// A reload unmapped the board while its worker ran: why, for the
     /// `Ignored` state the board takes when the worker has stopped.
     releasing: Option<String>,
+    /// The board carries on with a live session its predecessor process
+    /// handed over: `counters.sessions` then (a new session ends it).
+    handed_session: Option<u64>,
 }
 
 pub struct Supervisor<S: Spawn> {
@@ -147,6 +154,12 @@ pub struct Supervisor<S: Spawn> {
     next_generation: u64,
     ready: bool,
     handing: Option<handover::Handing>,
+    /// A hand-over was asked for and neither called off nor given back
+    /// (`Resume`): no worker starts, no reload applies.
+    hand_over_pending: bool,
+    /// Boards the predecessor could not hand over (busy when it stopped):
+    /// said in their status when they show up.
+    lost: BTreeSet<GadgetKey>,
     /// Sessions a predecessor handed over, adopted when their board shows up.
     inherited: BTreeMap<GadgetKey, Carry>,
     /// The file a reload re-reads (None for `usb9pfsd forward`).
@@ -174,6 +187,8 @@ impl<S: Spawn> Supervisor<S> {
             next_generation: 1,
             ready: false,
             handing: None,
+            hand_over_pending: false,
+            lost: BTreeSet::new(),
             inherited: BTreeMap::new(),
             config_path: None,
             config_loaded_at: SystemTime::now(),
@@ -189,6 +204,13 @@ impl<S: Spawn> Supervisor<S> {
     /// closed once coldplug is done.
     pub fn with_inherited(mut self, inherited: BTreeMap<GadgetKey, Carry>) -> Self {
         self.inherited = inherited;
+        self
+    }
+
+    /// Boards whose sessions the predecessor could not hand over (their
+    /// request was still waiting for its server when it stopped).
+    pub fn with_lost(mut self, lost: impl IntoIterator<Item = GadgetKey>) -> Self {
+        self.lost = lost.into_iter().collect();
         self
     }
 
@@ -245,7 +267,7 @@ impl<S: Spawn> Supervisor<S> {
                 Some(Input::Reload(config, reply)) => {
                     let _ = reply.send(self.reload(config));
                 }
-                Some(Input::HandOver(reply)) => self.on_hand_over(reply),
+                Some(Input::HandOver(reply, mode)) => self.on_hand_over(reply, mode),
                 Some(Input::Resume(boards)) => self.resume(boards),
                 Some(Input::Shutdown) | None => break,
             }
@@ -256,6 +278,8 @@ impl<S: Spawn> Supervisor<S> {
                 // shutdown() here would end the session for both.
                 continue;
             }
+            // Boards still busy: their server connection is broken, so the
+            // request in flight is answered with EIO.
             if let Some(be) = &b.backend {
                 be.stop();
             }
@@ -297,7 +321,9 @@ impl<S: Spawn> Supervisor<S> {
             return;
         }
         for key in keys {
-            let Some(b) = self.boards.remove(&key) else { continue };
+            let Some(b) = self.boards.remove(&key) else {
+                continue;
+            };
             if let Some(be) = &b.backend {
                 be.stop();
             }
@@ -368,9 +394,25 @@ impl<S: Spawn> Supervisor<S> {
                 served_at_start: 0,
                 last_error: None,
                 releasing: None,
+                handed_session: None,
             },
         );
+        if self.lost.remove(&at) {
+            if let Some(b) = self.boards.get_mut(&at) {
+                b.last_error = Some(Stamped {
+                    message: "the previous usb9pfsd stopped while a request of this board waited for its server: the request got EIO \
+                              and the 9P session was not handed over (the board must mount again)"
+                        .into(),
+                    at: SystemTime::now(),
+                });
+            }
+        }
         let inherited = self.inherited.remove(&at);
+        if let (Some(c), Some(b)) = (&inherited, self.boards.get_mut(&at)) {
+            if c.session.live && b.target.is_some() {
+                b.handed_session = Some(b.counters.snapshot().sessions);
+            }
+        }
         match self.boards.get(&at).map(|b| &b.slot) {
             Some(Slot::Running) => self.start_with(at, inherited),
             _ if inherited.is_some() => {
@@ -390,8 +432,20 @@ impl<S: Spawn> Supervisor<S> {
     fn start_with(&mut self, at: GadgetKey, adopt: Option<Carry>) {
         let generation = self.next_generation;
         self.next_generation += 1;
-        let Some(b) = self.boards.get_mut(&at) else { return };
-        let (Some(target), Some(backend)) = (&b.target, &b.backend) else { return };
+        let Some(b) = self.boards.get_mut(&at) else {
+            return;
+        };
+        let (Some(target), Some(backend)) = (&b.target, &b.backend) else {
+            return;
+        };
+        if self.hand_over_pending {
+            // A worker started now would be neither handed over nor drained.
+            tracing::debug!(busaddr = %at.busaddr, iface = at.iface, "a hand-over is under way; the worker starts if it is called off");
+            // Reports of a worker before it are not for us any more.
+            b.generation = generation;
+            b.slot = Slot::Deferred(adopt);
+            return;
+        }
         b.generation = generation;
         b.starts += 1;
         b.slot = Slot::Running;
@@ -429,7 +483,9 @@ impl<S: Spawn> Supervisor<S> {
                 return;
             }
         }
-        let Some(b) = self.boards.get_mut(&r.key) else { return };
+        let Some(b) = self.boards.get_mut(&r.key) else {
+            return;
+        };
         if b.generation != r.generation {
             return; // a replaced worker's last words
         }
@@ -445,7 +501,9 @@ impl<S: Spawn> Supervisor<S> {
         if self.after_stop(r.key, &end) {
             return; // released, or stopped and started afresh
         }
-        let Some(b) = self.boards.get_mut(&r.key) else { return };
+        let Some(b) = self.boards.get_mut(&r.key) else {
+            return;
+        };
         // A worker that served anything (a Tversion alone does not count)
         // starts the count afresh.
         if b.counters.snapshot().served > b.served_at_start {
@@ -490,7 +548,9 @@ impl<S: Spawn> Supervisor<S> {
             .collect();
         for at in due {
             // (a device's earlier interface may have been forgotten below)
-            let Some(b) = self.boards.get(&at) else { continue };
+            let Some(b) = self.boards.get(&at) else {
+                continue;
+            };
             if !self.spawner.on_bus(&b.info) {
                 // Unplugged, and udev's removal has not arrived yet: it is a
                 // removal, not a fault to restart and warn about.
@@ -534,6 +594,12 @@ impl<S: Spawn> Supervisor<S> {
                 };
                 let (state, backoff_until) = match &b.slot {
                     Slot::Ignored(reason) => (BoardState::Ignored { reason: reason.clone() }, None),
+                    // Starts when the hand-over is called off, at the latest
+                    // at its deadline.
+                    Slot::Deferred(_) => {
+                        let left = self.handing.as_ref().map_or(Duration::ZERO, |h| h.deadline.saturating_duration_since(now));
+                        (BoardState::Backoff { retry_in_ms: left.as_millis() as u64 }, Some(status::rfc3339(wall + left)))
+                    }
                     Slot::Running | Slot::HandedOver => (
                         match b.counters.activity() {
                             Activity::Idle => BoardState::Idle,
@@ -548,6 +614,8 @@ impl<S: Spawn> Supervisor<S> {
                     }
                 };
                 let running = matches!(b.slot, Slot::Running | Slot::HandedOver);
+                let counters = b.counters.snapshot();
+                let session_started_at = b.counters.session_started().filter(|_| running);
                 BoardStatus {
                     busaddr: b.info.busaddr.to_string(),
                     interface: b.info.interface,
@@ -559,10 +627,11 @@ impl<S: Spawn> Supervisor<S> {
                     release_pending: b.releasing.is_some(),
                     state,
                     backoff_until,
-                    session_started_at: b.counters.session_started().filter(|_| running).map(status::rfc3339),
+                    session_handed_over: session_started_at.is_some() && b.handed_session == Some(counters.sessions),
+                    session_started_at: session_started_at.map(status::rfc3339),
                     starts: b.starts,
                     restarts: b.starts.saturating_sub(1),
-                    counters: b.counters.snapshot(),
+                    counters,
                     last_error: last_error.as_ref().map(|e| e.message.clone()),
                     last_error_at: last_error.as_ref().map(|e| status::rfc3339(e.at)),
                 }
