@@ -114,6 +114,7 @@ fn serve(
         let config_path = control.as_ref().map(|c| c.config_path.clone());
         let mut supervisor = Supervisor::new(config, Threads, notify, tx.clone())
             .with_inherited(inherited.sessions)
+            .with_inherited_serials(inherited.serials)
             .with_lost(inherited.lost);
         if let Some(path) = &config_path {
             supervisor = supervisor.with_config_path(path.clone());

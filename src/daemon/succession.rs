@@ -52,6 +52,8 @@ pub struct Adopted {
     pub sessions: BTreeMap<GadgetKey, Carry>,
     /// Boards the predecessor could not hand over (busy when it stopped).
     pub lost: Vec<GadgetKey>,
+    /// The serial each session was recorded with.
+    pub serials: BTreeMap<GadgetKey, Option<String>>,
 }
 
 impl Passed {
@@ -130,7 +132,8 @@ impl Passed {
                 "board {key} was busy past the hand-over deadline when the previous usb9pfsd stopped: its request got EIO and its 9P session is lost (the board must mount again)"
             );
         }
-        Adopted { sessions: handover::adoptable(inherited.boards), lost: inherited.lost }
+        let serials = inherited.boards.iter().map(|(k, i)| (*k, i.record.serial.clone())).collect();
+        Adopted { sessions: handover::adoptable(inherited.boards), lost: inherited.lost, serials }
     }
 
     /// This image cannot run (`why`: its config does not load). Takes

@@ -162,6 +162,9 @@ pub struct Supervisor<S: Spawn> {
     lost: BTreeSet<GadgetKey>,
     /// Sessions a predecessor handed over, adopted when their board shows up.
     inherited: BTreeMap<GadgetKey, Carry>,
+    /// The serial each handed-over session was recorded with: a different
+    /// board at the same address does not get it.
+    inherited_serials: BTreeMap<GadgetKey, Option<String>>,
     /// The file a reload re-reads (None for `usb9pfsd forward`).
     config_path: Option<PathBuf>,
     config_loaded_at: SystemTime,
@@ -190,6 +193,7 @@ impl<S: Spawn> Supervisor<S> {
             hand_over_pending: false,
             lost: BTreeSet::new(),
             inherited: BTreeMap::new(),
+            inherited_serials: BTreeMap::new(),
             config_path: None,
             config_loaded_at: SystemTime::now(),
             last_reload_error: None,
@@ -204,6 +208,13 @@ impl<S: Spawn> Supervisor<S> {
     /// closed once coldplug is done.
     pub fn with_inherited(mut self, inherited: BTreeMap<GadgetKey, Carry>) -> Self {
         self.inherited = inherited;
+        self
+    }
+
+    /// The serial each handed-over session was recorded with (a board at
+    /// that address with another serial starts afresh).
+    pub fn with_inherited_serials(mut self, serials: BTreeMap<GadgetKey, Option<String>>) -> Self {
+        self.inherited_serials = serials;
         self
     }
 
@@ -299,6 +310,7 @@ impl<S: Spawn> Supervisor<S> {
                 }
             }
             HotplugEvent::ColdplugDone => {
+                self.inherited_serials.clear();
                 for (key, _) in std::mem::take(&mut self.inherited) {
                     tracing::warn!(busaddr = %key.busaddr, iface = key.iface, "a handed-over board is gone; closing its session");
                 }
@@ -407,7 +419,17 @@ impl<S: Spawn> Supervisor<S> {
                 });
             }
         }
-        let inherited = self.inherited.remove(&at);
+        let mut inherited = self.inherited.remove(&at);
+        if let (Some(recorded), Some(b)) = (self.inherited_serials.remove(&at), self.boards.get(&at)) {
+            if inherited.is_some() && recorded != b.info.serial {
+                tracing::warn!(
+                    serial = %b.info.serial_or_none(), busaddr = %at.busaddr, iface = at.iface,
+                    "the session handed over for this address belongs to serial {}, not to the board there now; closing it, the board starts afresh",
+                    recorded.as_deref().unwrap_or("(none)")
+                );
+                inherited = None;
+            }
+        }
         if let (Some(c), Some(b)) = (&inherited, self.boards.get_mut(&at)) {
             if c.session.live && b.target.is_some() {
                 b.handed_session = Some(b.counters.snapshot().sessions);
@@ -429,7 +451,13 @@ impl<S: Spawn> Supervisor<S> {
     }
 
     /// Starts a worker, carrying on with `adopt` if given.
-    fn start_with(&mut self, at: GadgetKey, adopt: Option<Carry>) {
+    fn start_with(&mut self, at: GadgetKey, mut adopt: Option<Carry>) {
+        if let Some(c) = adopt.as_mut().filter(|c| c.session.ceiling > self.config.max_frame) {
+            // A session carried over from a process (or a config) with a
+            // larger max_frame: the config in force bounds it too.
+            tracing::info!(busaddr = %at.busaddr, iface = at.iface, "max_frame {} applies to the carried session (negotiated up to {})", self.config.max_frame, c.session.ceiling);
+            c.session.ceiling = self.config.max_frame;
+        }
         let generation = self.next_generation;
         self.next_generation += 1;
         let Some(b) = self.boards.get_mut(&at) else {

@@ -917,3 +917,28 @@ async fn a_successor_says_which_boards_kept_their_sessions_and_which_lost_theirs
     tx.send(Input::Status(reply)).expect("alive");
     assert!(!rx.await.expect("status").boards[0].session_handed_over);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_carried_session_is_bounded_by_the_max_frame_in_force_and_kept_only_by_its_own_board() {
+    let text = format!("[daemon]\nmax_frame = 65536\n{CONFIG}");
+    let config = Config::parse(&text, Path::new("t.toml")).expect("config");
+    let (tx, rx) = mpsc::unbounded_channel();
+    let jobs = Jobs::default();
+    let key = |bus, addr| GadgetKey { busaddr: BusAddr { bus, addr }, iface: 0 };
+    let serials = [(key(1, 2), Some("A".to_string())), (key(2, 3), Some("someone-else".to_string()))].into_iter().collect();
+    let sup = Supervisor::new(config, Recorder { jobs: jobs.clone(), ..Default::default() }, Box::new(Silent), tx.clone())
+        .with_inherited([(key(1, 2), carry(true)), (key(2, 3), carry(true))].into_iter().collect())
+        .with_inherited_serials(serials);
+    tokio::spawn(sup.run(rx));
+    tx.send(Input::Hotplug(HotplugEvent::Present(gadget("A", 1, 2)))).expect("alive");
+    // A different board (B) now sits at the address the session was for.
+    tx.send(Input::Hotplug(HotplugEvent::Present(gadget("B", 2, 3)))).expect("alive");
+    let (reply, rx) = oneshot::channel();
+    tx.send(Input::Status(reply)).expect("alive");
+    let _ = rx.await;
+    let jobs = jobs.lock().expect("lock");
+    assert_eq!(jobs.len(), 2);
+    let a = jobs[0].adopt.as_ref().expect("A carries on with its session");
+    assert_eq!(a.session.ceiling, 65536, "the carried ceiling (1 MiB) is bounded by the max_frame in force");
+    assert!(jobs[1].adopt.is_none(), "B does not get the session recorded for another serial at its address");
+}
