@@ -30,6 +30,10 @@ pub struct Counters {
     pub sessions: AtomicU64,
     /// Live server sessions that broke.
     pub backend_failures: AtomicU64,
+    /// Times the worker re-selected the interface's alternate setting after
+    /// the board's function disabled its endpoints (its umount, on board
+    /// kernels with the 2026 usbg fixes).
+    pub rearms: AtomicU64,
     /// What the worker is doing right now: an [`Activity`] as u8.
     pub activity: AtomicU8,
     /// When the live server session began, in Unix milliseconds; 0: none.
@@ -94,6 +98,9 @@ pub struct CounterSnapshot {
     pub server_wait_us: u64,
     #[serde(default)]
     pub reply_send_us: u64,
+    /// See [`Counters::rearms`]; absent from an older daemon's report.
+    #[serde(default)]
+    pub rearms: u64,
 }
 
 impl Counters {
@@ -111,6 +118,7 @@ impl Counters {
             board_wait_us: g(&self.time.board_ns) / 1000,
             server_wait_us: g(&self.time.server_ns) / 1000,
             reply_send_us: g(&self.time.reply_ns) / 1000,
+            rearms: g(&self.rearms),
         }
     }
 
@@ -358,6 +366,9 @@ pub fn table(r: &StatusReport) -> String {
         if b.session_handed_over {
             more(&mut out, "9P session kept across the last usb9pfsd restart (handed over)".into());
         }
+        if c.rearms > 0 {
+            more(&mut out, format!("usb9pfs function re-armed {} time(s) after the board unmounted", c.rearms));
+        }
         if let Some(e) = &b.last_error {
             more(&mut out, format!("last error at {}: {e}", dash(&b.last_error_at)));
         }
@@ -474,6 +485,7 @@ mod tests {
                 board_wait_us: 900,
                 server_wait_us: 400,
                 reply_send_us: 200,
+                rearms: 4,
             },
             last_error: Some("lost the 9P server".into()),
             last_error_at: Some("2026-11-26T00:15:59Z".into()),
@@ -529,7 +541,7 @@ mod tests {
                 "counters": {
                     "t_messages": 10, "t_bytes": 2000, "r_messages": 9, "r_bytes": 3145728,
                     "error_replies": 1, "sessions": 2, "backend_failures": 1, "served": 8,
-                    "board_wait_us": 900, "server_wait_us": 400, "reply_send_us": 200
+                    "board_wait_us": 900, "server_wait_us": 400, "reply_send_us": 200, "rearms": 4
                 },
                 "last_error": "lost the 9P server", "last_error_at": "2026-11-26T00:15:59Z"
             }, {
@@ -540,7 +552,7 @@ mod tests {
                 "counters": {
                     "t_messages": 10, "t_bytes": 2000, "r_messages": 9, "r_bytes": 3145728,
                     "error_replies": 1, "sessions": 2, "backend_failures": 1, "served": 8,
-                    "board_wait_us": 900, "server_wait_us": 400, "reply_send_us": 200
+                    "board_wait_us": 900, "server_wait_us": 400, "reply_send_us": 200, "rearms": 4
                 },
                 "last_error": null, "last_error_at": null
             }, {
@@ -552,7 +564,7 @@ mod tests {
                 "counters": {
                     "t_messages": 10, "t_bytes": 2000, "r_messages": 9, "r_bytes": 3145728,
                     "error_replies": 1, "sessions": 2, "backend_failures": 1, "served": 8,
-                    "board_wait_us": 900, "server_wait_us": 400, "reply_send_us": 200
+                    "board_wait_us": 900, "server_wait_us": 400, "reply_send_us": 200, "rearms": 4
                 },
                 "last_error": "lost the 9P server", "last_error_at": "2026-11-26T00:15:59Z"
             }]
