@@ -752,6 +752,14 @@ class Sim:
         self.g.unplug()
         return "unplugged 8 KiB into a 12 KiB request"
 
+    def cmd_deaf(self):
+        """Send a Tversion and never take the reply: no request is queued on
+        the OUT endpoint (as on a board whose 9P client was killed while the
+        host restarted its worker), so the host's reply transfer never
+        completes. The next command that reads takes up again."""
+        self.g.send(tversion())
+        return "Tversion sent; not taking the reply"
+
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
