@@ -388,6 +388,9 @@ pub fn adoptable(inherited: BTreeMap<GadgetKey, Inheritance>) -> BTreeMap<Gadget
                 ceiling: r.ceiling,
                 board_rx: r.board_rx,
                 began_ms: r.began_ms,
+                // The fid table does not cross a hand-over yet: a confined
+                // board's session goes on untracked (forward.rs).
+                confine: None,
             };
             (key, Carry { node: Some(File::from(inh.node)), session })
         })

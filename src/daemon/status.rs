@@ -30,6 +30,9 @@ pub struct Counters {
     pub sessions: AtomicU64,
     /// Live server sessions that broke.
     pub backend_failures: AtomicU64,
+    /// Requests of a confined board that usb9pfsd refused itself (outside
+    /// its export, a change on a read-only board, an owner change, ...).
+    pub refused: AtomicU64,
     /// What the worker is doing right now: an [`Activity`] as u8.
     pub activity: AtomicU8,
     /// When the live server session began, in Unix milliseconds; 0: none.
@@ -94,6 +97,10 @@ pub struct CounterSnapshot {
     pub server_wait_us: u64,
     #[serde(default)]
     pub reply_send_us: u64,
+    /// Requests refused by the board's confinement; absent from an older
+    /// daemon's report.
+    #[serde(default)]
+    pub refused: u64,
 }
 
 impl Counters {
@@ -111,6 +118,7 @@ impl Counters {
             board_wait_us: g(&self.time.board_ns) / 1000,
             server_wait_us: g(&self.time.server_ns) / 1000,
             reply_send_us: g(&self.time.reply_ns) / 1000,
+            refused: g(&self.refused),
         }
     }
 
@@ -466,6 +474,7 @@ mod tests {
                 board_wait_us: 900,
                 server_wait_us: 400,
                 reply_send_us: 200,
+                refused: 3,
             },
             last_error: Some("lost the 9P server".into()),
             last_error_at: Some("2026-11-26T00:15:59Z".into()),
@@ -520,7 +529,7 @@ mod tests {
                 "counters": {
                     "t_messages": 10, "t_bytes": 2000, "r_messages": 9, "r_bytes": 3145728,
                     "error_replies": 1, "sessions": 2, "backend_failures": 1, "served": 8,
-                    "board_wait_us": 900, "server_wait_us": 400, "reply_send_us": 200
+                    "board_wait_us": 900, "server_wait_us": 400, "reply_send_us": 200, "refused": 3
                 },
                 "last_error": "lost the 9P server", "last_error_at": "2026-11-26T00:15:59Z"
             }, {
@@ -531,7 +540,7 @@ mod tests {
                 "counters": {
                     "t_messages": 10, "t_bytes": 2000, "r_messages": 9, "r_bytes": 3145728,
                     "error_replies": 1, "sessions": 2, "backend_failures": 1, "served": 8,
-                    "board_wait_us": 900, "server_wait_us": 400, "reply_send_us": 200
+                    "board_wait_us": 900, "server_wait_us": 400, "reply_send_us": 200, "refused": 3
                 },
                 "last_error": null, "last_error_at": null
             }, {
@@ -543,7 +552,7 @@ mod tests {
                 "counters": {
                     "t_messages": 10, "t_bytes": 2000, "r_messages": 9, "r_bytes": 3145728,
                     "error_replies": 1, "sessions": 2, "backend_failures": 1, "served": 8,
-                    "board_wait_us": 900, "server_wait_us": 400, "reply_send_us": 200
+                    "board_wait_us": 900, "server_wait_us": 400, "reply_send_us": 200, "refused": 3
                 },
                 "last_error": "lost the 9P server", "last_error_at": "2026-11-26T00:15:59Z"
             }]

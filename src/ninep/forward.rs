@@ -21,7 +21,11 @@ use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use std::sync::Arc;
+
 use crate::ninep::backend::{Backend, BackendError};
+use crate::ninep::confine::{self, After, Confine, Policy, Verdict};
+use crate::ninep::fids;
 use crate::ninep::frame::{self, Decoded, Dialect, FrameError, ERROR_REPLY_MAX, TVERSION};
 use crate::usb::pipe::{self, RecvError, TransferMem, UsbError, UsbPipe};
 use crate::daemon::status::{Activity, Counters, IN_FLIGHT};
@@ -64,6 +68,11 @@ pub trait Backends: Send + Sync {
     fn lost(&self, err: &BackendError);
     /// A live connection handed over by a predecessor now serves the board.
     fn adopted(&self, _backend: &Backend) {}
+    /// What the board's next 9P session is confined to (None: nothing). Asked
+    /// at each Tversion, so a reload applies from the board's next mount.
+    fn policy(&self) -> Option<Arc<Policy>> {
+        None
+    }
 }
 
 /// Why a frame loop ended.
@@ -97,12 +106,15 @@ pub struct Session {
     /// When the live session began (ms since the epoch; 0: not known), so
     /// that a successor's status still says when the board mounted.
     pub began_ms: u64,
+    /// The session's confinement and fid table; None for a board whose
+    /// entry confines nothing (it costs such a board nothing per message).
+    pub confine: Option<Confine>,
 }
 
 impl Session {
     /// No session yet: every request before a Tversion fails fast.
     pub fn new(limits: Limits) -> Session {
-        Session { backend: None, dialect: Dialect::Linux, ceiling: limits.max_frame, live: false, board_rx: limits.board_buflen, began_ms: 0 }
+        Session { backend: None, dialect: Dialect::Linux, ceiling: limits.max_frame, live: false, board_rx: limits.board_buflen, began_ms: 0, confine: None }
     }
 }
 
@@ -158,6 +170,11 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
     let (mut tmem, mut rmem) = (None, None);
     if s.live {
         fit_session_mem(pipe, &mut tmem, &mut rmem, s.ceiling);
+        // A live session this process did not see begin (handed over) has
+        // no fid table: its fids can only do what needs none.
+        if s.confine.is_none() {
+            s.confine = backends.policy().filter(|p| p.confines()).map(|p| Confine::untracked(p, fids::Limits::default()));
+        }
     }
     // The per-message time budget: three monotonic clock reads per message
     // (vDSO, no system call).
@@ -198,6 +215,30 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
                 s.ceiling = s.ceiling.min(v.msize.max(frame::HEADER_LEN as u32));
                 s.board_rx = s.board_rx.max(v.msize);
             }
+            match backends.policy().filter(|p| p.confines()) {
+                None => s.confine = None,
+                Some(p) if !Confine::version_ok(t) => {
+                    // Confinement reads 9P2000.L only: another dialect is
+                    // refused the 9P way, without asking the server.
+                    tracing::warn!(
+                        "refused a 9P session in a dialect other than 9P2000.L: this board is confined (export, read_only, uid or gid in its entry), \
+                         and confinement understands 9P2000.L only; mount with -o version=9p2000.L"
+                    );
+                    let _ = p;
+                    counters.refused.fetch_add(1, Ordering::Relaxed);
+                    let msize = frame::version(t).map_or(s.ceiling, |v| v.msize);
+                    let len = confine::rversion_unknown(&mut rbuf, h.tag, msize);
+                    if let Err(e) = pipe::send_message(pipe, &rbuf[..len], s.board_rx) {
+                        return usb_exit(e);
+                    }
+                    mark = Instant::now();
+                    continue;
+                }
+                Some(p) => match &mut s.confine {
+                    Some(c) if Arc::ptr_eq(c.policy(), &p) => c.reset(),
+                    _ => s.confine = Some(Confine::new(p, fids::Limits::default())),
+                },
+            }
             counters.set_activity(Activity::Connecting);
             let connected = backends.connect();
             counters.set_activity(Activity::Forwarding);
@@ -217,6 +258,23 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
                 }
             }
         }
+
+        // A confined board's request: refused here, or rewritten in place.
+        let mut t_len = n;
+        if let (Some(c), true, false) = (s.confine.as_mut(), s.live, h.kind == TVERSION) {
+            match c.request(tb, n, s.ceiling) {
+                Verdict::Forward(len) => t_len = len,
+                Verdict::Refuse(errno) => {
+                    counters.refused.fetch_add(1, Ordering::Relaxed);
+                    if let Err(exit) = reply_error(pipe, &mut rbuf, s, h.tag, errno, counters) {
+                        return exit;
+                    }
+                    mark = Instant::now();
+                    continue;
+                }
+            }
+        }
+        let t = &tb[..t_len];
 
         let Some(backend) = s.backend.as_mut().filter(|_| s.live) else {
             // No Tversion since the worker started, or the server session was
@@ -247,6 +305,51 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
                 continue;
             }
         };
+        // A confined board's reply: the fid table learns from it, and it may
+        // be rewritten, or need an exchange of our own first.
+        let mut r_len = r_len;
+        if let (Some(c), false) = (s.confine.as_mut(), h.kind == TVERSION) {
+            let mut after = c.reply(rb, r_len, s.ceiling);
+            let errno = loop {
+                match after {
+                    After::Reply(len) => {
+                        r_len = len;
+                        break None;
+                    }
+                    After::Refuse(errno) => {
+                        counters.refused.fetch_add(1, Ordering::Relaxed);
+                        break Some(Ok(errno));
+                    }
+                    After::Fail(errno) => break Some(Ok(errno)),
+                    After::Send => match backend.exchange(c.out(), rb, s.ceiling, limits.request_timeout) {
+                        Ok(len) => after = c.followed(rb, len, s.ceiling),
+                        Err(e) => break Some(Err(e)),
+                    },
+                }
+            };
+            match errno {
+                None => {}
+                Some(Ok(errno)) => {
+                    if let Err(exit) = reply_error(pipe, &mut rbuf, s, h.tag, errno, counters) {
+                        return exit;
+                    }
+                    mark = Instant::now();
+                    continue;
+                }
+                Some(Err(e)) => {
+                    backends.lost(&e);
+                    counters.backend_failures.fetch_add(1, Ordering::Relaxed);
+                    counters.session_ended();
+                    s.backend = None;
+                    s.live = false;
+                    if let Err(exit) = reply_error(pipe, &mut rbuf, s, h.tag, e.errno(), counters) {
+                        return exit;
+                    }
+                    mark = Instant::now();
+                    continue;
+                }
+            }
+        }
         let r = &rb[..r_len];
         if h.kind == TVERSION {
             if let Some(v) = frame::version(r) {
