@@ -326,11 +326,11 @@ impl<S: Spawn> Supervisor<S> {
                 );
                 (Some(target), Slot::Running)
             }
-            Decision::NoBackend | Decision::NotAllowed => {
-                let reason = if decision == Decision::NoBackend {
-                    "no backend configured for this board and no [defaults] backend".to_string()
-                } else {
-                    format!("VID:PID {} is not in [daemon] allow_ids", info.id)
+            Decision::NoBackend | Decision::NotAllowed | Decision::Refused { .. } => {
+                let reason = match &decision {
+                    Decision::NoBackend => "no backend configured for this board and no [defaults] backend".to_string(),
+                    Decision::Refused { why } => format!("not served: {why}"),
+                    _ => format!("VID:PID {} is not in [daemon] allow_ids", info.id),
                 };
                 let identity = format!(
                     "{}#{}",
@@ -351,7 +351,11 @@ impl<S: Spawn> Supervisor<S> {
                 (None, Slot::Ignored(reason))
             }
         };
-        let backend = target.as_ref().map(|t| Arc::new(BoardBackend::new(t.backend.clone())));
+        let backend = target.as_ref().map(|t| {
+            let b = BoardBackend::new(t.backend.clone());
+            b.set_policy(&t.confine);
+            Arc::new(b)
+        });
         let at = info.key();
         self.boards.insert(
             at,
