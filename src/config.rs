@@ -571,6 +571,67 @@ buflen = 65536
     }
 
     #[test]
+    fn confinement_keys_parse_inherit_and_expand_per_board() {
+        let c = parse(
+            "[defaults]\nbackend = \"h:1\"\nexport = \"/srv/boards/{path}-{interface}\"\nuid = 1000\n\n\
+             [[board]]\nserial = \"A\"\nbackend = \"h:2\"\nexport = \"/srv/a\"\nread_only = true\ngid = 100\n\n\
+             [[board]]\nserial = \"S\"\nbackend = \"h:3\"\nexport = \"/srv/by-serial/{serial}\"\n",
+        )
+        .expect("parse");
+        let policy = |serial: Option<&str>, port: &str| match c.resolve(&gadget(serial, port, 1, 2)) {
+            Decision::Serve { target, .. } => Ok(target.confine),
+            Decision::Refused { why } => Err(why),
+            other => panic!("{other:?}"),
+        };
+        let a = policy(Some("A"), "1-1").expect("A");
+        assert_eq!(a, Policy { export: Some("/srv/a".into()), read_only: true, uid: Some(1000), gid: Some(100) }, "uid inherited");
+        let d = policy(None, "1-1.2").expect("defaults");
+        assert_eq!(d.export.as_deref(), Some("/srv/boards/1-1.2-0"), "{{path}} and {{interface}} expanded");
+        assert!(!d.read_only);
+        assert_eq!(policy(Some("S"), "1-3").expect("S").export.as_deref(), Some("/srv/by-serial/S"));
+        // Without the keys nothing is confined.
+        let plain = parse(EXAMPLE).expect("parse");
+        assert!(plain.boards.iter().all(|b| !b.target.confine.confines()));
+        assert!(!plain.default.as_ref().expect("defaults").confine.confines());
+    }
+
+    #[test]
+    fn a_serial_that_is_no_plain_component_never_becomes_a_path() {
+        let c = parse("[defaults]\nbackend = \"h:1\"\nexport = \"/srv/{serial}\"\n").expect("parse");
+        for bad in [None, Some(""), Some("."), Some(".."), Some("a/b"), Some("x..y"), Some("a\0b"), Some("a\nb"), Some("\u{7f}")] {
+            match c.resolve(&gadget(bad, "1-1", 1, 2)) {
+                Decision::Refused { why } => assert!(why.contains("not a plain path component"), "{why}"),
+                other => panic!("serial {bad:?}: {other:?}"),
+            }
+        }
+        assert!(matches!(c.resolve(&gadget(Some("0001-A_b.c"), "1-1", 1, 2)), Decision::Serve { .. }));
+    }
+
+    #[test]
+    fn exports_must_be_absolute_and_normalised() {
+        for bad in ["srv/a", "/srv/../a", "/srv/./a", "/srv//a", "/srv/a/", "", "/srv/{bogus}", "/srv/{path"] {
+            let text = format!("[[board]]\nserial = \"A\"\nbackend = \"h:1\"\nexport = {bad:?}\n");
+            let (l, c, m) = at(&text);
+            assert_eq!((l, c), (4, 10), "{bad:?}: {m}");
+            assert!(m.contains("export"), "{m}");
+        }
+        let (l, c, m) = at("[defaults]\nexport = \"/srv/\\u0001\"\n");
+        assert_eq!((l, c), (2, 10), "a control character: {m}");
+        let (l, c, m) = at("[defaults]\nexport = \"/srv/{serial}/..\"\n");
+        assert_eq!((l, c), (2, 10), "{m}");
+        let (l, _, m) = at("[defaults]\nuid = 4294967295\n");
+        assert_eq!(l, 2, "{m}");
+        let (l, _, m) = at("[defaults]\nuid = -1\n");
+        assert_eq!(l, 2, "{m}");
+        let (l, _, m) = at("[defaults]\nread_only = \"yes\"\n");
+        assert_eq!(l, 2, "{m}");
+        for good in ["/", "/srv/a", "/srv/{path}/{serial}#{interface}"] {
+            let text = format!("[defaults]\nexport = {good:?}\n");
+            parse(&text).unwrap_or_else(|e| panic!("{good:?}: {e}"));
+        }
+    }
+
+    #[test]
     fn missing_file_says_what_to_do() {
         let e = Config::load(Path::new("/nonexistent/usb9pfsd.toml")).expect_err("missing");
         assert!(e.to_string().contains("--config"), "{e}");
