@@ -158,7 +158,15 @@ fn open_and_serve(job: &mut Job) -> End {
                 for s in &dev.detached_storage {
                     tracing::info!("detached usb-storage from interface {s} (its resets would break usb9pfs transfers)");
                 }
-                tracing::info!(alt = job.info.alt, "claimed the usb9pfs interface; waiting for the board to mount");
+                if dev.rearmed_at_open {
+                    job.counters.rearms.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::info!(
+                        alt = job.info.alt,
+                        "claimed the usb9pfs interface; its function had disabled its endpoints (the board unmounted while no forwarder held it), re-selected the interface; waiting for the board to mount"
+                    );
+                } else {
+                    tracing::info!(alt = job.info.alt, "claimed the usb9pfs interface; waiting for the board to mount");
+                }
             }
             (opened, Session::new(job.limits))
         }

@@ -30,6 +30,10 @@ pub struct Counters {
     pub sessions: AtomicU64,
     /// Live server sessions that broke.
     pub backend_failures: AtomicU64,
+    /// Times the worker re-selected the interface's alternate setting after
+    /// the board's function disabled its endpoints (its umount, on board
+    /// kernels with the 2026 usbg fixes).
+    pub rearms: AtomicU64,
     /// Requests of a confined board that usb9pfsd refused itself (outside
     /// its export, a change on a read-only board, an owner change, ...).
     pub refused: AtomicU64,
@@ -97,6 +101,9 @@ pub struct CounterSnapshot {
     pub server_wait_us: u64,
     #[serde(default)]
     pub reply_send_us: u64,
+    /// See [`Counters::rearms`]; absent from an older daemon's report.
+    #[serde(default)]
+    pub rearms: u64,
     /// Requests refused by the board's confinement; absent from an older
     /// daemon's report.
     #[serde(default)]
@@ -118,6 +125,7 @@ impl Counters {
             board_wait_us: g(&self.time.board_ns) / 1000,
             server_wait_us: g(&self.time.server_ns) / 1000,
             reply_send_us: g(&self.time.reply_ns) / 1000,
+            rearms: g(&self.rearms),
             refused: g(&self.refused),
         }
     }
@@ -359,6 +367,9 @@ pub fn table(r: &StatusReport) -> String {
         if b.release_pending {
             more(&mut out, "no longer mapped (config reload): released once idle".into());
         }
+        if c.rearms > 0 {
+            more(&mut out, format!("usb9pfs function re-armed {} time(s) after the board unmounted", c.rearms));
+        }
         if let Some(e) = &b.last_error {
             more(&mut out, format!("last error at {}: {e}", dash(&b.last_error_at)));
         }
@@ -474,6 +485,7 @@ mod tests {
                 board_wait_us: 900,
                 server_wait_us: 400,
                 reply_send_us: 200,
+                rearms: 4,
                 refused: 3,
             },
             last_error: Some("lost the 9P server".into()),
@@ -529,7 +541,7 @@ mod tests {
                 "counters": {
                     "t_messages": 10, "t_bytes": 2000, "r_messages": 9, "r_bytes": 3145728,
                     "error_replies": 1, "sessions": 2, "backend_failures": 1, "served": 8,
-                    "board_wait_us": 900, "server_wait_us": 400, "reply_send_us": 200, "refused": 3
+                    "board_wait_us": 900, "server_wait_us": 400, "reply_send_us": 200, "rearms": 4, "refused": 3
                 },
                 "last_error": "lost the 9P server", "last_error_at": "2026-11-26T00:15:59Z"
             }, {
@@ -540,7 +552,7 @@ mod tests {
                 "counters": {
                     "t_messages": 10, "t_bytes": 2000, "r_messages": 9, "r_bytes": 3145728,
                     "error_replies": 1, "sessions": 2, "backend_failures": 1, "served": 8,
-                    "board_wait_us": 900, "server_wait_us": 400, "reply_send_us": 200, "refused": 3
+                    "board_wait_us": 900, "server_wait_us": 400, "reply_send_us": 200, "rearms": 4, "refused": 3
                 },
                 "last_error": null, "last_error_at": null
             }, {
@@ -552,7 +564,7 @@ mod tests {
                 "counters": {
                     "t_messages": 10, "t_bytes": 2000, "r_messages": 9, "r_bytes": 3145728,
                     "error_replies": 1, "sessions": 2, "backend_failures": 1, "served": 8,
-                    "board_wait_us": 900, "server_wait_us": 400, "reply_send_us": 200, "refused": 3
+                    "board_wait_us": 900, "server_wait_us": 400, "reply_send_us": 200, "rearms": 4, "refused": 3
                 },
                 "last_error": "lost the 9P server", "last_error_at": "2026-11-26T00:15:59Z"
             }]

@@ -179,6 +179,9 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
     // The per-message time budget: three monotonic clock reads per message
     // (vDSO, no system call).
     let mut mark = Instant::now();
+    // Re-arms since the last T-message: a function that fails again right
+    // after each is broken, not unmounted.
+    let mut rearms_in_a_row = 0u32;
     loop {
         let (tn, _) = mem_need(s.ceiling, mps);
         let tb = pick(&mut tmem, &mut tbuf, tn);
@@ -186,9 +189,17 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
             Ok(n) => n,
             Err(RecvError::Usb(UsbError::Gone)) => return Exit::BoardGone,
             Err(RecvError::Usb(UsbError::Stopped)) => return Exit::Stopped,
+            Err(RecvError::Usb(UsbError::FunctionOff(why))) => {
+                if let Err(exit) = rearm(pipe, counters, s, &mut rearms_in_a_row, &why) {
+                    return exit;
+                }
+                mark = Instant::now();
+                continue;
+            }
             Err(RecvError::Usb(e)) => return Exit::Usb(e),
             Err(RecvError::Frame(e)) => return Exit::Violation(e),
         };
+        rearms_in_a_row = 0;
         // Until this iteration ends, the board is owed a reply.
         let _pending = IN_FLIGHT.enter();
         let _busy = counters.busy();
@@ -376,6 +387,42 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
     }
 }
 
+/// Re-arms consecutive with no T-message between them before the board's
+/// function counts as broken and the worker ends (the supervisor then
+/// restarts it with backoff, and its status shows why).
+pub const REARM_LIMIT: u32 = 3;
+
+/// The board's function disabled its endpoints between messages (its
+/// umount, on board kernels with the 2026 usbg fixes): its 9P client is
+/// gone, so the server session ends too; re-select the interface so the
+/// board's next mount finds its function enabled. Detected, never guessed: a
+/// board kernel that keeps its endpoints after umount never fails the wait,
+/// so it never gets a SET_INTERFACE that would reset a live session.
+fn rearm<P: UsbPipe + ?Sized>(pipe: &mut P, counters: &Counters, s: &mut Session, in_a_row: &mut u32, why: &str) -> Result<(), Exit> {
+    if s.backend.take().is_some() || s.live {
+        s.live = false;
+        counters.session_ended();
+    }
+    *in_a_row += 1;
+    if *in_a_row > REARM_LIMIT {
+        return Err(Exit::Usb(UsbError::FunctionOff(format!(
+            "{why}, again right after each of {REARM_LIMIT} re-selections of the interface: the board's usb9pfs function looks broken; reset or replug the board"
+        ))));
+    }
+    pipe.rearm().map_err(|e| match e {
+        // Asked to stop while the board refused its alternate setting.
+        UsbError::Stopped => Exit::Stopped,
+        e => usb_exit(e),
+    })?;
+    counters.rearms.fetch_add(1, Ordering::Relaxed);
+    if *in_a_row == 1 {
+        tracing::info!("board unmounted: its usb9pfs function disabled its endpoints ({why}); re-selected the interface, waiting for the next mount");
+    } else {
+        tracing::warn!("the board's usb9pfs function failed again right after it was re-armed ({why}); re-armed it once more ({} of {REARM_LIMIT})", *in_a_row);
+    }
+    Ok(())
+}
+
 fn add_ns(total: &AtomicU64, from: Instant, to: Instant) {
     total.fetch_add(to.saturating_duration_since(from).as_nanos() as u64, Ordering::Relaxed);
 }
@@ -540,6 +587,60 @@ mod tests {
         big[..4].copy_from_slice(&8200u32.to_le_bytes());
         r.board.send(&big);
         assert_eq!(r.exit.join().expect("join"), Exit::Violation(FrameError::TooLarge { size: 8200, ceiling: 8192 }));
+    }
+
+    #[test]
+    fn a_function_disabled_at_umount_is_rearmed_and_the_next_mount_is_served() {
+        let r = start();
+        for round in 1..=3u64 {
+            r.board.send(&tversion(8192, "9P2000.L"));
+            assert_eq!(r.board.recv()[4], RVERSION);
+            r.board.send(&msg(120, 1, &[1, 0, 0, 0]));
+            assert_eq!(r.board.recv()[4], 121, "round {round}: Rclunk");
+            assert!(r.counters.session_started().is_some());
+            r.board.unmount_disabling();
+            // The next mount: the host re-armed the function in between.
+            r.board.send(&tversion(8192, "9P2000.L"));
+            assert_eq!(r.board.recv()[4], RVERSION, "round {round}: remount served");
+            assert_eq!(r.board.rearms(), (round as usize, 0), "one SET_INTERFACE per umount, none needless");
+            assert_eq!(r.counters.snapshot().rearms, round);
+            r.board.send(&msg(120, 2, &[1, 0, 0, 0]));
+            assert_eq!(r.board.recv()[4], 121);
+        }
+        // Every mount got its own server session; the re-arm ended each one.
+        assert_eq!(r.connections.load(Ordering::SeqCst), 6);
+        drop(r.board);
+        assert_eq!(r.exit.join().expect("join"), Exit::BoardGone);
+    }
+
+    #[test]
+    fn a_board_that_keeps_its_endpoints_after_umount_is_never_rearmed() {
+        let r = start();
+        for _ in 0..3 {
+            r.board.send(&tversion(8192, "9P2000.L"));
+            assert_eq!(r.board.recv()[4], RVERSION);
+            r.board.send(&msg(120, 1, &[1, 0, 0, 0]));
+            assert_eq!(r.board.recv()[4], 121);
+        }
+        assert_eq!(r.board.rearms(), (0, 0), "no SET_INTERFACE for a board whose function never went away");
+        assert_eq!(r.counters.snapshot().rearms, 0);
+        drop(r.board);
+        assert_eq!(r.exit.join().expect("join"), Exit::BoardGone);
+    }
+
+    #[test]
+    fn a_function_that_fails_right_after_each_rearm_ends_the_worker() {
+        let r = start();
+        r.board.send(&tversion(8192, "9P2000.L"));
+        assert_eq!(r.board.recv()[4], RVERSION);
+        r.board.set_rearm_fails(true);
+        r.board.unmount_disabling();
+        match r.exit.join().expect("join") {
+            Exit::Usb(UsbError::FunctionOff(why)) => assert!(why.contains("looks broken"), "{why}"),
+            other => panic!("expected a broken-function exit, got {other:?}"),
+        }
+        assert_eq!(r.board.rearms().0, REARM_LIMIT as usize, "bounded: {REARM_LIMIT} tries, then the worker ends");
+        assert!(r.counters.session_started().is_none(), "the server session ended with the board's");
     }
 
     #[test]

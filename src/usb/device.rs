@@ -48,7 +48,7 @@ use rusb::{Context, DeviceHandle, UsbContext};
 
 use crate::board::GadgetInfo;
 use crate::usb::descriptors::{self, Usb9pfsInterface};
-use crate::usb::pipe::{StopSwitch, TransferMem, UsbError, UsbPipe, PARTIAL_FRAME_WAIT};
+use crate::usb::pipe::{StopSwitch, TransferMem, UsbError, UsbPipe, NOT_READY_RETRY, PARTIAL_FRAME_WAIT};
 
 /// Why a gadget could not be opened; each says what to do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -89,6 +89,9 @@ pub struct Device {
     stop: Arc<StopSwitch>,
     /// Storage interfaces detached from usb-storage on open, for the log.
     pub detached_storage: Vec<u8>,
+    /// The board's function had its endpoints disabled when opened, and
+    /// [`Device::open`] re-selected its alternate setting (for the log).
+    pub rearmed_at_open: bool,
 }
 
 // SAFETY: the URBs are submitted and reaped only by the thread that owns the
@@ -148,13 +151,26 @@ impl Device {
         // SET_INTERFACE re-enables the gadget's endpoints (flushing anything
         // queued), so it is sent only when the endpoints live elsewhere.
         if intf.alt != 0 {
-            handle.set_alternate_setting(n, intf.alt).map_err(|e| lib_err(e, "select the alternate setting of", &path))?;
+            select_alt(&handle, intf, &stop).map_err(|e| select_err(e, &path))?;
         }
-        for ep in [intf.ep_in, intf.ep_out] {
-            handle.clear_halt(ep).map_err(|e| lib_err(e, "clear the halt on an endpoint of", &path))?;
+        let mut rearmed = false;
+        if let Err(e) = clear_halts(&handle, intf) {
+            if matches!(e, rusb::Error::NoDevice | rusb::Error::NotFound) {
+                return Err(OpenError::Gone);
+            }
+            // A function that disabled its endpoints (a board kernel with
+            // the 2026 usbg fixes, unmounted while nobody held the claim)
+            // refuses CLEAR_FEATURE(HALT): selecting its alternate setting
+            // enables it again. Only then: with enabled endpoints a
+            // SET_INTERFACE is not needed.
+            select_alt(&handle, intf, &stop).map_err(|e| select_err(e, &path))?;
+            clear_halts(&handle, intf).map_err(|e| lib_err(e, "clear the halt on an endpoint of", &path))?;
+            rearmed = true;
         }
-        Device::wrap(handle, ctx, node, intf, stop, detached_storage)
-            .map_err(|e| OpenError::Failed(format!("cannot set up transfers for {}: {e}", path.display())))
+        let mut dev = Device::wrap(handle, ctx, node, intf, stop, detached_storage)
+            .map_err(|e| OpenError::Failed(format!("cannot set up transfers for {}: {e}", path.display())))?;
+        dev.rearmed_at_open = rearmed;
+        Ok(dev)
     }
 
     /// Takes over an interface a predecessor claimed on `node` (hand-over):
@@ -234,6 +250,7 @@ impl Device {
             zlp_flag: caps & usbfs::CAP_ZERO_PACKET != 0,
             stop,
             detached_storage,
+            rearmed_at_open: false,
         })
     }
 
@@ -285,6 +302,12 @@ impl Device {
         let (status, actual) = unsafe { ((*urb).status, (*urb).actual_length.max(0) as usize) };
         match -status {
             0 => Ok(actual),
+            // Between messages the board's function disabled its endpoints
+            // (its umount, on kernels with the 2026 usbg fixes): dummy_hcd
+            // and xHCI report EPROTO, other controllers EILSEQ or ETIME.
+            libc::EPROTO | libc::EILSEQ | libc::ETIME if at_boundary && actual == 0 && matches!(which, Which::Rx) => {
+                Err(UsbError::FunctionOff(io::Error::from_raw_os_error(-status).to_string()))
+            }
             libc::ENOENT | libc::ECONNRESET if timed_out => Err(UsbError::PartialFrame),
             libc::ENOENT | libc::ECONNRESET if at_boundary && actual == 0 => Err(UsbError::Stopped),
             libc::ENOENT | libc::ECONNRESET if at_boundary => Ok(actual),
@@ -377,6 +400,60 @@ impl Drop for Device {
     }
 }
 
+/// Why [`select_alt`] did not select the alternate setting.
+enum Selected {
+    /// A stop was requested while the board refused it.
+    Stopped,
+    Failed(rusb::Error),
+}
+
+/// SET_INTERFACE to the interface's usb9pfs alternate setting. A board that
+/// keeps its endpoints on a non-zero alternate setting may refuse it (a
+/// STALL) until its 9P client is ready, as the posted usbg series does
+/// ("the host will then have to call set_alt(1) on this data interface";
+/// the gadget refuses while no mount is ready): then it is asked again
+/// every [`NOT_READY_RETRY`] until it accepts, the device goes away, or a
+/// stop is requested; said once in the log.
+fn select_alt(handle: &DeviceHandle<Context>, intf: Usb9pfsInterface, stop: &StopSwitch) -> Result<(), Selected> {
+    let mut said = false;
+    loop {
+        match handle.set_alternate_setting(intf.number, intf.alt) {
+            Ok(()) => return Ok(()),
+            Err(rusb::Error::Pipe) if intf.alt != 0 => {
+                if !said {
+                    said = true;
+                    tracing::info!(
+                        alt = intf.alt,
+                        "the board refuses alternate setting {} of interface {} until it mounts: asking again every {} s",
+                        intf.alt,
+                        intf.number,
+                        NOT_READY_RETRY.as_secs()
+                    );
+                }
+                if stop.pause(NOT_READY_RETRY) {
+                    return Err(Selected::Stopped);
+                }
+            }
+            Err(e) => return Err(Selected::Failed(e)),
+        }
+    }
+}
+
+fn select_err(e: Selected, path: &std::path::Path) -> OpenError {
+    match e {
+        Selected::Stopped => OpenError::Failed(format!("stopped while {} refused its alternate setting", path.display())),
+        Selected::Failed(e) => lib_err(e, "select the alternate setting of", path),
+    }
+}
+
+/// Clears a halt on both endpoints (host and board reset their data toggles).
+fn clear_halts(handle: &DeviceHandle<Context>, intf: Usb9pfsInterface) -> rusb::Result<()> {
+    for ep in [intf.ep_in, intf.ep_out] {
+        handle.clear_halt(ep)?;
+    }
+    Ok(())
+}
+
 /// Claims an interface behind rusb's back: the claim belongs to the usbfs
 /// file, whose close releases it, so rusb need not track it — and must not,
 /// or it would release the claim when a worker hands its node to a successor
@@ -458,6 +535,19 @@ impl UsbPipe for Device {
             self.run(Which::Tx, data.as_ptr().cast_mut(), 0, false, false)?;
         }
         Ok(())
+    }
+
+    fn rearm(&mut self) -> Result<(), UsbError> {
+        debug_assert!(!self.in_flight.contains(&true), "SET_INTERFACE kills the interface's URBs");
+        let gone_or = |what: &str, e: rusb::Error| match e {
+            rusb::Error::NoDevice | rusb::Error::NotFound => UsbError::Gone,
+            e => UsbError::Transfer(format!("cannot {what}: {e}")),
+        };
+        select_alt(&self.handle, self.layout, &self.stop).map_err(|e| match e {
+            Selected::Stopped => UsbError::Stopped,
+            Selected::Failed(e) => gone_or(&format!("re-select alternate setting {} of interface {}", self.layout.alt, self.layout.number), e),
+        })?;
+        clear_halts(&self.handle, self.layout).map_err(|e| gone_or("clear the endpoints' halts after re-selecting the alternate setting", e))
     }
 
     fn transfer_mem(&mut self, len: usize) -> Option<TransferMem> {

@@ -47,6 +47,16 @@ pub trait UsbPipe: Send {
     fn transfer_mem(&mut self, _len: usize) -> Option<TransferMem> {
         None
     }
+    /// Makes the board's usb9pfs function usable again after it disabled
+    /// its endpoints ([`UsbError::FunctionOff`]): re-selects the interface's
+    /// usb9pfs alternate setting (SET_INTERFACE, which the board's kernel
+    /// answers by enabling its endpoints and requests again) and clears the
+    /// endpoints' halts. Only the holder of the interface claim can send it.
+    /// Never called on a live session: a board kernel that keeps its
+    /// endpoints enabled would reset its transfers (and leak its requests).
+    fn rearm(&mut self) -> Result<(), UsbError> {
+        Err(UsbError::Transfer("this pipe cannot re-select its alternate setting".into()))
+    }
 }
 
 /// Memory a pipe moves transfer data in and out of in place: for a real
@@ -80,6 +90,8 @@ impl TransferMem {
 pub struct StopSwitch {
     requested: AtomicBool,
     cancel: Mutex<Canceller>,
+    /// Wakes [`StopSwitch::pause`] on a request.
+    woken: std::sync::Condvar,
 }
 
 #[derive(Default)]
@@ -94,6 +106,18 @@ impl StopSwitch {
     pub fn request(&self) {
         self.requested.store(true, Ordering::SeqCst);
         self.nudge();
+        // Under the lock pause() checks the flag with, so no wake is lost.
+        let _c = lock(&self.cancel);
+        self.woken.notify_all();
+    }
+
+    /// Waits `d` unless a stop is (or gets) requested; true if it was. For
+    /// the one wait that has no event to block on: a board that refuses its
+    /// alternate setting until it mounts is asked again once a second.
+    pub fn pause(&self, d: std::time::Duration) -> bool {
+        let c = lock(&self.cancel);
+        let (_c, _) = self.woken.wait_timeout_while(c, d, |_| !self.requested()).unwrap_or_else(|p| p.into_inner());
+        self.requested()
     }
 
     pub fn requested(&self) -> bool {
@@ -150,7 +174,20 @@ pub enum UsbError {
     PartialFrame,
     #[error("USB transfer failed: {0}")]
     Transfer(String),
+    /// The IN transfer waiting for the first byte of the next T-message
+    /// failed with an endpoint error while the device stayed on the bus:
+    /// the board's usb9pfs function disabled its endpoints, which board
+    /// kernels with the 2026 usbg fixes (Debian 6.12.118 and later) do at
+    /// every umount, until the host selects the interface again
+    /// ([`UsbPipe::rearm`]). Carries the transfer's error.
+    #[error("the board's usb9pfs function stopped between messages ({0})")]
+    FunctionOff(String),
 }
+
+/// How often a board that refuses its alternate setting (a gadget that
+/// enables its endpoints only once its 9P client is ready, as the posted
+/// usbg series does) is asked again: what that series' own p9_fwd.py does.
+pub const NOT_READY_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Receiving a T-message failed either on the wire or in its framing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -304,6 +341,17 @@ mod tests {
 
     fn pair(buflen: u32) -> (sim::HostEnd, Board) {
         sim::gadget(512, buflen)
+    }
+
+    #[test]
+    fn a_pause_ends_early_on_a_stop_request_and_not_otherwise() {
+        let stop = std::sync::Arc::new(StopSwitch::default());
+        assert!(!stop.pause(std::time::Duration::from_millis(10)), "no request: the whole pause");
+        let s = stop.clone();
+        let t = std::thread::spawn(move || s.pause(std::time::Duration::from_secs(60)));
+        stop.request();
+        assert!(t.join().expect("join"), "woken by the request long before 60 s");
+        assert!(stop.pause(std::time::Duration::from_secs(60)), "a request made before returns at once");
     }
 
     #[test]

@@ -30,6 +30,10 @@ pub fn gadget(max_packet: usize, buflen: u32) -> (HostEnd, Board) {
         empty_receives: AtomicUsize::new(0),
         rx: Mutex::new(Vec::new()),
         mem: Mutex::new(MemState::default()),
+        off: AtomicBool::new(false),
+        rearm_fails: AtomicBool::new(false),
+        rearms: AtomicUsize::new(0),
+        needless_rearms: AtomicUsize::new(0),
     });
     let host = HostEnd {
         mps: max_packet,
@@ -57,6 +61,10 @@ enum Packet {
     /// The board was dropped (the host end keeps a sender for cancels, so
     /// the channel itself never closes).
     Unplugged,
+    /// The board's function disabled its endpoints (umount on a board
+    /// kernel with the 2026 usbg fixes): the host's IN transfer fails, and
+    /// so does every one after it until the host re-arms.
+    Off,
 }
 
 /// A stop switch whose cancel leaves its mark in the packet stream.
@@ -82,6 +90,14 @@ struct Shared {
     /// In-place transfer memory, as usbfs's mappings: what is offered and
     /// live, and which transfers used it.
     mem: Mutex<MemState>,
+    /// The function's endpoints are disabled (after [`Packet::Off`]).
+    off: AtomicBool,
+    /// A broken board: re-arming does not enable its function.
+    rearm_fails: AtomicBool,
+    /// SET_INTERFACEs the host sent, and those it sent to a function whose
+    /// endpoints were enabled (which would reset a live session).
+    rearms: AtomicUsize,
+    needless_rearms: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -225,6 +241,10 @@ impl UsbPipe for HostEnd {
         if let Ok(mut m) = self.shared.mem.lock() {
             m.count(buf.as_ptr() as usize, buf.len());
         }
+        if self.shared.off.load(Ordering::SeqCst) {
+            // As dummy_hcd: a transfer to a disabled endpoint fails at once.
+            return Err(off_error(at_boundary, 0));
+        }
         // As device.rs: arm, "submit", then honour a request that came first.
         self.stop.arm(at_boundary);
         if at_boundary && self.stop.requested() {
@@ -249,6 +269,11 @@ impl UsbPipe for HostEnd {
                     return if got == 0 { Err(UsbError::Stopped) } else { Ok(got) };
                 }
                 Ok(Packet::Cancel) => continue, // a cancel that missed its transfer
+                Ok(Packet::Off) => {
+                    self.shared.off.store(true, Ordering::SeqCst);
+                    self.stop.arm(false);
+                    return Err(off_error(at_boundary, got));
+                }
                 Err(UsbError::PartialFrame) => return Err(UsbError::PartialFrame),
                 Ok(Packet::Unplugged) | Err(_) => {
                     self.stop.arm(false);
@@ -296,6 +321,17 @@ impl UsbPipe for HostEnd {
         Ok(())
     }
 
+    fn rearm(&mut self) -> Result<(), UsbError> {
+        self.shared.rearms.fetch_add(1, Ordering::SeqCst);
+        if !self.shared.off.load(Ordering::SeqCst) {
+            self.shared.needless_rearms.fetch_add(1, Ordering::SeqCst);
+        }
+        if !self.shared.rearm_fails.load(Ordering::SeqCst) {
+            self.shared.off.store(false, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
     fn transfer_mem(&mut self, len: usize) -> Option<TransferMem> {
         let mut m = self.shared.mem.lock().ok()?;
         let used: usize = m.live.iter().map(|&(_, l)| l).sum();
@@ -305,6 +341,15 @@ impl UsbPipe for HostEnd {
         let bytes = vec![0u8; len];
         m.live.push((bytes.as_ptr() as usize, len));
         Some(TransferMem::new(SimMem { bytes, shared: self.shared.clone() }))
+    }
+}
+
+/// What a transfer to a disabled function ends with, as device.rs reports it.
+fn off_error(at_boundary: bool, got: usize) -> UsbError {
+    if at_boundary && got == 0 {
+        UsbError::FunctionOff("Protocol error (simulated)".into())
+    } else {
+        UsbError::Transfer("transfer ended with Protocol error (simulated)".into())
     }
 }
 
@@ -358,6 +403,24 @@ impl Board {
     /// (copied, for a real device).
     pub fn transfers_in_place_and_copied(&self) -> (usize, usize) {
         self.shared.mem.lock().map(|m| (m.in_place, m.copied)).unwrap_or((0, 0))
+    }
+
+    /// Unmounts the way board kernels with the 2026 usbg fixes do: the
+    /// function disables its endpoints until the host re-selects the
+    /// interface. (A board that never calls this keeps its endpoints, as
+    /// older kernels do.)
+    pub fn unmount_disabling(&self) {
+        let _ = self.packets.send(Packet::Off);
+    }
+
+    /// Makes re-arming fail to enable the function (a broken board).
+    pub fn set_rearm_fails(&self, fails: bool) {
+        self.shared.rearm_fails.store(fails, Ordering::SeqCst);
+    }
+
+    /// SET_INTERFACEs the host sent: all, and those to an enabled function.
+    pub fn rearms(&self) -> (usize, usize) {
+        (self.shared.rearms.load(Ordering::SeqCst), self.shared.needless_rearms.load(Ordering::SeqCst))
     }
 
     /// Receive requests that completed empty: a ZLP that leaked past its message.

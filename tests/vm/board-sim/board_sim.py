@@ -56,6 +56,9 @@ FUNCTIONFS_CLEAR_HALT = 0x6703            # _IO('g', 3)
 FUNCTIONFS_FIFO_FLUSH = 0x6702            # _IO('g', 2)
 FUNCTIONFS_ENDPOINT_DESC = 0x80096782     # _IOR('g', 130, struct usb_endpoint_descriptor[9])
 
+# struct usb_functionfs_event's type byte (offset 8 of its 12 bytes)
+FFS_EVENT_NAMES = {0: "bind", 1: "unbind", 2: "enable", 3: "disable", 4: "setup", 5: "suspend", 6: "resume"}
+
 NOTAG = 0xFFFF
 NOFID = 0xFFFFFFFF
 TLERROR, RLERROR = 6, 7
@@ -164,11 +167,22 @@ class Unexpected(Exception):
 
 
 # ---------------------------------------------------------------- gadget
-def descriptors(ss=True):
+def descriptors(ss=True, alt_layout=False):
     """FunctionFS v2 descriptor blob: one interface ff/ff/09, bulk IN (ep1
-    file) then bulk OUT (ep2 file), for full, high and super speed."""
+    file) then bulk OUT (ep2 file), for full, high and super speed.
+
+    With alt_layout the interface has an empty alternate setting 0 and
+    carries the two endpoints on alternate setting 1 (the layout CDC data
+    interfaces use, and the one the posted usbg series moves usb9pfs to): a
+    host must find the interface across its alternate settings and select
+    alternate setting 1 (SET_INTERFACE) before any transfer. Stock usb9pfs
+    cannot present it; FunctionFS can (f_fs answers SET_INTERFACE up to
+    alternate setting 2 and GET_INTERFACE with the current one)."""
 
     def intf():
+        if alt_layout:
+            return (struct.pack("<BBBBBBBBB", 9, 4, 0, 0, 0, 0xFF, 0xFF, 0x09, 1)
+                    + struct.pack("<BBBBBBBBB", 9, 4, 0, 1, 2, 0xFF, 0xFF, 0x09, 1))
         return struct.pack("<BBBBBBBBB", 9, 4, 0, 0, 2, 0xFF, 0xFF, 0x09, 1)
 
     def ep(addr, mps):
@@ -181,11 +195,12 @@ def descriptors(ss=True):
     hs = intf() + ep(0x81, 512) + ep(0x02, 512)
     ssd = intf() + ep(0x81, 1024) + comp() + ep(0x02, 1024) + comp()
     flags = FUNCTIONFS_HAS_FS_DESC | FUNCTIONFS_HAS_HS_DESC
-    counts = struct.pack("<II", 3, 3)
+    n_intf = 2 if alt_layout else 1
+    counts = struct.pack("<II", n_intf + 2, n_intf + 2)
     body = fs + hs
     if ss:
         flags |= FUNCTIONFS_HAS_SS_DESC
-        counts += struct.pack("<I", 5)
+        counts += struct.pack("<I", n_intf + 4)
         body += ssd
     total = 12 + len(counts) + len(body)
     return struct.pack("<III", FUNCTIONFS_DESCRIPTORS_MAGIC_V2, total, flags) + counts + body
@@ -207,7 +222,7 @@ class Gadget:
     /dev/ffs-NAME; ep0 stays open for the simulator's lifetime (closing it
     would tear the function down)."""
 
-    def __init__(self, name, serial, vidpid, udc, buflen):
+    def __init__(self, name, serial, vidpid, udc, buflen, alt_layout=False):
         self.name, self.serial, self.udc, self.buflen = name, serial, udc, buflen
         self.g = os.path.join(GADGETS, name)
         self.mnt = "/dev/ffs-" + name
@@ -226,11 +241,37 @@ class Gadget:
         if os.system("mount -t functionfs %s %s" % (name, self.mnt)) != 0:
             raise RuntimeError("mount -t functionfs failed")
         self.ep0 = os.open(self.mnt + "/ep0", os.O_RDWR)
-        os.write(self.ep0, descriptors())
+        os.write(self.ep0, descriptors(alt_layout=alt_layout))
         os.write(self.ep0, strings())
         self.ep_in = self.ep_out = None
         self.mps = 512
         self.open_eps()
+        # FunctionFS reports every SET_CONFIGURATION / SET_INTERFACE that
+        # reaches the function as an ENABLE event on ep0, and coalesces the
+        # unread ones: a thread reads them as they come and counts them, so
+        # a scenario can tell whether the host re-selected the interface.
+        self.events = {}
+        self.closing = False
+        self.ev_thread = threading.Thread(target=self._count_events, daemon=True)
+        self.ev_thread.start()
+
+    def _count_events(self):
+        import select
+        p = select.poll()
+        p.register(self.ep0, select.POLLIN)
+        while not self.closing:
+            try:
+                if not p.poll(200):
+                    continue
+                data = os.read(self.ep0, 12 * 4)
+            except OSError:
+                if self.closing:
+                    return
+                time.sleep(0.2)
+                continue
+            for i in range(0, len(data) - 11, 12):
+                t = FFS_EVENT_NAMES.get(data[i + 8], str(data[i + 8]))
+                self.events[t] = self.events.get(t, 0) + 1
 
     def open_eps(self):
         for fd in (self.ep_in, self.ep_out):
@@ -307,10 +348,12 @@ class Gadget:
         fcntl.ioctl(self.ep_out, FUNCTIONFS_CLEAR_HALT)
 
     def teardown(self):
+        self.closing = True
         try:
             self.unplug()
         except OSError:
             pass
+        self.ev_thread.join(2)
         for fd in (self.ep_in, self.ep_out, self.ep0):
             try:
                 os.close(fd)
@@ -412,6 +455,13 @@ class Sim:
 
     def cmd_mps(self):
         return "wMaxPacketSize %d" % self.g.learn_mps()
+
+    def cmd_enables(self):
+        """How often the host enabled the function since the gadget was made
+        (SET_CONFIGURATION at each enumeration, and every SET_INTERFACE):
+        `enables N` first, then every ep0 event type seen."""
+        ev = dict(self.g.events)
+        return "enables %d (%s)" % (ev.get("enable", 0), " ".join("%s=%d" % kv for kv in sorted(ev.items())))
 
     # valid traffic ----------------------------------------------------
     def cmd_session(self, aname, path, want_sha, msize="16384", count="0"):
@@ -711,8 +761,10 @@ def main():
     ap.add_argument("--udc", required=True, help="UDC to bind to, e.g. dummy_udc.0")
     ap.add_argument("--buflen", type=int, default=16384, help="receive request size (trans_usbg's buflen)")
     ap.add_argument("--timeout", type=float, default=30.0, help="deadline of each endpoint operation (s)")
+    ap.add_argument("--alt-layout", action="store_true",
+                    help="empty alternate setting 0, the two endpoints on alternate setting 1")
     a = ap.parse_args()
-    g = Gadget(a.name, a.serial, a.id, a.udc, a.buflen)
+    g = Gadget(a.name, a.serial, a.id, a.udc, a.buflen, a.alt_layout)
     sim = Sim(g, a.timeout)
     print("END ok gadget %s ready (serial %s, id %s, not plugged)" % (a.name, a.serial, a.id), flush=True)
     try:

@@ -162,7 +162,7 @@ gadget_create() {
 
 # gadget_add G FUNCTION [ATTR=VALUE...]: create functions/FUNCTION (e.g.
 # acm.GS0, mass_storage.0, usb9pfs.root), write its attributes (before the
-# link: usb9pfs refuses buflen/alt_setting once linked) and link it into c.1.
+# link: usb9pfs refuses buflen once linked) and link it into c.1.
 gadget_add() {
     local name=$1 fn=$2 g=$GADGETS/$1 kv; shift 2
     mkdir -p "$g/functions/$fn"
@@ -527,10 +527,11 @@ SIM_PY=$RIG_VM/board-sim/board_sim.py
 FAKE9P_PY=$RIG_VM/board-sim/fake9p.py
 SIM_REPLY="" SIM_SERIAL="" SIM_BA="" SIM_ANAME="" SIM_FILE="" SIM_SHA="" SIM_LOG=""
 
-# sim_start NAME SERIAL VID:PID UDC: create the gadget (not plugged yet)
+# sim_start NAME SERIAL VID:PID UDC [BOARD_SIM_ARGS...]: create the gadget
+# (not plugged yet); e.g. --alt-layout for endpoints on alternate setting 1
 sim_start() {
     modprobe usb_f_fs || die "modprobe usb_f_fs failed"
-    coproc SIM { exec python3 -u "$SIM_PY" --name "$1" --serial "$2" --id "$3" --udc "$4" 2>>"$SC_OUT/board-sim.err"; }
+    coproc SIM { exec python3 -u "$SIM_PY" --name "$1" --serial "$2" --id "$3" --udc "$4" "${@:5}" 2>>"$SC_OUT/board-sim.err"; }
     SIM_SERIAL=$2
     local line
     IFS= read -r -t 30 line <&"${SIM[0]}" || die "board simulator did not start: $(tail -3 "$SC_OUT/board-sim.err" | tr '\n' ' ')"

@@ -1,7 +1,7 @@
 #!/bin/bash
 # Runs one scenario inside the guest: scenario.sh NAME
-# Sources lib.sh and scenarios/NAME.sh, calls scenario_main, and writes the
-# result (PASS unless a check failed) before tearing down.
+# Sources lib.sh and scenarios/NAME.sh, calls scenario_main, tears down, and
+# then writes the result (PASS unless a check failed).
 set -uo pipefail
 SCENARIO=$1
 # shellcheck source=/dev/null
@@ -13,6 +13,11 @@ SC_OUT=$RIG_OUTROOT/$SCENARIO
 # shellcheck source=/dev/null
 . "$RIG_VM/guest/scenarios/$SCENARIO.sh"
 
+# The checks' verdict is kept aside (verdict) until the teardown, which
+# unmounts live 9P mounts and stops the daemon (the likeliest moment for the
+# guest kernel to break), has finished; only then is it the result. A guest
+# that dies or wedges in the teardown leaves a verdict and no result, and
+# tests/vm/run fails the scenario for it (and for any kernel warning).
 finish() {
     local rc=$?
     if [ ! -s "$SC_OUT/result" ]; then
@@ -26,8 +31,11 @@ finish() {
         elif NXFAIL=$(grep -c '^XFAIL' "$SC_OUT/checks.txt"); [ "$NXFAIL" -gt 0 ]; then write_result PASS "$NCHECKS checks, $NXFAIL XFAIL"
         else write_result PASS "$NCHECKS checks"; fi
     fi
-    log "result: $(cat "$SC_OUT/result")"
+    mv "$SC_OUT/result" "$SC_OUT/verdict"; persist "$SC_OUT/verdict"
+    log "checks: $(cat "$SC_OUT/verdict"); tearing down"
     rig_teardown
+    log "teardown done"
+    mv "$SC_OUT/verdict" "$SC_OUT/result"; persist "$SC_OUT/result"
 }
 trap finish EXIT
 : > "$SC_OUT/checks.txt"

@@ -1,28 +1,33 @@
 # shellcheck shell=bash
 # altsetting: a board whose usb9pfs interface has an empty alternate setting
-# 0 and carries its two bulk endpoints on alternate setting 1 (rig patch
-# 0003, functions/usb9pfs.TAG/alt_setting = 1), on the real kernel path.
-# Checks: the host's raw descriptors show interface 0 twice (alt 0 without
-# endpoints, alt 1 with one bulk IN and one bulk OUT) and the device comes
-# up in alt 0; the forwarder claims the interface and selects alt 1 (sysfs
-# bAlternateSetting); the board mounts and moves 4 MiB each way intact; after
-# a replug (new enumeration, back in alt 0) the forwarder selects alt 1 again
-# and the board mounts and reads again.
+# 0 and carries its two bulk endpoints on alternate setting 1 (the layout of
+# CDC data interfaces, and the one the posted usbg series moves usb9pfs to).
+# Stock usb9pfs cannot present it, so the board is the FunctionFS simulator
+# (board_sim.py --alt-layout), which f_fs lets answer SET_INTERFACE and
+# GET_INTERFACE like a kernel function; its 9P sessions are checked reply by
+# reply and by checksum against a real diod. Checks: the host's raw
+# descriptors show interface 0 twice (alt 0 without endpoints, alt 1 with
+# one bulk IN and one bulk OUT) and the device comes up in alt 0; the
+# forwarder claims the interface and selects alt 1 (sysfs bAlternateSetting,
+# and the board counts exactly one more enable); a session moves 1.5 MiB
+# intact; a second session on the same claim, and one after the daemon
+# re-executed itself are served without any further
+# SET_INTERFACE (the board's enable count does not move: an unneeded one
+# would reset a live session); after a replug (new enumeration, back in
+# alt 0) the forwarder selects alt 1 again and a session works.
 scenario_main() {
+    requires_usb9pfsd
     rig_setup 1
-    local ex=$EXPORTS/a serial=0040-ALT-BOARD p m
-    mkdir -p "$ex"
-    diod_start a 5640 "$ex"
-    dd if=/dev/urandom of="$ex/data.bin" bs=1M count=4 status=none
-    dd if=/dev/urandom of="$LOCAL/w.bin" bs=1M count=4 status=none
-    echo "marker-alt" > "$ex/marker"
-    board_create L "$serial" 1d6b:0109 rigL dummy_udc.0 alt_setting=1
-    expect_eq "board's usb9pfs function is in the alt-setting layout" 1 "$(cat "$GADGETS/L/functions/usb9pfs.rigL/alt_setting")"
-    B_BACKEND[L]=127.0.0.1:5640
+    local exs=$EXPORTS/s serial=0040-ALT-BOARD p e0 e1
+    mkdir -p "$exs/dir"
+    diod_start s 5640 "$exs"
+    dd if=/dev/urandom of="$exs/dir/data.bin" bs=1k count=1536 status=none
+    SIM_SERIAL=$serial
+    FWD_MAP_SERIAL[$serial]=127.0.0.1:5640
     fwd_write_config "$LOCAL/usb9pfsd.toml"
-    board_plug L
+    sim_start alt "$serial" 1d6b:0109 dummy_udc.0 --alt-layout
+    sim_plug
     p=$(host_dev_of "$serial")
-    m=${B_MNT[L]}
 
     # interface descriptors of the active configuration as "NUM/ALT/NEP/CLASS"
     layout() {
@@ -43,38 +48,43 @@ while i + 2 <= len(d):
 print(" ".join("%d/%d/%d/%s/%s" % (n, a, e, c, ",".join(sorted(eps)) or "-") for n, a, e, c, eps in out))
 PY
     }
+    cur_alt() { tr -d ' ' < "/sys/bus/usb/devices/$p:1.0/bAlternateSetting"; }
+    # enables: how often the host enabled the board's function so far
+    enables() { sim_cmd 10 enables >/dev/null || die "sim: enables: $SIM_REPLY"; set -- $SIM_REPLY; echo "$2"; }
     expect_eq "raw descriptors: interface 0 alt 0 without endpoints, alt 1 with bulk IN + bulk OUT, both ff/ff/09" \
         "0/0/0/ffff09/- 0/1/2/ffff09/in-bulk,out-bulk" "$(layout)"
-    cur_alt() { tr -d ' ' < "/sys/bus/usb/devices/$p:1.0/bAlternateSetting"; }
     expect_eq "the device comes up in alternate setting 0" 0 "$(cur_alt)"
+    e0=$(enables)
 
+    SIM_ANAME=$exs SIM_FILE=dir/data.bin SIM_SHA=$(sha "$exs/dir/data.bin")
     fwd_start
     local cycle
     for cycle in first replug; do
         if [ "$cycle" = replug ]; then
-            board_umount L || die "umount before replug failed"
-            board_unplug L
-            fwd_board_unplugged L
-            board_plug L
+            sim_unplug
+            sim_cmd 10 reopen || bad "sim: reopen: $SIM_REPLY"
+            sim_plug
             p=$(host_dev_of "$serial")
-            # (usb9pfsd may already have selected alt 1 by now; p9_fwd.py starts below)
-            [ "$RIG_FWD" != p9fwd ] || expect_eq "replug: the device comes back in alternate setting 0" 0 "$(cur_alt)"
-            fwd_board_plugged L
+            e0=$(enables)
         fi
         alt1() { iface_claimed "$p" 0 && [ "$(cur_alt)" = 1 ]; }
         if wait_until 30 alt1; then ok "$cycle: forwarder claimed interface 0 and selected alternate setting 1"
         else die "$cycle: forwarder did not claim interface 0 in alternate setting 1 within 30 s (driver '$(iface_driver "$p" 0)', alt $(cur_alt))"; fi
-        board_mount_retry L "$ex" 30 || die "$cycle: mount through alternate setting 1 failed"
-        expect_eq "$cycle: marker read through alternate setting 1" "marker-alt" "$(timeout -s KILL 60 cat "$m/marker" 2>/dev/null)"
-        expect_eq "$cycle: 4 MiB read through alternate setting 1: checksum" "$(sha "$ex/data.bin")" "$(board_sha L data.bin 200)"
+        sim_session "$cycle: a session through alternate setting 1 reads 1.5 MiB, every reply checked, sha256 matches"
+        e1=$(enables)
+        expect_eq "$cycle: the board's function was enabled exactly once more (the forwarder's SET_INTERFACE)" $((e0 + 1)) "$e1"
+        sim_session "$cycle: a second session on the same claim"
         if [ "$cycle" = first ]; then
-            timeout -s KILL 200 dd if="$LOCAL/w.bin" of="$m/w.bin" bs=64k conv=fsync status=none 2>>"$SC_OUT/guest.log" || bad "4 MiB write failed"
-            expect_eq "4 MiB write through alternate setting 1 lands intact" "$(sha "$LOCAL/w.bin")" "$(sha "$ex/w.bin" 2>/dev/null)"
+            local pid0=$FWD_PID
+            log_mark
+            kill -USR2 "$FWD_PID"
+            took_over() { log_since | grep -q 'took over the claimed usb9pfs interface'; }
+            wait_until 30 took_over || bad "the re-executed daemon did not take over the board"
+            expect "re-exec kept the daemon's PID" fwd_same_pid "$pid0"
+            sim_session "after a re-exec: a session on the interface the successor took over"
         fi
+        expect_eq "$cycle: no further SET_INTERFACE for later sessions or a re-exec" "$e1" "$(enables)"
     done
-    if [ "$RIG_FWD" = usb9pfsd ]; then
-        expect_eq "usb9pfsd list --json: the board's interface 0 with alternate setting 1" "0/1" "$(list_json_ifaces "$serial")"
-    fi
-    board_umount L || bad "umount failed"
+    expect_eq "usb9pfsd list --json: the board's interface 0 with alternate setting 1" "0/1" "$(list_json_ifaces "$serial")"
     expect "forwarder still running" fwd_alive
 }

@@ -38,6 +38,11 @@ scenario_main() {
     else
         die "guest-check.sh: $(printf '%s\n' "$out" | grep '^FAIL' | head -n3 | tr '\n' ' ')"
     fi
+    [ -r "$STAGE/build-id" ] || die "no build id staged with the package (tests/vm/run writes it)"
+    local RIG_BUILD_ID="" RIG_DEB_BIN_SHA=""
+    . "$STAGE/build-id"
+    expect_eq "the installed /usr/bin/usb9pfsd is this build (GNU build id)" "$RIG_BUILD_ID" \
+        "$(readelf -n /usr/bin/usb9pfsd 2>/dev/null | sed -n 's/^ *Build ID: *//p' | head -n1)"
 
     # Edit the installed config as a user would.
     printf '[[board]]\nserial = "0001-BOARD-A"\nbackend = "127.0.0.1:5640"\n' > /etc/usb9pfsd/config.toml

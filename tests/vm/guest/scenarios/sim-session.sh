@@ -5,7 +5,9 @@
 # as fast as it can, while a real kernel usb9pfs board streams a checksummed
 # file through the same daemon. Proves the simulator is a faithful board (the
 # baseline for the fault scenarios) and that a fast board does not disturb
-# another.
+# another. The simulator keeps its endpoints between sessions, as board
+# kernels before the 2026 usbg fixes did after an umount: it counts the
+# host's SET_INTERFACEs (FunctionFS enable events), and there must be none.
 scenario_main() {
     requires_usb9pfsd
     rig_setup 2
@@ -32,6 +34,8 @@ scenario_main() {
         "$(p=$(host_dev_of 0009-SIM-S); echo "$(cat /sys/bus/usb/devices/$p/idVendor):$(cat /sys/bus/usb/devices/$p/idProduct)")"
     expect_eq "simulator's interface is ff/ff/09" "ff/ff/09" \
         "$(p=$(host_dev_of 0009-SIM-S); d=/sys/bus/usb/devices/$p:1.0; echo "$(cat $d/bInterfaceClass)/$(cat $d/bInterfaceSubClass)/$(cat $d/bInterfaceProtocol)")"
+    sim_cmd 10 enables || bad "sim: enables: $SIM_REPLY"
+    local enables0=${SIM_REPLY%% (*}
     fwd_start
     local pid0=$FWD_PID
     board_mount B "$exb" || die "board B: mount failed"
@@ -56,6 +60,12 @@ scenario_main() {
     sim_session "simulator: a session after the burst still works"
     stream_stop_check "board B during the simulator's sessions" "$want_b" 1
 
+    # The simulator keeps its endpoints enabled between sessions, as board
+    # kernels before the 2026 usbg fixes do after an umount: it must be
+    # served without a single SET_INTERFACE (one would reset its session).
+    sim_cmd 10 enables || bad "sim: enables: $SIM_REPLY"
+    expect_eq "a board that keeps its endpoints between sessions never gets a SET_INTERFACE" "$enables0" "${SIM_REPLY%% (*}"
+    expect_eq "status: no re-arm for that board" 0 "$("$USB9PFSD" status --json | python3 -c 'import json,sys; print(next(b["counters"]["rearms"] for b in json.load(sys.stdin)["boards"] if b["serial"] == "0009-SIM-S"))')"
     expect "usb9pfsd is the same living process (pid $pid0)" fwd_same_pid "$pid0"
     expect_not "usb9pfsd log has no panic" sh -c "grep -qi panick '$SC_OUT/usb9pfsd.log'"
     board_umount B || bad "umount of board B failed"

@@ -89,6 +89,14 @@ scenario_main() {
     dpkg -i "$STAGE/usb9pfsd.deb" </dev/null >"$SC_OUT/dpkg-i.log" 2>&1 || rc=$?
     [ "$rc" -eq 0 ] || die "dpkg -i failed (rc=$rc): $(tail -n3 "$SC_OUT/dpkg-i.log" | tr '\n' ' ')"
     ok "dpkg -i of the freshly built package"
+    # The package under test is this build (tests/vm/run checked the .deb's
+    # binary against the one it built by GNU build id and staged nothing
+    # else): the installed copy must be that binary.
+    [ -r "$STAGE/build-id" ] || die "no build id staged with the package (tests/vm/run writes it)"
+    local RIG_BUILD_ID="" RIG_DEB_BIN_SHA=""
+    . "$STAGE/build-id"
+    expect_eq "the installed /usr/bin/usb9pfsd is the staged package's binary (build id $RIG_BUILD_ID)" \
+        "$RIG_DEB_BIN_SHA" "$(sha256sum /usr/bin/usb9pfsd | cut -d' ' -f1)"
     expect_not "dpkg -i: the maintainer scripts reported no error (dpkg-i.log)" \
         grep -qiE 'failed|error|refused' "$SC_OUT/dpkg-i.log"
     printf '[[board]]\nserial = "%s"\nbackend = "127.0.0.1:5640"\n' "$SERIAL" > /etc/usb9pfsd/config.toml
@@ -202,6 +210,7 @@ scenario_main() {
 
     # ---- a package upgrade with the board mounted and reading: postinst
     # re-executes the daemon in place (same PID) on the new binary
+    [ -f "$STAGE/usb9pfsd-upgrade.deb" ] || bad "no upgrade package staged (tests/vm/run builds it with cargo deb): the upgrade under a live mount is untested"
     if [ -f "$STAGE/usb9pfsd-upgrade.deb" ]; then
         local newver; newver=$(dpkg-deb -f "$STAGE/usb9pfsd-upgrade.deb" Version)
         taken=$(journalctl -u usb9pfsd.service -o cat --no-pager | grep -c 'taking over 1 board' || true)
