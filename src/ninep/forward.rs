@@ -228,14 +228,13 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
             }
             match backends.policy().filter(|p| p.confines()) {
                 None => s.confine = None,
-                Some(p) if !Confine::version_ok(t) => {
+                Some(_) if !Confine::version_ok(t) => {
                     // Confinement reads 9P2000.L only: another dialect is
                     // refused the 9P way, without asking the server.
                     tracing::warn!(
                         "refused a 9P session in a dialect other than 9P2000.L: this board is confined (export, read_only, uid or gid in its entry), \
                          and confinement understands 9P2000.L only; mount with -o version=9p2000.L"
                     );
-                    let _ = p;
                     counters.refused.fetch_add(1, Ordering::Relaxed);
                     let msize = frame::version(t).map_or(s.ceiling, |v| v.msize);
                     let len = confine::rversion_unknown(&mut rbuf, h.tag, msize);
@@ -447,6 +446,9 @@ fn usb_exit(e: UsbError) -> Exit {
         e => Exit::Usb(e),
     }
 }
+
+#[cfg(test)]
+mod confine_tests;
 
 #[cfg(test)]
 mod tests {
