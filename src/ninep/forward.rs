@@ -108,7 +108,7 @@ pub struct Session {
     pub began_ms: u64,
     /// The session's confinement and fid table; None for a board whose
     /// entry confines nothing (it costs such a board nothing per message).
-    pub confine: Option<Confine>,
+    pub confine: Option<Box<Confine>>,
 }
 
 impl Session {
@@ -173,7 +173,7 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
         // A live session this process did not see begin (handed over) has
         // no fid table: its fids can only do what needs none.
         if s.confine.is_none() {
-            s.confine = backends.policy().filter(|p| p.confines()).map(|p| Confine::untracked(p, fids::Limits::default()));
+            s.confine = backends.policy().filter(|p| p.confines()).map(|p| Box::new(Confine::untracked(p, fids::Limits::default())));
         }
     }
     // The per-message time budget: three monotonic clock reads per message
@@ -246,7 +246,7 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
                 }
                 Some(p) => match &mut s.confine {
                     Some(c) if Arc::ptr_eq(c.policy(), &p) => c.reset(),
-                    _ => s.confine = Some(Confine::new(p, fids::Limits::default())),
+                    _ => s.confine = Some(Box::new(Confine::new(p, fids::Limits::default()))),
                 },
             }
             counters.set_activity(Activity::Connecting);
