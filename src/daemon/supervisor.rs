@@ -569,6 +569,7 @@ impl<S: Spawn> Supervisor<S> {
                     counters: b.counters.snapshot(),
                     last_error: last_error.as_ref().map(|e| e.message.clone()),
                     last_error_at: last_error.as_ref().map(|e| status::rfc3339(e.at)),
+                    confine: b.target.as_ref().and_then(|t| status::ConfineStatus::of(&t.confine)),
                 }
             })
             .collect()
