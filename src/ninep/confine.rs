@@ -1023,20 +1023,22 @@ impl Confine {
             Follow::AttachWalk { fid, attach, done, sent } => {
                 let body = &r[HEADER_LEN..len];
                 let nwqid = Cursor::new(body).u16().unwrap_or(0) as usize;
-                let whole = h.kind == TWALK + 1 && nwqid == sent as usize && body.len() >= 2 + Qid::LEN * nwqid;
-                if !whole {
-                    let errno = if h.kind == RLERROR { Cursor::new(body).u32().unwrap_or(ENOENT) } else { ENOENT };
-                    return self.clunk_then(fid, errno, false);
-                }
+                let rwalk = h.kind == TWALK + 1 && nwqid <= sent as usize && body.len() >= 2 + Qid::LEN * nwqid;
                 let qid_at = |i: usize| Qid::parse(&body[2 + Qid::LEN * i..]).unwrap_or_default();
                 let last_dir = done as usize + sent as usize >= self.dest.depth as usize;
-                // No symlink may be walked through: every name but the very
-                // last of the whole path must be a directory the server
-                // resolved itself.
-                let through = (0..nwqid).any(|i| qid_at(i).is_symlink() && !(last_dir && i + 1 == nwqid));
+                // No symlink may be walked through (even by a walk the
+                // server then failed): only the very last name of the whole
+                // path may be one.
+                let avail = if rwalk { nwqid } else { 0 };
+                let through = (0..avail).any(|i| qid_at(i).is_symlink() && !(last_dir && i + 1 == sent as usize));
                 if through {
-                    self.refuse(Refusal::Symlink, ELOOP, TATTACH, &self.dest.path.clone());
+                    let asked = self.dest.path.clone();
+                    self.refuse(Refusal::Symlink, ELOOP, TATTACH, &asked);
                     return self.clunk_then(fid, ELOOP, true);
+                }
+                if !(rwalk && nwqid == sent as usize) {
+                    let errno = if h.kind == RLERROR { Cursor::new(body).u32().unwrap_or(ENOENT) } else { ENOENT };
+                    return self.clunk_then(fid, errno, false);
                 }
                 let last = if nwqid > 0 { qid_at(nwqid - 1) } else { Qid::default() };
                 let done = done + sent as u16;
