@@ -39,7 +39,8 @@
 //! - Caps: a new fid past the table's caps is ENFILE.
 //!
 //! Each kind of refusal is logged once per 9P session (the worker's span
-//! names the board), so a board cannot flood the journal.
+//! names the board), and at most once a minute across sessions, so a board
+//! cannot flood the journal; status counts every refusal.
 //!
 //! It must never do I/O or allocate on the read/write path: Tread, Twrite,
 //! Tclunk and the other fd-based types are classified by their type byte and
@@ -241,7 +242,14 @@ pub struct Confine {
     out: Vec<u8>,
     /// Kinds of refusal logged this session.
     logged: u32,
+    /// When `logged` was last cleared: a new session clears it only if a
+    /// minute has passed, so a board that remounts in a loop (at most one
+    /// session per 2 s past its burst) still cannot flood the journal.
+    logged_since: Option<std::time::Instant>,
 }
+
+/// How often the per-kind refusal log may start afresh.
+const LOG_AGAIN_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Confine {
     /// Confinement for a new session under `policy`.
@@ -264,6 +272,7 @@ impl Confine {
             att_n_uname: NONUNAME,
             out: Vec::new(),
             logged: 0,
+            logged_since: None,
         }
     }
 
@@ -289,7 +298,15 @@ impl Confine {
         self.untracked = false;
         self.pending = Pending::None;
         self.follow = Follow::None;
-        self.logged = 0;
+        let now = std::time::Instant::now();
+        let due = match self.logged_since {
+            Some(t) => now.duration_since(t) >= LOG_AGAIN_AFTER,
+            None => true,
+        };
+        if due {
+            self.logged = 0;
+            self.logged_since = Some(now);
+        }
     }
 
     /// Whether a Tversion asks for the dialect confinement understands. If

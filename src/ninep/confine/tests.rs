@@ -491,3 +491,20 @@ fn versions_other_than_9p2000l_are_not_ok_and_unknown_is_well_formed() {
     assert_eq!(frame::version(&out[..n]).map(|v| v.msize), Some(8192));
     assert_eq!(&out[..n], &msg(TVERSION + 1, frame::NOTAG, &body(&[B::D(8192), B::S(b"unknown")]))[..]);
 }
+
+#[test]
+fn refusals_are_logged_once_per_kind_and_a_remount_loop_does_not_start_afresh() {
+    let mut c = policy(None, true, None, None);
+    let mut s = Server::default();
+    c.reset();
+    let write = msg(TWRITE, 1, &body(&[B::D(1), B::Q(0), B::D(1)]));
+    assert_eq!(ask(&mut c, &mut s, &write), Got::Err(EROFS));
+    assert_eq!(c.logged, 1 << Refusal::ReadOnly as u8);
+    // A new session within the minute: the kind stays logged.
+    c.reset();
+    assert_eq!(c.logged, 1 << Refusal::ReadOnly as u8);
+    // A minute later the log may speak again.
+    c.logged_since = c.logged_since.and_then(|t| t.checked_sub(LOG_AGAIN_AFTER));
+    c.reset();
+    assert_eq!(c.logged, 0);
+}
