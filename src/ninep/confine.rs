@@ -142,6 +142,7 @@ pub enum Refusal {
     Malformed,
     Fid,
     Root,
+    Dialect,
 }
 
 impl Refusal {
@@ -159,6 +160,10 @@ impl Refusal {
             Refusal::Malformed => "a malformed message",
             Refusal::Fid => "a fid the board never got",
             Refusal::Root => "removing or renaming the export's root",
+            Refusal::Dialect => {
+                "a 9P session in a dialect other than 9P2000.L: confinement (export, read_only, uid or gid in this board's entry) \
+                 understands 9P2000.L only; mount with -o version=9p2000.L"
+            }
         }
     }
 }
@@ -315,6 +320,12 @@ impl Confine {
         let Some(body) = t.get(HEADER_LEN..) else { return false };
         let mut c = Cursor::new(body);
         c.u32().is_some() && c.string() == Some(&b"9P2000.L"[..])
+    }
+
+    /// A Tversion for another dialect was answered "unknown": logged like
+    /// any refusal.
+    pub fn dialect_refused(&mut self) {
+        self.refuse(Refusal::Dialect, 0, TVERSION, b"");
     }
 
     /// The T-message our own exchange sends ([`After::Send`]).

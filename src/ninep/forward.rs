@@ -228,26 +228,23 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
             }
             match backends.policy().filter(|p| p.confines()) {
                 None => s.confine = None,
-                Some(_) if !Confine::version_ok(t) => {
-                    // Confinement reads 9P2000.L only: another dialect is
-                    // refused the 9P way, without asking the server.
-                    tracing::warn!(
-                        "refused a 9P session in a dialect other than 9P2000.L: this board is confined (export, read_only, uid or gid in its entry), \
-                         and confinement understands 9P2000.L only; mount with -o version=9p2000.L"
-                    );
-                    counters.refused.fetch_add(1, Ordering::Relaxed);
-                    let msize = frame::version(t).map_or(s.ceiling, |v| v.msize);
-                    let len = confine::rversion_unknown(&mut rbuf, h.tag, msize);
-                    if let Err(e) = pipe::send_message(pipe, &rbuf[..len], s.board_rx) {
-                        return usb_exit(e);
-                    }
-                    mark = Instant::now();
-                    continue;
-                }
                 Some(p) => match &mut s.confine {
                     Some(c) if Arc::ptr_eq(c.policy(), &p) => c.reset(),
                     _ => s.confine = Some(Box::new(Confine::new(p, fids::Limits::default()))),
                 },
+            }
+            if let Some(c) = s.confine.as_mut().filter(|_| !Confine::version_ok(t)) {
+                // Confinement reads 9P2000.L only: another dialect is
+                // refused the 9P way, without asking the server.
+                c.dialect_refused();
+                counters.refused.fetch_add(1, Ordering::Relaxed);
+                let msize = frame::version(t).map_or(s.ceiling, |v| v.msize);
+                let len = confine::rversion_unknown(&mut rbuf, h.tag, msize);
+                if let Err(e) = pipe::send_message(pipe, &rbuf[..len], s.board_rx) {
+                    return usb_exit(e);
+                }
+                mark = Instant::now();
+                continue;
             }
             counters.set_activity(Activity::Connecting);
             let connected = backends.connect();
