@@ -487,7 +487,9 @@ impl Confine {
 
     fn full(&mut self, e: Full, op: u8) -> Verdict {
         let detail = e.to_string();
-        self.refuse(Refusal::Full, ENFILE, op, detail.as_bytes())
+        // One path too long is the name's fault, not the table's.
+        let errno = if e == Full::PathTooLong { ENAMETOOLONG } else { ENFILE };
+        self.refuse(Refusal::Full, errno, op, detail.as_bytes())
     }
 
     fn walk(&mut self, buf: &mut [u8], n: usize, ceiling: u32) -> Verdict {

@@ -66,7 +66,7 @@ fn name_qid(name: &[u8]) -> Vec<u8> {
     if name == b".." {
         return qid_bytes(999, QTDIR);
     }
-    let h = name.iter().fold(7u64, |h, &b| h * 31 + b as u64);
+    let h = name.iter().fold(7u64, |h, &b| h.wrapping_mul(31).wrapping_add(b as u64));
     qid_bytes(h, if name.starts_with(b"link") { QTSYMLINK } else { QTDIR })
 }
 
@@ -478,6 +478,13 @@ fn past_the_caps_new_fids_are_refused_with_enfile() {
     assert_eq!(ask(&mut c, &mut s, &tattach(5, b"u", b"", 0)), Got::Err(ENFILE));
     ask(&mut c, &mut s, &msg(TCLUNK, 1, &1u32.to_le_bytes()));
     assert!(matches!(ask(&mut c, &mut s, &twalk(0, 3, &[b"c"])), Got::Reply(_)));
+    // One path past PATH_MAX is the name's fault: ENAMETOOLONG.
+    let mut c = exported().0;
+    let long = vec![b'n'; 255];
+    let names: Vec<&[u8]> = vec![&long; 16];
+    let mut srv = Server::default();
+    ask(&mut c, &mut srv, &twalk(0, 1, &names));
+    assert_eq!(ask(&mut c, &mut srv, &twalk(1, 2, &names[..1])), Got::Err(ENAMETOOLONG));
 }
 
 #[test]
