@@ -313,6 +313,10 @@ impl FidTable {
             Some(s) => s,
             None => {
                 self.slots.push(Fid::default());
+                // Room in the free list for every slot, so that a release
+                // (Tclunk) never allocates.
+                let want = self.slots.len() - self.free.len();
+                self.free.reserve(want);
                 (self.slots.len() - 1) as u32
             }
         };
