@@ -37,6 +37,10 @@
 //! - Tauth is EACCES; types outside 9P2000.L are EOPNOTSUPP; a Tversion for
 //!   another dialect is answered "unknown" (`version_ok`).
 //! - Caps: a new fid past the table's caps is ENFILE.
+//! - With an export, Tmknod of a block or character device is EPERM: the
+//!   server would open the host's device. (A device node already in the
+//!   export is beyond a forwarder that sees no file modes: export from a
+//!   file system mounted `nodev`.)
 //!
 //! Each kind of refusal is logged once per 9P session (the worker's span
 //! names the board), and at most once a minute across sessions, so a board
@@ -143,6 +147,7 @@ pub enum Refusal {
     Fid,
     Root,
     Dialect,
+    Device,
 }
 
 impl Refusal {
@@ -160,6 +165,7 @@ impl Refusal {
             Refusal::Malformed => "a malformed message",
             Refusal::Fid => "a fid the board never got",
             Refusal::Root => "removing or renaming the export's root",
+            Refusal::Device => "creating a device node (opened through the server, it would be the host's device)",
             Refusal::Dialect => {
                 "a 9P session in a dialect other than 9P2000.L: confinement (export, read_only, uid or gid in this board's entry) \
                  understands 9P2000.L only; mount with -o version=9p2000.L"
@@ -608,8 +614,15 @@ impl Confine {
                 }
             }
             TMKNOD => {
-                if c.u32().and(c.u32()).and(c.u32()).is_none() {
+                let (Some(mode), Some(_major), Some(_minor)) = (c.u32(), c.u32(), c.u32()) else {
                     return self.refuse(Refusal::Malformed, EINVAL, kind, b"");
+                };
+                // A device node in the export is the host's device once the
+                // server opens it: FIFOs and sockets only.
+                let fmt = mode & libc::S_IFMT;
+                if self.table.is_some() && (fmt == libc::S_IFCHR || fmt == libc::S_IFBLK) {
+                    let asked = buf[name_at..name_at + name_len].to_vec();
+                    return self.refuse(Refusal::Device, EPERM, kind, &asked);
                 }
             }
             _ => {

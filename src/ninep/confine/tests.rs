@@ -515,3 +515,13 @@ fn refusals_are_logged_once_per_kind_and_a_remount_loop_does_not_start_afresh() 
     c.reset();
     assert_eq!(c.logged, 0);
 }
+
+#[test]
+fn an_export_confined_board_cannot_make_device_nodes() {
+    let (mut c, mut s) = exported();
+    let mknod = |mode: u32| msg(TMKNOD, 1, &body(&[B::D(0), B::S(b"n"), B::D(mode), B::D(8), B::D(0), B::D(0)]));
+    assert_eq!(ask(&mut c, &mut s, &mknod(libc::S_IFBLK | 0o600)), Got::Err(EPERM));
+    assert_eq!(ask(&mut c, &mut s, &mknod(libc::S_IFCHR | 0o600)), Got::Err(EPERM));
+    assert!(matches!(ask(&mut c, &mut s, &mknod(libc::S_IFIFO | 0o600)), Got::Reply(_)));
+    assert!(matches!(ask(&mut c, &mut s, &mknod(libc::S_IFSOCK | 0o600)), Got::Reply(_)));
+}
