@@ -54,7 +54,7 @@
 
 use std::sync::Arc;
 
-use crate::ninep::fids::{Dest, FidTable, Full, Limits, Qid, MAX_PATH};
+use crate::ninep::fids::{Dest, FidTable, Full, Limits, Qid, TableRecord, MAX_PATH};
 use crate::ninep::frame::{self, HEADER_LEN, RLERROR};
 
 pub const NOFID: u32 = !0;
@@ -291,6 +291,35 @@ impl Confine {
     /// see: fids it does not know get ESTALE for anything by path.
     pub fn untracked(policy: Arc<Policy>, limits: Limits) -> Confine {
         Confine { untracked: true, ..Confine::new(policy, limits) }
+    }
+
+    /// A live session handed over with its predecessor's fid table: tracked
+    /// again if the table is sound and every attach in it is to this
+    /// policy's export; untracked (and logged) otherwise.
+    pub fn resumed(policy: Arc<Policy>, limits: Limits, record: &TableRecord) -> Confine {
+        let mut c = Confine::new(policy, limits);
+        let why = match (FidTable::from_record(record, limits), c.policy.export.as_deref()) {
+            (Err(why), _) => why,
+            (Ok(_), None) => "this board's entry has no export now".into(),
+            (Ok(t), Some(export)) if t.anames().all(|a| a == export.as_bytes()) => {
+                tracing::info!(fids = t.len(), "the confined session goes on with its predecessor's fid table");
+                c.table = Some(t);
+                return c;
+            }
+            (Ok(_), Some(_)) => "its fids were attached to another export".into(),
+        };
+        tracing::warn!(
+            "the handed-over fid table cannot be used ({why}): the session goes on untracked, \
+             so anything by path on its old fids fails with ESTALE until the board mounts again"
+        );
+        c.untracked = true;
+        c
+    }
+
+    /// The fid table as it crosses a hand-over; None for an untracked or
+    /// export-less session.
+    pub fn table_record(&self) -> Option<TableRecord> {
+        self.table.as_ref().filter(|_| !self.untracked).map(FidTable::record)
     }
 
     pub fn policy(&self) -> &Arc<Policy> {

@@ -47,6 +47,9 @@
 //! this module only remembers.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
 
 /// qid type bits (include/net/9p/9p.h).
 pub const QTDIR: u8 = 0x80;
@@ -447,6 +450,115 @@ impl FidTable {
     }
 }
 
+/// A fid table as it crosses a hand-over (`daemon/handover.rs`), so a
+/// confined session stays confined, and recoverable, in the successor.
+/// Byte strings (a board's names need not be UTF-8) travel as hex.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableRecord {
+    /// By index: a fid's `attach` names one.
+    pub attaches: Vec<AttachRecord>,
+    pub fids: Vec<FidRecord>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachRecord {
+    pub aname: String,
+    pub uname: String,
+    pub n_uname: u32,
+    /// kind, version, path.
+    pub root: (u8, u32, u64),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FidRecord {
+    pub fid: u32,
+    pub attach: u16,
+    pub path: String,
+    pub qid: (u8, u32, u64),
+    pub open: Option<u32>,
+    pub stale: bool,
+    pub xattr: bool,
+}
+
+fn hex(b: &[u8]) -> String {
+    let mut s = String::with_capacity(b.len() * 2);
+    for x in b {
+        let _ = write!(s, "{x:02x}");
+    }
+    s
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 || s.len() > 2 * MAX_PATH {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+fn qid_of(q: (u8, u32, u64)) -> Qid {
+    Qid { kind: q.0, version: q.1, path: q.2 }
+}
+
+impl FidTable {
+    /// The table as it crosses a hand-over.
+    pub fn record(&self) -> TableRecord {
+        let q = |q: &Qid| (q.kind, q.version, q.path);
+        TableRecord {
+            attaches: self
+                .attaches
+                .iter()
+                .map(|a| AttachRecord { aname: hex(&a.aname), uname: hex(&a.uname), n_uname: a.n_uname, root: q(&a.root) })
+                .collect(),
+            fids: self
+                .iter()
+                .map(|(fid, f)| FidRecord { fid, attach: f.attach, path: hex(&f.path), qid: q(&f.qid), open: f.open, stale: f.stale, xattr: f.xattr })
+                .collect(),
+        }
+    }
+
+    /// A table from a predecessor's record, checked as if a board had sent
+    /// it: every path made of plain components, every attach index real,
+    /// within the caps, no fid twice. Err says why it was refused.
+    pub fn from_record(r: &TableRecord, limits: Limits) -> Result<FidTable, String> {
+        if r.attaches.len() > MAX_ATTACHES || r.fids.len() > limits.fids {
+            return Err(format!("{} attaches and {} fids are past the caps", r.attaches.len(), r.fids.len()));
+        }
+        let mut t = FidTable::new(limits);
+        for a in &r.attaches {
+            let (Some(aname), Some(uname)) = (unhex(&a.aname), unhex(&a.uname)) else {
+                return Err("an attach's aname or uname is not hex".into());
+            };
+            t.attaches.push(Attach { aname, uname, n_uname: a.n_uname, root: qid_of(a.root), refs: 0 });
+        }
+        let mut dest = Dest::default();
+        for f in &r.fids {
+            let path = unhex(&f.path).ok_or("a fid's path is not hex")?;
+            let plain = |c: &[u8]| !c.is_empty() && c != b"." && c != b".." && !c.contains(&0);
+            if !path.is_empty() && !path.split(|&b| b == b'/').all(plain) {
+                return Err(format!("fid {}'s path is not made of plain names", f.fid));
+            }
+            if f.attach as usize >= t.attaches.len() || t.get(f.fid).is_some() {
+                return Err(format!("fid {} names no attach, or comes twice", f.fid));
+            }
+            t.room_for(f.fid, path.len()).map_err(|e| e.to_string())?;
+            dest.path = path;
+            dest.depth = depth_of(&dest.path);
+            t.set(f.fid, f.attach, &dest, qid_of(f.qid));
+            if let Some(x) = t.get_mut(f.fid) {
+                x.open = f.open;
+                x.stale = f.stale;
+                x.xattr = f.xattr;
+            }
+        }
+        Ok(t)
+    }
+
+    /// The anames of the attaches fids live under.
+    pub fn anames(&self) -> impl Iterator<Item = &[u8]> {
+        self.attaches.iter().filter(|a| a.refs > 0).map(|a| a.aname.as_slice())
+    }
+}
+
 fn depth_of(path: &[u8]) -> u16 {
     if path.is_empty() {
         0
@@ -567,6 +679,32 @@ mod tests {
         assert_eq!(b, a);
         t.clear();
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_table_crosses_as_a_record_and_a_bad_record_is_refused() {
+        let (mut t, a) = table();
+        t.set(1, a, &dest("d/\u{e9}"), qid(2, QTDIR));
+        t.set(2, a, &dest("x"), qid(3, 0));
+        t.opened(2, 2, qid(3, 0));
+        t.unlinked(a, b"x");
+        let r = t.record();
+        let back = FidTable::from_record(&r, Limits::default()).expect("round trip");
+        assert_eq!(back.record(), r);
+        assert_eq!(back.get(2).map(|f| (f.open, f.stale, f.depth)), Some((Some(2), true, 1)));
+        assert_eq!(back.anames().collect::<Vec<_>>(), vec![&b"/srv/a"[..]]);
+        let refused = |f: &dyn Fn(&mut TableRecord)| {
+            let mut bad = r.clone();
+            f(&mut bad);
+            FidTable::from_record(&bad, Limits::default()).expect_err("refused")
+        };
+        refused(&|b| b.fids[0].path = hex(b"a/../b"));
+        refused(&|b| b.fids[0].path = hex(b"a//b"));
+        refused(&|b| b.fids[0].path = "zz".into());
+        refused(&|b| b.fids[0].attach = 9);
+        refused(&|b| b.fids[1].fid = b.fids[0].fid);
+        refused(&|b| b.fids[0].path = hex(&vec![b'n'; MAX_PATH + 1]));
+        assert!(FidTable::from_record(&r, Limits { fids: 2, path_bytes: 64 }).is_err(), "past the caps");
     }
 
     #[test]

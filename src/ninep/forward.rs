@@ -109,12 +109,15 @@ pub struct Session {
     /// The session's confinement and fid table; None for a board whose
     /// entry confines nothing (it costs such a board nothing per message).
     pub confine: Option<Box<Confine>>,
+    /// A predecessor's fid table for this live session (hand-over), until
+    /// the loop knows the board's policy and makes it `confine`.
+    pub carried_fids: Option<fids::TableRecord>,
 }
 
 impl Session {
     /// No session yet: every request before a Tversion fails fast.
     pub fn new(limits: Limits) -> Session {
-        Session { backend: None, dialect: Dialect::Linux, ceiling: limits.max_frame, live: false, board_rx: limits.board_buflen, began_ms: 0, confine: None }
+        Session { backend: None, dialect: Dialect::Linux, ceiling: limits.max_frame, live: false, board_rx: limits.board_buflen, began_ms: 0, confine: None, carried_fids: None }
     }
 }
 
@@ -170,10 +173,17 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
     let (mut tmem, mut rmem) = (None, None);
     if s.live {
         fit_session_mem(pipe, &mut tmem, &mut rmem, s.ceiling);
-        // A live session this process did not see begin (handed over) has
-        // no fid table: its fids can only do what needs none.
+        // A live session this process did not see begin (handed over): its
+        // predecessor's fid table if it came and fits the policy, else no
+        // table, and its fids can only do what needs none.
         if s.confine.is_none() {
-            s.confine = backends.policy().filter(|p| p.confines()).map(|p| Box::new(Confine::untracked(p, fids::Limits::default())));
+            let carried = s.carried_fids.take();
+            s.confine = backends.policy().filter(|p| p.confines()).map(|p| {
+                Box::new(match &carried {
+                    Some(record) => Confine::resumed(p, fids::Limits::default(), record),
+                    None => Confine::untracked(p, fids::Limits::default()),
+                })
+            });
         }
     }
     // The per-message time budget: three monotonic clock reads per message

@@ -190,3 +190,67 @@ fn an_unconfined_board_is_carried_as_before() {
     drop(board);
     assert_eq!(exit.join().expect("join"), Exit::BoardGone);
 }
+
+/// Runs a loop over `host` with `session` on another thread.
+fn resume(
+    mut host: sim::HostEnd,
+    backends: Arc<Confined>,
+    mut session: Session,
+) -> std::thread::JoinHandle<(Exit, Session, sim::HostEnd)> {
+    let limits = Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None };
+    std::thread::spawn(move || {
+        let exit = run(&mut host, backends.as_ref(), &Counters::default(), limits, &mut session);
+        (exit, session, host)
+    })
+}
+
+#[test]
+fn a_confined_session_crosses_a_hand_over_with_its_fid_table() {
+    let server = server();
+    let policy = Arc::new(Policy { export: Some("/srv/boards/a".into()), ..Policy::default() });
+    let backends = Arc::new(Confined(server.addr.clone(), Some(policy)));
+    let limits = Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None };
+    let (host, board) = sim::gadget(512, 16384);
+    let stop = host.stop_switch();
+    let first = resume(host, backends.clone(), Session::new(limits));
+    board.send(&tversion(b"9P2000.L"));
+    assert_eq!(board.recv()[4], RVERSION);
+    board.send(&tattach(0, b""));
+    assert_eq!(board.recv()[4], TATTACH + 1);
+    board.send(&twalk(0, 1, &[b"d"]));
+    assert_eq!(board.recv()[4], TWALK + 1);
+    stop.request();
+    let (exit, session, mut host) = first.join().expect("join");
+    assert_eq!(exit, Exit::Stopped);
+    let record = session.confine.as_ref().and_then(|c| c.table_record()).expect("a table to hand over");
+    assert_eq!(record.fids.len(), 2);
+    // What a successor builds from the hand-over state: the same socket,
+    // no confinement yet, the predecessor's table.
+    let successor = |host, record| {
+        let mut s = Session::new(limits);
+        s.live = true;
+        s.dialect = session.dialect;
+        s.ceiling = session.ceiling;
+        s.backend = Some(Backend::connect(&server.addr, std::time::Duration::from_secs(5)).expect("connect"));
+        s.carried_fids = record;
+        resume(host, backends.clone(), s)
+    };
+    host.renew_stop_switch();
+    let stop = host.stop_switch();
+    let second = successor(host, Some(record));
+    // Still confined, and still tracking: `..` from d is the root, `..`
+    // from the root is the root, and nothing is stale.
+    board.send(&twalk(1, 2, &[b"..", b".."]));
+    assert_eq!(board.recv(), msg(TWALK + 1, 2, &[2u16.to_le_bytes().to_vec(), qid(999), qid(1)].concat()));
+    assert_eq!(server.seen.lock().expect("seen").last(), Some(&twalk(1, 2, &[b".."])));
+    stop.request();
+    let (exit, _, mut host) = second.join().expect("join");
+    assert_eq!(exit, Exit::Stopped);
+    // Without the table the session goes on untracked: ESTALE by path.
+    host.renew_stop_switch();
+    let third = successor(host, None);
+    board.send(&twalk(1, 3, &[b"x"]));
+    assert_eq!(board.recv(), rlerror(2, libc::ESTALE));
+    drop(board);
+    assert_eq!(third.join().expect("join").0, Exit::BoardGone);
+}
