@@ -503,16 +503,19 @@ impl FidTable {
     /// The table as it crosses a hand-over.
     pub fn record(&self) -> TableRecord {
         let q = |q: &Qid| (q.kind, q.version, q.path);
+        let mut fids: Vec<FidRecord> = self
+            .iter()
+            .map(|(fid, f)| FidRecord { fid, attach: f.attach, path: hex(&f.path), qid: q(&f.qid), open: f.open, stale: f.stale, xattr: f.xattr })
+            .collect();
+        // In fid order, so the same table always writes the same record.
+        fids.sort_unstable_by_key(|f| f.fid);
         TableRecord {
             attaches: self
                 .attaches
                 .iter()
                 .map(|a| AttachRecord { aname: hex(&a.aname), uname: hex(&a.uname), n_uname: a.n_uname, root: q(&a.root) })
                 .collect(),
-            fids: self
-                .iter()
-                .map(|(fid, f)| FidRecord { fid, attach: f.attach, path: hex(&f.path), qid: q(&f.qid), open: f.open, stale: f.stale, xattr: f.xattr })
-                .collect(),
+            fids,
         }
     }
 

@@ -19,9 +19,8 @@
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
-
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::ninep::backend::{Backend, BackendError};
 use crate::ninep::confine::{self, After, Confine, Policy, Verdict};
@@ -326,34 +325,17 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
         // be rewritten, or need an exchange of our own first.
         let mut r_len = r_len;
         if let (Some(c), false) = (s.confine.as_mut(), h.kind == TVERSION) {
-            let mut after = c.reply(rb, r_len, s.ceiling);
-            let errno = loop {
-                match after {
-                    After::Reply(len) => {
-                        r_len = len;
-                        break None;
-                    }
-                    After::Refuse(errno) => {
-                        counters.refused.fetch_add(1, Ordering::Relaxed);
-                        break Some(Ok(errno));
-                    }
-                    After::Fail(errno) => break Some(Ok(errno)),
-                    After::Send => match backend.exchange(c.out(), rb, s.ceiling, limits.request_timeout) {
-                        Ok(len) => after = c.followed(rb, len, s.ceiling),
-                        Err(e) => break Some(Err(e)),
-                    },
-                }
-            };
-            match errno {
-                None => {}
-                Some(Ok(errno)) => {
+            match confined_reply(c, backend, rb, r_len, s.ceiling, limits.request_timeout, counters) {
+                Ok(Some(len)) => r_len = len,
+                Ok(None) => {}
+                Err(Answer::Error(errno)) => {
                     if let Err(exit) = reply_error(pipe, &mut rbuf, s, h.tag, errno, counters) {
                         return exit;
                     }
                     mark = Instant::now();
                     continue;
                 }
-                Some(Err(e)) => {
+                Err(Answer::Lost(e)) => {
                     backends.lost(&e);
                     counters.backend_failures.fetch_add(1, Ordering::Relaxed);
                     counters.session_ended();
@@ -427,6 +409,42 @@ fn rearm<P: UsbPipe + ?Sized>(pipe: &mut P, counters: &Counters, s: &mut Session
         tracing::warn!("the board's usb9pfs function failed again right after it was re-armed ({why}); re-armed it once more ({} of {REARM_LIMIT})", *in_a_row);
     }
     Ok(())
+}
+
+/// Instead of the server's reply, the board gets an error reply.
+enum Answer {
+    /// With this errno (a refusal, or a failure of our own exchange).
+    Error(u32),
+    /// The server session broke during an exchange of our own.
+    Lost(BackendError),
+}
+
+/// Shows a confined board's reply to its confinement, which learns from it,
+/// may rewrite it (Ok(Some(new length))) or need exchanges of its own first.
+fn confined_reply(
+    c: &mut Confine,
+    backend: &mut Backend,
+    rb: &mut [u8],
+    r_len: usize,
+    ceiling: u32,
+    timeout: Option<std::time::Duration>,
+    counters: &Counters,
+) -> Result<Option<usize>, Answer> {
+    let mut after = c.reply(rb, r_len, ceiling);
+    loop {
+        match after {
+            After::Reply(len) => return Ok((len != r_len).then_some(len)),
+            After::Refuse(errno) => {
+                counters.refused.fetch_add(1, Ordering::Relaxed);
+                return Err(Answer::Error(errno));
+            }
+            After::Fail(errno) => return Err(Answer::Error(errno)),
+            After::Send => match backend.exchange(c.out(), rb, ceiling, timeout) {
+                Ok(len) => after = c.followed(rb, len, ceiling),
+                Err(e) => return Err(Answer::Lost(e)),
+            },
+        }
+    }
 }
 
 fn add_ns(total: &AtomicU64, from: Instant, to: Instant) {
