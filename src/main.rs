@@ -316,10 +316,14 @@ fn list(json: bool, config_path: Option<&Path>) -> Result<(), String> {
 }
 
 fn limits(t: &config::Target) -> String {
-    match t.request_timeout {
+    let mut s = match t.request_timeout {
         Some(d) => format!("buflen {}, request_timeout {}s", t.buflen, d.as_secs()),
         None => format!("buflen {}", t.buflen),
+    };
+    if let Some(c) = usb9pfsd::daemon::status::ConfineStatus::of(&t.confine) {
+        s.push_str(&format!("; confined: {c}"));
     }
+    s
 }
 
 fn check_config(path: &Path) -> Result<(), String> {
