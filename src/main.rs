@@ -275,6 +275,12 @@ struct Listed<'a> {
     gadget: &'a GadgetInfo,
     backend: Option<String>,
     matched_by: Option<&'static str>,
+    /// What the board's entry confines it to (null: nothing).
+    confine: Option<usb9pfsd::daemon::status::ConfineStatus>,
+    /// Why the config refuses to serve it (an export template it cannot
+    /// expand safely for this board).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refused: Option<String>,
 }
 
 fn list(json: bool, config_path: Option<&Path>) -> Result<(), String> {
@@ -290,8 +296,15 @@ fn list(json: bool, config_path: Option<&Path>) -> Result<(), String> {
     let rows: Vec<Listed> = gadgets
         .iter()
         .map(|g| match config.resolve(g) {
-            Decision::Serve { target, why } => Listed { gadget: g, backend: Some(target.backend.to_string()), matched_by: Some(why) },
-            _ => Listed { gadget: g, backend: None, matched_by: None },
+            Decision::Serve { target, why } => Listed {
+                gadget: g,
+                backend: Some(target.backend.to_string()),
+                matched_by: Some(why),
+                confine: usb9pfsd::daemon::status::ConfineStatus::of(&target.confine),
+                refused: None,
+            },
+            Decision::Refused { why } => Listed { gadget: g, backend: None, matched_by: None, confine: None, refused: Some(why) },
+            _ => Listed { gadget: g, backend: None, matched_by: None, confine: None, refused: None },
         })
         .collect();
     if json {
@@ -310,9 +323,13 @@ fn list(json: bool, config_path: Option<&Path>) -> Result<(), String> {
     );
     for r in &rows {
         let g = r.gadget;
-        let backend = match (&r.backend, r.matched_by) {
-            (Some(b), Some(why)) => format!("{b} (by {why})"),
-            _ => "- (not served)".into(),
+        let backend = match (&r.backend, r.matched_by, &r.confine) {
+            (Some(b), Some(why), Some(c)) => format!("{b} (by {why}; confined: {c})"),
+            (Some(b), Some(why), None) => format!("{b} (by {why})"),
+            _ => match &r.refused {
+                Some(why) => format!("- (not served: {why})"),
+                None => "- (not served)".into(),
+            },
         };
         println!(
             "{:<3} {:<4} {:<10} {:<5} {:<9} {:<20} {:<16} {:<20} {backend}",
@@ -330,10 +347,14 @@ fn list(json: bool, config_path: Option<&Path>) -> Result<(), String> {
 }
 
 fn limits(t: &config::Target) -> String {
-    match t.request_timeout {
+    let mut s = match t.request_timeout {
         Some(d) => format!("buflen {}, request_timeout {}s", t.buflen, d.as_secs()),
         None => format!("buflen {}", t.buflen),
+    };
+    if let Some(c) = usb9pfsd::daemon::status::ConfineStatus::of(&t.confine) {
+        s.push_str(&format!("; confined: {c}"));
     }
+    s
 }
 
 fn check_config(path: &Path) -> Result<(), String> {

@@ -38,6 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ninep::backend::Backend;
 use crate::board::{BusAddr, GadgetKey};
+use crate::ninep::fids::TableRecord;
 use crate::ninep::forward::Session;
 use crate::ninep::frame::Dialect;
 use crate::daemon::supervisor::handover::HandedBoard;
@@ -67,6 +68,10 @@ pub struct SessionRecord {
     /// from a predecessor that did not record it).
     #[serde(default)]
     pub began_ms: u64,
+    /// A confined session's fid table (absent: none, or too large to cross;
+    /// the successor then goes on untracked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fids: Option<TableRecord>,
 }
 
 /// One board as it crosses.
@@ -385,11 +390,12 @@ pub fn pack(boards: &[HandedBoard], lost: &[GadgetKey]) -> io::Result<(OwnedFd, 
                     board_rx: s.board_rx,
                     backend: hb.backend.clone(),
                     began_ms: s.began_ms,
+                    fids: s.confine.as_ref().and_then(|c| c.table_record()),
                 },
             }
         })
         .collect();
-    let mut state = State::new(records);
+    let mut state = fit_state(records);
     state.lost = lost.iter().map(|k| LostRecord { bus: k.busaddr.bus, addr: k.busaddr.addr, iface: k.iface }).collect();
     let state = state_memfd(&state)?;
     let mut fds = vec![(STATE_NAME.to_string(), state.as_raw_fd())];
@@ -463,10 +469,36 @@ pub fn adoptable(inherited: BTreeMap<GadgetKey, Inheritance>) -> BTreeMap<Gadget
                 ceiling: r.ceiling,
                 board_rx: r.board_rx,
                 began_ms: r.began_ms,
+                // Made from `carried_fids` once the loop knows the policy.
+                confine: None,
+                carried_fids: r.fids.clone(),
             };
             (key, Carry { node: Some(File::from(inh.node)), session })
         })
         .collect()
+}
+
+/// The state for `records`, within half of [`MAX_STATE`]: the largest fid
+/// tables are left behind (logged; those sessions go on untracked) until it
+/// fits, so the successor never refuses the whole state for their size.
+fn fit_state(mut records: Vec<BoardRecord>) -> State {
+    loop {
+        let state = State::new(records);
+        if state.encode().len() as u64 <= MAX_STATE / 2 {
+            return state;
+        }
+        records = state.boards;
+        let Some(big) = records.iter_mut().filter(|r| r.session.fids.is_some()).max_by_key(|r| r.session.fids.as_ref().map_or(0, |f| f.fids.len()))
+        else {
+            return State::new(records);
+        };
+        tracing::warn!(
+            board = %big.key(),
+            fids = big.session.fids.as_ref().map_or(0, |f| f.fids.len()),
+            "this board's fid table is too large to hand over: its confined session goes on untracked (ESTALE by path until it mounts again)"
+        );
+        big.session.fids = None;
+    }
 }
 
 /// The path to re-execute: this binary's path as it was started, so an
@@ -497,8 +529,32 @@ mod tests {
                 board_rx: 65536,
                 backend: Some("127.0.0.1:564".into()),
                 began_ms: 1_764_115_200_000,
+                fids: None,
             },
         }
+    }
+
+    #[test]
+    fn fid_tables_cross_in_the_state_and_the_largest_are_left_behind_to_fit() {
+        use crate::ninep::fids::{FidRecord, TableRecord};
+        let table = |n: u32| TableRecord {
+            attaches: vec![],
+            fids: (0..n)
+                .map(|fid| FidRecord { fid, attach: 0, path: "61".repeat(100), qid: (0, 0, 0), open: None, stale: false, xattr: false })
+                .collect(),
+        };
+        let mut small = record(1, 4, 0);
+        small.session.fids = Some(table(10));
+        let mut big = record(1, 5, 0);
+        big.session.fids = Some(table(3000));
+        let state = fit_state(vec![small.clone(), big.clone()]);
+        assert!(state.encode().len() as u64 <= MAX_STATE / 2);
+        assert_eq!(state.boards[0], small, "the small table crosses");
+        assert_eq!(state.boards[1].session.fids, None, "the big one is left behind");
+        assert_eq!(State::decode(&state.encode()).expect("decode"), state);
+        // An older record (no fids) still reads.
+        let old = serde_json::to_vec(&State::new(vec![record(1, 4, 0)])).expect("json");
+        assert_eq!(State::decode(&old).expect("decode").boards[0].session.fids, None);
     }
 
     #[test]

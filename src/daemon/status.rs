@@ -34,6 +34,9 @@ pub struct Counters {
     /// the board's function disabled its endpoints (its umount, on board
     /// kernels with the 2026 usbg fixes).
     pub rearms: AtomicU64,
+    /// Requests of a confined board that usb9pfsd refused itself (outside
+    /// its export, a change on a read-only board, an owner change, ...).
+    pub refused: AtomicU64,
     /// What the worker is doing right now: an [`Activity`] as u8.
     pub activity: AtomicU8,
     /// When the live server session began, in Unix milliseconds; 0: none.
@@ -101,6 +104,10 @@ pub struct CounterSnapshot {
     /// See [`Counters::rearms`]; absent from an older daemon's report.
     #[serde(default)]
     pub rearms: u64,
+    /// Requests refused by the board's confinement; absent from an older
+    /// daemon's report.
+    #[serde(default)]
+    pub refused: u64,
 }
 
 impl Counters {
@@ -119,6 +126,7 @@ impl Counters {
             server_wait_us: g(&self.time.server_ns) / 1000,
             reply_send_us: g(&self.time.reply_ns) / 1000,
             rearms: g(&self.rearms),
+            refused: g(&self.refused),
         }
     }
 
@@ -236,6 +244,46 @@ pub struct BoardStatus {
     pub counters: CounterSnapshot,
     pub last_error: Option<String>,
     pub last_error_at: Option<String>,
+    /// What the board's entry confines it to; null when nothing (and from
+    /// an older daemon).
+    #[serde(default)]
+    pub confine: Option<ConfineStatus>,
+}
+
+/// A board's confinement as status and list show it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfineStatus {
+    pub export: Option<String>,
+    pub read_only: bool,
+    /// The uid every attach is made as (squash); null: the board's own.
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+}
+
+impl ConfineStatus {
+    /// None when `p` confines nothing.
+    pub fn of(p: &crate::ninep::confine::Policy) -> Option<ConfineStatus> {
+        p.confines().then(|| ConfineStatus { export: p.export.clone(), read_only: p.read_only, uid: p.uid, gid: p.gid })
+    }
+}
+
+impl std::fmt::Display for ConfineStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(e) = &self.export {
+            parts.push(format!("export {e}"));
+        }
+        if self.read_only {
+            parts.push("read-only".to_string());
+        }
+        if let Some(u) = self.uid {
+            parts.push(format!("uid {u}"));
+        }
+        if let Some(g) = self.gid {
+            parts.push(format!("gid {g}"));
+        }
+        f.write_str(&parts.join(", "))
+    }
 }
 
 /// The daemon itself, as `usb9pfsd status` shows it.
@@ -369,6 +417,9 @@ pub fn table(r: &StatusReport) -> String {
         if c.rearms > 0 {
             more(&mut out, format!("usb9pfs function re-armed {} time(s) after the board unmounted", c.rearms));
         }
+        if let Some(c) = &b.confine {
+            more(&mut out, format!("confined: {c}; {} request(s) refused", b.counters.refused));
+        }
         if let Some(e) = &b.last_error {
             more(&mut out, format!("last error at {}: {e}", dash(&b.last_error_at)));
         }
@@ -486,9 +537,11 @@ mod tests {
                 server_wait_us: 400,
                 reply_send_us: 200,
                 rearms: 4,
+                refused: 3,
             },
             last_error: Some("lost the 9P server".into()),
             last_error_at: Some("2026-11-26T00:15:59Z".into()),
+            confine: Some(ConfineStatus { export: Some("/srv/boards/a".into()), read_only: true, uid: Some(1000), gid: None }),
         }
     }
 
@@ -541,9 +594,10 @@ mod tests {
                 "counters": {
                     "t_messages": 10, "t_bytes": 2000, "r_messages": 9, "r_bytes": 3145728,
                     "error_replies": 1, "sessions": 2, "backend_failures": 1, "served": 8,
-                    "board_wait_us": 900, "server_wait_us": 400, "reply_send_us": 200, "rearms": 4
+                    "board_wait_us": 900, "server_wait_us": 400, "reply_send_us": 200, "rearms": 4, "refused": 3
                 },
-                "last_error": "lost the 9P server", "last_error_at": "2026-11-26T00:15:59Z"
+                "last_error": "lost the 9P server", "last_error_at": "2026-11-26T00:15:59Z",
+                "confine": {"export": "/srv/boards/a", "read_only": true, "uid": 1000, "gid": null}
             }, {
                 "busaddr": "001-004", "interface": 1, "port_path": "1-1.2", "id": "1d6b:0109",
                 "serial": "0001-BOARD-A", "backend": null, "backend_pending": null,
@@ -552,9 +606,10 @@ mod tests {
                 "counters": {
                     "t_messages": 10, "t_bytes": 2000, "r_messages": 9, "r_bytes": 3145728,
                     "error_replies": 1, "sessions": 2, "backend_failures": 1, "served": 8,
-                    "board_wait_us": 900, "server_wait_us": 400, "reply_send_us": 200, "rearms": 4
+                    "board_wait_us": 900, "server_wait_us": 400, "reply_send_us": 200, "rearms": 4, "refused": 3
                 },
-                "last_error": null, "last_error_at": null
+                "last_error": null, "last_error_at": null,
+                "confine": {"export": "/srv/boards/a", "read_only": true, "uid": 1000, "gid": null}
             }, {
                 "busaddr": "001-004", "interface": 1, "port_path": "1-1.2", "id": "1d6b:0109",
                 "serial": "0001-BOARD-A", "backend": "buildhost:5640", "backend_pending": "buildhost:5641",
@@ -564,9 +619,10 @@ mod tests {
                 "counters": {
                     "t_messages": 10, "t_bytes": 2000, "r_messages": 9, "r_bytes": 3145728,
                     "error_replies": 1, "sessions": 2, "backend_failures": 1, "served": 8,
-                    "board_wait_us": 900, "server_wait_us": 400, "reply_send_us": 200, "rearms": 4
+                    "board_wait_us": 900, "server_wait_us": 400, "reply_send_us": 200, "rearms": 4, "refused": 3
                 },
-                "last_error": "lost the 9P server", "last_error_at": "2026-11-26T00:15:59Z"
+                "last_error": "lost the 9P server", "last_error_at": "2026-11-26T00:15:59Z",
+                "confine": {"export": "/srv/boards/a", "read_only": true, "uid": 1000, "gid": null}
             }]
         });
         assert_eq!(value, golden);

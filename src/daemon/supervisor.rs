@@ -364,11 +364,11 @@ impl<S: Spawn> Supervisor<S> {
                 );
                 (Some(target), Slot::Running)
             }
-            Decision::NoBackend | Decision::NotAllowed => {
-                let reason = if decision == Decision::NoBackend {
-                    "no backend configured for this board and no [defaults] backend".to_string()
-                } else {
-                    format!("VID:PID {} is not in [daemon] allow_ids", info.id)
+            Decision::NoBackend | Decision::NotAllowed | Decision::Refused { .. } => {
+                let reason = match &decision {
+                    Decision::NoBackend => "no backend configured for this board and no [defaults] backend".to_string(),
+                    Decision::Refused { why } => format!("not served: {why}"),
+                    _ => format!("VID:PID {} is not in [daemon] allow_ids", info.id),
                 };
                 let identity = format!(
                     "{}#{}",
@@ -389,7 +389,11 @@ impl<S: Spawn> Supervisor<S> {
                 (None, Slot::Ignored(reason))
             }
         };
-        let backend = target.as_ref().map(|t| Arc::new(BoardBackend::new(t.backend.clone())));
+        let backend = target.as_ref().map(|t| {
+            let b = BoardBackend::new(t.backend.clone());
+            b.set_policy(&t.confine);
+            Arc::new(b)
+        });
         let at = info.key();
         self.boards.insert(
             at,
@@ -662,6 +666,7 @@ impl<S: Spawn> Supervisor<S> {
                     counters,
                     last_error: last_error.as_ref().map(|e| e.message.clone()),
                     last_error_at: last_error.as_ref().map(|e| status::rfc3339(e.at)),
+                    confine: b.target.as_ref().and_then(|t| status::ConfineStatus::of(&t.confine)),
                 }
             })
             .collect()

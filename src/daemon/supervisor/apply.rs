@@ -93,6 +93,13 @@ impl<S: Spawn> Supervisor<S> {
         let serial = b.info.serial_or_none().to_string();
         if let Some(be) = &b.backend {
             be.swap_for_next_session(target.backend.clone());
+            be.set_policy(&target.confine);
+        }
+        if old.confine != target.confine {
+            tracing::info!(
+                serial = %serial, busaddr = %at,
+                "confinement changes to {:?} at the board's next mount; a live session keeps what it began with", target.confine
+            );
         }
         if old.backend != target.backend {
             tracing::info!(
@@ -120,6 +127,9 @@ impl<S: Spawn> Supervisor<S> {
         match &b.backend {
             Some(be) => be.swap_for_next_session(target.backend.clone()),
             None => b.backend = Some(Arc::new(BoardBackend::new(target.backend.clone()))),
+        }
+        if let Some(be) = &b.backend {
+            be.set_policy(&target.confine);
         }
         b.target = Some(target);
         if matches!(b.slot, Slot::Ignored(_)) {
@@ -212,6 +222,7 @@ impl<S: Spawn> Supervisor<S> {
 fn unserved_reason(decision: &Decision, info: &GadgetInfo) -> String {
     match decision {
         Decision::NotAllowed => format!("VID:PID {} is not in [daemon] allow_ids", info.id),
+        Decision::Refused { why } => format!("not served: {why}"),
         _ => "no backend configured for this board and no [defaults] backend".to_string(),
     }
 }

@@ -9,9 +9,12 @@ SCENARIO=$1
 SC_OUT=$RIG_OUTROOT/$SCENARIO
 # shellcheck source=lib.sh
 . "$RIG_VM/guest/lib.sh"
-[ -f "$RIG_VM/guest/scenarios/$SCENARIO.sh" ] || { write_result FAIL "no such scenario: $SCENARIO"; exit 1; }
+# the rig's own self-tests (tests/vm/run --selftest) live in guest/selftest/
+SC_FILE=$RIG_VM/guest/scenarios/$SCENARIO.sh
+[ -f "$SC_FILE" ] || SC_FILE=$RIG_VM/guest/selftest/$SCENARIO.sh
+[ -f "$SC_FILE" ] || { write_result FAIL "no such scenario: $SCENARIO"; exit 1; }
 # shellcheck source=/dev/null
-. "$RIG_VM/guest/scenarios/$SCENARIO.sh"
+. "$SC_FILE"
 
 # The checks' verdict is kept aside (verdict) until the teardown, which
 # unmounts live 9P mounts and stops the daemon (the likeliest moment for the

@@ -1,0 +1,181 @@
+#!/bin/bash
+# tests/deb/lifecycle.sh DEB UPGRADE_DEB
+#
+# The package's life on a machine: install -> reinstall -> upgrade -> remove
+# -> purge, then install again with systemd-sysusers hidden (the adduser
+# fallback) and purge, checking at each step what a user relies on: files and
+# modes, the system user, the conffile and the user's edit of it, a clean
+# purge.
+#
+# Runs ONLY inside the throwaway root tests/deb/run makes (a copy of a Debian
+# 12 tree, chrooted, in its own mount, PID, network, IPC and UTS namespaces,
+# with a private /run, /dev and read-only /sys): it installs, purges and
+# diverts with dpkg, adds and deletes users, and must never run on a real
+# machine. It refuses to run unless the root carries tests/deb/run's marker.
+#
+# Prints one PASS/FAIL line per check and "N passed, N failed"; exits
+# non-zero if anything failed.
+set -euo pipefail
+
+if [ ! -f /.usb9pfsd-throwaway-root ]; then
+	echo "lifecycle.sh: refusing to run: this is not tests/deb/run's throwaway root (no /.usb9pfsd-throwaway-root); it installs and purges usb9pfsd and would destroy a real installation" >&2
+	exit 2
+fi
+if [ $# -ne 2 ]; then
+	echo "usage: $0 DEB UPGRADE_DEB" >&2
+	exit 64
+fi
+deb=$1
+upgrade_deb=$2
+export DEBIAN_FRONTEND=noninteractive
+
+PKG=usb9pfsd
+CONF=/etc/usb9pfsd/config.toml
+UNIT=/usr/lib/systemd/system/usb9pfsd.service
+RULE=/usr/lib/udev/rules.d/70-usb9pfsd.rules
+SYSUSERS=/usr/lib/sysusers.d/usb9pfsd.conf
+MAN=/usr/share/man/man8/usb9pfsd.8.gz
+DOC=/usr/share/doc/usb9pfsd
+
+passed=0
+failed=0
+pass() { echo "PASS: $*"; passed=$((passed + 1)); }
+fail() { echo "FAIL: $*"; failed=$((failed + 1)); }
+check() {
+	local what=$1
+	shift
+	if "$@"; then pass "$what"; else fail "$what"; fi
+}
+log() { echo "--- $*"; }
+indent() { sed "s/^/    $1: /"; }
+work=$(mktemp -d)
+
+# --- Install -----------------------------------------------------------------
+log "dpkg -i"
+check "dpkg -i installs the package" dpkg -i "$deb" </dev/null
+
+mode_is() { # PATH MODE: exists, root-owned, with this mode
+	[ -f "$1" ] && [ "$(stat -c '%a %U:%G' "$1")" = "$2 root:root" ]
+}
+check "/usr/bin/usb9pfsd installed 755 root:root" mode_is /usr/bin/usb9pfsd 755
+check "$UNIT installed 644" mode_is "$UNIT" 644
+check "$RULE installed 644" mode_is "$RULE" 644
+check "$SYSUSERS installed 644" mode_is "$SYSUSERS" 644
+check "$CONF installed 644" mode_is "$CONF" 644
+check "$MAN installed 644" mode_is "$MAN" 644
+check "$DOC/copyright installed 644" mode_is "$DOC/copyright" 644
+check "$DOC/README.md installed 644" mode_is "$DOC/README.md" 644
+check "$DOC/changelog.Debian.gz installed 644" mode_is "$DOC/changelog.Debian.gz" 644
+check "$DOC/examples/config.example.toml installed 644" mode_is "$DOC/examples/config.example.toml" 644
+
+# The installed binary runs: --help, the shipped config, and `list` as the
+# service runs it (user usb9pfsd, the installed config; no USB here, so the
+# list is empty but the command succeeds).
+out=$(/usr/bin/usb9pfsd --help 2>&1) && rc=0 || rc=$?
+[ "$rc" -eq 0 ] || indent help <<<"$out"
+check "usb9pfsd --help exits 0" test "$rc" -eq 0
+check "usb9pfsd --help names the run subcommand" grep -qw run <<<"$out"
+check "usb9pfsd check-config accepts the shipped $CONF" /usr/bin/usb9pfsd check-config "$CONF"
+check "usb9pfsd list --config $CONF exits 0 as user usb9pfsd" \
+	setpriv --reuid=usb9pfsd --regid=usb9pfsd --init-groups \
+	/usr/bin/usb9pfsd list --config "$CONF"
+
+sys_uid_max=$(awk '$1 == "SYS_UID_MAX" { print $2 }' /etc/login.defs 2>/dev/null)
+sys_uid_max=${sys_uid_max:-999}
+user_ok() { # a system account with no login shell whose primary group is usb9pfsd
+	local pw uid gid shell
+	pw=$(getent passwd usb9pfsd) || return 1
+	IFS=: read -r _ _ uid gid _ _ shell <<<"$pw"
+	[ "$uid" -lt 1000 ] && [ "$uid" -le "$sys_uid_max" ] || return 1
+	[ "$gid" = "$(getent group usb9pfsd | cut -d: -f3)" ] || return 1
+	case $shell in /usr/sbin/nologin | /sbin/nologin | /bin/false | /usr/bin/false) ;; *) return 1 ;; esac
+}
+group_ok() {
+	local gid
+	gid=$(getent group usb9pfsd | cut -d: -f3) && [ -n "$gid" ] && [ "$gid" -lt 1000 ]
+}
+echo "    user: $(getent passwd usb9pfsd || echo none); group: $(getent group usb9pfsd || echo none)"
+check "user usb9pfsd is a system account with no login shell (made by systemd-sysusers)" user_ok
+check "group usb9pfsd is a system group and the user's primary group" group_ok
+check "$CONF is a conffile" \
+	grep -q "^ $CONF [0-9a-f]\{32\}$" <<<"$(dpkg-query -W -f='${Conffiles}\n' "$PKG")"
+
+check "the unit is not enabled at install (no [Install], nothing in /etc/systemd)" \
+	bash -c "[ -z \"\$(find /etc/systemd/system -name usb9pfsd.service 2>/dev/null)\" ] && ! grep -q '^\[Install\]' $UNIT"
+verify=$(systemd-analyze verify "$UNIT" 2>&1) && rc=0 || rc=$?
+[ -z "$verify" ] || indent verify <<<"$verify"
+check "systemd-analyze verify $UNIT is clean" test "$rc" -eq 0 -a -z "$verify"
+score=$(systemd-analyze security --offline=yes "$UNIT" 2>/dev/null |
+	sed -n 's/.*Overall exposure level for usb9pfsd.service: \([0-9.]*\).*/\1/p')
+check "systemd-analyze security exposure ${score:-?} <= 2.0" \
+	awk -v s="${score:-99}" 'BEGIN { exit !(s <= 2.0) }'
+
+# udev parses every rules file for any event: replay one for a device every
+# machine has (here the root's own network namespace's lo, on the read-only
+# sysfs) and look for complaints about ours (syntax, unknown group).
+udev_dev=$(find /sys/class/net/lo /sys/class/mem/null -maxdepth 0 2>/dev/null | sed -n 1p)
+if [ -n "$udev_dev" ]; then
+	udevadm test --action=add "$udev_dev" >"$work/udevtest.txt" 2>&1 || true
+	complaints=$(grep '70-usb9pfsd.rules' "$work/udevtest.txt" | grep -v 'Reading rules file' || true)
+	[ -z "$complaints" ] || indent udev <<<"$complaints"
+	rule_loaded() { grep -q "Reading rules file: $RULE" "$work/udevtest.txt" && [ -z "$complaints" ]; }
+	check "udev loads $RULE without complaint" rule_loaded
+else
+	fail "udev loads $RULE without complaint (no device in /sys to test with)"
+fi
+
+# --- Reinstall keeps the user's edit ----------------------------------------
+marker="# edited by tests/deb/lifecycle.sh $$"
+echo "$marker" >>"$CONF"
+uid_before=$(id -u usb9pfsd)
+log "dpkg -i again (same package over itself)"
+check "dpkg -i over the installed package succeeds without a prompt" dpkg -i "$deb" </dev/null
+check "the user's edit of $CONF survives reinstall" grep -qxF "$marker" "$CONF"
+check "no $CONF.dpkg-* left next to it" bash -c "! ls $CONF.dpkg-* >/dev/null 2>&1"
+check "user usb9pfsd keeps its uid across reinstall" test "$(id -u usb9pfsd)" = "$uid_before"
+
+# An upgrade to a newer revision of the same build (the conffile as shipped
+# is unchanged, so dpkg must keep the user's version without asking).
+up_version=$(dpkg-deb -f "$upgrade_deb" Version)
+log "dpkg -i of $up_version (upgrade)"
+check "dpkg -i of a newer revision upgrades without a prompt" dpkg -i "$upgrade_deb" </dev/null
+check "the user's edit of $CONF survives the upgrade" grep -qxF "$marker" "$CONF"
+check "dpkg reports the new version $up_version" \
+	test "$(dpkg-query -W -f='${Version}' "$PKG")" = "$up_version"
+
+# --- Remove keeps config and user; purge takes everything --------------------
+log "dpkg -r"
+check "dpkg -r removes the package" dpkg -r "$PKG" </dev/null
+check "after remove: binary, unit and rule are gone" \
+	bash -c "[ ! -e /usr/bin/usb9pfsd ] && [ ! -e $UNIT ] && [ ! -e $RULE ]"
+check "after remove: $CONF is kept with the user's edit" grep -qxF "$marker" "$CONF"
+check "after remove: dpkg lists the package as config-files" \
+	test "$(dpkg-query -W -f='${db:Status-Status}' "$PKG")" = config-files
+check "after remove: user usb9pfsd is kept" bash -c "getent passwd usb9pfsd >/dev/null"
+
+log "dpkg -P"
+check "dpkg -P purges the package" dpkg -P "$PKG" </dev/null
+check "after purge: /etc/usb9pfsd is gone" test ! -e /etc/usb9pfsd
+check "after purge: user usb9pfsd is gone" bash -c "! getent passwd usb9pfsd"
+check "after purge: group usb9pfsd is gone" bash -c "! getent group usb9pfsd"
+check "after purge: dpkg no longer knows the package" \
+	bash -c "! dpkg-query -W -f='\${db:Status-Status}' $PKG 2>/dev/null | grep -q ."
+
+# --- Machines without systemd-sysusers: the adduser fallback -----------------
+# The root is thrown away after this run, so the diversion is never undone.
+log "dpkg -i with systemd-sysusers hidden (adduser fallback)"
+dpkg-divert --quiet --local --rename --add /usr/bin/systemd-sysusers
+if command -v systemd-sysusers >/dev/null; then
+	fail "systemd-sysusers hidden for the fallback test"
+else
+	check "dpkg -i without systemd-sysusers installs the package" dpkg -i "$deb" </dev/null
+	echo "    user: $(getent passwd usb9pfsd || echo none); group: $(getent group usb9pfsd || echo none)"
+	check "user usb9pfsd made by adduser is a system account with no login shell" user_ok
+	check "group usb9pfsd made by addgroup is a system group and the user's primary group" group_ok
+	check "dpkg -P after the fallback install purges user and group" \
+		bash -c "dpkg -P $PKG </dev/null >/dev/null && ! getent passwd usb9pfsd && ! getent group usb9pfsd"
+fi
+
+rm -rf "$work"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
