@@ -476,7 +476,18 @@ async fn write_all(stream: &UnixStream, mut data: &[u8]) -> io::Result<()> {
 /// sentence saying why the daemon could not be asked.
 pub fn request(path: &Path, command: &str) -> Result<Response, String> {
     let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| connect_error(path, &e))?;
-    let io_err = |e: io::Error| format!("talking to usb9pfsd on {}: {e}", path.display());
+    // A daemon that went away mid-request: for `reexec`, the new image
+    // exited before it could answer (its log says why).
+    let closed = || {
+        format!(
+            "usb9pfsd on {} closed the connection without an answer: it stopped, or a re-executed image could not start (see its log: journalctl -u usb9pfsd)",
+            path.display()
+        )
+    };
+    let io_err = |e: io::Error| match e.kind() {
+        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => closed(),
+        _ => format!("talking to usb9pfsd on {}: {e}", path.display()),
+    };
     stream.set_read_timeout(Some(ANSWER_TIMEOUT)).map_err(io_err)?;
     stream.set_write_timeout(Some(ANSWER_TIMEOUT)).map_err(io_err)?;
     let mut line = serde_json::to_vec(&Request { version: PROTOCOL, command: command.into() }).map_err(|e| e.to_string())?;
@@ -489,6 +500,9 @@ pub fn request(path: &Path, command: &str) -> Result<Response, String> {
         }
         _ => io_err(e),
     })?;
+    if text.is_empty() {
+        return Err(closed());
+    }
     let response: Response = serde_json::from_slice(&text)
         .map_err(|e| format!("usb9pfsd on {} answered something unreadable ({e}); is it the same version as this command?", path.display()))?;
     if response.version != PROTOCOL {

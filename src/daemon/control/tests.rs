@@ -278,3 +278,16 @@ async fn read_to_end(client: &UnixStream) -> String {
     }
     String::from_utf8(answer).expect("utf8")
 }
+
+#[tokio::test]
+async fn a_daemon_that_goes_away_without_answering_is_said_so() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("control");
+    let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+    // What a reexec's requester sees when the new image dies before it
+    // answers: the connection closes with nothing on it.
+    let server = std::thread::spawn(move || drop(listener.accept().expect("accept")));
+    let err = ask(&path, "reexec").await.expect_err("no answer");
+    server.join().expect("server thread");
+    assert!(err.contains("closed the connection without an answer") && err.contains("could not start"), "{err}");
+}
