@@ -124,3 +124,40 @@ path = "1-1"
 backend = "nohostport"
 buflen = 1
 """)
+write("config", "confined", b"""[defaults]
+backend = "h:1"
+export = "/srv/boards/{path}/{serial}-{interface}"
+uid = 1000
+gid = 100
+
+[[board]]
+serial = "A"
+backend = "h:2"
+export = "/srv/a"
+read_only = true
+""")
+
+
+# confine: a policy byte (bit 0 export, 1 read_only, 2 uid, 3 gid; bits 4-5
+# the ceiling), then steps: a structured request (selector from 0x80: type
+# = selector % 22) and its fields as single bytes, then a "server fails"
+# byte (0: fail). Names and anames index the target's dictionaries.
+ATTACH, WALK, LCREATE, RENAMEAT, REMOVE, CLUNK, READ = 0x84, 0x85, 0x8A, 0x8E, 0x91, 0x92, 0x94
+ESCAPES = bytes([
+    ATTACH, 0, 0, 1,            # fid 0 attaches with an empty aname
+    WALK, 0, 1, 1, 2, 1,        # fid 1 = walk [..] from the root
+    WALK, 0, 2, 2, 5, 0, 1,     # walk [link, a]: through a symlink
+    WALK, 0, 3, 3, 0, 2, 2, 1,  # walk [a, .., ..]
+    ATTACH, 4, 6, 1,            # aname /e/link/x
+    ATTACH, 5, 4, 1,            # aname /e/../f
+    LCREATE, 1, 0, 1,           # fid 1 becomes a
+    RENAMEAT, 0, 0, 0, 1, 1,    # rename a to b
+    WALK, 3, 3, 1, 2, 1,        # walk in place [..]
+    READ, 1, 1,
+    REMOVE, 3, 1,
+    CLUNK, 1, 1,
+])
+write("confine", "escapes-export-only", bytes([0x11]) + ESCAPES)
+write("confine", "escapes-everything", bytes([0x1F]) + ESCAPES)
+write("confine", "raw-tattach-twalk", bytes([0x21, 0x7F, len(TATTACH) - 7]) + TATTACH + b"\x01"
+      + bytes([0x7F, len(TWALK) - 7]) + TWALK + b"\x01")

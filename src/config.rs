@@ -17,6 +17,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::ninep::backend::BackendAddr;
+use crate::ninep::confine::Policy;
 use crate::board::GadgetInfo;
 
 /// Default path of the config file.
@@ -56,6 +57,10 @@ struct DefaultsSchema {
     backend: Option<BackendAddr>,
     buflen: Option<Spanned<u32>>,
     request_timeout: Option<Spanned<u32>>,
+    export: Option<Spanned<String>>,
+    read_only: Option<bool>,
+    uid: Option<Spanned<u32>>,
+    gid: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -67,6 +72,18 @@ struct BoardSchema {
     backend: BackendAddr,
     buflen: Option<Spanned<u32>>,
     request_timeout: Option<Spanned<u32>>,
+    export: Option<Spanned<String>>,
+    read_only: Option<bool>,
+    uid: Option<Spanned<u32>>,
+    gid: Option<Spanned<u32>>,
+}
+
+/// The confinement keys of one table, the same in `[defaults]` and `[[board]]`.
+struct ConfineKeys<'a> {
+    export: &'a Option<Spanned<String>>,
+    read_only: Option<bool>,
+    uid: &'a Option<Spanned<u32>>,
+    gid: &'a Option<Spanned<u32>>,
 }
 
 /// Where a board's frames go, the board's receive buffer size, and how long
@@ -76,6 +93,10 @@ pub struct Target {
     pub backend: BackendAddr,
     pub buflen: u32,
     pub request_timeout: Option<Duration>,
+    /// What the board may reach (`export`, `read_only`, `uid`, `gid`). In a
+    /// parsed config `export` may be a template; [`Config::resolve`] gives
+    /// it expanded for the board.
+    pub confine: Policy,
 }
 
 /// How a `[[board]]` entry picks its board.
@@ -114,6 +135,9 @@ pub enum Decision {
     NoBackend,
     /// VID:PID outside `[daemon] allow_ids`.
     NotAllowed,
+    /// The entry's export template cannot be expanded safely for this board
+    /// (e.g. its serial would not be a plain path component).
+    Refused { why: String },
 }
 
 /// A config problem with its place in the file.
@@ -194,10 +218,33 @@ impl Config {
             None => Ok(inherited),
         };
         let default_request_timeout = request_timeout(&file.defaults.request_timeout, None)?;
+        let confine = |c: ConfineKeys, inherited: &Policy| -> Result<Policy, ConfigError> {
+            let mut p = inherited.clone();
+            if let Some(e) = &c.export {
+                check_export(e.get_ref()).map_err(|m| err(Some(e.span()), m))?;
+                p.export = Some(e.get_ref().clone());
+            }
+            if let Some(ro) = c.read_only {
+                p.read_only = ro;
+            }
+            for (v, slot, name) in [(c.uid, &mut p.uid, "uid"), (c.gid, &mut p.gid, "gid")] {
+                if let Some(v) = v {
+                    if *v.get_ref() == u32::MAX {
+                        return Err(err(Some(v.span()), format!("{name} = {} is 9P's \"no user\": pick a real id", u32::MAX)));
+                    }
+                    *slot = Some(*v.get_ref());
+                }
+            }
+            Ok(p)
+        };
+        let d = &file.defaults;
+        let keys = ConfineKeys { export: &d.export, read_only: d.read_only, uid: &d.uid, gid: &d.gid };
+        let default_confine = confine(keys, &Policy::default())?;
         let default = file.defaults.backend.clone().map(|backend| Target {
             backend,
             buflen: default_buflen,
             request_timeout: default_request_timeout,
+            confine: default_confine.clone(),
         });
 
         let mut seen = HashSet::new();
@@ -231,7 +278,9 @@ impl Config {
                 None => default_buflen,
             };
             let request_timeout = request_timeout(&b.request_timeout, default_request_timeout)?;
-            boards.push(BoardRule { matcher, interface, target: Target { backend: b.backend.clone(), buflen, request_timeout } });
+            let keys = ConfineKeys { export: &b.export, read_only: b.read_only, uid: &b.uid, gid: &b.gid };
+            let confine = confine(keys, &default_confine)?;
+            boards.push(BoardRule { matcher, interface, target: Target { backend: b.backend.clone(), buflen, request_timeout, confine } });
         }
         Ok(Config { max_frame, allow_ids, default, boards, control_socket })
     }
@@ -251,17 +300,93 @@ impl Config {
                 .or_else(|| rules().find(|r| r.interface.is_none()))
                 .map(|r| r.target.clone())
         };
+        let serve = |mut target: Target, why: &'static str| {
+            if let Some(template) = &target.confine.export {
+                match expand_export(template, g) {
+                    Ok(export) => target.confine.export = Some(export),
+                    Err(why) => return Decision::Refused { why },
+                }
+            }
+            Decision::Serve { target, why }
+        };
         if let Some(target) = g.serial.as_ref().and_then(|s| by(&Match::Serial(s.clone()))) {
-            return Decision::Serve { target, why: "serial" };
+            return serve(target, "serial");
         }
         if let Some(target) = by(&Match::Path(g.port_path.clone())) {
-            return Decision::Serve { target, why: "path" };
+            return serve(target, "path");
         }
         match &self.default {
-            Some(target) => Decision::Serve { target: target.clone(), why: "defaults" },
+            Some(target) => serve(target.clone(), "defaults"),
             None => Decision::NoBackend,
         }
     }
+}
+
+/// The placeholders an `export` may hold.
+const PLACEHOLDERS: [&str; 3] = ["{path}", "{serial}", "{interface}"];
+
+/// An `export` must be absolute and normalised: no `.` or `..` components,
+/// no `//`, no trailing `/` (but `/` itself), no NUL or control characters.
+/// Placeholders count as one plain component's worth of text each.
+fn check_export(e: &str) -> Result<(), String> {
+    let mut plain = e.to_string();
+    for p in PLACEHOLDERS {
+        plain = plain.replace(p, "x");
+    }
+    if plain.contains(['{', '}']) {
+        return Err(format!("export = {e:?}: the only placeholders are {{path}}, {{serial}} and {{interface}}"));
+    }
+    if !normalised(&plain) {
+        return Err(format!(
+            "export = {e:?} must be an absolute, normalised path (starting with '/', without '.', '..', '//', a trailing '/' or control characters)"
+        ));
+    }
+    Ok(())
+}
+
+fn normalised(p: &str) -> bool {
+    if p == "/" {
+        return true;
+    }
+    p.starts_with('/')
+        && !p.chars().any(char::is_control)
+        && p[1..].split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
+/// A value a board supplies that may become part of a path: one plain
+/// component, nothing a board could use to point elsewhere.
+fn plain_component(v: &str) -> bool {
+    !v.is_empty() && v != "." && !v.contains('/') && !v.contains("..") && !v.chars().any(char::is_control)
+}
+
+/// `template` with `g`'s port path, serial and interface in place of the
+/// placeholders. Err (a sentence for the log) if a value is not a plain path
+/// component: that board is not served at all.
+pub fn expand_export(template: &str, g: &GadgetInfo) -> Result<String, String> {
+    let mut out = template.to_string();
+    if out.contains("{serial}") {
+        let serial = g.serial.as_deref().unwrap_or("");
+        if !plain_component(serial) {
+            return Err(format!(
+                "its export {template:?} names {{serial}}, and this board's serial {:?} is not a plain path component \
+                 (empty, or with '/', '..', NUL or control characters): refused so that it cannot point its export elsewhere; \
+                 use {{path}} or a [[board]] entry for it",
+                serial.escape_debug().to_string()
+            ));
+        }
+        out = out.replace("{serial}", serial);
+    }
+    if out.contains("{path}") {
+        if !plain_component(&g.port_path) {
+            return Err(format!("its export {template:?} names {{path}}, and the port path {:?} is not a plain path component", g.port_path));
+        }
+        out = out.replace("{path}", &g.port_path);
+    }
+    out = out.replace("{interface}", &g.interface.to_string());
+    if !normalised(&out) {
+        return Err(format!("its export {template:?} expands to {out:?}, which is not a normalised absolute path"));
+    }
+    Ok(out)
 }
 
 fn describe(m: &Match) -> String {
@@ -443,6 +568,67 @@ buflen = 65536
         assert_eq!(e.to_string(), "test.toml:2:19: request_timeout = 0 is outside 1..=86400");
         let e = parse("[[board]]\nserial = \"A\"\nbackend = \"h:1\"\nrequest_timeout = 90000\n").expect_err("range");
         assert_eq!((e.line, e.column), (4, 19), "{e}");
+    }
+
+    #[test]
+    fn confinement_keys_parse_inherit_and_expand_per_board() {
+        let c = parse(
+            "[defaults]\nbackend = \"h:1\"\nexport = \"/srv/boards/{path}-{interface}\"\nuid = 1000\n\n\
+             [[board]]\nserial = \"A\"\nbackend = \"h:2\"\nexport = \"/srv/a\"\nread_only = true\ngid = 100\n\n\
+             [[board]]\nserial = \"S\"\nbackend = \"h:3\"\nexport = \"/srv/by-serial/{serial}\"\n",
+        )
+        .expect("parse");
+        let policy = |serial: Option<&str>, port: &str| match c.resolve(&gadget(serial, port, 1, 2)) {
+            Decision::Serve { target, .. } => Ok(target.confine),
+            Decision::Refused { why } => Err(why),
+            other => panic!("{other:?}"),
+        };
+        let a = policy(Some("A"), "1-1").expect("A");
+        assert_eq!(a, Policy { export: Some("/srv/a".into()), read_only: true, uid: Some(1000), gid: Some(100) }, "uid inherited");
+        let d = policy(None, "1-1.2").expect("defaults");
+        assert_eq!(d.export.as_deref(), Some("/srv/boards/1-1.2-0"), "{{path}} and {{interface}} expanded");
+        assert!(!d.read_only);
+        assert_eq!(policy(Some("S"), "1-3").expect("S").export.as_deref(), Some("/srv/by-serial/S"));
+        // Without the keys nothing is confined.
+        let plain = parse(EXAMPLE).expect("parse");
+        assert!(plain.boards.iter().all(|b| !b.target.confine.confines()));
+        assert!(!plain.default.as_ref().expect("defaults").confine.confines());
+    }
+
+    #[test]
+    fn a_serial_that_is_no_plain_component_never_becomes_a_path() {
+        let c = parse("[defaults]\nbackend = \"h:1\"\nexport = \"/srv/{serial}\"\n").expect("parse");
+        for bad in [None, Some(""), Some("."), Some(".."), Some("a/b"), Some("x..y"), Some("a\0b"), Some("a\nb"), Some("\u{7f}")] {
+            match c.resolve(&gadget(bad, "1-1", 1, 2)) {
+                Decision::Refused { why } => assert!(why.contains("not a plain path component"), "{why}"),
+                other => panic!("serial {bad:?}: {other:?}"),
+            }
+        }
+        assert!(matches!(c.resolve(&gadget(Some("0001-A_b.c"), "1-1", 1, 2)), Decision::Serve { .. }));
+    }
+
+    #[test]
+    fn exports_must_be_absolute_and_normalised() {
+        for bad in ["srv/a", "/srv/../a", "/srv/./a", "/srv//a", "/srv/a/", "", "/srv/{bogus}", "/srv/{path"] {
+            let text = format!("[[board]]\nserial = \"A\"\nbackend = \"h:1\"\nexport = {bad:?}\n");
+            let (l, c, m) = at(&text);
+            assert_eq!((l, c), (4, 10), "{bad:?}: {m}");
+            assert!(m.contains("export"), "{m}");
+        }
+        let (l, c, m) = at("[defaults]\nexport = \"/srv/\\u0001\"\n");
+        assert_eq!((l, c), (2, 10), "a control character: {m}");
+        let (l, c, m) = at("[defaults]\nexport = \"/srv/{serial}/..\"\n");
+        assert_eq!((l, c), (2, 10), "{m}");
+        let (l, _, m) = at("[defaults]\nuid = 4294967295\n");
+        assert_eq!(l, 2, "{m}");
+        let (l, _, m) = at("[defaults]\nuid = -1\n");
+        assert_eq!(l, 2, "{m}");
+        let (l, _, m) = at("[defaults]\nread_only = \"yes\"\n");
+        assert_eq!(l, 2, "{m}");
+        for good in ["/", "/srv/a", "/srv/{path}/{serial}#{interface}"] {
+            let text = format!("[defaults]\nexport = {good:?}\n");
+            parse(&text).unwrap_or_else(|e| panic!("{good:?}: {e}"));
+        }
     }
 
     #[test]

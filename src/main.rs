@@ -1,7 +1,6 @@
 //! usb9pfsd's entry point: parse the command line, set up logging, and run
 //! the chosen subcommand. Wiring only: the daemon's parts live in the library.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -17,7 +16,7 @@ use usb9pfsd::config::{self, Config, Decision};
 use usb9pfsd::daemon::status::IN_FLIGHT;
 use usb9pfsd::usb::discover::Sysfs;
 use usb9pfsd::daemon::supervisor::{Input, Notify, Silent, Spawn, Supervisor};
-use usb9pfsd::worker::{self, Carry, Job};
+use usb9pfsd::worker::{self, Job};
 use usb9pfsd::daemon::{control, logging, notify, status, succession};
 use usb9pfsd::usb::hotplug;
 
@@ -26,22 +25,39 @@ fn main() -> ExitCode {
     logging::init(cli.verbose);
     let result = match cli.command {
         Command::Run { config: path, control_socket } => {
-            // First, before any thread: sessions a predecessor handed over.
-            let inherited = succession::inherited_at_start();
-            Config::load(&path).map_err(|e| e.to_string()).and_then(|c| {
-                // Reloads re-read this file; status shows it.
-                let path = std::env::current_dir().map(|d| d.join(&path)).unwrap_or(path);
-                let socket = control_socket
-                    .or_else(|| c.control_socket.clone())
-                    .unwrap_or_else(|| PathBuf::from(control::DEFAULT_SOCKET));
-                serve(c, Box::new(notify::Systemd), Some(Control { config_path: path, socket }), inherited)
-            })
+            // First, before any thread: what a predecessor handed over. It is
+            // used (and the reexec requester answered) only once the config
+            // has loaded; a config that does not load leaves it untaken.
+            let passed = succession::Passed::take_at_start();
+            match Config::load(&path) {
+                Err(e) => {
+                    let kept = passed.refuse(&e.to_string());
+                    Err(format!("{e}{kept}"))
+                }
+                Ok(c) => {
+                    let inherited = passed.adopt();
+                    // Reloads re-read this file; status shows it.
+                    let path = std::env::current_dir().map(|d| d.join(&path)).unwrap_or(path);
+                    let socket = control_socket
+                        .or_else(|| c.control_socket.clone())
+                        .unwrap_or_else(|| PathBuf::from(control::DEFAULT_SOCKET));
+                    serve(c, Box::new(notify::Systemd), Some(Control { config_path: path, socket }), inherited)
+                }
+            }
         }
         Command::List { json, config } => list(json, config.as_deref()),
         Command::Forward { server, port, id, path, serial, buflen } => {
-            cli::forward_config(&server, port, id.as_deref(), path.as_deref(), serial.as_deref(), buflen)
-                .and_then(|c| check_single(&c).map(|()| c))
-                .and_then(|c| serve(c, Box::new(Silent), None, BTreeMap::new()))
+            // `forward` re-executes on SIGUSR2 like `run`: take the sessions.
+            let passed = succession::Passed::take_at_start();
+            let config = cli::forward_config(&server, port, id.as_deref(), path.as_deref(), serial.as_deref(), buflen)
+                .and_then(|c| check_single(&c).map(|()| c));
+            match config {
+                Ok(c) => serve(c, Box::new(Silent), None, passed.adopt()),
+                Err(e) => {
+                    let kept = passed.refuse(&e);
+                    Err(format!("{e}{kept}"))
+                }
+            }
         }
         Command::CheckConfig { path } => check_config(&path),
         Command::Status { json, socket } => show_status(json, &socket),
@@ -87,7 +103,7 @@ fn serve(
     config: Config,
     notify: Box<dyn Notify>,
     control: Option<Control>,
-    inherited: BTreeMap<GadgetKey, Carry>,
+    inherited: succession::Adopted,
 ) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -96,7 +112,10 @@ fn serve(
     rt.block_on(async {
         let (tx, rx) = mpsc::unbounded_channel();
         let config_path = control.as_ref().map(|c| c.config_path.clone());
-        let mut supervisor = Supervisor::new(config, Threads, notify, tx.clone()).with_inherited(inherited);
+        let mut supervisor = Supervisor::new(config, Threads, notify, tx.clone())
+            .with_inherited(inherited.sessions)
+            .with_inherited_serials(inherited.serials)
+            .with_lost(inherited.lost);
         if let Some(path) = &config_path {
             supervisor = supervisor.with_config_path(path.clone());
         }
@@ -120,6 +139,8 @@ fn serve(
         let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
         let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
         let mut usr2 = signal(SignalKind::user_defined2()).map_err(|e| e.to_string())?;
+        // What SIGTERM left in the store: held until the process exits.
+        let mut stored = None;
         let signals = async {
             loop {
                 tokio::select! {
@@ -130,8 +151,18 @@ fn serve(
                             // sessions: leave them with systemd for the next
                             // start. Inside this future, so the supervisor
                             // (polled beside it) can answer the hand-over.
+                            if let Some(Err(e)) = config_path.as_deref().map(Config::load) {
+                                tracing::error!("SIGTERM: the next start will fail, its config does not load: {e}; the sessions wait in the store until a start with a fixed config (or a stop)");
+                            }
                             match succession::to_fd_store(&tx).await {
-                                Ok(n) => tracing::info!("SIGTERM: left {n} board session(s) in systemd's descriptor store for the next start"),
+                                Ok(s) => {
+                                    let list = |keys: &[GadgetKey]| keys.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(", ");
+                                    tracing::info!("SIGTERM: left {} board session(s) in systemd's descriptor store for the next start: {}", s.kept.len(), list(&s.kept));
+                                    if !s.busy.is_empty() {
+                                        tracing::warn!("SIGTERM: board(s) {} were still waiting for their server: their request gets EIO and their 9P session ends", list(&s.busy));
+                                    }
+                                    stored = Some(s);
+                                }
                                 Err(e) => tracing::warn!("SIGTERM: cannot keep the sessions for the next start: {e}"),
                             }
                         }
@@ -145,7 +176,7 @@ fn serve(
                     },
                     _ = usr2.recv() => {
                         tracing::info!("SIGUSR2: re-executing in place; boards keep their sessions");
-                        if let Err(e) = succession::reexec(&tx, &[]).await {
+                        if let Err(e) = succession::reexec(&tx, config_path.as_deref(), &[]).await {
                             tracing::error!("re-execution failed: {e}");
                         }
                     }
@@ -244,6 +275,12 @@ struct Listed<'a> {
     gadget: &'a GadgetInfo,
     backend: Option<String>,
     matched_by: Option<&'static str>,
+    /// What the board's entry confines it to (null: nothing).
+    confine: Option<usb9pfsd::daemon::status::ConfineStatus>,
+    /// Why the config refuses to serve it (an export template it cannot
+    /// expand safely for this board).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refused: Option<String>,
 }
 
 fn list(json: bool, config_path: Option<&Path>) -> Result<(), String> {
@@ -259,8 +296,15 @@ fn list(json: bool, config_path: Option<&Path>) -> Result<(), String> {
     let rows: Vec<Listed> = gadgets
         .iter()
         .map(|g| match config.resolve(g) {
-            Decision::Serve { target, why } => Listed { gadget: g, backend: Some(target.backend.to_string()), matched_by: Some(why) },
-            _ => Listed { gadget: g, backend: None, matched_by: None },
+            Decision::Serve { target, why } => Listed {
+                gadget: g,
+                backend: Some(target.backend.to_string()),
+                matched_by: Some(why),
+                confine: usb9pfsd::daemon::status::ConfineStatus::of(&target.confine),
+                refused: None,
+            },
+            Decision::Refused { why } => Listed { gadget: g, backend: None, matched_by: None, confine: None, refused: Some(why) },
+            _ => Listed { gadget: g, backend: None, matched_by: None, confine: None, refused: None },
         })
         .collect();
     if json {
@@ -279,9 +323,13 @@ fn list(json: bool, config_path: Option<&Path>) -> Result<(), String> {
     );
     for r in &rows {
         let g = r.gadget;
-        let backend = match (&r.backend, r.matched_by) {
-            (Some(b), Some(why)) => format!("{b} (by {why})"),
-            _ => "- (not served)".into(),
+        let backend = match (&r.backend, r.matched_by, &r.confine) {
+            (Some(b), Some(why), Some(c)) => format!("{b} (by {why}; confined: {c})"),
+            (Some(b), Some(why), None) => format!("{b} (by {why})"),
+            _ => match &r.refused {
+                Some(why) => format!("- (not served: {why})"),
+                None => "- (not served)".into(),
+            },
         };
         println!(
             "{:<3} {:<4} {:<10} {:<5} {:<9} {:<20} {:<16} {:<20} {backend}",
@@ -299,10 +347,14 @@ fn list(json: bool, config_path: Option<&Path>) -> Result<(), String> {
 }
 
 fn limits(t: &config::Target) -> String {
-    match t.request_timeout {
+    let mut s = match t.request_timeout {
         Some(d) => format!("buflen {}, request_timeout {}s", t.buflen, d.as_secs()),
         None => format!("buflen {}", t.buflen),
+    };
+    if let Some(c) = usb9pfsd::daemon::status::ConfineStatus::of(&t.confine) {
+        s.push_str(&format!("; confined: {c}"));
     }
+    s
 }
 
 fn check_config(path: &Path) -> Result<(), String> {

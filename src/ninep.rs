@@ -4,6 +4,8 @@
 //! touches USB except through the `UsbPipe` trait.
 
 pub mod backend;
+pub mod confine;
 pub mod forward;
+pub mod fids;
 pub mod frame;
 pub mod reconnect;

@@ -111,6 +111,17 @@ fn check_config_reports_file_line_and_column() {
     let (code, out, _) = usb9pfsd(&["check-config", "config.example.toml"]);
     assert_eq!(code, 0);
     assert!(out.contains("serial CHANGE-ME-0001 -> 127.0.0.1:564"), "{out}");
+
+    // The confinement keys: checked with their place, shown when valid.
+    std::fs::write(&bad, "[defaults]\nbackend = \"h:1\"\nexport = \"/srv/../etc\"\n").expect("write");
+    let (code, _, err) = usb9pfsd(&["check-config", bad.to_str().expect("utf8")]);
+    assert_eq!(code, 1);
+    assert!(err.contains(&format!("{}:3:10: export", bad.display())), "{err}");
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, "[defaults]\nbackend = \"h:1\"\nexport = \"/srv/boards/{path}\"\nread_only = true\nuid = 1000\n").expect("write");
+    let (code, out, _) = usb9pfsd(&["check-config", good.to_str().expect("utf8")]);
+    assert_eq!(code, 0);
+    assert!(out.contains("confined: export /srv/boards/{path}, read-only, uid 1000"), "{out}");
 }
 
 #[test]

@@ -13,9 +13,20 @@
 //! Each connection is its own task and talks to the supervisor only through
 //! its input channel and a oneshot reply, so a slow, silent or hostile client
 //! can never block the supervisor or a board. Requests are refused above
-//! [`MAX_REQUEST`] bytes and after [`REQUEST_TIMEOUT`]. The socket's file mode
-//! is the only access control: whoever may connect may ask for status and
-//! reloads. It must never touch boards or per-board state itself.
+//! [`MAX_REQUEST`] bytes and after [`REQUEST_TIMEOUT`]; an answer not taken
+//! within [`ANSWER_TIMEOUT`] is dropped; at most [`MAX_CONNECTIONS`] are
+//! served at once (more are told so and closed at once), so clients can
+//! never use up the descriptors the boards need.
+//!
+//! Who may ask what: the socket's file mode (group `usb9pfsd`) decides who
+//! may connect, and so read `status`. Commands that change what the daemon
+//! does (`reload`, `reexec`, and any later one that changes who serves a
+//! board) are further checked against the peer's credentials (SO_PEERCRED,
+//! SO_PEERGROUPS): only root, the daemon's own user (the unit's ExecReload
+//! runs as it) and members of group [`ADMIN_GROUP`] may. Group `usb9pfsd`
+//! alone owns every board's usbfs node, so it must not also be able to
+//! replace the daemon. This module must never touch boards or per-board
+//! state itself.
 
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
@@ -33,8 +44,12 @@ use crate::daemon::supervisor::Input;
 
 /// Where the daemon listens unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/usb9pfsd/control";
-/// The group whose members may use the socket.
+/// The group whose members may use the socket (and read `status`).
 pub const GROUP: &str = "usb9pfsd";
+/// The group whose members may also change things (`reload`, `reexec`).
+pub const ADMIN_GROUP: &str = "usb9pfsd-admin";
+/// Connections served at once; more are refused on the spot.
+pub const MAX_CONNECTIONS: usize = 16;
 /// The protocol version both sides put in every message.
 pub const PROTOCOL: u32 = 1;
 /// The longest request line the daemon reads.
@@ -43,8 +58,9 @@ pub const MAX_REQUEST: usize = 4096;
 const MAX_DISCARD: usize = 1 << 20;
 /// How long a client may take to send its request line.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long the client waits for the daemon's answer.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the client waits for the daemon's answer, and the daemon for
+/// the client to take it.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest answer the client reads (a status of many boards).
 const MAX_ANSWER: u64 = 64 << 20;
 
@@ -102,6 +118,11 @@ impl Response {
         text
     }
 
+    /// A failure with its reason (the new image's answer when it cannot run).
+    pub fn failed(message: impl Into<String>) -> Response {
+        Response::error(message)
+    }
+
     fn error(message: impl Into<String>) -> Response {
         Response { ok: false, error: Some(message.into()), ..Response::ok() }
     }
@@ -131,12 +152,94 @@ fn gone() -> String {
     "usb9pfsd is shutting down".into()
 }
 
+/// Whether a command only reads or changes what the daemon does.
+fn changes(command: &str) -> bool {
+    command != "status"
+}
+
+/// Who is on the other end of a connection, as the kernel says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups (SO_PEERGROUPS).
+    pub groups: Vec<u32>,
+}
+
+impl Peer {
+    /// The credentials of the process that connected `stream`.
+    pub fn of(stream: &impl std::os::fd::AsRawFd) -> io::Result<Peer> {
+        let fd = stream.as_raw_fd();
+        // SAFETY: getsockopt into a zeroed ucred we own, with its size.
+        let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+        if unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_PEERCRED, (&mut cred as *mut libc::ucred).cast(), &mut len) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut groups = vec![0 as libc::gid_t; 64];
+        loop {
+            let mut len = (groups.len() * std::mem::size_of::<libc::gid_t>()) as libc::socklen_t;
+            // SAFETY: getsockopt into a buffer of `len` bytes we own.
+            let r = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_PEERGROUPS, groups.as_mut_ptr().cast(), &mut len) };
+            let needed = len as usize / std::mem::size_of::<libc::gid_t>();
+            if r == 0 {
+                groups.truncate(needed);
+                break;
+            }
+            let e = io::Error::last_os_error();
+            // ERANGE: the kernel said how much room it needs (bounded by
+            // NGROUPS_MAX, 65536).
+            if e.raw_os_error() == Some(libc::ERANGE) && needed > groups.len() && needed <= 65536 {
+                groups.resize(needed, 0);
+                continue;
+            }
+            return Err(e);
+        }
+        Ok(Peer { uid: cred.uid, gid: cred.gid, groups })
+    }
+}
+
+/// Who may change things: see the module comment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    /// Users who may (root and the daemon's own user).
+    pub users: Vec<u32>,
+    /// Members of this group may too ([`ADMIN_GROUP`], if it exists).
+    pub group: Option<u32>,
+}
+
+impl Access {
+    /// Root, this process's user, and group [`ADMIN_GROUP`].
+    pub fn system() -> Access {
+        // SAFETY: geteuid cannot fail.
+        let own = unsafe { libc::geteuid() };
+        Access { users: vec![0, own], group: group_id(ADMIN_GROUP) }
+    }
+
+    /// Whether `peer` may ask for `command`; if not, the refusal.
+    pub fn check(&self, peer: &Peer, command: &str) -> Result<(), String> {
+        if !changes(command)
+            || self.users.contains(&peer.uid)
+            || self.group.is_some_and(|g| peer.gid == g || peer.groups.contains(&g))
+        {
+            return Ok(());
+        }
+        Err(format!(
+            "permission denied: `{command}` changes what usb9pfsd does; only root, the daemon's user and members of group \
+             {ADMIN_GROUP} may ask for it (this request came from uid {}); `status` is open to group {GROUP}",
+            peer.uid
+        ))
+    }
+}
+
 /// The daemon's end of the socket. Dropping it removes the socket file.
 pub struct Listener {
     listener: UnixListener,
     path: PathBuf,
     /// Device and inode of our socket file: never remove someone else's.
     id: (u64, u64),
+    access: Access,
+    max_connections: usize,
 }
 
 /// Creates the socket: 0660, group `usb9pfsd` when that group exists. A
@@ -169,7 +272,13 @@ pub fn bind(path: &Path) -> Result<Listener, String> {
     let meta = std::fs::metadata(path).map_err(fail)?;
     std_listener.set_nonblocking(true).map_err(fail)?;
     let listener = UnixListener::from_std(std_listener).map_err(fail)?;
-    Ok(Listener { listener, path: path.to_path_buf(), id: (meta.dev(), meta.ino()) })
+    Ok(Listener {
+        listener,
+        path: path.to_path_buf(),
+        id: (meta.dev(), meta.ino()),
+        access: Access::system(),
+        max_connections: MAX_CONNECTIONS,
+    })
 }
 
 /// Hands a file to group `usb9pfsd` if the group exists and we may. Under
@@ -210,15 +319,36 @@ impl Listener {
         &self.path
     }
 
+    /// Who may change things (default: [`Access::system`]).
+    pub fn with_access(mut self, access: Access) -> Listener {
+        self.access = access;
+        self
+    }
+
     /// Answers connections until dropped. `config_path` is the file a
     /// `reload` request re-reads.
     pub async fn serve(self, inputs: mpsc::UnboundedSender<Input>, config_path: Option<PathBuf>) {
         tracing::info!("control socket at {} (usb9pfsd status, usb9pfsd reload)", self.path.display());
+        let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(self.max_connections));
+        let access = std::sync::Arc::new(self.access.clone());
         loop {
             match self.listener.accept().await {
                 Ok((stream, _)) => {
-                    let (inputs, config_path) = (inputs.clone(), config_path.clone());
-                    tokio::spawn(async move { answer(stream, &inputs, config_path.as_deref()).await });
+                    let Ok(slot) = slots.clone().try_acquire_owned() else {
+                        // Told without waiting (the socket buffer takes a
+                        // short line), then closed at once.
+                        let busy = Response::error(format!(
+                            "usb9pfsd is answering {} control connections already; try again",
+                            self.max_connections
+                        ));
+                        let _ = stream.try_write(&busy.to_line());
+                        continue;
+                    };
+                    let (inputs, config_path, access) = (inputs.clone(), config_path.clone(), access.clone());
+                    tokio::spawn(async move {
+                        answer(stream, &inputs, config_path.as_deref(), &access).await;
+                        drop(slot);
+                    });
                 }
                 Err(e) => {
                     // Out of file descriptors, most likely: pause instead of
@@ -240,11 +370,20 @@ impl Drop for Listener {
 }
 
 /// One connection: read the request line, answer it, close.
-async fn answer(stream: UnixStream, inputs: &mpsc::UnboundedSender<Input>, config_path: Option<&Path>) {
+async fn answer(stream: UnixStream, inputs: &mpsc::UnboundedSender<Input>, config_path: Option<&Path>, access: &Access) {
     let response = match tokio::time::timeout(REQUEST_TIMEOUT, read_line(&stream)).await {
         Err(_) => Response::error(format!("no request line within {} s", REQUEST_TIMEOUT.as_secs())),
         Ok(Err(why)) => Response::error(why),
-        Ok(Ok(line)) => match parse(&line) {
+        Ok(Ok(line)) => match parse(&line).and_then(|command| {
+            let peer = Peer::of(&stream).map_err(|e| format!("cannot tell who is asking (SO_PEERCRED): {e}"))?;
+            if KNOWN.contains(&command.as_str()) {
+                access.check(&peer, &command).map_err(|why| {
+                    tracing::warn!("control socket: {why}");
+                    why
+                })?;
+            }
+            Ok(command)
+        }) {
             Err(why) => Response::error(why),
             // Returns only if the re-exec failed (every board is then still
             // served here); otherwise the new image answers on this
@@ -252,7 +391,7 @@ async fn answer(stream: UnixStream, inputs: &mpsc::UnboundedSender<Input>, confi
             Ok(command) if command == "reexec" => {
                 use std::os::fd::AsFd;
                 let reply = [(REPLY_NAME.to_string(), stream.as_fd())];
-                match crate::daemon::succession::reexec(inputs, &reply).await {
+                match crate::daemon::succession::reexec(inputs, config_path, &reply).await {
                     Ok(()) => Response::error("re-exec returned without an answer"),
                     Err(e) => Response::error(e),
                 }
@@ -265,6 +404,9 @@ async fn answer(stream: UnixStream, inputs: &mpsc::UnboundedSender<Input>, confi
         tracing::debug!("control socket: a client did not take its answer");
     }
 }
+
+/// The commands this daemon answers.
+const KNOWN: [&str; 3] = ["status", "reload", "reexec"];
 
 fn parse(line: &[u8]) -> Result<String, String> {
     let req: Request = serde_json::from_slice(line).map_err(|e| format!("not a usb9pfsd control request: {e}"))?;
@@ -334,7 +476,18 @@ async fn write_all(stream: &UnixStream, mut data: &[u8]) -> io::Result<()> {
 /// sentence saying why the daemon could not be asked.
 pub fn request(path: &Path, command: &str) -> Result<Response, String> {
     let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| connect_error(path, &e))?;
-    let io_err = |e: io::Error| format!("talking to usb9pfsd on {}: {e}", path.display());
+    // A daemon that went away mid-request: for `reexec`, the new image
+    // exited before it could answer (its log says why).
+    let closed = || {
+        format!(
+            "usb9pfsd on {} closed the connection without an answer: it stopped, or a re-executed image could not start (see its log: journalctl -u usb9pfsd)",
+            path.display()
+        )
+    };
+    let io_err = |e: io::Error| match e.kind() {
+        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => closed(),
+        _ => format!("talking to usb9pfsd on {}: {e}", path.display()),
+    };
     stream.set_read_timeout(Some(ANSWER_TIMEOUT)).map_err(io_err)?;
     stream.set_write_timeout(Some(ANSWER_TIMEOUT)).map_err(io_err)?;
     let mut line = serde_json::to_vec(&Request { version: PROTOCOL, command: command.into() }).map_err(|e| e.to_string())?;
@@ -347,6 +500,9 @@ pub fn request(path: &Path, command: &str) -> Result<Response, String> {
         }
         _ => io_err(e),
     })?;
+    if text.is_empty() {
+        return Err(closed());
+    }
     let response: Response = serde_json::from_slice(&text)
         .map_err(|e| format!("usb9pfsd on {} answered something unreadable ({e}); is it the same version as this command?", path.display()))?;
     if response.version != PROTOCOL {
@@ -360,8 +516,12 @@ pub fn connect_error(path: &Path, e: &io::Error) -> String {
     let p = path.display();
     match e.kind() {
         io::ErrorKind::NotFound => format!("usb9pfsd is not running (no socket at {p})"),
-        io::ErrorKind::ConnectionRefused => format!("usb9pfsd is not running (nothing listens on {p})"),
-        io::ErrorKind::PermissionDenied => format!("permission denied on {p}: add yourself to group {GROUP}"),
+        io::ErrorKind::ConnectionRefused => {
+            format!("usb9pfsd is not running (nothing listens on {p})")
+        }
+        io::ErrorKind::PermissionDenied => {
+            format!("permission denied on {p}: add yourself to group {GROUP}")
+        }
         _ => format!("cannot reach usb9pfsd at {p}: {e}"),
     }
 }

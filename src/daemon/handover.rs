@@ -38,6 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ninep::backend::Backend;
 use crate::board::{BusAddr, GadgetKey};
+use crate::ninep::fids::TableRecord;
 use crate::ninep::forward::Session;
 use crate::ninep::frame::Dialect;
 use crate::daemon::supervisor::handover::HandedBoard;
@@ -67,6 +68,10 @@ pub struct SessionRecord {
     /// from a predecessor that did not record it).
     #[serde(default)]
     pub began_ms: u64,
+    /// A confined session's fid table (absent: none, or too large to cross;
+    /// the successor then goes on untracked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fids: Option<TableRecord>,
 }
 
 /// One board as it crosses.
@@ -91,11 +96,24 @@ pub struct State {
     /// The daemon version that wrote it (for logs).
     pub writer: String,
     pub boards: Vec<BoardRecord>,
+    /// Boards that were still busy at the deadline of a stop and were not
+    /// handed over (their request got EIO): for the successor's log and
+    /// status. Absent from a predecessor that did not record them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lost: Vec<LostRecord>,
+}
+
+/// A board whose session did not cross.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LostRecord {
+    pub bus: u8,
+    pub addr: u8,
+    pub iface: u8,
 }
 
 impl State {
     pub fn new(boards: Vec<BoardRecord>) -> State {
-        State { version: VERSION, writer: env!("CARGO_PKG_VERSION").to_string(), boards }
+        State { version: VERSION, writer: env!("CARGO_PKG_VERSION").to_string(), boards, lost: Vec::new() }
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -218,6 +236,8 @@ pub struct Inherited {
     pub refused: Vec<String>,
     /// Every descriptor name seen (to remove them from systemd's store).
     pub names: Vec<String>,
+    /// Boards the predecessor could not hand over (busy at its deadline).
+    pub lost: Vec<GadgetKey>,
 }
 
 pub struct Inheritance {
@@ -249,6 +269,13 @@ pub fn inherit(named: Vec<(String, OwnedFd)>) -> Inherited {
             return out;
         }
     };
+    out.lost = state
+        .lost
+        .iter()
+        .filter(|l| l.bus != 0 && l.addr != 0 && l.addr <= 127)
+        .map(|l| GadgetKey { busaddr: BusAddr { bus: l.bus, addr: l.addr }, iface: l.iface })
+        .take(1024)
+        .collect();
     for record in state.boards {
         let key = record.key();
         let Some(node) = fds.remove(&usb_name(key)) else {
@@ -280,6 +307,19 @@ pub fn inherit(named: Vec<(String, OwnedFd)>) -> Inherited {
 /// `name=fd` pairs separated by `:` (systemd's store uses `LISTEN_FDS`).
 pub const FDS_ENV: &str = "USB9PFSD_FDS";
 
+/// The environment for the new image: this process's, with [`FDS_ENV`]
+/// naming `fds`. Built for execve, because setting a variable in this
+/// process while other threads may read the environment is undefined
+/// behaviour.
+pub fn exec_env(vars: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>, fds: &[(String, RawFd)]) -> Vec<CString> {
+    use std::os::unix::ffi::OsStrExt;
+    let listed: Vec<String> = fds.iter().map(|(n, fd)| format!("{n}={fd}")).collect();
+    vars.filter(|(k, _)| k != FDS_ENV)
+        .filter_map(|(k, v)| CString::new([k.as_bytes(), b"=", v.as_bytes()].concat()).ok())
+        .chain(CString::new(format!("{FDS_ENV}={}", listed.join(":"))).ok())
+        .collect()
+}
+
 /// Re-executes `exe` with `args` in this process (same PID), passing `fds`
 /// under their names in [`FDS_ENV`]. The descriptors keep their numbers
 /// (only close-on-exec is cleared), so a failed exec leaves this process as
@@ -304,17 +344,17 @@ pub fn reexec(exe: &std::path::Path, args: &[std::ffi::OsString], fds: &[(String
             unsafe { libc::fcntl(*fd, libc::F_SETFD, if on { libc::FD_CLOEXEC } else { 0 }) };
         }
     };
-    let listed: Vec<String> = fds.iter().map(|(n, fd)| format!("{n}={fd}")).collect();
-    std::env::set_var(FDS_ENV, listed.join(":"));
+    let env = exec_env(std::env::vars_os(), fds);
+    let mut envp: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
+    envp.push(std::ptr::null());
     set_cloexec(false);
     let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     ptrs.push(std::ptr::null());
-    // SAFETY: NUL-terminated strings and a NULL-terminated array that
-    // outlive the call; execv only returns on failure.
-    unsafe { libc::execv(path.as_ptr(), ptrs.as_ptr()) };
+    // SAFETY: NUL-terminated strings and NULL-terminated arrays that
+    // outlive the call; execve only returns on failure.
+    unsafe { libc::execve(path.as_ptr(), ptrs.as_ptr(), envp.as_ptr()) };
     let err = io::Error::last_os_error();
     set_cloexec(true);
-    std::env::remove_var(FDS_ENV);
     err
 }
 
@@ -331,10 +371,12 @@ pub fn parse_fds_env(v: &str) -> Vec<(String, RawFd)> {
 
 /// What crosses for `boards`: the state memfd (keep it open until the
 /// successor has it) and every descriptor by name, the state first.
-pub fn pack(boards: &[HandedBoard]) -> io::Result<(OwnedFd, Vec<(String, RawFd)>)> {
+pub fn pack(boards: &[HandedBoard], lost: &[GadgetKey]) -> io::Result<(OwnedFd, Vec<(String, RawFd)>)> {
+    let live: Vec<bool> = boards.iter().map(clean_live).collect();
     let records = boards
         .iter()
-        .map(|hb| {
+        .zip(&live)
+        .map(|(hb, &live)| {
             let s = &hb.carry.session;
             BoardRecord {
                 bus: hb.info.busaddr.bus,
@@ -344,26 +386,58 @@ pub fn pack(boards: &[HandedBoard]) -> io::Result<(OwnedFd, Vec<(String, RawFd)>
                 session: SessionRecord {
                     dialect: dialect_name(s.dialect).to_string(),
                     ceiling: s.ceiling,
-                    live: s.live && s.backend.is_some(),
+                    live,
                     board_rx: s.board_rx,
                     backend: hb.backend.clone(),
                     began_ms: s.began_ms,
+                    fids: s.confine.as_ref().and_then(|c| c.table_record()),
                 },
             }
         })
         .collect();
-    let state = state_memfd(&State::new(records))?;
+    let mut state = fit_state(records);
+    state.lost = lost.iter().map(|k| LostRecord { bus: k.busaddr.bus, addr: k.busaddr.addr, iface: k.iface }).collect();
+    let state = state_memfd(&state)?;
     let mut fds = vec![(STATE_NAME.to_string(), state.as_raw_fd())];
-    for hb in boards {
+    for (hb, live) in boards.iter().zip(live) {
         let key = hb.info.key();
         if let Some(node) = &hb.carry.node {
             fds.push((usb_name(key), node.as_raw_fd()));
         }
-        if let (true, Some(b)) = (hb.carry.session.live, &hb.carry.session.backend) {
+        if let (true, Some(b)) = (live, &hb.carry.session.backend) {
             fds.push((server_name(key), b.raw_fd()));
         }
     }
     Ok((state, fds))
+}
+
+/// Whether a board's session crosses as live: it is, and its server has
+/// sent nothing nobody asked for (at a message boundary no request is out,
+/// so any byte from the server is unsolicited, and a successor reading it
+/// as the next reply would be out of step with the server).
+fn clean_live(hb: &HandedBoard) -> bool {
+    let s = &hb.carry.session;
+    let Some(b) = s.backend.as_ref().filter(|_| s.live) else { return false };
+    let extra = b.unsolicited() + unread(b.raw_fd());
+    if extra > 0 {
+        tracing::warn!(
+            serial = %hb.info.serial_or_none(), busaddr = %hb.info.busaddr, iface = hb.info.interface,
+            "the server sent {extra} byte(s) nobody asked for; its session is not handed over (the board's next request gets EIO until it mounts again)"
+        );
+        return false;
+    }
+    true
+}
+
+/// Bytes waiting to be read on a socket (FIONREAD); a socket that cannot
+/// say counts as having some.
+fn unread(fd: RawFd) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int we own.
+    if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) } != 0 {
+        return usize::MAX / 2;
+    }
+    n.max(0) as usize
 }
 
 /// Turns checked inheritances into sessions to carry on with. A server
@@ -374,7 +448,14 @@ pub fn adoptable(inherited: BTreeMap<GadgetKey, Inheritance>) -> BTreeMap<Gadget
         .into_iter()
         .map(|(key, inh)| {
             let r = &inh.record.session;
-            let backend = inh.server.and_then(|fd| match Backend::from_fd(fd) {
+            let server = inh.server.filter(|fd| match unread(fd.as_raw_fd()) {
+                0 => true,
+                n => {
+                    tracing::warn!(busaddr = %key.busaddr, iface = key.iface, "the handed-over server connection holds {n} byte(s) nobody asked for; the session is lost");
+                    false
+                }
+            });
+            let backend = server.and_then(|fd| match Backend::from_fd(fd) {
                 Ok(b) => Some(b),
                 Err(e) => {
                     tracing::warn!(busaddr = %key.busaddr, iface = key.iface, "the handed-over server connection is unusable ({e}); the session is lost");
@@ -388,10 +469,36 @@ pub fn adoptable(inherited: BTreeMap<GadgetKey, Inheritance>) -> BTreeMap<Gadget
                 ceiling: r.ceiling,
                 board_rx: r.board_rx,
                 began_ms: r.began_ms,
+                // Made from `carried_fids` once the loop knows the policy.
+                confine: None,
+                carried_fids: r.fids.clone(),
             };
             (key, Carry { node: Some(File::from(inh.node)), session })
         })
         .collect()
+}
+
+/// The state for `records`, within half of [`MAX_STATE`]: the largest fid
+/// tables are left behind (logged; those sessions go on untracked) until it
+/// fits, so the successor never refuses the whole state for their size.
+fn fit_state(mut records: Vec<BoardRecord>) -> State {
+    loop {
+        let state = State::new(records);
+        if state.encode().len() as u64 <= MAX_STATE / 2 {
+            return state;
+        }
+        records = state.boards;
+        let Some(big) = records.iter_mut().filter(|r| r.session.fids.is_some()).max_by_key(|r| r.session.fids.as_ref().map_or(0, |f| f.fids.len()))
+        else {
+            return State::new(records);
+        };
+        tracing::warn!(
+            board = %big.key(),
+            fids = big.session.fids.as_ref().map_or(0, |f| f.fids.len()),
+            "this board's fid table is too large to hand over: its confined session goes on untracked (ESTALE by path until it mounts again)"
+        );
+        big.session.fids = None;
+    }
 }
 
 /// The path to re-execute: this binary's path as it was started, so an
@@ -422,8 +529,32 @@ mod tests {
                 board_rx: 65536,
                 backend: Some("127.0.0.1:564".into()),
                 began_ms: 1_764_115_200_000,
+                fids: None,
             },
         }
+    }
+
+    #[test]
+    fn fid_tables_cross_in_the_state_and_the_largest_are_left_behind_to_fit() {
+        use crate::ninep::fids::{FidRecord, TableRecord};
+        let table = |n: u32| TableRecord {
+            attaches: vec![],
+            fids: (0..n)
+                .map(|fid| FidRecord { fid, attach: 0, path: "61".repeat(100), qid: (0, 0, 0), open: None, stale: false, xattr: false })
+                .collect(),
+        };
+        let mut small = record(1, 4, 0);
+        small.session.fids = Some(table(10));
+        let mut big = record(1, 5, 0);
+        big.session.fids = Some(table(3000));
+        let state = fit_state(vec![small.clone(), big.clone()]);
+        assert!(state.encode().len() as u64 <= MAX_STATE / 2);
+        assert_eq!(state.boards[0], small, "the small table crosses");
+        assert_eq!(state.boards[1].session.fids, None, "the big one is left behind");
+        assert_eq!(State::decode(&state.encode()).expect("decode"), state);
+        // An older record (no fids) still reads.
+        let old = serde_json::to_vec(&State::new(vec![record(1, 4, 0)])).expect("json");
+        assert_eq!(State::decode(&old).expect("decode").boards[0].session.fids, None);
     }
 
     #[test]
@@ -517,6 +648,51 @@ mod tests {
         );
         assert_eq!(parse_fds_env("x=1:y=abc:z:=7:w=-3"), vec![("".into(), 7)]);
         assert!(parse_fds_env("").is_empty());
+    }
+
+    #[test]
+    fn the_exec_environment_names_the_descriptors_and_keeps_the_rest() {
+        let vars = [("PATH", "/usr/bin"), (FDS_ENV, "stale=9"), ("NOTIFY_SOCKET", "/run/systemd/notify")]
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()));
+        let env = exec_env(vars, &[(STATE_NAME.into(), 5), ("usb-001-004-0".into(), 6)]);
+        let env: Vec<&str> = env.iter().map(|e| e.to_str().expect("utf8")).collect();
+        assert_eq!(env, ["PATH=/usr/bin", "NOTIFY_SOCKET=/run/systemd/notify", "USB9PFSD_FDS=usb9pfsd-state=5:usb-001-004-0=6"]);
+        // This process's own environment is never touched.
+        assert_eq!(std::env::var_os(FDS_ENV), None);
+    }
+
+    fn handed(session: Session) -> HandedBoard {
+        HandedBoard { info: crate::board::GadgetInfo::example(Some("A"), 1, 4), backend: None, carry: Carry { node: None, session } }
+    }
+
+    fn live_session(server: std::os::unix::net::UnixStream) -> Session {
+        let limits = crate::ninep::forward::Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None };
+        let mut s = Session::new(limits);
+        s.backend = Some(Backend::from_unix(server));
+        s.live = true;
+        s
+    }
+
+    #[test]
+    fn a_session_whose_server_sent_unasked_bytes_does_not_cross_as_live() {
+        let (ours, mut server) = std::os::unix::net::UnixStream::pair().expect("pair");
+        let clean = handed(live_session(ours));
+        let (_state, fds) = pack(std::slice::from_ref(&clean), &[]).expect("pack");
+        assert!(fds.iter().any(|(n, _)| n.starts_with("srv-")), "a clean live session crosses with its server: {fds:?}");
+        // The server speaks out of turn (no request is out at a boundary).
+        server.write_all(b"\x0b\x00\x00\x00\x07\x01\x00\x05\x00\x00\x00").expect("write");
+        let (state, fds) = pack(std::slice::from_ref(&clean), &[]).expect("pack");
+        assert!(!fds.iter().any(|(n, _)| n.starts_with("srv-")), "{fds:?}");
+        assert!(!read_state(state).expect("state").boards[0].session.live);
+        // The successor checks too (bytes that came after the pack).
+        let (ours, mut server) = std::os::unix::net::UnixStream::pair().expect("pair");
+        server.write_all(b"late").expect("write");
+        let node: OwnedFd = File::open("/dev/null").expect("null").into();
+        let inheritance = Inheritance { record: record(1, 4, 0), node, server: Some(ours.into()) };
+        let key = inheritance.record.key();
+        let carried = adoptable([(key, inheritance)].into_iter().collect());
+        assert!(!carried[&key].session.live && carried[&key].session.backend.is_none());
     }
 
     #[test]

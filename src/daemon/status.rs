@@ -34,6 +34,9 @@ pub struct Counters {
     /// the board's function disabled its endpoints (its umount, on board
     /// kernels with the 2026 usbg fixes).
     pub rearms: AtomicU64,
+    /// Requests of a confined board that usb9pfsd refused itself (outside
+    /// its export, a change on a read-only board, an owner change, ...).
+    pub refused: AtomicU64,
     /// What the worker is doing right now: an [`Activity`] as u8.
     pub activity: AtomicU8,
     /// When the live server session began, in Unix milliseconds; 0: none.
@@ -101,6 +104,10 @@ pub struct CounterSnapshot {
     /// See [`Counters::rearms`]; absent from an older daemon's report.
     #[serde(default)]
     pub rearms: u64,
+    /// Requests refused by the board's confinement; absent from an older
+    /// daemon's report.
+    #[serde(default)]
+    pub refused: u64,
 }
 
 impl Counters {
@@ -119,6 +126,7 @@ impl Counters {
             server_wait_us: g(&self.time.server_ns) / 1000,
             reply_send_us: g(&self.time.reply_ns) / 1000,
             rearms: g(&self.rearms),
+            refused: g(&self.refused),
         }
     }
 
@@ -225,6 +233,10 @@ pub struct BoardStatus {
     pub backoff_until: Option<String>,
     /// When the live 9P session with the server began (the board's mount).
     pub session_started_at: Option<String>,
+    /// The live session was handed over by the previous usb9pfsd process
+    /// (reexec, restart): the board kept its mount across it.
+    #[serde(default)]
+    pub session_handed_over: bool,
     /// Workers started for this board since it appeared.
     pub starts: u64,
     /// Workers started after a failure: `starts` - 1.
@@ -232,6 +244,46 @@ pub struct BoardStatus {
     pub counters: CounterSnapshot,
     pub last_error: Option<String>,
     pub last_error_at: Option<String>,
+    /// What the board's entry confines it to; null when nothing (and from
+    /// an older daemon).
+    #[serde(default)]
+    pub confine: Option<ConfineStatus>,
+}
+
+/// A board's confinement as status and list show it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfineStatus {
+    pub export: Option<String>,
+    pub read_only: bool,
+    /// The uid every attach is made as (squash); null: the board's own.
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+}
+
+impl ConfineStatus {
+    /// None when `p` confines nothing.
+    pub fn of(p: &crate::ninep::confine::Policy) -> Option<ConfineStatus> {
+        p.confines().then(|| ConfineStatus { export: p.export.clone(), read_only: p.read_only, uid: p.uid, gid: p.gid })
+    }
+}
+
+impl std::fmt::Display for ConfineStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(e) = &self.export {
+            parts.push(format!("export {e}"));
+        }
+        if self.read_only {
+            parts.push("read-only".to_string());
+        }
+        if let Some(u) = self.uid {
+            parts.push(format!("uid {u}"));
+        }
+        if let Some(g) = self.gid {
+            parts.push(format!("gid {g}"));
+        }
+        f.write_str(&parts.join(", "))
+    }
 }
 
 /// The daemon itself, as `usb9pfsd status` shows it.
@@ -359,8 +411,14 @@ pub fn table(r: &StatusReport) -> String {
         if b.release_pending {
             more(&mut out, "no longer mapped (config reload): released once idle".into());
         }
+        if b.session_handed_over {
+            more(&mut out, "9P session kept across the last usb9pfsd restart (handed over)".into());
+        }
         if c.rearms > 0 {
             more(&mut out, format!("usb9pfs function re-armed {} time(s) after the board unmounted", c.rearms));
+        }
+        if let Some(c) = &b.confine {
+            more(&mut out, format!("confined: {c}; {} request(s) refused", b.counters.refused));
         }
         if let Some(e) = &b.last_error {
             more(&mut out, format!("last error at {}: {e}", dash(&b.last_error_at)));
@@ -463,6 +521,7 @@ mod tests {
             state: BoardState::Forwarding,
             backoff_until: None,
             session_started_at: Some("2026-11-26T00:16:00Z".into()),
+            session_handed_over: true,
             starts: 3,
             restarts: 2,
             counters: CounterSnapshot {
@@ -478,9 +537,11 @@ mod tests {
                 server_wait_us: 400,
                 reply_send_us: 200,
                 rearms: 4,
+                refused: 3,
             },
             last_error: Some("lost the 9P server".into()),
             last_error_at: Some("2026-11-26T00:15:59Z".into()),
+            confine: Some(ConfineStatus { export: Some("/srv/boards/a".into()), read_only: true, uid: Some(1000), gid: None }),
         }
     }
 
@@ -490,6 +551,7 @@ mod tests {
         ignored.backend = None;
         ignored.backend_pending = None;
         ignored.session_started_at = None;
+        ignored.session_handed_over = false;
         ignored.last_error = None;
         ignored.last_error_at = None;
         let mut waiting = board();
@@ -528,36 +590,39 @@ mod tests {
                 "busaddr": "001-004", "interface": 1, "port_path": "1-1.2", "id": "1d6b:0109",
                 "serial": "0001-BOARD-A", "backend": "buildhost:5640", "backend_pending": "buildhost:5641",
                 "release_pending": false, "state": "forwarding", "backoff_until": null,
-                "session_started_at": "2026-11-26T00:16:00Z", "starts": 3, "restarts": 2,
+                "session_started_at": "2026-11-26T00:16:00Z", "session_handed_over": true, "starts": 3, "restarts": 2,
                 "counters": {
                     "t_messages": 10, "t_bytes": 2000, "r_messages": 9, "r_bytes": 3145728,
                     "error_replies": 1, "sessions": 2, "backend_failures": 1, "served": 8,
-                    "board_wait_us": 900, "server_wait_us": 400, "reply_send_us": 200, "rearms": 4
+                    "board_wait_us": 900, "server_wait_us": 400, "reply_send_us": 200, "rearms": 4, "refused": 3
                 },
-                "last_error": "lost the 9P server", "last_error_at": "2026-11-26T00:15:59Z"
+                "last_error": "lost the 9P server", "last_error_at": "2026-11-26T00:15:59Z",
+                "confine": {"export": "/srv/boards/a", "read_only": true, "uid": 1000, "gid": null}
             }, {
                 "busaddr": "001-004", "interface": 1, "port_path": "1-1.2", "id": "1d6b:0109",
                 "serial": "0001-BOARD-A", "backend": null, "backend_pending": null,
                 "release_pending": false, "state": "ignored", "reason": "no backend configured",
-                "backoff_until": null, "session_started_at": null, "starts": 3, "restarts": 2,
+                "backoff_until": null, "session_started_at": null, "session_handed_over": false, "starts": 3, "restarts": 2,
                 "counters": {
                     "t_messages": 10, "t_bytes": 2000, "r_messages": 9, "r_bytes": 3145728,
                     "error_replies": 1, "sessions": 2, "backend_failures": 1, "served": 8,
-                    "board_wait_us": 900, "server_wait_us": 400, "reply_send_us": 200, "rearms": 4
+                    "board_wait_us": 900, "server_wait_us": 400, "reply_send_us": 200, "rearms": 4, "refused": 3
                 },
-                "last_error": null, "last_error_at": null
+                "last_error": null, "last_error_at": null,
+                "confine": {"export": "/srv/boards/a", "read_only": true, "uid": 1000, "gid": null}
             }, {
                 "busaddr": "001-004", "interface": 1, "port_path": "1-1.2", "id": "1d6b:0109",
                 "serial": "0001-BOARD-A", "backend": "buildhost:5640", "backend_pending": "buildhost:5641",
                 "release_pending": true, "state": "backoff", "retry_in_ms": 1500,
                 "backoff_until": "2026-11-26T00:17:00Z", "session_started_at": "2026-11-26T00:16:00Z",
-                "starts": 3, "restarts": 2,
+                "session_handed_over": true, "starts": 3, "restarts": 2,
                 "counters": {
                     "t_messages": 10, "t_bytes": 2000, "r_messages": 9, "r_bytes": 3145728,
                     "error_replies": 1, "sessions": 2, "backend_failures": 1, "served": 8,
-                    "board_wait_us": 900, "server_wait_us": 400, "reply_send_us": 200, "rearms": 4
+                    "board_wait_us": 900, "server_wait_us": 400, "reply_send_us": 200, "rearms": 4, "refused": 3
                 },
-                "last_error": "lost the 9P server", "last_error_at": "2026-11-26T00:15:59Z"
+                "last_error": "lost the 9P server", "last_error_at": "2026-11-26T00:15:59Z",
+                "confine": {"export": "/srv/boards/a", "read_only": true, "uid": 1000, "gid": null}
             }]
         });
         assert_eq!(value, golden);

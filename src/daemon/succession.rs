@@ -12,15 +12,16 @@
 //! handed over is given back to the supervisor.
 
 use std::collections::BTreeMap;
-use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use sd_notify::NotifyState;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::board::GadgetKey;
+use crate::config::Config;
 use crate::daemon::control;
 use crate::daemon::handover;
-use crate::daemon::supervisor::handover::HandedBoard;
+use crate::daemon::supervisor::handover::{HandOver, HandedBoard, Mode};
 use crate::daemon::supervisor::Input;
 use crate::worker::Carry;
 
@@ -33,64 +34,144 @@ pub fn fd_store_enabled() -> bool {
         && std::env::var("FDSTORE").ok().and_then(|v| v.parse::<u32>().ok()).is_some_and(|n| n > 0)
 }
 
-/// The sessions a predecessor left: passed descriptors (`LISTEN_FDS`, from
-/// `reexec` or systemd's store), checked and turned into sessions. Call it
-/// first thing in `main`, before any thread starts: it clears the
-/// `LISTEN_*` variables. Everything refused is logged and closed.
-pub fn inherited_at_start() -> BTreeMap<GadgetKey, Carry> {
-    // SAFETY: called before any other thread exists (see above).
-    let mut named: Vec<(String, std::os::fd::RawFd)> = match unsafe { sd_notify::listen_fds_with_names_and_unset_env() } {
-        Ok(fds) => fds.map(|(fd, name)| (name, fd)).collect(),
-        Err(e) => {
-            tracing::warn!("ignoring descriptors passed by systemd: {e}");
-            Vec::new()
+/// Descriptors a predecessor passed to this process, not yet looked at:
+/// taken first thing in `main` (before any thread, as it edits the
+/// environment), and used only once the config has loaded ([`Passed::adopt`]),
+/// or given back if it cannot ([`Passed::refuse`]).
+pub struct Passed {
+    named: Vec<(String, OwnedFd)>,
+    /// They came by `reexec` (`USB9PFSD_FDS`), not from systemd's store:
+    /// only this process holds them.
+    by_exec: bool,
+}
+
+/// What a successor carries on with.
+#[derive(Default)]
+pub struct Adopted {
+    /// The boards' sessions, adopted when each board shows up.
+    pub sessions: BTreeMap<GadgetKey, Carry>,
+    /// Boards the predecessor could not hand over (busy when it stopped).
+    pub lost: Vec<GadgetKey>,
+    /// The serial each session was recorded with.
+    pub serials: BTreeMap<GadgetKey, Option<String>>,
+}
+
+impl Passed {
+    /// Takes the passed descriptors (`LISTEN_FDS` from systemd's store,
+    /// `USB9PFSD_FDS` from `reexec`) and clears the variables that named
+    /// them. Call it before any other thread starts.
+    pub fn take_at_start() -> Passed {
+        // SAFETY: called before any other thread exists (see above).
+        let mut named: Vec<(String, std::os::fd::RawFd)> = match unsafe { sd_notify::listen_fds_with_names_and_unset_env() } {
+            Ok(fds) => fds.map(|(fd, name)| (name, fd)).collect(),
+            Err(e) => {
+                tracing::warn!("ignoring descriptors passed by systemd: {e}");
+                Vec::new()
+            }
+        };
+        let from_store = named.len();
+        if let Some(v) = std::env::var_os(handover::FDS_ENV) {
+            named.extend(handover::parse_fds_env(&v.to_string_lossy()));
+            // SAFETY: as above, no other thread exists yet.
+            unsafe { std::env::remove_var(handover::FDS_ENV) };
         }
-    };
-    if let Some(v) = std::env::var_os(handover::FDS_ENV) {
-        named.extend(handover::parse_fds_env(&v.to_string_lossy()));
-        // SAFETY: as above, no other thread exists yet.
-        unsafe { std::env::remove_var(handover::FDS_ENV) };
+        let by_exec = named.len() > from_store;
+        let mut seen = std::collections::BTreeSet::new();
+        let named = named
+            .into_iter()
+            // Each number once (owned twice would be closed twice), and only
+            // numbers that are open: F_GETFD only asks.
+            .filter(|(_, fd)| seen.insert(*fd) && (unsafe { libc::fcntl(*fd, libc::F_GETFD) }) >= 0)
+            // SAFETY: our predecessor (reexec) or systemd passed these open
+            // descriptors to this process to own; each is taken exactly once.
+            .map(|(name, fd)| {
+                let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+                // Not into any child we might start.
+                unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&fd), libc::F_SETFD, libc::FD_CLOEXEC) };
+                (name, fd)
+            })
+            .collect();
+        Passed { named, by_exec }
     }
-    let mut seen = std::collections::BTreeSet::new();
-    let named: Vec<(String, OwnedFd)> = named
-        .into_iter()
-        // Each number once (owned twice would be closed twice), and only
-        // numbers that are open: F_GETFD only asks.
-        .filter(|(_, fd)| seen.insert(*fd) && (unsafe { libc::fcntl(*fd, libc::F_GETFD) }) >= 0)
-        // SAFETY: our predecessor (reexec) or systemd passed these open
-        // descriptors to this process to own; each is taken exactly once.
-        .map(|(name, fd)| {
-            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-            // Not into any child we might start.
-            unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&fd), libc::F_SETFD, libc::FD_CLOEXEC) };
-            (name, fd)
-        })
-        .collect();
-    if named.is_empty() {
-        return BTreeMap::new();
-    }
-    // The connection of a `usb9pfsd reexec` that started this image: it gets
-    // the answer once the descriptors are sorted.
-    let (replies, named): (Vec<_>, Vec<_>) = named.into_iter().partition(|(name, _)| name == control::REPLY_NAME);
-    let inherited = handover::inherit(named);
-    for (_, fd) in replies {
-        let summary = control::ReexecSummary { boards: inherited.boards.len(), refused: inherited.refused.clone() };
-        answer(fd, &control::Response::reexec_done(summary));
-    }
-    for why in &inherited.refused {
-        tracing::warn!("hand-over: {why}");
-    }
-    // systemd keeps its own copy of every stored descriptor: take them out of
-    // the store so closing ours really ends a connection.
-    if fd_store_enabled() {
-        for name in &inherited.names {
-            if let Err(e) = sd_notify::notify(&[NotifyState::FdStoreRemove, NotifyState::FdName(name)]) {
-                tracing::debug!("FDSTOREREMOVE {name}: {e}");
+
+    /// The config loaded: checks what was passed and turns it into sessions,
+    /// answers the `reexec` that started this image, and takes the names out
+    /// of systemd's store. Everything refused is logged and closed.
+    pub fn adopt(self) -> Adopted {
+        if self.named.is_empty() {
+            return Adopted::default();
+        }
+        // The connection of a `usb9pfsd reexec` that started this image: it
+        // gets the answer once the descriptors are sorted.
+        let (replies, named): (Vec<_>, Vec<_>) = self.named.into_iter().partition(|(name, _)| name == control::REPLY_NAME);
+        let inherited = handover::inherit(named);
+        for (_, fd) in replies {
+            let summary = control::ReexecSummary { boards: inherited.boards.len(), refused: inherited.refused.clone() };
+            answer(fd, &control::Response::reexec_done(summary));
+        }
+        for why in &inherited.refused {
+            tracing::warn!("hand-over: {why}");
+        }
+        // systemd keeps its own copy of every stored descriptor: take them
+        // out of the store so closing ours really ends a connection.
+        if fd_store_enabled() {
+            for name in &inherited.names {
+                if let Err(e) = sd_notify::notify(&[NotifyState::FdStoreRemove, NotifyState::FdName(name)]) {
+                    tracing::debug!("FDSTOREREMOVE {name}: {e}");
+                }
             }
         }
+        let live: Vec<String> = inherited.boards.iter().filter(|(_, i)| i.record.session.live).map(|(k, _)| k.to_string()).collect();
+        tracing::info!(
+            "taking over {} board(s) from the previous usb9pfsd; live 9P sessions kept: {}",
+            inherited.boards.len(),
+            if live.is_empty() { "none".to_string() } else { live.join(", ") }
+        );
+        for key in &inherited.lost {
+            tracing::warn!(
+                "board {key} was busy past the hand-over deadline when the previous usb9pfsd stopped: its request got EIO and its 9P session is lost (the board must mount again)"
+            );
+        }
+        let serials = inherited.boards.iter().map(|(k, i)| (*k, i.record.serial.clone())).collect();
+        Adopted { sessions: handover::adoptable(inherited.boards), lost: inherited.lost, serials }
     }
-    tracing::info!("taking over {} board(s) from the previous usb9pfsd", inherited.boards.len());
-    handover::adoptable(inherited.boards)
+
+    /// This image cannot run (`why`: its config does not load). Takes
+    /// nothing: the `reexec` requester gets `why` and a failure (so the
+    /// package's fallback restart runs); descriptors from systemd's store
+    /// stay there; descriptors that came by exec are put in the store, when
+    /// there is one, so a start with a fixed config still finds the
+    /// sessions. Returns what became of them, for the exit message.
+    pub fn refuse(self, why: &str) -> String {
+        if self.named.is_empty() {
+            return String::new();
+        }
+        let (replies, named): (Vec<_>, Vec<_>) = self.named.into_iter().partition(|(name, _)| name == control::REPLY_NAME);
+        let fate = if named.is_empty() {
+            String::new()
+        } else if !self.by_exec {
+            "; the board sessions stay in systemd's descriptor store for the next start".to_string()
+        } else if fd_store_enabled() {
+            let mut kept = 0;
+            for (name, fd) in &named {
+                match sd_notify::notify_with_fds(&[NotifyState::FdStore, NotifyState::FdName(name)], &[fd.as_fd()]) {
+                    Ok(()) => kept += 1,
+                    Err(e) => tracing::warn!("cannot store descriptor {name} with systemd: {e}"),
+                }
+            }
+            format!(
+                "; {kept} of {} handed-over descriptor(s) are kept in systemd's descriptor store: fix the config and restart the service (systemctl restart usb9pfsd) to carry on with the board sessions",
+                named.len()
+            )
+        } else {
+            "; the handed-over board sessions are lost (no descriptor store to keep them in)".to_string()
+        };
+        let message = format!("the re-executed usb9pfsd cannot run: {why}{fate}");
+        for (_, fd) in replies {
+            answer(fd, &control::Response::failed(message.clone()));
+        }
+        fate
+    }
 }
 
 /// Writes the `reexec` answer on the requester's connection, bounded.
@@ -107,9 +188,9 @@ fn answer(fd: OwnedFd, response: &control::Response) {
 }
 
 /// Asks the supervisor to stop every board at a message boundary.
-async fn stop_all(tx: &mpsc::UnboundedSender<Input>) -> Result<Vec<HandedBoard>, String> {
+async fn stop_all(tx: &mpsc::UnboundedSender<Input>, mode: Mode) -> Result<HandOver, String> {
     let (reply, rx) = oneshot::channel();
-    tx.send(Input::HandOver(reply)).map_err(|_| "the supervisor has stopped".to_string())?;
+    tx.send(Input::HandOver(reply, mode)).map_err(|_| "the supervisor has stopped".to_string())?;
     rx.await.map_err(|_| "the supervisor has stopped".to_string())?
 }
 
@@ -117,11 +198,20 @@ async fn stop_all(tx: &mpsc::UnboundedSender<Input>) -> Result<Vec<HandedBoard>,
 /// only if that failed; then every board is served here again. `extra`
 /// descriptors (e.g. the requester's connection, to be answered by the
 /// successor) cross too, under their names.
-pub async fn reexec(tx: &mpsc::UnboundedSender<Input>, extra: &[(String, BorrowedFd<'_>)]) -> Result<(), String> {
+pub async fn reexec(
+    tx: &mpsc::UnboundedSender<Input>,
+    config_path: Option<&std::path::Path>,
+    extra: &[(String, BorrowedFd<'_>)],
+) -> Result<(), String> {
+    // The new image reads the same file first thing: if it would not load,
+    // the new image could not run. Refuse before any board is stopped.
+    if let Some(path) = config_path {
+        Config::load(path).map_err(|e| format!("{e}; not re-executing: every board is still served by this process with the config in force"))?;
+    }
     let exe = handover::own_path().map_err(|e| format!("cannot find this program's path: {e}"))?;
-    let boards = stop_all(tx).await?;
+    let boards = stop_all(tx, Mode::AllOrNothing).await?.boards;
     let n = boards.len();
-    let (state, mut fds) = match handover::pack(&boards) {
+    let (state, mut fds) = match handover::pack(&boards, &[]) {
         Ok(p) => p,
         Err(e) => {
             let _ = tx.send(Input::Resume(boards));
@@ -138,13 +228,29 @@ pub async fn reexec(tx: &mpsc::UnboundedSender<Input>, extra: &[(String, Borrowe
     Err(format!("cannot re-execute {}: {err}; every board is still served by this process", exe.display()))
 }
 
-/// Leaves every board's session in systemd's descriptor store before the
-/// process exits. Returns how many boards were stored; boards that could not
-/// be stopped at a boundary are left to the ordinary shutdown.
-pub async fn to_fd_store(tx: &mpsc::UnboundedSender<Input>) -> Result<usize, String> {
-    let boards = stop_all(tx).await?;
-    let (state, fds) = handover::pack(&boards).map_err(|e| format!("cannot write the hand-over state: {e}"))?;
-    for (name, fd) in &fds {
+/// What a stop left in systemd's descriptor store.
+pub struct Stored {
+    /// Boards whose sessions wait in the store for the next start.
+    pub kept: Vec<GadgetKey>,
+    /// Boards still busy at the deadline: not stored; the shutdown that
+    /// follows answers their request with EIO.
+    pub busy: Vec<GadgetKey>,
+    /// Kept alive until the process exits (the boards' descriptors, which
+    /// systemd has copies of).
+    _boards: Vec<HandedBoard>,
+}
+
+/// Leaves the session of every board that reaches a message boundary in
+/// time in systemd's descriptor store before the process exits; boards
+/// still busy at the deadline are left to the ordinary shutdown (EIO).
+pub async fn to_fd_store(tx: &mpsc::UnboundedSender<Input>) -> Result<Stored, String> {
+    let handed = stop_all(tx, Mode::Ready).await?;
+    let busy = handed.busy;
+    let boards = handed.boards;
+    let (state, fds) = handover::pack(&boards, &busy).map_err(|e| format!("cannot write the hand-over state: {e}"))?;
+    // The state last: a successor that finds descriptors without it closes
+    // them all, so a store that fails half-way leaves nothing half-adopted.
+    for (name, fd) in fds.iter().skip(1).chain(fds.iter().take(1)) {
         // SAFETY: each descriptor stays open (held by `boards`/`state`) for
         // the duration of the call.
         let fd = unsafe { BorrowedFd::borrow_raw(*fd) };
@@ -153,5 +259,40 @@ pub async fn to_fd_store(tx: &mpsc::UnboundedSender<Input>) -> Result<usize, Str
     }
     drop(state);
     // Ours close when `boards` drops at exit; systemd's copies live on.
-    Ok(boards.len())
+    Ok(Stored { kept: boards.iter().map(|b| b.info.key()).collect(), busy, _boards: boards })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A supervisor stand-in that records whether a hand-over was asked for
+    /// and calls it off (so nothing is ever executed).
+    fn recording_supervisor() -> (mpsc::UnboundedSender<Input>, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let asked = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = asked.clone();
+        tokio::spawn(async move {
+            while let Some(input) = rx.recv().await {
+                if let Input::HandOver(reply, _) = input {
+                    let reply: crate::daemon::supervisor::handover::HandOverReply = reply;
+                    seen.store(true, std::sync::atomic::Ordering::SeqCst);
+                    let _ = reply.send(Err("test: called off".into()));
+                }
+            }
+        });
+        (tx, asked)
+    }
+
+    #[tokio::test]
+    async fn reexec_with_a_config_that_would_not_load_refuses_before_stopping_any_board() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "[defaults]\nbackend = \"nope\"\n").expect("write");
+        let (tx, asked) = recording_supervisor();
+        let err = reexec(&tx, Some(&path), &[]).await.expect_err("refused");
+        assert!(err.contains(&format!("{}:2:11:", path.display())), "the parse error, with file:line:column: {err}");
+        assert!(err.contains("still served"), "{err}");
+        assert!(!asked.load(std::sync::atomic::Ordering::SeqCst), "no board was asked to stop");
+    }
 }

@@ -66,7 +66,7 @@ pub enum Input {
     Reload(Result<Config, ConfigError>, oneshot::Sender<Result<reload::Summary, String>>),
     /// Stop every served board at a message boundary and hand back what
     /// each carried (see [`handover`]).
-    HandOver(handover::HandOverReply),
+    HandOver(handover::HandOverReply, handover::Mode),
     /// Serve handed-over boards again (their successor could not start).
     Resume(Vec<handover::HandedBoard>),
     /// Stop every board's backend (waking blocked workers) and return.
@@ -112,6 +112,10 @@ enum Slot {
     Waiting(Instant),
     /// Stopped at a message boundary and handed to a successor.
     HandedOver,
+    /// Due to start (with the session to carry on with, if any) while a
+    /// hand-over is under way: starts if the hand-over is called off or its
+    /// boards are given back, never before.
+    Deferred(Option<Carry>),
 }
 
 struct Board {
@@ -132,6 +136,9 @@ struct Board {
     /// A reload unmapped the board while its worker ran: why, for the
     /// `Ignored` state the board takes when the worker has stopped.
     releasing: Option<String>,
+    /// The board carries on with a live session its predecessor process
+    /// handed over: `counters.sessions` then (a new session ends it).
+    handed_session: Option<u64>,
 }
 
 pub struct Supervisor<S: Spawn> {
@@ -147,8 +154,17 @@ pub struct Supervisor<S: Spawn> {
     next_generation: u64,
     ready: bool,
     handing: Option<handover::Handing>,
+    /// A hand-over was asked for and neither called off nor given back
+    /// (`Resume`): no worker starts, no reload applies.
+    hand_over_pending: bool,
+    /// Boards the predecessor could not hand over (busy when it stopped):
+    /// said in their status when they show up.
+    lost: BTreeSet<GadgetKey>,
     /// Sessions a predecessor handed over, adopted when their board shows up.
     inherited: BTreeMap<GadgetKey, Carry>,
+    /// The serial each handed-over session was recorded with: a different
+    /// board at the same address does not get it.
+    inherited_serials: BTreeMap<GadgetKey, Option<String>>,
     /// The file a reload re-reads (None for `usb9pfsd forward`).
     config_path: Option<PathBuf>,
     config_loaded_at: SystemTime,
@@ -174,7 +190,10 @@ impl<S: Spawn> Supervisor<S> {
             next_generation: 1,
             ready: false,
             handing: None,
+            hand_over_pending: false,
+            lost: BTreeSet::new(),
             inherited: BTreeMap::new(),
+            inherited_serials: BTreeMap::new(),
             config_path: None,
             config_loaded_at: SystemTime::now(),
             last_reload_error: None,
@@ -189,6 +208,20 @@ impl<S: Spawn> Supervisor<S> {
     /// closed once coldplug is done.
     pub fn with_inherited(mut self, inherited: BTreeMap<GadgetKey, Carry>) -> Self {
         self.inherited = inherited;
+        self
+    }
+
+    /// The serial each handed-over session was recorded with (a board at
+    /// that address with another serial starts afresh).
+    pub fn with_inherited_serials(mut self, serials: BTreeMap<GadgetKey, Option<String>>) -> Self {
+        self.inherited_serials = serials;
+        self
+    }
+
+    /// Boards whose sessions the predecessor could not hand over (their
+    /// request was still waiting for its server when it stopped).
+    pub fn with_lost(mut self, lost: impl IntoIterator<Item = GadgetKey>) -> Self {
+        self.lost = lost.into_iter().collect();
         self
     }
 
@@ -245,7 +278,7 @@ impl<S: Spawn> Supervisor<S> {
                 Some(Input::Reload(config, reply)) => {
                     let _ = reply.send(self.reload(config));
                 }
-                Some(Input::HandOver(reply)) => self.on_hand_over(reply),
+                Some(Input::HandOver(reply, mode)) => self.on_hand_over(reply, mode),
                 Some(Input::Resume(boards)) => self.resume(boards),
                 Some(Input::Shutdown) | None => break,
             }
@@ -256,6 +289,8 @@ impl<S: Spawn> Supervisor<S> {
                 // shutdown() here would end the session for both.
                 continue;
             }
+            // Boards still busy: their server connection is broken, so the
+            // request in flight is answered with EIO.
             if let Some(be) = &b.backend {
                 be.stop();
             }
@@ -275,6 +310,7 @@ impl<S: Spawn> Supervisor<S> {
                 }
             }
             HotplugEvent::ColdplugDone => {
+                self.inherited_serials.clear();
                 for (key, _) in std::mem::take(&mut self.inherited) {
                     tracing::warn!(busaddr = %key.busaddr, iface = key.iface, "a handed-over board is gone; closing its session");
                 }
@@ -297,7 +333,9 @@ impl<S: Spawn> Supervisor<S> {
             return;
         }
         for key in keys {
-            let Some(b) = self.boards.remove(&key) else { continue };
+            let Some(b) = self.boards.remove(&key) else {
+                continue;
+            };
             if let Some(be) = &b.backend {
                 be.stop();
             }
@@ -326,11 +364,11 @@ impl<S: Spawn> Supervisor<S> {
                 );
                 (Some(target), Slot::Running)
             }
-            Decision::NoBackend | Decision::NotAllowed => {
-                let reason = if decision == Decision::NoBackend {
-                    "no backend configured for this board and no [defaults] backend".to_string()
-                } else {
-                    format!("VID:PID {} is not in [daemon] allow_ids", info.id)
+            Decision::NoBackend | Decision::NotAllowed | Decision::Refused { .. } => {
+                let reason = match &decision {
+                    Decision::NoBackend => "no backend configured for this board and no [defaults] backend".to_string(),
+                    Decision::Refused { why } => format!("not served: {why}"),
+                    _ => format!("VID:PID {} is not in [daemon] allow_ids", info.id),
                 };
                 let identity = format!(
                     "{}#{}",
@@ -351,7 +389,11 @@ impl<S: Spawn> Supervisor<S> {
                 (None, Slot::Ignored(reason))
             }
         };
-        let backend = target.as_ref().map(|t| Arc::new(BoardBackend::new(t.backend.clone())));
+        let backend = target.as_ref().map(|t| {
+            let b = BoardBackend::new(t.backend.clone());
+            b.set_policy(&t.confine);
+            Arc::new(b)
+        });
         let at = info.key();
         self.boards.insert(
             at,
@@ -368,9 +410,35 @@ impl<S: Spawn> Supervisor<S> {
                 served_at_start: 0,
                 last_error: None,
                 releasing: None,
+                handed_session: None,
             },
         );
-        let inherited = self.inherited.remove(&at);
+        if self.lost.remove(&at) {
+            if let Some(b) = self.boards.get_mut(&at) {
+                b.last_error = Some(Stamped {
+                    message: "the previous usb9pfsd stopped while a request of this board waited for its server: the request got EIO \
+                              and the 9P session was not handed over (the board must mount again)"
+                        .into(),
+                    at: SystemTime::now(),
+                });
+            }
+        }
+        let mut inherited = self.inherited.remove(&at);
+        if let (Some(recorded), Some(b)) = (self.inherited_serials.remove(&at), self.boards.get(&at)) {
+            if inherited.is_some() && recorded != b.info.serial {
+                tracing::warn!(
+                    serial = %b.info.serial_or_none(), busaddr = %at.busaddr, iface = at.iface,
+                    "the session handed over for this address belongs to serial {}, not to the board there now; closing it, the board starts afresh",
+                    recorded.as_deref().unwrap_or("(none)")
+                );
+                inherited = None;
+            }
+        }
+        if let (Some(c), Some(b)) = (&inherited, self.boards.get_mut(&at)) {
+            if c.session.live && b.target.is_some() {
+                b.handed_session = Some(b.counters.snapshot().sessions);
+            }
+        }
         match self.boards.get(&at).map(|b| &b.slot) {
             Some(Slot::Running) => self.start_with(at, inherited),
             _ if inherited.is_some() => {
@@ -387,11 +455,29 @@ impl<S: Spawn> Supervisor<S> {
     }
 
     /// Starts a worker, carrying on with `adopt` if given.
-    fn start_with(&mut self, at: GadgetKey, adopt: Option<Carry>) {
+    fn start_with(&mut self, at: GadgetKey, mut adopt: Option<Carry>) {
+        if let Some(c) = adopt.as_mut().filter(|c| c.session.ceiling > self.config.max_frame) {
+            // A session carried over from a process (or a config) with a
+            // larger max_frame: the config in force bounds it too.
+            tracing::info!(busaddr = %at.busaddr, iface = at.iface, "max_frame {} applies to the carried session (negotiated up to {})", self.config.max_frame, c.session.ceiling);
+            c.session.ceiling = self.config.max_frame;
+        }
         let generation = self.next_generation;
         self.next_generation += 1;
-        let Some(b) = self.boards.get_mut(&at) else { return };
-        let (Some(target), Some(backend)) = (&b.target, &b.backend) else { return };
+        let Some(b) = self.boards.get_mut(&at) else {
+            return;
+        };
+        let (Some(target), Some(backend)) = (&b.target, &b.backend) else {
+            return;
+        };
+        if self.hand_over_pending {
+            // A worker started now would be neither handed over nor drained.
+            tracing::debug!(busaddr = %at.busaddr, iface = at.iface, "a hand-over is under way; the worker starts if it is called off");
+            // Reports of a worker before it are not for us any more.
+            b.generation = generation;
+            b.slot = Slot::Deferred(adopt);
+            return;
+        }
         b.generation = generation;
         b.starts += 1;
         b.slot = Slot::Running;
@@ -429,7 +515,9 @@ impl<S: Spawn> Supervisor<S> {
                 return;
             }
         }
-        let Some(b) = self.boards.get_mut(&r.key) else { return };
+        let Some(b) = self.boards.get_mut(&r.key) else {
+            return;
+        };
         if b.generation != r.generation {
             return; // a replaced worker's last words
         }
@@ -445,7 +533,9 @@ impl<S: Spawn> Supervisor<S> {
         if self.after_stop(r.key, &end) {
             return; // released, or stopped and started afresh
         }
-        let Some(b) = self.boards.get_mut(&r.key) else { return };
+        let Some(b) = self.boards.get_mut(&r.key) else {
+            return;
+        };
         // A worker that served anything (a Tversion alone does not count)
         // starts the count afresh.
         if b.counters.snapshot().served > b.served_at_start {
@@ -490,7 +580,9 @@ impl<S: Spawn> Supervisor<S> {
             .collect();
         for at in due {
             // (a device's earlier interface may have been forgotten below)
-            let Some(b) = self.boards.get(&at) else { continue };
+            let Some(b) = self.boards.get(&at) else {
+                continue;
+            };
             if !self.spawner.on_bus(&b.info) {
                 // Unplugged, and udev's removal has not arrived yet: it is a
                 // removal, not a fault to restart and warn about.
@@ -534,6 +626,12 @@ impl<S: Spawn> Supervisor<S> {
                 };
                 let (state, backoff_until) = match &b.slot {
                     Slot::Ignored(reason) => (BoardState::Ignored { reason: reason.clone() }, None),
+                    // Starts when the hand-over is called off, at the latest
+                    // at its deadline.
+                    Slot::Deferred(_) => {
+                        let left = self.handing.as_ref().map_or(Duration::ZERO, |h| h.deadline.saturating_duration_since(now));
+                        (BoardState::Backoff { retry_in_ms: left.as_millis() as u64 }, Some(status::rfc3339(wall + left)))
+                    }
                     Slot::Running | Slot::HandedOver => (
                         match b.counters.activity() {
                             Activity::Idle => BoardState::Idle,
@@ -548,6 +646,8 @@ impl<S: Spawn> Supervisor<S> {
                     }
                 };
                 let running = matches!(b.slot, Slot::Running | Slot::HandedOver);
+                let counters = b.counters.snapshot();
+                let session_started_at = b.counters.session_started().filter(|_| running);
                 BoardStatus {
                     busaddr: b.info.busaddr.to_string(),
                     interface: b.info.interface,
@@ -559,12 +659,14 @@ impl<S: Spawn> Supervisor<S> {
                     release_pending: b.releasing.is_some(),
                     state,
                     backoff_until,
-                    session_started_at: b.counters.session_started().filter(|_| running).map(status::rfc3339),
+                    session_handed_over: session_started_at.is_some() && b.handed_session == Some(counters.sessions),
+                    session_started_at: session_started_at.map(status::rfc3339),
                     starts: b.starts,
                     restarts: b.starts.saturating_sub(1),
-                    counters: b.counters.snapshot(),
+                    counters,
                     last_error: last_error.as_ref().map(|e| e.message.clone()),
                     last_error_at: last_error.as_ref().map(|e| status::rfc3339(e.at)),
+                    confine: b.target.as_ref().and_then(|t| status::ConfineStatus::of(&t.confine)),
                 }
             })
             .collect()

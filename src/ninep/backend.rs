@@ -229,6 +229,12 @@ impl Backend {
         Ok(Backend { stream: Arc::new(stream), unsolicited: 0 })
     }
 
+    /// Bytes the server sent past its last reply, already read (a session
+    /// with any is not clean: it must not be handed over as live).
+    pub fn unsolicited(&self) -> usize {
+        self.unsolicited
+    }
+
     /// The socket's descriptor (to hand it to a successor; it stays ours).
     pub fn raw_fd(&self) -> std::os::fd::RawFd {
         match &*self.stream {

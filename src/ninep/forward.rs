@@ -19,9 +19,12 @@
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::ninep::backend::{Backend, BackendError};
+use crate::ninep::confine::{self, After, Confine, Policy, Verdict};
+use crate::ninep::fids;
 use crate::ninep::frame::{self, Decoded, Dialect, FrameError, ERROR_REPLY_MAX, TVERSION};
 use crate::usb::pipe::{self, RecvError, TransferMem, UsbError, UsbPipe};
 use crate::daemon::status::{Activity, Counters, IN_FLIGHT};
@@ -64,6 +67,11 @@ pub trait Backends: Send + Sync {
     fn lost(&self, err: &BackendError);
     /// A live connection handed over by a predecessor now serves the board.
     fn adopted(&self, _backend: &Backend) {}
+    /// What the board's next 9P session is confined to (None: nothing). Asked
+    /// at each Tversion, so a reload applies from the board's next mount.
+    fn policy(&self) -> Option<Arc<Policy>> {
+        None
+    }
 }
 
 /// Why a frame loop ended.
@@ -97,12 +105,18 @@ pub struct Session {
     /// When the live session began (ms since the epoch; 0: not known), so
     /// that a successor's status still says when the board mounted.
     pub began_ms: u64,
+    /// The session's confinement and fid table; None for a board whose
+    /// entry confines nothing (it costs such a board nothing per message).
+    pub confine: Option<Box<Confine>>,
+    /// A predecessor's fid table for this live session (hand-over), until
+    /// the loop knows the board's policy and makes it `confine`.
+    pub carried_fids: Option<fids::TableRecord>,
 }
 
 impl Session {
     /// No session yet: every request before a Tversion fails fast.
     pub fn new(limits: Limits) -> Session {
-        Session { backend: None, dialect: Dialect::Linux, ceiling: limits.max_frame, live: false, board_rx: limits.board_buflen, began_ms: 0 }
+        Session { backend: None, dialect: Dialect::Linux, ceiling: limits.max_frame, live: false, board_rx: limits.board_buflen, began_ms: 0, confine: None, carried_fids: None }
     }
 }
 
@@ -158,6 +172,18 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
     let (mut tmem, mut rmem) = (None, None);
     if s.live {
         fit_session_mem(pipe, &mut tmem, &mut rmem, s.ceiling);
+        // A live session this process did not see begin (handed over): its
+        // predecessor's fid table if it came and fits the policy, else no
+        // table, and its fids can only do what needs none.
+        if s.confine.is_none() {
+            let carried = s.carried_fids.take();
+            s.confine = backends.policy().filter(|p| p.confines()).map(|p| {
+                Box::new(match &carried {
+                    Some(record) => Confine::resumed(p, fids::Limits::default(), record),
+                    None => Confine::untracked(p, fids::Limits::default()),
+                })
+            });
+        }
     }
     // The per-message time budget: three monotonic clock reads per message
     // (vDSO, no system call).
@@ -209,6 +235,26 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
                 s.ceiling = s.ceiling.min(v.msize.max(frame::HEADER_LEN as u32));
                 s.board_rx = s.board_rx.max(v.msize);
             }
+            match backends.policy().filter(|p| p.confines()) {
+                None => s.confine = None,
+                Some(p) => match &mut s.confine {
+                    Some(c) if Arc::ptr_eq(c.policy(), &p) => c.reset(),
+                    _ => s.confine = Some(Box::new(Confine::new(p, fids::Limits::default()))),
+                },
+            }
+            if let Some(c) = s.confine.as_mut().filter(|_| !Confine::version_ok(t)) {
+                // Confinement reads 9P2000.L only: another dialect is
+                // refused the 9P way, without asking the server.
+                c.dialect_refused();
+                counters.refused.fetch_add(1, Ordering::Relaxed);
+                let msize = frame::version(t).map_or(s.ceiling, |v| v.msize);
+                let len = confine::rversion_unknown(&mut rbuf, h.tag, msize);
+                if let Err(e) = pipe::send_message(pipe, &rbuf[..len], s.board_rx) {
+                    return usb_exit(e);
+                }
+                mark = Instant::now();
+                continue;
+            }
             counters.set_activity(Activity::Connecting);
             let connected = backends.connect();
             counters.set_activity(Activity::Forwarding);
@@ -228,6 +274,23 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
                 }
             }
         }
+
+        // A confined board's request: refused here, or rewritten in place.
+        let mut t_len = n;
+        if let (Some(c), true, false) = (s.confine.as_mut(), s.live, h.kind == TVERSION) {
+            match c.request(tb, n, s.ceiling) {
+                Verdict::Forward(len) => t_len = len,
+                Verdict::Refuse(errno) => {
+                    counters.refused.fetch_add(1, Ordering::Relaxed);
+                    if let Err(exit) = reply_error(pipe, &mut rbuf, s, h.tag, errno, counters) {
+                        return exit;
+                    }
+                    mark = Instant::now();
+                    continue;
+                }
+            }
+        }
+        let t = &tb[..t_len];
 
         let Some(backend) = s.backend.as_mut().filter(|_| s.live) else {
             // No Tversion since the worker started, or the server session was
@@ -258,6 +321,34 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
                 continue;
             }
         };
+        // A confined board's reply: the fid table learns from it, and it may
+        // be rewritten, or need an exchange of our own first.
+        let mut r_len = r_len;
+        if let (Some(c), false) = (s.confine.as_mut(), h.kind == TVERSION) {
+            match confined_reply(c, backend, rb, r_len, s.ceiling, limits.request_timeout, counters) {
+                Ok(Some(len)) => r_len = len,
+                Ok(None) => {}
+                Err(Answer::Error(errno)) => {
+                    if let Err(exit) = reply_error(pipe, &mut rbuf, s, h.tag, errno, counters) {
+                        return exit;
+                    }
+                    mark = Instant::now();
+                    continue;
+                }
+                Err(Answer::Lost(e)) => {
+                    backends.lost(&e);
+                    counters.backend_failures.fetch_add(1, Ordering::Relaxed);
+                    counters.session_ended();
+                    s.backend = None;
+                    s.live = false;
+                    if let Err(exit) = reply_error(pipe, &mut rbuf, s, h.tag, e.errno(), counters) {
+                        return exit;
+                    }
+                    mark = Instant::now();
+                    continue;
+                }
+            }
+        }
         let r = &rb[..r_len];
         if h.kind == TVERSION {
             if let Some(v) = frame::version(r) {
@@ -320,6 +411,42 @@ fn rearm<P: UsbPipe + ?Sized>(pipe: &mut P, counters: &Counters, s: &mut Session
     Ok(())
 }
 
+/// Instead of the server's reply, the board gets an error reply.
+enum Answer {
+    /// With this errno (a refusal, or a failure of our own exchange).
+    Error(u32),
+    /// The server session broke during an exchange of our own.
+    Lost(BackendError),
+}
+
+/// Shows a confined board's reply to its confinement, which learns from it,
+/// may rewrite it (Ok(Some(new length))) or need exchanges of its own first.
+fn confined_reply(
+    c: &mut Confine,
+    backend: &mut Backend,
+    rb: &mut [u8],
+    r_len: usize,
+    ceiling: u32,
+    timeout: Option<std::time::Duration>,
+    counters: &Counters,
+) -> Result<Option<usize>, Answer> {
+    let mut after = c.reply(rb, r_len, ceiling);
+    loop {
+        match after {
+            After::Reply(len) => return Ok((len != r_len).then_some(len)),
+            After::Refuse(errno) => {
+                counters.refused.fetch_add(1, Ordering::Relaxed);
+                return Err(Answer::Error(errno));
+            }
+            After::Fail(errno) => return Err(Answer::Error(errno)),
+            After::Send => match backend.exchange(c.out(), rb, ceiling, timeout) {
+                Ok(len) => after = c.followed(rb, len, ceiling),
+                Err(e) => return Err(Answer::Lost(e)),
+            },
+        }
+    }
+}
+
 fn add_ns(total: &AtomicU64, from: Instant, to: Instant) {
     total.fetch_add(to.saturating_duration_since(from).as_nanos() as u64, Ordering::Relaxed);
 }
@@ -344,6 +471,9 @@ fn usb_exit(e: UsbError) -> Exit {
         e => Exit::Usb(e),
     }
 }
+
+#[cfg(test)]
+mod confine_tests;
 
 #[cfg(test)]
 mod tests {

@@ -11,10 +11,11 @@
 //! must never touch USB.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::ninep::backend::{AbortHandle, Backend, BackendAddr, BackendError, Dial};
+use crate::ninep::confine::Policy;
 use crate::ninep::forward::{Backends, ConnectError};
 use crate::daemon::status::Stamped;
 
@@ -85,6 +86,8 @@ pub struct BoardBackend {
     pub tries: AtomicU64,
     /// The last failure and when, for status and logs.
     pub last_error: Mutex<Option<Stamped>>,
+    /// What the board's next session is confined to (None: nothing).
+    policy: Mutex<Option<Arc<Policy>>>,
 }
 
 impl BoardBackend {
@@ -99,6 +102,15 @@ impl BoardBackend {
             connect_timeout: CONNECT_TIMEOUT,
             tries: AtomicU64::new(0),
             last_error: Mutex::new(None),
+            policy: Mutex::new(None),
+        }
+    }
+
+    /// Confines the board's next 9P sessions as `p` says (config, reload).
+    pub fn set_policy(&self, p: &Policy) {
+        let mut cur = lock(&self.policy);
+        if cur.as_deref() != Some(p).filter(|p| p.confines()) {
+            *cur = p.confines().then(|| Arc::new(p.clone()));
         }
     }
 
@@ -214,6 +226,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Backends for BoardBackend {
+    fn policy(&self) -> Option<Arc<Policy>> {
+        lock(&self.policy).clone()
+    }
+
     fn connect(&self) -> Result<Backend, ConnectError> {
         if self.stopped.load(Ordering::SeqCst) {
             return Err(Self::stopped_error());

@@ -266,7 +266,8 @@ impl Device {
 
     /// One transfer: submit, then reap. An IN transfer at a message boundary
     /// can be cancelled by the stop switch; the rest of a begun message
-    /// (an IN transfer not at a boundary) is bounded by [`PARTIAL_FRAME_WAIT`].
+    /// (an IN transfer not at a boundary) is bounded by [`PARTIAL_FRAME_WAIT`],
+    /// an OUT transfer (a reply) by [`reply_wait`].
     fn run(&mut self, which: Which, buf: *mut u8, len: usize, zlp: bool, at_boundary: bool) -> Result<usize, UsbError> {
         let i = which as usize;
         let urb: *mut usbfs::Urb = match which {
@@ -295,7 +296,10 @@ impl Device {
             // SAFETY: our URB, in flight.
             unsafe { usbfs::ioctl(self.fd, usbfs::DISCARDURB, urb.cast()) };
         }
-        let limit = (matches!(which, Which::Rx) && !at_boundary).then_some(PARTIAL_FRAME_WAIT);
+        let limit = match which {
+            Which::Rx => (!at_boundary).then_some(PARTIAL_FRAME_WAIT),
+            Which::Tx => Some(reply_wait(len)),
+        };
         let timed_out = self.reap(urb, limit)?;
         self.in_flight[i] = false;
         // SAFETY: reaped: usbfs wrote status and length and is done with it.
@@ -308,6 +312,10 @@ impl Device {
             libc::EPROTO | libc::EILSEQ | libc::ETIME if at_boundary && actual == 0 && matches!(which, Which::Rx) => {
                 Err(UsbError::FunctionOff(io::Error::from_raw_os_error(-status).to_string()))
             }
+            libc::ENOENT | libc::ECONNRESET if timed_out && matches!(which, Which::Tx) => Err(UsbError::Transfer(format!(
+                "the board did not take a {len}-byte reply within {} s (took {actual}): its 9P client no longer waits for one; reset the board or mount again",
+                reply_wait(len).as_secs()
+            ))),
             libc::ENOENT | libc::ECONNRESET if timed_out => Err(UsbError::PartialFrame),
             libc::ENOENT | libc::ECONNRESET if at_boundary && actual == 0 => Err(UsbError::Stopped),
             libc::ENOENT | libc::ECONNRESET if at_boundary => Ok(actual),
@@ -363,6 +371,18 @@ impl Device {
             return Ok(timed_out);
         }
     }
+}
+
+/// How long a reply (an OUT transfer of `len` bytes) may take to be taken.
+/// A board queues its receive request as soon as its request is sent, so a
+/// healthy one takes a reply at once; one that never does (its 9P client was
+/// killed while the worker was restarting, say) would otherwise hold the
+/// worker in the reap for ever: never restarted, never released, and every
+/// hand-over waiting for it. 2 s, plus 1 s per MiB for slow (full-speed)
+/// links: for replies up to 2 MiB below the supervisor's `HANDOVER_WAIT`,
+/// so a stuck board's worker ends before a hand-over gives up on the rest.
+fn reply_wait(len: usize) -> Duration {
+    Duration::from_secs(2 + (len >> 20) as u64)
 }
 
 #[derive(Clone, Copy)]
@@ -661,5 +681,22 @@ mod usbfs {
     /// `arg` must be what `request` expects.
     pub unsafe fn ioctl(fd: c_int, request: c_ulong, arg: *mut c_void) -> c_int {
         libc::ioctl(fd, request as libc::Ioctl, arg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_the_board_never_takes_ends_its_worker_before_a_hand_over_gives_up() {
+        // The hand-over waits this long for every board to stop; a board that
+        // stopped taking replies must have ended its worker by then, or it
+        // would call off (reexec) or lose (restart) everyone's hand-over.
+        let handover = crate::daemon::supervisor::handover::HANDOVER_WAIT;
+        for len in [11, 16 << 10, 64 << 10, 1 << 20, 2 << 20] {
+            assert!(reply_wait(len) < handover, "{len}: {:?}", reply_wait(len));
+        }
+        assert!(reply_wait(16 << 20) > reply_wait(64 << 10), "a slow link gets time for a large reply");
     }
 }

@@ -26,6 +26,11 @@ const GOOD: &str = "[defaults]\nbackend = \"127.0.0.1:564\"\n";
 
 /// A supervisor and the control socket in front of it, as `run` wires them.
 fn daemon() -> Daemon {
+    daemon_with(|l| l)
+}
+
+/// The same, with the listener adjusted first.
+fn daemon_with(adjust: impl FnOnce(Listener) -> Listener) -> Daemon {
     let dir = tempfile::tempdir().expect("tmp");
     let (socket, config) = (dir.path().join("control"), dir.path().join("config.toml"));
     std::fs::write(&config, GOOD).expect("write config");
@@ -33,7 +38,7 @@ fn daemon() -> Daemon {
     let sup = Supervisor::new(Config::load(&config).expect("config"), NoWorkers, Box::new(Silent), tx.clone())
         .with_config_path(config.clone());
     tokio::spawn(sup.run(rx));
-    let listener = bind(&socket).expect("bind");
+    let listener = adjust(bind(&socket).expect("bind"));
     tokio::spawn(listener.serve(tx, Some(config.clone())));
     Daemon { dir, socket, config }
 }
@@ -187,4 +192,102 @@ async fn reload_without_a_config_file_says_so() {
     let (tx, _rx) = mpsc::unbounded_channel();
     let err = reload(&tx, None).await.expect_err("forward has no file");
     assert!(err.contains("usb9pfsd forward"), "{err}");
+}
+
+#[tokio::test]
+async fn only_root_the_daemons_user_and_the_admin_group_may_change_things() {
+    // Nobody is trusted to change things here, not even this test's user.
+    let d = daemon_with(|l| l.with_access(Access { users: vec![], group: None }));
+    let r = ask(&d.socket, "status").await.expect("status");
+    assert!(r.ok, "status only reads: open to whoever may connect");
+    // A config that does not load: should the check ever let a reexec
+    // through, it stops there, before this test process is replaced.
+    std::fs::write(&d.config, "[defaults]\nbackend = \"nope\"\n").expect("write");
+    for command in ["reload", "reexec"] {
+        let r = ask(&d.socket, command).await.expect("answer");
+        let err = r.error.unwrap_or_default();
+        assert!(!r.ok && err.starts_with("permission denied"), "{command}: {err}");
+        assert!(err.contains(ADMIN_GROUP), "{err}");
+    }
+    // The refused reload did not happen: the file was not even read.
+    let report = ask(&d.socket, "status").await.expect("status").status.expect("report");
+    assert_eq!(report.daemon.last_reload_error, None);
+}
+
+#[test]
+fn the_admin_group_counts_as_primary_or_supplementary_group() {
+    let access = Access { users: vec![0, 991], group: Some(990) };
+    let peer = |uid, gid, groups: &[u32]| Peer { uid, gid, groups: groups.to_vec() };
+    for ok in [peer(0, 0, &[]), peer(991, 991, &[]), peer(1000, 990, &[]), peer(1000, 1000, &[4, 990])] {
+        assert_eq!(access.check(&ok, "reload"), Ok(()), "{ok:?}");
+    }
+    let stranger = peer(1000, 1000, &[991, 4]);
+    assert!(access.check(&stranger, "reload").is_err());
+    assert!(access.check(&stranger, "reexec").unwrap_err().contains("uid 1000"));
+    assert_eq!(access.check(&stranger, "status"), Ok(()));
+    // No admin group on this system: only the listed users.
+    let bare = Access { users: vec![0], group: None };
+    assert!(bare.check(&peer(1000, 990, &[990]), "reload").is_err());
+}
+
+#[test]
+fn a_peers_credentials_are_read_from_the_kernel() {
+    let (a, _b) = std::os::unix::net::UnixStream::pair().expect("pair");
+    let peer = Peer::of(&a).expect("credentials");
+    // SAFETY: plain getters.
+    assert_eq!((peer.uid, peer.gid), (unsafe { libc::geteuid() }, unsafe { libc::getegid() }));
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_clients_cannot_take_more_than_their_share_of_connections() {
+    let d = daemon();
+    // Connections that never send anything hold every slot...
+    let mut idle = Vec::new();
+    for _ in 0..MAX_CONNECTIONS {
+        idle.push(UnixStream::connect(&d.socket).await.expect("connect"));
+    }
+    // ...the next one is told at once and closed, without waiting for a
+    // request or holding a descriptor.
+    let extra = UnixStream::connect(&d.socket).await.expect("connect");
+    let answer = read_to_end(&extra).await;
+    let err = error_of(&answer);
+    assert!(err.contains(&format!("answering {MAX_CONNECTIONS} control connections already")), "{err}");
+    // The idle ones are dropped at their deadline; then the socket serves again.
+    for c in &idle {
+        let err = error_of(&read_to_end(c).await);
+        assert!(err.contains("no request line"), "{err}");
+    }
+    drop(idle);
+    let client = UnixStream::connect(&d.socket).await.expect("connect");
+    write_all(&client, b"{\"version\":1,\"command\":\"status\"}\n").await.expect("write");
+    let answer = read_to_end(&client).await;
+    assert!(answer.starts_with(r#"{"version":1,"ok":true"#), "{answer}");
+}
+
+async fn read_to_end(client: &UnixStream) -> String {
+    let mut answer = Vec::new();
+    loop {
+        client.readable().await.expect("readable");
+        let mut chunk = [0u8; 4096];
+        match client.try_read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    String::from_utf8(answer).expect("utf8")
+}
+
+#[tokio::test]
+async fn a_daemon_that_goes_away_without_answering_is_said_so() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("control");
+    let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+    // What a reexec's requester sees when the new image dies before it
+    // answers: the connection closes with nothing on it.
+    let server = std::thread::spawn(move || drop(listener.accept().expect("accept")));
+    let err = ask(&path, "reexec").await.expect_err("no answer");
+    server.join().expect("server thread");
+    assert!(err.contains("closed the connection without an answer") && err.contains("could not start"), "{err}");
 }

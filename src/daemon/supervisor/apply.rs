@@ -28,6 +28,14 @@ impl<S: Spawn> Supervisor<S> {
     /// Takes a re-read config into force, or keeps the old one when `new` is
     /// an error (which `status` then shows until a good reload).
     pub(super) fn reload(&mut self, new: Result<Config, ConfigError>) -> Result<Summary, String> {
+        if self.hand_over_pending {
+            // Every board is being stopped for a successor, which reads the
+            // config file itself as it starts; changing mappings now could
+            // leave a board neither handed over nor served.
+            return Err("a hand-over to a new usb9pfsd process is under way: nothing was reloaded (the new process reads the \
+                        config file as it starts; if the hand-over is called off, reload again)"
+                .into());
+        }
         if self.ready {
             self.notify.reloading();
         }
@@ -76,11 +84,22 @@ impl<S: Spawn> Supervisor<S> {
     /// Served before and after, elsewhere: the board's live session stays on
     /// the old server; its next Tversion connects to the new one.
     fn swap(&mut self, at: Key, target: Target) {
-        let Some(b) = self.boards.get_mut(&at) else { return };
-        let Some(old) = b.target.replace(target.clone()) else { return };
+        let Some(b) = self.boards.get_mut(&at) else {
+            return;
+        };
+        let Some(old) = b.target.replace(target.clone()) else {
+            return;
+        };
         let serial = b.info.serial_or_none().to_string();
         if let Some(be) = &b.backend {
             be.swap_for_next_session(target.backend.clone());
+            be.set_policy(&target.confine);
+        }
+        if old.confine != target.confine {
+            tracing::info!(
+                serial = %serial, busaddr = %at,
+                "confinement changes to {:?} at the board's next mount; a live session keeps what it began with", target.confine
+            );
         }
         if old.backend != target.backend {
             tracing::info!(
@@ -97,7 +116,9 @@ impl<S: Spawn> Supervisor<S> {
     /// Newly mapped: start a worker. A board whose release is still under
     /// way keeps its worker; when that stops, a fresh one starts.
     fn start_mapped(&mut self, at: Key, target: Target) {
-        let Some(b) = self.boards.get_mut(&at) else { return };
+        let Some(b) = self.boards.get_mut(&at) else {
+            return;
+        };
         tracing::info!(
             serial = %b.info.serial_or_none(), busaddr = %at, port = %b.info.port_path,
             backend = %target.backend, "board now mapped (config reload)"
@@ -106,6 +127,9 @@ impl<S: Spawn> Supervisor<S> {
         match &b.backend {
             Some(be) => be.swap_for_next_session(target.backend.clone()),
             None => b.backend = Some(Arc::new(BoardBackend::new(target.backend.clone()))),
+        }
+        if let Some(be) = &b.backend {
+            be.set_policy(&target.confine);
         }
         b.target = Some(target);
         if matches!(b.slot, Slot::Ignored(_)) {
@@ -118,7 +142,9 @@ impl<S: Spawn> Supervisor<S> {
     /// asked to stop at its next message boundary (after the reply to a
     /// request in flight), and let go when its worker reports the end.
     fn release(&mut self, at: Key, decision: Decision) {
-        let Some(b) = self.boards.get_mut(&at) else { return };
+        let Some(b) = self.boards.get_mut(&at) else {
+            return;
+        };
         let reason = unserved_reason(&decision, &b.info);
         b.target = None;
         match b.slot {
@@ -133,7 +159,7 @@ impl<S: Spawn> Supervisor<S> {
             // Its session belongs to a successor now; the successor's config
             // decides.
             Slot::HandedOver => {}
-            Slot::Waiting(_) | Slot::Ignored(_) => {
+            Slot::Waiting(_) | Slot::Ignored(_) | Slot::Deferred(_) => {
                 tracing::info!(serial = %b.info.serial_or_none(), busaddr = %at, "no longer mapped (config reload: {reason}); released");
                 if let Some(be) = b.backend.take() {
                     be.stop();
@@ -146,7 +172,9 @@ impl<S: Spawn> Supervisor<S> {
     /// Unserved before and after: the reason may have changed (a board with
     /// no backend that is now also outside allow_ids, say).
     fn refresh_reason(&mut self, at: Key) {
-        let Some(b) = self.boards.get_mut(&at) else { return };
+        let Some(b) = self.boards.get_mut(&at) else {
+            return;
+        };
         if let Slot::Ignored(reason) = &mut b.slot {
             *reason = unserved_reason(&self.config.resolve(&b.info), &b.info);
         }
@@ -157,16 +185,11 @@ impl<S: Spawn> Supervisor<S> {
     /// its worker was stopped and a fresh one started at once. Otherwise the
     /// end is a failure for the caller's backoff.
     pub(super) fn after_stop(&mut self, at: Key, end: &End) -> bool {
-        let Some(b) = self.boards.get_mut(&at) else { return true };
+        let Some(b) = self.boards.get_mut(&at) else {
+            return true;
+        };
         if b.target.is_none() {
-            let reason = b.releasing.take().unwrap_or_else(|| "no longer mapped".into());
-            tracing::info!(serial = %b.info.serial_or_none(), busaddr = %at, "released the board; leaving it alone from now on");
-            if let Some(be) = b.backend.take() {
-                be.stop();
-            }
-            b.counters.session_ended();
-            b.slot = Slot::Ignored(reason);
-            self.report_status();
+            self.let_go(at);
             return true;
         }
         if *end == End::Stopped {
@@ -178,10 +201,28 @@ impl<S: Spawn> Supervisor<S> {
     }
 }
 
+impl<S: Spawn> Supervisor<S> {
+    /// An unmapped board whose worker has stopped: leave it alone from now on.
+    pub(super) fn let_go(&mut self, at: Key) {
+        let Some(b) = self.boards.get_mut(&at) else {
+            return;
+        };
+        let reason = b.releasing.take().unwrap_or_else(|| "no longer mapped".into());
+        tracing::info!(serial = %b.info.serial_or_none(), busaddr = %at, "released the board; leaving it alone from now on");
+        if let Some(be) = b.backend.take() {
+            be.stop();
+        }
+        b.counters.session_ended();
+        b.slot = Slot::Ignored(reason);
+        self.report_status();
+    }
+}
+
 /// Why the config leaves a board alone, for `status` and the log.
 fn unserved_reason(decision: &Decision, info: &GadgetInfo) -> String {
     match decision {
         Decision::NotAllowed => format!("VID:PID {} is not in [daemon] allow_ids", info.id),
+        Decision::Refused { why } => format!("not served: {why}"),
         _ => "no backend configured for this board and no [defaults] backend".to_string(),
     }
 }

@@ -5,10 +5,19 @@
 //! the successor cannot be started, give every board its session back here.
 //!
 //! One hand-over at a time; a board is either handed over whole (interface
-//! and session) or keeps being served by this process. This module must
-//! never touch descriptors itself: it only moves [`Carry`]s around.
+//! and session) or keeps being served by this process. From the request
+//! until the hand-over is called off or the boards are given back
+//! ([`Input::Resume`]), no worker starts: a board whose backoff ends, that
+//! is plugged in or whose worker stops meanwhile is *deferred* (it would
+//! otherwise be neither handed over nor drained, and an exec would cut its
+//! request short), and reloads are refused (the successor reads the config
+//! file itself as it starts). This module must never touch descriptors
+//! itself: it only moves [`Carry`]s around.
+//!
+//! [`Input::Resume`]: super::Input::Resume
 
 use std::collections::BTreeSet;
+use std::mem;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -31,11 +40,33 @@ pub struct HandedBoard {
     pub carry: Carry,
 }
 
+/// What a hand-over does with boards still busy at its deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Every board or none (`reexec`: if one board is busy, every board
+    /// stays served by this process, which lives on).
+    AllOrNothing,
+    /// The boards that reached a message boundary in time (a stop: the
+    /// process goes anyway, so each board kept is one that keeps its session).
+    Ready,
+}
+
+/// What a hand-over gives the caller.
+#[derive(Debug, Default)]
+pub struct HandOver {
+    /// The boards stopped at a message boundary, with what each carried.
+    pub boards: Vec<HandedBoard>,
+    /// Boards still busy at the deadline ([`Mode::Ready`] only): not handed
+    /// over; this process still serves them until it stops.
+    pub busy: Vec<GadgetKey>,
+}
+
 /// The answer to a hand-over request.
-pub type HandOverReply = oneshot::Sender<Result<Vec<HandedBoard>, String>>;
+pub type HandOverReply = oneshot::Sender<Result<HandOver, String>>;
 
 pub(super) struct Handing {
     reply: Option<HandOverReply>,
+    mode: Mode,
     waiting: BTreeSet<GadgetKey>,
     carried: Vec<HandedBoard>,
     pub(super) deadline: Instant,
@@ -43,11 +74,12 @@ pub(super) struct Handing {
 
 impl<S: Spawn> Supervisor<S> {
     /// Stops every running worker at its next message boundary.
-    pub(super) fn on_hand_over(&mut self, reply: HandOverReply) {
-        if self.handing.is_some() {
+    pub(super) fn on_hand_over(&mut self, reply: HandOverReply, mode: Mode) {
+        if self.handing.is_some() || self.hand_over_pending {
             let _ = reply.send(Err("a hand-over is already under way".into()));
             return;
         }
+        self.hand_over_pending = true;
         let mut waiting = BTreeSet::new();
         for (key, b) in &self.boards {
             if matches!(b.slot, Slot::Running) {
@@ -56,16 +88,29 @@ impl<S: Spawn> Supervisor<S> {
             }
         }
         tracing::info!("handing over: stopping {} board(s) at their next message boundary", waiting.len());
-        self.handing = Some(Handing { reply: Some(reply), waiting, carried: Vec::new(), deadline: Instant::now() + HANDOVER_WAIT });
+        self.handing = Some(Handing { reply: Some(reply), mode, waiting, carried: Vec::new(), deadline: Instant::now() + HANDOVER_WAIT });
         self.finish_hand_over();
     }
 
     /// A worker stopped and left its session behind.
     pub(super) fn on_carried(&mut self, key: GadgetKey, carry: Carry) {
-        let Some(b) = self.boards.get(&key) else { return }; // removed meanwhile: dropping closes it
+        let Some(b) = self.boards.get(&key) else {
+            return;
+        }; // removed meanwhile: dropping closes it
         let backend = b.backend.as_ref().filter(|_| carry.session.live).map(|be| be.addr().to_string());
         match &mut self.handing {
             Some(h) if h.waiting.contains(&key) => h.carried.push(HandedBoard { info: b.info.clone(), backend, carry }),
+            // Stopped for another reason while a hand-over waits (a release
+            // a reload asked for before it): it is at a boundary too, so it
+            // crosses with the rest (the successor's config decides).
+            Some(h) => {
+                h.carried.push(HandedBoard { info: b.info.clone(), backend, carry });
+                if let Some(b) = self.boards.get_mut(&key) {
+                    // Its worker's last words (Ended) are not for us.
+                    b.generation = 0;
+                    b.slot = Slot::HandedOver;
+                }
+            }
             // Stopped because a reload unmapped it: dropping the carry closes
             // the usbfs file (releasing the interface) and the server
             // connection (ending its session).
@@ -78,7 +123,9 @@ impl<S: Spawn> Supervisor<S> {
 
     /// A worker of a board being handed over ended.
     pub(super) fn on_handing_end(&mut self, key: GadgetKey, end: &End) -> bool {
-        let Some(h) = &mut self.handing else { return false };
+        let Some(h) = &mut self.handing else {
+            return false;
+        };
         if !h.waiting.remove(&key) {
             return false;
         }
@@ -109,25 +156,48 @@ impl<S: Spawn> Supervisor<S> {
         }
         if let Some(mut h) = self.handing.take() {
             tracing::info!("{} board(s) stopped at a message boundary, ready to hand over", h.carried.len());
-            if let Some(reply) = h.reply.take() {
-                if let Err(Ok(boards)) = reply.send(Ok(h.carried)) {
-                    // Nobody to hand them to: serve them again.
-                    self.resume(boards);
-                }
-            }
+            let handed = HandOver { boards: mem::take(&mut h.carried), busy: Vec::new() };
+            self.answer_hand_over(&mut h, handed);
         }
     }
 
-    /// The deadline passed with boards still busy: call the hand-over off.
+    /// Gives the caller its boards; with nobody left to take them, serves
+    /// them here again.
+    fn answer_hand_over(&mut self, h: &mut Handing, handed: HandOver) {
+        let unsent = match h.reply.take() {
+            Some(reply) => reply.send(Ok(handed)).err().and_then(Result::ok),
+            None => Some(handed),
+        };
+        if let Some(handed) = unsent {
+            self.resume(handed.boards);
+        }
+    }
+
+    /// The deadline passed with boards still busy: call the hand-over off
+    /// ([`Mode::AllOrNothing`]), or hand over the boards that are ready
+    /// ([`Mode::Ready`]).
     pub(super) fn hand_over_overdue(&mut self) {
-        let Some(mut h) = self.handing.take() else { return };
+        let Some(mut h) = self.handing.take() else {
+            return;
+        };
         let busy: Vec<String> = h.waiting.iter().map(|k| k.to_string()).collect();
+        if h.mode == Mode::Ready {
+            tracing::warn!(
+                "board(s) {} did not reach a message boundary within {HANDOVER_WAIT:?} (a request still waits for its server): \
+                 not handed over, their requests get EIO and their 9P sessions end; {} board(s) handed over",
+                busy.join(", "),
+                h.carried.len()
+            );
+            let handed = HandOver { boards: mem::take(&mut h.carried), busy: h.waiting.iter().copied().collect() };
+            self.answer_hand_over(&mut h, handed);
+            return;
+        }
         let why = format!(
             "board(s) {} did not reach a message boundary within {HANDOVER_WAIT:?} (a request still waits for its server); nothing was handed over",
             busy.join(", ")
         );
         tracing::warn!("hand-over called off: {why}");
-        self.resume(std::mem::take(&mut h.carried));
+        self.resume(mem::take(&mut h.carried));
         // The busy ones stop when their request is answered; on_carried then
         // resumes them here.
         if let Some(reply) = h.reply.take() {
@@ -136,14 +206,38 @@ impl<S: Spawn> Supervisor<S> {
     }
 
     /// Serves handed-over boards again in this process (the successor could
-    /// not be started, or the hand-over was called off).
+    /// not be started, or the hand-over was called off), and starts the
+    /// boards deferred meanwhile. Every board present ends up either served
+    /// or, if no config maps it any more, released.
     pub fn resume(&mut self, boards: Vec<HandedBoard>) {
+        self.hand_over_pending = false;
         for hb in boards {
             let key = hb.info.key();
-            match self.boards.get(&key) {
-                Some(b) if matches!(b.slot, Slot::HandedOver | Slot::Running) => self.start_with(key, Some(hb.carry)),
-                _ => {} // removed meanwhile: dropping the carry closes it
+            let Some(b) = self.boards.get_mut(&key) else {
+                continue;
+            }; // removed meanwhile: dropping the carry closes it
+            if !matches!(b.slot, Slot::HandedOver | Slot::Running | Slot::Deferred(_)) {
+                continue;
             }
+            if b.target.is_none() {
+                // Unmapped while it was stopped: let it go for good.
+                drop(hb.carry);
+                self.let_go(key);
+                continue;
+            }
+            self.start_with(key, Some(hb.carry));
         }
+        let deferred: Vec<GadgetKey> = self.boards.iter().filter(|(_, b)| matches!(b.slot, Slot::Deferred(_))).map(|(k, _)| *k).collect();
+        for key in deferred {
+            let Some(b) = self.boards.get_mut(&key) else {
+                continue;
+            };
+            let Slot::Deferred(carry) = mem::replace(&mut b.slot, Slot::HandedOver) else {
+                continue;
+            };
+            tracing::info!(busaddr = %key.busaddr, iface = key.iface, "starting the worker deferred during the hand-over");
+            self.start_with(key, carry);
+        }
+        self.report_status();
     }
 }

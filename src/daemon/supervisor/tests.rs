@@ -413,9 +413,13 @@ impl Rig {
         self.jobs.lock().expect("lock")[i].adopt.is_some()
     }
 
-    fn hand_over(&self) -> oneshot::Receiver<Result<Vec<handover::HandedBoard>, String>> {
+    fn hand_over(&self) -> oneshot::Receiver<Result<handover::HandOver, String>> {
+        self.hand_over_in(handover::Mode::AllOrNothing)
+    }
+
+    fn hand_over_in(&self, mode: handover::Mode) -> oneshot::Receiver<Result<handover::HandOver, String>> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Input::HandOver(reply)).expect("supervisor alive");
+        self.tx.send(Input::HandOver(reply, mode)).expect("supervisor alive");
         rx
     }
 
@@ -447,7 +451,7 @@ async fn a_hand_over_stops_every_served_board_at_a_boundary_and_gives_back_their
     for i in 0..2 {
         r.stopped_at_boundary(i);
     }
-    let handed = answer.await.expect("answer").expect("handed over");
+    let handed = answer.await.expect("answer").expect("handed over").boards;
     let keys: Vec<String> = handed.iter().map(|h| h.info.key().to_string()).collect();
     assert_eq!(keys, vec!["001-002#0", "002-003#0"]);
     assert_eq!(handed[0].backend.as_deref(), Some("127.0.0.1:5640"));
@@ -729,7 +733,7 @@ async fn a_board_unplugged_during_a_hand_over_does_not_call_it_off() {
     r.stopped_at_boundary(0);
     // B goes away before it reached its boundary.
     r.send(HotplugEvent::Gone(BusAddr { bus: 2, addr: 3 }));
-    let handed = answer.await.expect("answer").expect("handed over without waiting for the deadline");
+    let handed = answer.await.expect("answer").expect("handed over without waiting for the deadline").boards;
     assert_eq!(handed.len(), 1);
     assert_eq!(handed[0].info.key().to_string(), "001-002#0");
 }
@@ -756,4 +760,185 @@ async fn running_workers_waits_are_nudged_periodically_never_stopped() {
     assert_eq!(nudges.load(Ordering::SeqCst), 2);
     assert!(!stop.requested(), "a nudge never stops a worker");
     assert_eq!(r.job_count(), 1, "and never restarts one");
+}
+
+// --- Hand-over: nothing starts while one is under way (review finding 5),
+// a reload cannot strand a board (finding 6), and a stop keeps whoever is
+// ready (finding 2).
+
+#[tokio::test(start_paused = true)]
+async fn no_worker_starts_during_a_hand_over_and_the_deferred_start_when_it_is_given_back() {
+    let r = rig(CONFIG);
+    r.two_boards().await;
+    // A fails and waits for its restart; the hand-over begins meanwhile.
+    r.end(0, End::Failed("USB error".into())).await;
+    let answer = r.hand_over();
+    let _ = r.status().await;
+    // A's backoff ends and board C is plugged in during the hand-over:
+    // neither gets a worker (exec would cut it off mid-request).
+    tokio::time::advance(handover::HANDOVER_WAIT / 2).await;
+    r.send(HotplugEvent::Present(gadget("A2", 3, 4)));
+    let _ = r.status().await;
+    assert_eq!(r.job_count(), 2, "no worker started during the hand-over");
+    r.stopped_at_boundary(1);
+    let handed = answer.await.expect("answer").expect("handed over").boards;
+    assert_eq!(handed.len(), 1, "only B was running");
+    tokio::time::advance(MAX_RESTART).await;
+    assert_eq!(r.job_count(), 2, "nor after it completed, before the exec");
+    // The exec failed: B carries on with its session; A and C start now.
+    r.tx.send(Input::Resume(handed)).expect("alive");
+    let s = r.status().await;
+    assert_eq!(r.job_count(), 5);
+    let started: Vec<String> = (2..5).map(|i| r.job(i, |j| j.info.key().to_string())).collect();
+    assert!(started.contains(&"001-002#0".to_string()) && started.contains(&"003-004#0".to_string()), "{started:?}");
+    assert!(s.iter().all(|b| b.state == BoardState::Idle), "{s:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hand_over_called_off_starts_what_was_deferred() {
+    let r = rig(CONFIG);
+    r.two_boards().await;
+    let answer = r.hand_over();
+    let _ = r.status().await;
+    r.send(HotplugEvent::Present(gadget("A2", 3, 4)));
+    let _ = r.status().await;
+    assert_eq!(r.job_count(), 2);
+    // Nobody reaches a boundary: called off at the deadline.
+    tokio::time::advance(handover::HANDOVER_WAIT).await;
+    assert!(answer.await.expect("answer").is_err());
+    let _ = r.status().await;
+    assert_eq!(r.job_count(), 3, "the board plugged in meanwhile is served now");
+    assert_eq!(r.job(2, |j| j.info.key().to_string()), "003-004#0");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_during_a_hand_over_leaves_every_board_carried_or_served() {
+    let r = rig(CONFIG);
+    r.two_boards().await;
+    let answer = r.hand_over();
+    let _ = r.status().await;
+    // A reload that unmaps both while they are being stopped.
+    let reload = r.reload("").await;
+    r.stopped_at_boundary(0);
+    let _ = r.status().await;
+    // B is busy past the deadline: the hand-over is called off.
+    tokio::time::advance(handover::HANDOVER_WAIT).await;
+    assert!(answer.await.expect("answer").is_err());
+    r.stopped_at_boundary(1);
+    let s = r.status().await;
+    // Each board is served here again, with its own session...
+    assert_eq!(r.job_count(), 4, "{s:?} / {reload:?}");
+    assert!(r.adopted(2) && r.adopted(3));
+    // ...because the reload was refused, not half applied.
+    let err = reload.expect_err("refused during the hand-over");
+    assert!(err.contains("hand-over"), "{err}");
+    assert!(s.iter().all(|b| b.backend.is_some()), "{s:?}");
+    // Once it is over, the same reload applies as usual.
+    r.reload("").await.expect("applied");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_board_released_before_a_failed_exec_is_let_go_not_stranded() {
+    let r = rig(CONFIG);
+    r.two_boards().await;
+    // A reload unmaps A; A's worker is asked to stop (release pending).
+    r.reload("[[board]]\nserial = \"B\"\nbackend = \"127.0.0.1:5641\"\n").await.expect("applied");
+    let answer = r.hand_over();
+    let _ = r.status().await;
+    r.stopped_at_boundary(0);
+    r.stopped_at_boundary(1);
+    let handed = answer.await.expect("answer").expect("handed over").boards;
+    assert_eq!(handed.len(), 2, "A stopped at a boundary too: it crosses, the successor's config decides");
+    // The exec failed: B carries on; A, unmapped, is let go.
+    r.tx.send(Input::Resume(handed)).expect("alive");
+    let s = r.status().await;
+    assert!(matches!(&s[0].state, BoardState::Ignored { .. }), "{:?}", s[0].state);
+    assert_eq!(s[1].state, BoardState::Idle);
+    assert_eq!(r.job_count(), 3);
+    assert!(r.adopted(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_hands_over_every_board_ready_in_time_and_leaves_only_the_busy_one_to_eio() {
+    let r = rig(CONFIG);
+    r.two_boards().await;
+    let answer = r.hand_over_in(handover::Mode::Ready);
+    let _ = r.status().await;
+    r.stopped_at_boundary(0);
+    let _ = r.status().await;
+    // B's request waits for its server past the deadline.
+    tokio::time::advance(handover::HANDOVER_WAIT).await;
+    let handed = answer.await.expect("answer").expect("the ready boards are handed over");
+    let keys: Vec<String> = handed.boards.iter().map(|b| b.info.key().to_string()).collect();
+    assert_eq!(keys, ["001-002#0"]);
+    assert_eq!(handed.busy.iter().map(|k| k.to_string()).collect::<Vec<_>>(), ["002-003#0"]);
+    // A is not served here again (its session now belongs to the successor).
+    let _ = r.status().await;
+    assert_eq!(r.job_count(), 2);
+    // The shutdown breaks only B's server connection (its request gets EIO).
+    r.tx.send(Input::Shutdown).expect("alive");
+    r.tx.closed().await;
+    let b = r.job(1, |j| j.backends.connect()).err().expect("stopped");
+    assert!(b.message.contains("letting go"), "{}", b.message);
+    let a = r.job(0, |j| j.backends.connect()).err().map(|e| e.message).unwrap_or_default();
+    assert!(!a.contains("letting go"), "A's connection belongs to the successor: {a}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_successor_says_which_boards_kept_their_sessions_and_which_lost_theirs() {
+    let config = Config::parse(CONFIG, Path::new("t.toml")).expect("config");
+    let (tx, rx) = mpsc::unbounded_channel();
+    let jobs = Jobs::default();
+    let key = |bus, addr| GadgetKey { busaddr: BusAddr { bus, addr }, iface: 0 };
+    let sup = Supervisor::new(config, Recorder { jobs: jobs.clone(), ..Default::default() }, Box::new(Silent), tx.clone())
+        .with_inherited([(key(1, 2), carry(true))].into_iter().collect())
+        .with_lost([key(2, 3)]);
+    tokio::spawn(sup.run(rx));
+    let send = |ev| tx.send(Input::Hotplug(ev)).expect("alive");
+    send(HotplugEvent::Present(gadget("A", 1, 2)));
+    send(HotplugEvent::Present(gadget("B", 2, 3)));
+    let (reply, rx) = oneshot::channel();
+    tx.send(Input::Status(reply)).expect("alive");
+    let _ = rx.await;
+    // A's worker carries on with the session (status sees it live).
+    let a = jobs.lock().expect("lock")[0].counters.clone();
+    a.session_resumed(1_764_115_200_000);
+    let (reply, rx) = oneshot::channel();
+    tx.send(Input::Status(reply)).expect("alive");
+    let s = rx.await.expect("status").boards;
+    assert!(s[0].session_handed_over, "{:?}", s[0]);
+    assert!(s[0].last_error.is_none());
+    assert!(!s[1].session_handed_over);
+    let why = s[1].last_error.as_deref().unwrap_or_default();
+    assert!(why.contains("previous usb9pfsd stopped") && why.contains("EIO"), "{why}");
+    // A new mount on A is a new session: no longer the handed-over one.
+    a.sessions.fetch_add(1, Ordering::Relaxed);
+    let (reply, rx) = oneshot::channel();
+    tx.send(Input::Status(reply)).expect("alive");
+    assert!(!rx.await.expect("status").boards[0].session_handed_over);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_carried_session_is_bounded_by_the_max_frame_in_force_and_kept_only_by_its_own_board() {
+    let text = format!("[daemon]\nmax_frame = 65536\n{CONFIG}");
+    let config = Config::parse(&text, Path::new("t.toml")).expect("config");
+    let (tx, rx) = mpsc::unbounded_channel();
+    let jobs = Jobs::default();
+    let key = |bus, addr| GadgetKey { busaddr: BusAddr { bus, addr }, iface: 0 };
+    let serials = [(key(1, 2), Some("A".to_string())), (key(2, 3), Some("someone-else".to_string()))].into_iter().collect();
+    let sup = Supervisor::new(config, Recorder { jobs: jobs.clone(), ..Default::default() }, Box::new(Silent), tx.clone())
+        .with_inherited([(key(1, 2), carry(true)), (key(2, 3), carry(true))].into_iter().collect())
+        .with_inherited_serials(serials);
+    tokio::spawn(sup.run(rx));
+    tx.send(Input::Hotplug(HotplugEvent::Present(gadget("A", 1, 2)))).expect("alive");
+    // A different board (B) now sits at the address the session was for.
+    tx.send(Input::Hotplug(HotplugEvent::Present(gadget("B", 2, 3)))).expect("alive");
+    let (reply, rx) = oneshot::channel();
+    tx.send(Input::Status(reply)).expect("alive");
+    let _ = rx.await;
+    let jobs = jobs.lock().expect("lock");
+    assert_eq!(jobs.len(), 2);
+    let a = jobs[0].adopt.as_ref().expect("A carries on with its session");
+    assert_eq!(a.session.ceiling, 65536, "the carried ceiling (1 MiB) is bounded by the max_frame in force");
+    assert!(jobs[1].adopt.is_none(), "B does not get the session recorded for another serial at its address");
 }

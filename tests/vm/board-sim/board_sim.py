@@ -752,6 +752,123 @@ class Sim:
         self.g.unplug()
         return "unplugged 8 KiB into a 12 KiB request"
 
+    # confinement (issue 18) -------------------------------------------
+    def cmd_escapes(self, export, neighbour, parent):
+        """A board confined to EXPORT tries every way out it knows towards
+        NEIGHBOUR (a sibling tree holding the file `theirs`) and PARENT (the
+        server's export, holding `top`): anames outside, `..` from the root
+        and stepwise, names with `/`, a symlink it makes to PARENT, a
+        directory renamed under a fid and its old name made a symlink to
+        NEIGHBOUR, Tauth. Reports NAME=ANSWER for every try without judging
+        (the confine scenario judges): `Rlerror:ERRNO`, `Rwalk:NWQID`, or
+        the reply type; `*-qid=root|other` compares a walk's last qid with
+        the attach root's. EXPORT must hold a directory `sub`."""
+        c = self.client()
+        c.version()
+        out = []
+        nb = neighbour.rstrip("/").rsplit("/", 1)[-1]
+
+        def call(name, frame):
+            r = self.g.call(frame, self.timeout)
+            h = header(r)
+            if h is None or h[0] != len(r) or h[2] != 0:
+                raise Unexpected("%s: malformed reply %s" % (name, describe(r)))
+            if h[1] == RLERROR:
+                ans = "Rlerror:%d" % struct.unpack_from("<I", r, 7)[0]
+            elif h[1] == TWALK + 1:
+                ans = "Rwalk:%d" % struct.unpack_from("<H", r, 7)[0]
+            else:
+                ans = TYPE_NAMES.get(h[1], "R%d" % h[1])
+            out.append("%s=%s" % (name, ans))
+            return r
+
+        def last_qid(r):
+            if header(r)[1] != TWALK + 1:
+                return None
+            n = struct.unpack_from("<H", r, 7)[0]
+            return r[9 + 13 * (n - 1) + 5:9 + 13 * n] if n else None
+
+        def walk(name, fid, newfid, names):
+            return call(name, twalk(0, fid, newfid, names))
+
+        def tsymlink(fid, name, target):
+            return msg(16, 0, struct.pack("<I", fid) + s9(name) + s9(target) + struct.pack("<I", 0))
+
+        def tmkdir(fid, name):
+            return msg(72, 0, struct.pack("<I", fid) + s9(name) + struct.pack("<II", 0o755, 0))
+
+        def tlcreate(fid, name):
+            return msg(14, 0, struct.pack("<I", fid) + s9(name) + struct.pack("<III", 0o101, 0o644, 0))
+
+        def trename(fid, dfid, name):
+            # Trename, not Trenameat: diod 1.0.24 answers that EOPNOTSUPP
+            return msg(20, 0, struct.pack("<II", fid, dfid) + s9(name))
+
+        call("auth", msg(102, 0, struct.pack("<I", 99) + s9("root") + s9(export) + struct.pack("<I", 0)))
+        for name, aname, fid in (("attach-root", "/", 10), ("attach-dotdot", export + "/..", 11),
+                                 ("attach-neighbour", neighbour, 12), ("attach-parent", parent, 13),
+                                 ("attach-neighbour-via-dotdot", export + "/../" + nb, 14)):
+            call(name, tattach(0, fid, aname))
+        r = call("attach-export", tattach(0, 1, export))
+        if header(r)[1] != TATTACH + 1:
+            return " ".join(out)
+        root = r[7 + 5:7 + 13]
+        # `..` from the root, at once and stepwise
+        walk("walk-dotdot-neighbour", 1, 20, ["..", nb, "theirs"])
+        walk("walk-dotdot-top", 1, 21, ["..", "top"])
+        r = walk("walk-dotdot", 1, 22, [".."])
+        out.append("walk-dotdot-qid=%s" % ("root" if last_qid(r) == root else "other"))
+        walk("walk-from-dotdot", 22, 23, [nb, "theirs"])
+        walk("walk-sub", 1, 30, ["sub"])
+        walk("walk-step1", 30, 31, [".."])
+        r = walk("walk-step2", 31, 32, [".."])
+        out.append("walk-step2-qid=%s" % ("root" if last_qid(r) == root else "other"))
+        walk("walk-stepwise-neighbour", 32, 33, [nb, "theirs"])
+        walk("walk-stepwise-top", 32, 34, ["top"])
+        walk("walk-inline", 1, 35, ["sub", "..", "..", nb, "theirs"])
+        # names with '/'
+        walk("walk-slash-up", 1, 40, ["../" + nb])
+        walk("walk-slash-abs", 1, 41, [neighbour.rstrip("/") + "/theirs"])
+        walk("clone", 1, 42, [])
+        call("create-slash", tlcreate(42, "../" + nb + "/planted-by-create"))
+        call("mkdir-slash", tmkdir(1, "../" + nb + "/planted-by-mkdir"))
+        # a symlink the board makes, pointing out
+        call("symlink-make", tsymlink(1, "out", parent))
+        call("symlink-make-nb", tsymlink(1, "nb", neighbour))
+        walk("walk-through-symlink", 1, 50, ["out", "top"])
+        walk("walk-to-symlink", 1, 51, ["out"])
+        walk("walk-from-symlink", 51, 52, ["top"])
+        call("open-symlink", tlopen(0, 51, 0))
+        call("attach-through-symlink", tattach(0, 53, export + "/nb/theirs"))
+        call("attach-symlink", tattach(0, 54, export + "/nb"))
+        walk("walk-from-attached-symlink", 54, 55, ["theirs"])
+        # a directory renamed under a fid, its old name then a symlink out
+        call("mkdir-d1", tmkdir(1, "d1"))
+        walk("walk-d1", 1, 60, ["d1"])
+        call("mkdir-d2", tmkdir(60, "d2"))
+        walk("walk-d1-d2", 1, 61, ["d1", "d2"])
+        call("rename-d1", trename(60, 1, "moved"))
+        call("symlink-old-name", tsymlink(1, "d1", neighbour))
+        walk("walk-renamed-fid", 60, 62, ["theirs"])
+        walk("walk-below-renamed", 61, 68, ["theirs"])
+        walk("walk-up-below-renamed", 61, 63, ["..", ".."])
+        walk("walk-up-below-renamed-neighbour", 61, 64, ["..", "..", "..", nb, "theirs"])
+        walk("walk-moved-d2", 1, 65, ["moved", "d2"])
+        r = walk("walk-moved-up-beyond", 65, 66, ["..", "..", ".."])
+        out.append("walk-moved-up-beyond-qid=%s" % ("root" if last_qid(r) == root else "other"))
+        walk("walk-moved-up-neighbour", 65, 67, ["..", "..", "..", nb, "theirs"])
+        # the session still works inside its export
+        walk("walk-mine", 1, 70, ["mine"])
+        return " ".join(out)
+
+    def cmd_deaf(self):
+        """Send a Tversion and never take the reply: no request is queued on
+        the OUT endpoint (as on a board whose 9P client was killed while the
+        host restarted its worker), so the host's reply transfer never
+        completes. The next command that reads takes up again."""
+        self.g.send(tversion())
+        return "Tversion sent; not taking the reply"
+
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
