@@ -81,7 +81,11 @@ PY
             kill -USR2 "$FWD_PID"
             took_over() { log_since | grep -q 'took over the claimed usb9pfs interface'; }
             wait_until 30 took_over || bad "the re-executed daemon did not take over the board"
-            expect "re-exec kept the daemon's PID" fwd_same_pid "$pid0"
+            # the PID that answers on the control socket, not merely a
+            # process with the old PID (a re-exec that forked and parked its
+            # parent would keep that alive)
+            expect_eq "re-exec kept the daemon's PID (status --json: daemon.pid)" "$pid0" \
+                "$("$USB9PFSD" status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["daemon"]["pid"])')"
             sim_session "after a re-exec: a session on the interface the successor took over"
         fi
         expect_eq "$cycle: no further SET_INTERFACE for later sessions or a re-exec" "$e1" "$(enables)"
