@@ -31,11 +31,14 @@ fn help_names_every_subcommand() {
     }
 }
 
+/// Interfaces as (port path, interface number).
+type Interfaces = BTreeSet<(String, u8)>;
+
 /// What sysfs itself says, read without the daemon's code: the usb9pfs
 /// interfaces (ff/ff/09) as (port path, interface number), and those of them
 /// whose current alternate setting has the two bulk endpoints (which `list`
 /// must show; an ff/ff/09 interface without them it may leave out).
-fn usb9pfs_in_sysfs(devices: &Path) -> (BTreeSet<(String, u8)>, BTreeSet<(String, u8)>) {
+fn usb9pfs_in_sysfs(devices: &Path) -> (Interfaces, Interfaces) {
     let (mut any, mut with_endpoints) = (BTreeSet::new(), BTreeSet::new());
     let Ok(entries) = std::fs::read_dir(devices) else {
         return (any, with_endpoints);

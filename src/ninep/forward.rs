@@ -309,11 +309,7 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
         let r_len = match exchanged {
             Ok(m) => m,
             Err(e) => {
-                backends.lost(&e);
-                counters.backend_failures.fetch_add(1, Ordering::Relaxed);
-                counters.session_ended();
-                s.backend = None;
-                s.live = false;
+                lose_session(backends, counters, s, &e);
                 if let Err(exit) = reply_error(pipe, &mut rbuf, s, h.tag, e.errno(), counters) {
                     return exit;
                 }
@@ -336,11 +332,7 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
                     continue;
                 }
                 Err(Answer::Lost(e)) => {
-                    backends.lost(&e);
-                    counters.backend_failures.fetch_add(1, Ordering::Relaxed);
-                    counters.session_ended();
-                    s.backend = None;
-                    s.live = false;
+                    lose_session(backends, counters, s, &e);
                     if let Err(exit) = reply_error(pipe, &mut rbuf, s, h.tag, e.errno(), counters) {
                         return exit;
                     }
@@ -445,6 +437,16 @@ fn confined_reply(
             },
         }
     }
+}
+
+/// The live server session broke: tell the policy, count it, and drop the
+/// connection, so every request fails fast until the board's next Tversion.
+fn lose_session(backends: &dyn Backends, counters: &Counters, s: &mut Session, e: &BackendError) {
+    backends.lost(e);
+    counters.backend_failures.fetch_add(1, Ordering::Relaxed);
+    counters.session_ended();
+    s.backend = None;
+    s.live = false;
 }
 
 fn add_ns(total: &AtomicU64, from: Instant, to: Instant) {
