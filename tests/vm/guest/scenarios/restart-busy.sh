@@ -79,6 +79,11 @@ print(b["0002-BOARD-B"]["session_handed_over"], "previous usb9pfsd stopped" in (
     board_umount A 60 || true
     board_mount_retry A "$exa" 60 || bad "board A: mount after the restart failed"
     expect_eq "board A reads its note after mounting again" "board A's note" "$(timeout -s KILL 60 cat "${B_MNT[A]}/note")"
+    # Both boards unmount while the new daemon still serves them: a 9P
+    # umount sends its clunks and waits for the answers, so unmounting after
+    # the daemon is gone would hang until the teardown's timeout (2 x 30 s).
+    expect "board A unmounts through the new daemon" board_umount A 60
+    expect "board B unmounts through the new daemon" board_umount B 60
     kill -TERM "$FWD_PID" 2>/dev/null || true
     wait "$FWD_PID" 2>/dev/null || true
 }
