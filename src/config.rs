@@ -49,6 +49,9 @@ struct DaemonSchema {
     max_frame: Option<Spanned<u32>>,
     allow_ids: Option<Vec<Spanned<String>>>,
     control_socket: Option<Spanned<String>>,
+    /// For the VM rig only (see [`TestWaits`]): not in config.example.toml.
+    test_partial_frame_wait: Option<Spanned<u32>>,
+    test_nudge_every: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -125,6 +128,29 @@ pub struct Config {
     pub boards: Vec<BoardRule>,
     /// Where `run` listens for `status` and `reload` (None: the default).
     pub control_socket: Option<PathBuf>,
+    /// Shorter USB waits for the VM rig's fault scenario; empty in any real config.
+    pub test_waits: TestWaits,
+}
+
+/// `[daemon] test_partial_frame_wait` and `test_nudge_every` (seconds): the
+/// rest of a begun message's deadline and the supervisor's nudge interval
+/// (`usb::pipe::PARTIAL_FRAME_WAIT`, 30 s, and `NUDGE_EVERY`, 15 s),
+/// shortened. They exist so the VM rig's fault-board scenario, which waits
+/// these out several times, runs in seconds instead of minutes; the rig
+/// checks the daemon keeps the deadline it was given, and the unit tests
+/// check the defaults. They may only shorten (1 s up to the default),
+/// apply from `run`'s start (a reload does not change them), and `run` logs
+/// a warning naming them: a production config has no reason to set them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TestWaits {
+    pub partial_frame_wait: Option<Duration>,
+    pub nudge_every: Option<Duration>,
+}
+
+impl TestWaits {
+    pub fn is_set(&self) -> bool {
+        self.partial_frame_wait.is_some() || self.nudge_every.is_some()
+    }
 }
 
 /// What the config says about one board.
@@ -164,7 +190,14 @@ impl std::error::Error for ConfigError {}
 impl Config {
     /// No boards, no defaults: every gadget is left alone.
     pub fn empty() -> Config {
-        Config { max_frame: DEFAULT_MAX_FRAME, allow_ids: None, default: None, boards: Vec::new(), control_socket: None }
+        Config {
+            max_frame: DEFAULT_MAX_FRAME,
+            allow_ids: None,
+            default: None,
+            boards: Vec::new(),
+            control_socket: None,
+            test_waits: TestWaits::default(),
+        }
     }
 
     /// Reads and validates a config file.
@@ -206,6 +239,20 @@ impl Config {
             }
             Some(p) => Some(PathBuf::from(p.get_ref())),
             None => None,
+        };
+        let test_wait = |v: &Option<Spanned<u32>>, max: Duration, name: &str| match v {
+            Some(v) => in_range(v, (1, max.as_secs() as u32), name)
+                .map(|s| Some(Duration::from_secs(s.into())))
+                .map_err(|m| err(Some(v.span()), m)),
+            None => Ok(None),
+        };
+        let test_waits = TestWaits {
+            partial_frame_wait: test_wait(
+                &file.daemon.test_partial_frame_wait,
+                crate::usb::pipe::PARTIAL_FRAME_WAIT,
+                "test_partial_frame_wait",
+            )?,
+            nudge_every: test_wait(&file.daemon.test_nudge_every, crate::usb::pipe::NUDGE_EVERY, "test_nudge_every")?,
         };
         let default_buflen = match &file.defaults.buflen {
             Some(v) => in_range(v, BUFLEN_RANGE, "buflen").map_err(|m| err(Some(v.span()), m))?,
@@ -282,7 +329,7 @@ impl Config {
             let confine = confine(keys, &default_confine)?;
             boards.push(BoardRule { matcher, interface, target: Target { backend: b.backend.clone(), buflen, request_timeout, confine } });
         }
-        Ok(Config { max_frame, allow_ids, default, boards, control_socket })
+        Ok(Config { max_frame, allow_ids, default, boards, control_socket, test_waits })
     }
 
     /// Which backend serves `g`: serial, then port path, then defaults; an
@@ -508,6 +555,20 @@ buflen = 65536
     fn at(text: &str) -> (usize, usize, String) {
         let e = parse(text).expect_err("must fail");
         (e.line, e.column, e.message)
+    }
+
+    #[test]
+    fn test_waits_only_shorten_and_default_to_unset() {
+        let c = parse("").expect("empty config");
+        assert!(!c.test_waits.is_set());
+        let c = parse("[daemon]\ntest_partial_frame_wait = 5\ntest_nudge_every = 2\n").expect("config");
+        assert_eq!(c.test_waits.partial_frame_wait, Some(Duration::from_secs(5)));
+        assert_eq!(c.test_waits.nudge_every, Some(Duration::from_secs(2)));
+        let (l, _, m) = at("[daemon]\ntest_partial_frame_wait = 31\n");
+        assert_eq!(l, 2, "{m}");
+        assert!(m.contains("outside 1..=30"), "{m}");
+        let (_, _, m) = at("[daemon]\ntest_nudge_every = 0\n");
+        assert!(m.contains("outside 1..=15"), "{m}");
     }
 
     #[test]

@@ -35,6 +35,17 @@ fn main() -> ExitCode {
                     Err(format!("{e}{kept}"))
                 }
                 Ok(c) => {
+                    if c.test_waits.is_set() {
+                        // For the VM rig only (config.rs: TestWaits).
+                        usb9pfsd::usb::pipe::shorten_waits_for_tests(c.test_waits.partial_frame_wait, c.test_waits.nudge_every);
+                        tracing::warn!(
+                            "[daemon] test_partial_frame_wait / test_nudge_every are set: a board's unfinished message is given {} s and the workers are nudged every {} s (defaults {} s and {} s); these keys are for tests only",
+                            usb9pfsd::usb::pipe::partial_frame_wait().as_secs(),
+                            usb9pfsd::usb::pipe::nudge_every().as_secs(),
+                            usb9pfsd::usb::pipe::PARTIAL_FRAME_WAIT.as_secs(),
+                            usb9pfsd::usb::pipe::NUDGE_EVERY.as_secs()
+                        );
+                    }
                     let inherited = passed.adopt();
                     // Reloads re-read this file; status shows it.
                     let path = std::env::current_dir().map(|d| d.join(&path)).unwrap_or(path);

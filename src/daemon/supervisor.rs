@@ -24,7 +24,7 @@ use tokio::time::{sleep_until, Instant};
 use crate::board::{BusAddr, GadgetInfo, GadgetKey};
 use crate::config::{Config, ConfigError, Decision, Target};
 use crate::ninep::forward::Limits;
-use crate::usb::pipe::{StopSwitch, NUDGE_EVERY};
+use crate::usb::pipe::{nudge_every, StopSwitch};
 use crate::ninep::reconnect::BoardBackend;
 use crate::daemon::reload;
 use crate::daemon::status::{self, Activity, BoardState, BoardStatus, Counters, DaemonStatus, Stamped, StatusReport};
@@ -199,7 +199,7 @@ impl<S: Spawn> Supervisor<S> {
             last_reload_error: None,
             started_at: SystemTime::now(),
             started: Instant::now(),
-            next_nudge: Instant::now() + NUDGE_EVERY,
+            next_nudge: Instant::now() + nudge_every(),
         }
     }
 
@@ -232,7 +232,7 @@ impl<S: Spawn> Supervisor<S> {
         for b in self.boards.values().filter(|b| matches!(b.slot, Slot::Running)) {
             b.stop.nudge();
         }
-        self.next_nudge = Instant::now() + NUDGE_EVERY;
+        self.next_nudge = Instant::now() + nudge_every();
     }
 
     /// Names the config file, for `status` (the caller re-reads it on reload).

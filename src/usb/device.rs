@@ -48,7 +48,7 @@ use rusb::{Context, DeviceHandle, UsbContext};
 
 use crate::board::GadgetInfo;
 use crate::usb::descriptors::{self, Usb9pfsInterface};
-use crate::usb::pipe::{StopSwitch, TransferMem, UsbError, UsbPipe, NOT_READY_RETRY, PARTIAL_FRAME_WAIT};
+use crate::usb::pipe::{partial_frame_wait, StopSwitch, TransferMem, UsbError, UsbPipe, NOT_READY_RETRY};
 
 /// Why a gadget could not be opened; each says what to do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -266,7 +266,7 @@ impl Device {
 
     /// One transfer: submit, then reap. An IN transfer at a message boundary
     /// can be cancelled by the stop switch; the rest of a begun message
-    /// (an IN transfer not at a boundary) is bounded by [`PARTIAL_FRAME_WAIT`],
+    /// (an IN transfer not at a boundary) is bounded by [`partial_frame_wait`],
     /// an OUT transfer (a reply) by [`reply_wait`].
     fn run(&mut self, which: Which, buf: *mut u8, len: usize, zlp: bool, at_boundary: bool) -> Result<usize, UsbError> {
         let i = which as usize;
@@ -297,7 +297,7 @@ impl Device {
             unsafe { usbfs::ioctl(self.fd, usbfs::DISCARDURB, urb.cast()) };
         }
         let limit = match which {
-            Which::Rx => (!at_boundary).then_some(PARTIAL_FRAME_WAIT),
+            Which::Rx => (!at_boundary).then(partial_frame_wait),
             Which::Tx => Some(reply_wait(len)),
         };
         let timed_out = self.reap(urb, limit)?;

@@ -20,7 +20,7 @@
 //! This module must never allocate per message and never decide policy
 //! (which backend, retries): it only moves bytes and validates sizes.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use crate::ninep::frame::{self, FrameError};
@@ -170,7 +170,7 @@ pub enum UsbError {
     Overflow(usize),
     #[error("endpoint stalled")]
     Stall,
-    #[error("the board sent part of a 9P message and nothing more for {} s", PARTIAL_FRAME_WAIT.as_secs())]
+    #[error("the board sent part of a 9P message and nothing more for {} s", partial_frame_wait().as_secs())]
     PartialFrame,
     #[error("USB transfer failed: {0}")]
     Transfer(String),
@@ -246,6 +246,37 @@ pub const PARTIAL_FRAME_WAIT: std::time::Duration = std::time::Duration::from_se
 /// packet is noticed within this, and then ends after [`PARTIAL_FRAME_WAIT`].
 pub const NUDGE_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
 
+/// The waits in force: [`PARTIAL_FRAME_WAIT`] and [`NUDGE_EVERY`], unless
+/// [`shorten_waits_for_tests`] shortened them when the daemon started.
+static PARTIAL_WAIT_S: AtomicU64 = AtomicU64::new(PARTIAL_FRAME_WAIT.as_secs());
+static NUDGE_EVERY_S: AtomicU64 = AtomicU64::new(NUDGE_EVERY.as_secs());
+
+/// How long the rest of a begun T-message may take ([`PARTIAL_FRAME_WAIT`]
+/// unless shortened for a test).
+pub fn partial_frame_wait() -> std::time::Duration {
+    std::time::Duration::from_secs(PARTIAL_WAIT_S.load(Ordering::Relaxed))
+}
+
+/// How often the supervisor nudges the workers ([`NUDGE_EVERY`] unless
+/// shortened for a test).
+pub fn nudge_every() -> std::time::Duration {
+    std::time::Duration::from_secs(NUDGE_EVERY_S.load(Ordering::Relaxed))
+}
+
+/// Shortens the two waits for the whole process, once, before any worker
+/// starts: only for the VM rig (the config's `[daemon] test_partial_frame_wait`
+/// and `test_nudge_every`, see `config.rs`), whose fault scenario would
+/// otherwise spend minutes in them. Never lengthens them, and unit tests
+/// never call it (the waits are process-wide).
+pub fn shorten_waits_for_tests(partial: Option<std::time::Duration>, nudge: Option<std::time::Duration>) {
+    if let Some(d) = partial {
+        PARTIAL_WAIT_S.store(d.as_secs().clamp(1, PARTIAL_FRAME_WAIT.as_secs()), Ordering::Relaxed);
+    }
+    if let Some(d) = nudge {
+        NUDGE_EVERY_S.store(d.as_secs().clamp(1, NUDGE_EVERY.as_secs()), Ordering::Relaxed);
+    }
+}
+
 /// Empty transfers tolerated before a T-message: the board sends a ZLP only
 /// after a packet-multiple message, so a few strays can follow a transfer the
 /// host ended early; thousands in a row are a broken board.
@@ -274,7 +305,7 @@ pub fn recv_message<P: UsbPipe + ?Sized>(
         pipe.read_transfer(&mut buf[got..end], got == 0).map_err(|e| match e {
             // The rest of a begun message never came: say how much did.
             UsbError::PartialFrame => {
-                RecvError::Frame(FrameError::Unfinished { got, declared, waited_s: PARTIAL_FRAME_WAIT.as_secs() })
+                RecvError::Frame(FrameError::Unfinished { got, declared, waited_s: partial_frame_wait().as_secs() })
             }
             e => RecvError::Usb(e),
         })

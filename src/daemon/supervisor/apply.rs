@@ -53,6 +53,9 @@ impl<S: Spawn> Supervisor<S> {
                 if new.control_socket != self.config.control_socket {
                     tracing::warn!("[daemon] control_socket changed: the daemon keeps its socket until it restarts");
                 }
+                if new.test_waits != self.config.test_waits {
+                    tracing::warn!("[daemon] test_partial_frame_wait / test_nudge_every changed: they apply from the next start only");
+                }
                 self.config = new;
                 let summary = Summary::of(&actions);
                 for (at, action) in actions {

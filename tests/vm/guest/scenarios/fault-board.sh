@@ -4,7 +4,7 @@
 # 6, max_frame+1, 64 MiB, 2^31, 2^32-1, larger than the negotiated msize,
 # garbage after a valid header, a garbage body, a header then silence, a
 # partial size field then silence, full packets then silence (no short
-# packet: only the 15 s nudge gets them out), a header then disconnect
+# packet: only the nudge gets them out), a header then disconnect
 # mid-frame, vanishing mid-request and mid-reply, thousands of stray ZLPs,
 # a stalled IN or OUT endpoint, Tversion in a tight loop), while a real
 # kernel usb9pfs board streams a checksummed file through the same
@@ -17,10 +17,21 @@
 #
 # Known daemon defects are XFAIL lines (see lib.sh: xfail) until their fixes
 # merge; docs/reliability.md lists them.
+#
+# The daemon runs with its two USB waits shortened through the config's
+# test-only keys (config.rs: TestWaits): the rest of a begun message gets
+# FB_PARTIAL_WAIT s instead of PARTIAL_FRAME_WAIT's 30 s, the supervisor
+# nudges every FB_NUDGE_EVERY s instead of NUDGE_EVERY's 15 s. The checks
+# hold the daemon to the deadline it was given, scaled bounds and all; the
+# default values are the unit tests' (usb/pipe.rs, daemon/supervisor). With
+# FB_PARTIAL_WAIT=30 FB_NUDGE_EVERY=15 the scenario runs with the defaults
+# (the keys are then left out of the config), ~2 min longer.
+FB_PARTIAL_WAIT=${FB_PARTIAL_WAIT:-8}
+FB_NUDGE_EVERY=${FB_NUDGE_EVERY:-4}
 
 # The bound the rig allows for "a header arrived, the rest never comes":
 # the daemon's own deadline plus slack.
-PARTIAL_FRAME_BOUND=${PARTIAL_FRAME_BOUND:-45}
+PARTIAL_FRAME_BOUND=${PARTIAL_FRAME_BOUND:-$((FB_PARTIAL_WAIT + 15))}
 
 # fault NAME SIM_COMMAND LOG_PATTERN [MAX_LINES]: inject, then check the log
 # names the board and the fault (1..MAX_LINES lines, default 4: one clear
@@ -69,8 +80,9 @@ partial() {
     log_mark
     # shellcheck disable=SC2086
     sim_cmd 60 $cmd || bad "$name: the simulator could not send it: $SIM_REPLY"
-    # The daemon gives the rest of a begun message 30 s (PARTIAL_FRAME_WAIT),
-    # then ends the worker; the rig allows PARTIAL_FRAME_BOUND.
+    # The daemon gives the rest of a begun message FB_PARTIAL_WAIT s (the
+    # default PARTIAL_FRAME_WAIT is 30 s), then ends the worker; the rig
+    # allows PARTIAL_FRAME_BOUND.
     if wait_until "$PARTIAL_FRAME_BOUND" log_names "$SIM_SERIAL" "$SIM_BA" 'time|deadline|never|incomplete|silen|wait|stuck|part'; then
         ok "$name: usb9pfsd ended the session within $PARTIAL_FRAME_BOUND s (log names the board)"
         expect "$name: usb9pfsd still running, same pid" fwd_same_pid "$PID0"
@@ -112,24 +124,28 @@ sim_worker_sleeps() {
 }
 
 # idle_across_nudges: the simulator idle (its session done, nothing in
-# flight) for 35 s, i.e. across at least two of the supervisor's nudges
-# (NUDGE_EVERY = 15 s). Each nudge cancels the worker's empty wait, which
-# it resubmits: the worker wakes once per nudge (and never otherwise), is
-# never ended or restarted, and logs nothing.
+# flight) for 2 nudge intervals and 5 s, i.e. across at least two of the
+# supervisor's nudges (every FB_NUDGE_EVERY s). Each nudge cancels the
+# worker's empty wait, which it resubmits: the worker wakes once per nudge
+# (and never otherwise), is never ended or restarted, and logs nothing.
+# Its sleeps are bounded by the nudges the window can hold: at least one per
+# nudge certain to fall in it, at most three per nudge that may (a worker
+# that polled would sleep hundreds of times).
 idle_across_nudges() {
     log "--- idle board across two nudges"
-    local s0 s1 z0 z1
+    local s0 s1 z0 z1 idle=$((2 * FB_NUDGE_EVERY + 5)) lo hi
+    lo=$((idle / FB_NUDGE_EVERY)) hi=$((3 * (idle / FB_NUDGE_EVERY + 1)))
     s0=$(sim_status 'b["starts"], b["state"]')
     z0=$(sim_worker_sleeps) || { bad "idle: no worker thread of $SIM_SERIAL in usb9pfsd"; return; }
     log_mark
-    sleep 35
+    sleep "$idle"
     s1=$(sim_status 'b["starts"], b["state"]')
     z1=$(sim_worker_sleeps) || z1=""
-    expect_eq "idle board across two nudges (35 s): same worker, never restarted, still idle (starts, state)" "$s0" "$s1"
+    expect_eq "idle board across two nudges ($idle s, nudged every $FB_NUDGE_EVERY s): same worker, never restarted, still idle (starts, state)" "$s0" "$s1"
     if [ -n "$z1" ]; then
-        expect "idle board: its worker woke once per nudge and waited again ($((z1 - z0)) sleeps in 35 s, want 2..8: nudged, not polled)" \
-            test $((z1 - z0)) -ge 2 -a $((z1 - z0)) -le 8
-    else bad "idle board: its worker thread is gone after 35 s idle"; fi
+        expect "idle board: its worker woke once per nudge and waited again ($((z1 - z0)) sleeps in $idle s, want $lo..$hi: nudged, not polled)" \
+            test $((z1 - z0)) -ge "$lo" -a $((z1 - z0)) -le "$hi"
+    else bad "idle board: its worker thread is gone after $idle s idle"; fi
     expect_eq "idle board: nothing logged about it meanwhile" 0 "$(log_since | grep -Fc "$SIM_SERIAL" || true)"
     sim_session "idle board: served at once after two nudges"
 }
@@ -137,11 +153,12 @@ idle_across_nudges() {
 # full_packets_silence: the board stops inside a run of full packets (4 x
 # 512 bytes of an 8192-byte Twrite) and stays plugged and silent. No short
 # packet ends the host's IN transfer, so only the supervisor's nudge (every
-# 15 s) takes the 2048 bytes out, and the rest of the message then has
-# PARTIAL_FRAME_WAIT (30 s): the worker must end 30..45 s after the last
-# packet (the rig allows 60 s), with one error naming the board, the bytes
-# that came and what to do, then be restarted once and serve the board.
-FULL_PACKETS_BOUND=${FULL_PACKETS_BOUND:-60}
+# FB_NUDGE_EVERY s) takes the 2048 bytes out, and the rest of the message
+# then has FB_PARTIAL_WAIT s: the worker must end that long after the last
+# packet, and at most one nudge interval more (the rig allows 15 s of slack
+# on top), with one error naming the board, the bytes that came and what to
+# do, then be restarted once and serve the board.
+FULL_PACKETS_BOUND=${FULL_PACKETS_BOUND:-$((FB_PARTIAL_WAIT + FB_NUDGE_EVERY + 15))}
 # sim_starts_idle N: the simulator's board has had N workers and the current one waits.
 sim_starts_idle() { [ "$(sim_status 'b["starts"], b["state"]')" = "$1 idle" ]; }
 full_packets_silence() {
@@ -164,8 +181,8 @@ full_packets_silence() {
     dt=$(awk -v a="$t_sent" -v b="$t_end" 'BEGIN { printf "%.1f", b - a }')
     log "$name: worker ended ${dt} s after the board's last packet: ${line}"
     echo "$name: worker ended ${dt} s after the last packet" >> "$SC_OUT/measured.txt"
-    expect "$name: usb9pfsd ended the worker ${dt} s after the last packet (nudge <= 15 s + PARTIAL_FRAME_WAIT 30 s; want 30..$FULL_PACKETS_BOUND s)" \
-        awk -v t="$dt" -v max="$FULL_PACKETS_BOUND" 'BEGIN { exit !(t >= 30 && t <= max) }'
+    expect "$name: usb9pfsd ended the worker ${dt} s after the last packet (nudge <= $FB_NUDGE_EVERY s + the partial-frame wait $FB_PARTIAL_WAIT s; want $FB_PARTIAL_WAIT..$FULL_PACKETS_BOUND s)" \
+        awk -v t="$dt" -v min="$FB_PARTIAL_WAIT" -v max="$FULL_PACKETS_BOUND" 'BEGIN { exit !(t >= min && t <= max) }'
     expect "$name: the log line names the board ($SIM_SERIAL, busaddr ~$SIM_BA), the 2048 bytes that came and what to do (remount or reset the board)" \
         grep -Eiq 'mount|reset' <<<"$line"
     sleep 1
@@ -184,7 +201,14 @@ scenario_main() {
 
     SIM_SERIAL=0009-SIM-F
     FWD_MAP_SERIAL[$SIM_SERIAL]=127.0.0.1:5640
+    if [ "$FB_PARTIAL_WAIT" != 30 ] || [ "$FB_NUDGE_EVERY" != 15 ]; then
+        FWD_EXTRA_CONFIG=$(printf '[daemon]\ntest_partial_frame_wait = %s\ntest_nudge_every = %s\n' "$FB_PARTIAL_WAIT" "$FB_NUDGE_EVERY")
+    fi
     fault_rig_start "baseline: simulator's valid session works"
+    if [ -n "$FWD_EXTRA_CONFIG" ]; then
+        rig_guard "usb9pfsd runs with the shortened waits it was configured with" \
+            grep -q "message is given $FB_PARTIAL_WAIT s and the workers are nudged every $FB_NUDGE_EVERY s" "$SC_OUT/usb9pfsd.log"
+    fi
     local hwm0 fds0; hwm0=$(fwd_hwm_kib) fds0=$(fwd_fds)
     log "usb9pfsd VmHWM ${hwm0} KiB, fds $fds0 before the faults"
 
