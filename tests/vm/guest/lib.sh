@@ -516,6 +516,106 @@ rig_teardown() {
     local d; for d in "${!DIOD_PID[@]}"; do kill -KILL "${DIOD_PID[$d]}" 2>/dev/null || true; done
 }
 
+# ------------------------------------------------ several scenarios, one boot
+# rig_group_note: after the teardown, tell rig_release (main.sh, which runs
+# the next scenario of the boot) which gadgets this scenario made and which
+# of them carry a usb9pfs board plugged and never mounted since: unbinding
+# those wedges the guest (board_unplug). Run by scenario.sh.
+rig_group_note() {
+    [ -n "${RIG_GROUP_DIR:-}" ] || return 0
+    local g b
+    for g in "${!G_SERIAL[@]}"; do
+        echo "$g" >> "$RIG_GROUP_DIR/gadgets"
+        for b in ${G_BOARDS[$g]:-}; do
+            if [ "${B_FRESH[$b]:-0}" = 1 ]; then echo "$g" >> "$RIG_GROUP_DIR/fresh"; break; fi
+        done
+    done
+}
+
+# rig_release PIDS: between two scenarios of one boot, put the guest back
+# the way a fresh boot leaves it: kill every process not in PIDS (the boot's
+# own, " PID PID ... "), unplug and remove every gadget, unload dummy_hcd
+# (the next rig_setup loads it with its own number of UDCs, and the buses are
+# numbered from 1 again) and unmount the rig's tmpfs. Prints nothing when
+# done; otherwise one line saying why the next scenario cannot run in this
+# boot. Never unbinds a UDC under a 9P board mount (trap 3) or a usb9pfs
+# board plugged and never mounted since (board_unplug), and never unbinds a
+# gadget it cannot vouch for: it stops instead.
+rig_release() {
+    local before=$1 p pid i g f line mnt fstype opts rest c keep=" " udevd
+    # 1. what the scenario left running: not the boot's processes, not this
+    # shell and its parents, not udev's workers, not kernel threads (no
+    # command line)
+    pid=$BASHPID
+    while [ -n "$pid" ] && [ "$pid" -gt 1 ]; do
+        keep="$keep$pid "
+        pid=$(sed -n 's/^PPid:[[:space:]]*//p' "/proc/$pid/status" 2>/dev/null)
+    done
+    udevd=" $(pgrep -x systemd-udevd | tr '\n' ' ') "
+    for i in 1 2 3; do
+        line=""
+        for p in /proc/[0-9]*; do
+            pid=${p#/proc/}
+            case $before$keep in *" $pid "*) continue ;; esac
+            c=""; IFS= read -r -d '' c < "$p/cmdline" 2>/dev/null
+            [ -n "$c" ] || continue
+            f=$(sed -n 's/^PPid:[[:space:]]*//p' "$p/status" 2>/dev/null)
+            case $udevd in *" $f "*) continue ;; esac
+            line="$line $pid"
+            kill -KILL "$pid" 2>/dev/null || true
+        done
+        [ -n "$line" ] || break
+        [ "$i" -gt 1 ] || log "release: killed what the scenario left running:$line"
+        sleep 1
+    done
+    [ -z "$line" ] || { echo "processes of the scenario would not die:$line"; return 0; }
+    # 2. no 9P board mount may be left (the rig's own 9p mounts are virtio)
+    while read -r f mnt fstype opts rest; do
+        case $fstype in 9p) case $opts in *trans=virtio*) ;; *) echo "a 9P mount is left on $mnt ($opts)"; return 0 ;; esac ;; esac
+    done < /proc/self/mounts
+    # 3. gadgets: unbind what is safe to unbind, then remove them
+    if [ -d "$GADGETS" ]; then
+        for g in "$GADGETS"/*/; do
+            [ -d "$g" ] || continue
+            g=${g%/}
+            f=$(cat "$g/UDC" 2>/dev/null)
+            if [ -n "$f" ] && compgen -G "$g/configs/*/usb9pfs.*" >/dev/null; then
+                grep -qxF "${g##*/}" "$RIG_GROUP_DIR/gadgets" 2>/dev/null \
+                    || { echo "gadget ${g##*/} with a usb9pfs function is plugged and the scenario did not say it may be unplugged"; return 0; }
+                ! grep -qxF "${g##*/}" "$RIG_GROUP_DIR/fresh" 2>/dev/null \
+                    || { echo "gadget ${g##*/} carries a usb9pfs board plugged and never mounted since: unbinding it wedges the guest"; return 0; }
+            fi
+            if [ -n "$f" ]; then
+                echo "" > "$g/UDC" || { echo "could not unbind gadget ${g##*/} from $f"; return 0; }
+            fi
+        done
+        udevadm settle -t 10 2>/dev/null || true
+        # FunctionFS instances are removable only once unmounted
+        while read -r f mnt fstype rest; do
+            [ "$fstype" != functionfs ] || umount "$mnt" 2>/dev/null || { echo "could not unmount functionfs on $mnt"; return 0; }
+        done < /proc/self/mounts
+        for g in "$GADGETS"/*/; do
+            [ -d "$g" ] || continue
+            g=${g%/}
+            for f in "$g"/configs/*/*; do [ ! -L "$f" ] || rm -f "$f"; done
+            for f in "$g"/configs/*/strings/* "$g"/configs/* "$g"/functions/* "$g"/strings/*; do
+                [ ! -d "$f" ] || rmdir "$f" 2>/dev/null || true
+            done
+            rmdir "$g" 2>/dev/null || { echo "could not remove gadget ${g##*/}"; return 0; }
+        done
+    fi
+    # 4. dummy_hcd goes, with its buses; then the rig's scratch file systems
+    if grep -q '^dummy_hcd ' /proc/modules; then
+        rmmod dummy_hcd 2>/dev/null || { echo "rmmod dummy_hcd failed"; return 0; }
+    fi
+    for f in "$EXPORTS" "$LOCAL"; do
+        if is_mounted "$f"; then umount "$f" 2>/dev/null || { echo "could not unmount $f"; return 0; }; fi
+    done
+    rm -rf "$MNTROOT"
+    udevadm settle -t 10 2>/dev/null || true
+    log "release: gadgets removed, dummy_hcd unloaded, scratch unmounted: the next scenario starts clean"
+}
+
 # ---------------------------------------------------------------- board simulator
 # tests/vm/board-sim/board_sim.py: a user-space usb9pfs board on FunctionFS
 # (usb_f_fs), run as a bash co-process: one command per line in, `# ...` info

@@ -21,6 +21,8 @@ SC_FILE=$RIG_VM/guest/scenarios/$SCENARIO.sh
 # guest kernel to break), has finished; only then is it the result. A guest
 # that dies or wedges in the teardown leaves a verdict and no result, and
 # tests/vm/run fails the scenario for it (and for any kernel warning).
+# rig_group_note then tells main.sh which gadgets may be unplugged before
+# the next scenario of the same boot.
 finish() {
     local rc=$?
     if [ ! -s "$SC_OUT/result" ]; then
@@ -38,6 +40,7 @@ finish() {
     log "checks: $(cat "$SC_OUT/verdict"); tearing down"
     rig_teardown
     log "teardown done"
+    rig_group_note
     mv "$SC_OUT/verdict" "$SC_OUT/result"; persist "$SC_OUT/result"
 }
 trap finish EXIT
