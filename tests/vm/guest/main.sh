@@ -63,7 +63,7 @@ for arg in "$@"; do
     stop=""
     if [ "$i" -lt "$n" ]; then
         # shellcheck source=lib.sh
-        stop=$( (SC_OUT=$SC_OUT; . "$RIG_VM/guest/lib.sh"; rig_release "$before") 2>>"$SC_OUT/guest.log")
+        stop=$(SC_OUT=$SC_OUT; . "$RIG_VM/guest/lib.sh"; rig_release "$before")
     fi
     echo $(( $(date +%s) - $(cat "$SC_OUT/started") )) > "$SC_OUT/elapsed"
     kmsg "scenario $SCENARIO ends"
