@@ -787,6 +787,8 @@ fn usb_exit(e: UsbError) -> Exit {
 
 #[cfg(test)]
 mod confine_tests;
+#[cfg(test)]
+mod recover_tests;
 
 #[cfg(test)]
 mod tests {
