@@ -699,6 +699,37 @@ impl FidTable {
         Ok(t)
     }
 
+    /// Checks the table's own bookkeeping (for tests and the fuzz targets):
+    /// the byte and lost counts, attach references, depths and the caps.
+    #[doc(hidden)]
+    pub fn check(&self) -> Result<(), String> {
+        let (mut bytes, mut lost) = (0usize, 0usize);
+        let mut refs = vec![0u32; self.attaches.len()];
+        for (n, f) in self.iter() {
+            bytes += f.path.len();
+            lost += usize::from(f.lost);
+            *refs.get_mut(f.attach as usize).ok_or(format!("fid {n} names attach {} of {}", f.attach, self.attaches.len()))? += 1;
+            if f.depth != depth_of(&f.path) {
+                return Err(format!("fid {n}: depth {} for path {:?}", f.depth, String::from_utf8_lossy(&f.path)));
+            }
+            if f.path.len() > MAX_PATH || f.locks.len() > MAX_LOCKS {
+                return Err(format!("fid {n} past a per-fid cap"));
+            }
+        }
+        if bytes != self.path_bytes || lost != self.lost {
+            return Err(format!("counted {bytes} path bytes and {lost} lost, kept {} and {}", self.path_bytes, self.lost));
+        }
+        if self.len() > self.limits.fids || self.path_bytes > self.limits.path_bytes || self.attaches.len() > MAX_ATTACHES {
+            return Err("past the table's caps".into());
+        }
+        for (i, a) in self.attaches.iter().enumerate() {
+            if a.refs != refs[i] {
+                return Err(format!("attach {i} counts {} fids, {} refer to it", a.refs, refs[i]));
+            }
+        }
+        Ok(())
+    }
+
     /// The anames of the attaches fids live under.
     pub fn anames(&self) -> impl Iterator<Item = &[u8]> {
         self.attaches.iter().filter(|a| a.refs > 0).map(|a| a.aname.as_slice())

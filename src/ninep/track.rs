@@ -349,6 +349,9 @@ impl Tracker {
             Pending::Rename { weird: true, .. } | Pending::Unlink { weird: true, .. } => {
                 self.give_up("the board renamed or removed a file by a name with '/' or NUL, which usb9pfsd cannot follow".into())
             }
+            Pending::Rename { .. } if self.path_a.is_empty() || self.path_b.is_empty() => {
+                self.give_up("the board renamed its attach point, or a file onto it".into())
+            }
             Pending::Rename { attach, keep, weird: false } => {
                 if let Err(e) = self.table.rename_room(attach, &self.path_a, &self.path_b) {
                     return self.full(e);
