@@ -340,6 +340,10 @@ impl Backends for BoardBackend {
         self.record(message);
     }
 
+    fn stopping(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
     fn lost(&self, err: &BackendError) {
         let addr = self.addr();
         let message = format!("lost the 9P server {addr} mid-session: {err}");
