@@ -9,6 +9,7 @@ pub mod board;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod probe;
 pub mod ninep;
 pub mod usb;
 pub mod worker;
