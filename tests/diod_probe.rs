@@ -113,3 +113,35 @@ fn every_config_entry_is_probed_as_its_confinement_rewrites_the_attach() {
     assert_eq!(code, 1);
     assert!(out.contains(": OK") && out.contains("[[board]] serial \"GOOD\"") && out.contains("FAILED at attach"), "{out}");
 }
+
+/// What `status` shows of a real board's mount against a real diod: not
+/// mounted after Tversion alone, refused with the server's errno and the
+/// aname after a wrong one, mounted once the server answered Rattach.
+#[test]
+fn status_says_mounted_only_after_rattach_and_shows_a_refused_attach() {
+    use common::{errno_of, rpc, serve, Msg, NOFID};
+    use usb9pfsd::ninep::forward::Limits;
+    use usb9pfsd::ninep::reconnect::BoardBackend;
+
+    let export = tempfile::tempdir().expect("tmp");
+    let diod = start_diod(export.path());
+    let backend = BoardBackend::new(format!("127.0.0.1:{}", diod.port).parse().expect("addr"));
+    let limits = Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None, recover_window: std::time::Duration::ZERO };
+    let s = serve(backend, limits);
+    let attach = |tag: u16, aname: &str| Msg::new(104, tag).u32(0).u32(NOFID).s("nobody").s(aname).u32(0).done();
+
+    let r = rpc(&s.board, Msg::new(100, 0xffff).u32(16384).s("9P2000.L").done());
+    assert_eq!(r[4], 101, "Rversion");
+    assert_eq!(s.counters.mount_status(), None, "a Tversion is not a mount");
+
+    let r = rpc(&s.board, attach(1, "/srv/not-exported"));
+    assert_eq!(errno_of(&r), 1, "diod refuses it with EPERM");
+    let m = s.counters.mount_status().expect("noted");
+    assert_eq!((m.state.as_str(), m.aname.as_str(), m.errno), ("refused", "/srv/not-exported", Some(1)));
+
+    let ex = export.path().to_str().expect("utf8");
+    let r = rpc(&s.board, attach(2, ex));
+    assert_eq!(r[4], 105, "Rattach");
+    let m = s.counters.mount_status().expect("noted");
+    assert_eq!((m.state.as_str(), m.aname.as_str(), m.errno), ("mounted", ex, None));
+}

@@ -51,10 +51,50 @@ pub struct Counters {
     pub activity: AtomicU8,
     /// When the live server session began, in Unix milliseconds; 0: none.
     pub session_started_ms: AtomicU64,
+    /// What the board's last attach (its mount) got from the server.
+    pub attach: AttachNote,
     /// Where the time of each message goes, summed in nanoseconds (the
     /// per-message budget: divide by `t_messages`). Read off the monotonic
     /// clock (vDSO, no system call) at three points of the loop.
     pub time: MessageTime,
+}
+
+/// The outcome of a board's last Tattach (its mount): a board is mounted
+/// only once its server answered Rattach, and a refused attach stays
+/// visible (errno, aname) until one succeeds. Written by the worker on each
+/// Tattach (rare: one per mount), read by status.
+#[derive(Debug, Default)]
+pub struct AttachNote {
+    /// 0 no attach in this session, 1 mounted, 2 refused.
+    state: AtomicU8,
+    errno: AtomicU64,
+    uid: AtomicU64,
+    at_ms: AtomicU64,
+    /// The aname as the server saw it (after confinement).
+    aname: std::sync::Mutex<String>,
+}
+
+const NOT_ATTACHED: u8 = 0;
+const MOUNTED: u8 = 1;
+const REFUSED: u8 = 2;
+const TATTACH: u8 = 104;
+const RATTACH: u8 = 105;
+const RLERROR: u8 = 7;
+const RERROR: u8 = 107;
+
+/// A board's mount as `usb9pfsd status` shows it (null: no attach seen
+/// since its session began, or a session handed over).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountStatus {
+    /// `mounted` (the server answered Rattach) or `refused`.
+    pub state: String,
+    /// The aname the server was asked for, and the uid (n_uname).
+    pub aname: String,
+    pub uid: Option<u32>,
+    /// With `refused`: the server's errno, and its name.
+    pub errno: Option<u32>,
+    pub error: Option<String>,
+    pub at: String,
 }
 
 /// Time spent per phase of the frame loop, summed over messages.
@@ -191,6 +231,7 @@ impl Counters {
     pub fn session_began(&self) -> u64 {
         let ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_millis().max(1) as u64);
         self.session_started_ms.store(ms, Ordering::Relaxed);
+        self.not_mounted();
         ms
     }
 
@@ -203,6 +244,88 @@ impl Counters {
     /// The server session ended (lost, replaced, or the worker stopped).
     pub fn session_ended(&self) {
         self.session_started_ms.store(0, Ordering::Relaxed);
+        self.not_mounted();
+    }
+
+    /// A new or ended session is not mounted until its attach succeeds; a
+    /// refused attach stays on show until one does.
+    fn not_mounted(&self) {
+        let _ = self.attach.state.compare_exchange(MOUNTED, NOT_ATTACHED, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// The frame loop's hook after each server reply `r` to the board's
+    /// request `t` (as the server saw it): notes a Tattach's outcome. One
+    /// comparison for every other message.
+    #[inline]
+    pub fn attach_answered(&self, t: &[u8], r: &[u8]) {
+        if t.get(4) == Some(&TATTACH) {
+            self.note_attach(t, r);
+        }
+    }
+
+    #[cold]
+    fn note_attach(&self, t: &[u8], r: &[u8]) {
+        use crate::ninep::wire::Cursor;
+        let mut c = Cursor::new(t.get(7..).unwrap_or_default());
+        let (_fid, _afid, _uname) = (c.u32(), c.u32(), c.string());
+        let aname = String::from_utf8_lossy(c.string().unwrap_or_default()).into_owned();
+        let uid = c.u32().unwrap_or(u32::MAX);
+        let errno = match r.get(4).copied() {
+            Some(RATTACH) => None,
+            // 9P2000.L: the errno; 9P2000.u: a string, then the errno.
+            Some(RLERROR) => Some(Cursor::new(r.get(7..).unwrap_or_default()).u32().unwrap_or(crate::ninep::frame::EIO)),
+            Some(RERROR) => {
+                let mut c = Cursor::new(r.get(7..).unwrap_or_default());
+                let _ = c.string();
+                Some(c.u32().unwrap_or(crate::ninep::frame::EIO))
+            }
+            _ => return,
+        };
+        let a = &self.attach;
+        let was = a.state.load(Ordering::Relaxed);
+        let user = if uid == u32::MAX { "no uid".to_string() } else { format!("uid {uid}") };
+        match errno {
+            None => {
+                if was != MOUNTED {
+                    tracing::info!("board mounted: the 9P server accepted its attach to aname {aname:?} as {user}");
+                }
+                a.state.store(MOUNTED, Ordering::Relaxed);
+            }
+            Some(e) => {
+                tracing::warn!(
+                    errno = e,
+                    "board's mount refused: the 9P server answered its attach to aname {aname:?} as {user} with {};                      `usb9pfsd probe` says what it means (with diod: is {aname:?} one of its exports?)",
+                    crate::probe::errno_name(e)
+                );
+                a.state.store(REFUSED, Ordering::Relaxed);
+            }
+        }
+        a.errno.store(errno.map_or(0, u64::from), Ordering::Relaxed);
+        a.uid.store(u64::from(uid), Ordering::Relaxed);
+        a.at_ms.store(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64), Ordering::Relaxed);
+        let mut name = a.aname.lock().unwrap_or_else(|p| p.into_inner());
+        name.clear();
+        name.push_str(&aname);
+    }
+
+    /// The board's mount for status: None until an attach was answered.
+    pub fn mount_status(&self) -> Option<MountStatus> {
+        let a = &self.attach;
+        let state = match a.state.load(Ordering::Relaxed) {
+            MOUNTED => "mounted",
+            REFUSED => "refused",
+            _ => return None,
+        };
+        let errno = (state == "refused").then(|| a.errno.load(Ordering::Relaxed) as u32);
+        let uid = u32::try_from(a.uid.load(Ordering::Relaxed)).ok().filter(|u| *u != u32::MAX);
+        Some(MountStatus {
+            state: state.into(),
+            aname: a.aname.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            uid,
+            errno,
+            error: errno.map(crate::probe::errno_name),
+            at: rfc3339(UNIX_EPOCH + Duration::from_millis(a.at_ms.load(Ordering::Relaxed))),
+        })
     }
 
     pub fn session_started(&self) -> Option<SystemTime> {
@@ -290,6 +413,23 @@ pub struct BoardStatus {
     /// an older daemon).
     #[serde(default)]
     pub confine: Option<ConfineStatus>,
+    /// The board's mount: `mounted` only once the server answered its
+    /// Tattach, `refused` with the server's errno and the aname; null
+    /// before any attach (and from an older daemon).
+    #[serde(default)]
+    pub mount: Option<MountStatus>,
+}
+
+impl BoardStatus {
+    /// The table's STATE: the worker's state, except that an idle board
+    /// says whether it is mounted or its mount was refused.
+    pub fn state_word(&self) -> &'static str {
+        match (&self.state, self.mount.as_ref().map(|m| m.state.as_str())) {
+            (BoardState::Idle, Some("mounted")) => "mounted",
+            (BoardState::Idle, Some("refused")) => "refused",
+            (s, _) => s.word(),
+        }
+    }
 }
 
 /// A board's confinement as status and list show it.
@@ -428,7 +568,7 @@ pub fn table(r: &StatusReport) -> String {
             b.busaddr,
             b.interface,
             b.port_path,
-            b.state.word(),
+            b.state_word(),
             dash(&b.backend),
             dash(&b.session_started_at),
             format!("{}/{}", c.t_messages, c.r_messages),
@@ -473,6 +613,18 @@ pub fn table(r: &StatusReport) -> String {
         }
         if c.recoverable == Some(false) {
             more(&mut out, "this session cannot be recovered if its server restarts (see the journal for why)".into());
+        }
+        if let Some(m) = b.mount.as_ref().filter(|m| m.state == "refused") {
+            let uid = m.uid.map_or("no uid".into(), |u| format!("uid {u}"));
+            more(
+                &mut out,
+                format!(
+                    "mount refused at {}: the server answered the attach to aname {:?} as {uid} with {}; `usb9pfsd probe` says what it means",
+                    m.at,
+                    m.aname,
+                    m.error.as_deref().unwrap_or("an error")
+                ),
+            );
         }
         if let Some(e) = &b.last_error {
             more(&mut out, format!("last error at {}: {e}", dash(&b.last_error_at)));
@@ -602,6 +754,14 @@ mod tests {
             last_error: Some("lost the 9P server".into()),
             last_error_at: Some("2026-11-26T00:15:59Z".into()),
             confine: Some(ConfineStatus { export: Some("/srv/boards/a".into()), read_only: true, uid: Some(1000), gid: None }),
+            mount: Some(MountStatus {
+                state: "refused".into(),
+                aname: "/srv/boards/a".into(),
+                uid: Some(1000),
+                errno: Some(1),
+                error: Some("EPERM (Operation not permitted)".into()),
+                at: "2026-11-26T00:15:58Z".into(),
+            }),
         }
     }
 
@@ -659,7 +819,9 @@ mod tests {
                     "last_recovery_fids_replayed": 12, "last_recovery_fids_stale": 1, "recoverable": true
                 },
                 "last_error": "lost the 9P server", "last_error_at": "2026-11-26T00:15:59Z",
-                "confine": {"export": "/srv/boards/a", "read_only": true, "uid": 1000, "gid": null}
+                "confine": {"export": "/srv/boards/a", "read_only": true, "uid": 1000, "gid": null},
+                "mount": {"state": "refused", "aname": "/srv/boards/a", "uid": 1000, "errno": 1,
+                          "error": "EPERM (Operation not permitted)", "at": "2026-11-26T00:15:58Z"}
             }, {
                 "busaddr": "001-004", "interface": 1, "port_path": "1-1.2", "id": "1d6b:0109",
                 "serial": "0001-BOARD-A", "backend": null, "backend_pending": null,
@@ -673,7 +835,9 @@ mod tests {
                     "last_recovery_fids_replayed": 12, "last_recovery_fids_stale": 1, "recoverable": true
                 },
                 "last_error": null, "last_error_at": null,
-                "confine": {"export": "/srv/boards/a", "read_only": true, "uid": 1000, "gid": null}
+                "confine": {"export": "/srv/boards/a", "read_only": true, "uid": 1000, "gid": null},
+                "mount": {"state": "refused", "aname": "/srv/boards/a", "uid": 1000, "errno": 1,
+                          "error": "EPERM (Operation not permitted)", "at": "2026-11-26T00:15:58Z"}
             }, {
                 "busaddr": "001-004", "interface": 1, "port_path": "1-1.2", "id": "1d6b:0109",
                 "serial": "0001-BOARD-A", "backend": "buildhost:5640", "backend_pending": "buildhost:5641",
@@ -688,7 +852,9 @@ mod tests {
                     "last_recovery_fids_replayed": 12, "last_recovery_fids_stale": 1, "recoverable": true
                 },
                 "last_error": "lost the 9P server", "last_error_at": "2026-11-26T00:15:59Z",
-                "confine": {"export": "/srv/boards/a", "read_only": true, "uid": 1000, "gid": null}
+                "confine": {"export": "/srv/boards/a", "read_only": true, "uid": 1000, "gid": null},
+                "mount": {"state": "refused", "aname": "/srv/boards/a", "uid": 1000, "errno": 1,
+                          "error": "EPERM (Operation not permitted)", "at": "2026-11-26T00:15:58Z"}
             }]
         });
         assert_eq!(value, golden);
@@ -720,6 +886,7 @@ mod tests {
             "ignored: no backend configured",
             "backing off until 2026-11-26T00:17:00Z (in 2s)",
             "released once idle",
+            "mount refused at 2026-11-26T00:15:58Z: the server answered the attach to aname \"/srv/boards/a\" as uid 1000 with EPERM (Operation not permitted)",
         ] {
             assert!(t.contains(want), "{want} missing from\n{t}");
         }
@@ -750,6 +917,55 @@ mod tests {
         assert!(c.session_started().is_some());
         c.session_ended();
         assert_eq!(c.session_started(), None);
+    }
+
+    fn attach(aname: &str, uid: u32) -> Vec<u8> {
+        let mut t = vec![0, 0, 0, 0, TATTACH, 1, 0];
+        t.extend_from_slice(&0u32.to_le_bytes());
+        t.extend_from_slice(&u32::MAX.to_le_bytes());
+        t.extend_from_slice(&0u16.to_le_bytes());
+        t.extend_from_slice(&(aname.len() as u16).to_le_bytes());
+        t.extend_from_slice(aname.as_bytes());
+        t.extend_from_slice(&uid.to_le_bytes());
+        let n = t.len() as u32;
+        t[..4].copy_from_slice(&n.to_le_bytes());
+        t
+    }
+
+    /// Mounted means the server answered Rattach; a refused attach stays
+    /// on show, with errno and aname, until one succeeds.
+    #[test]
+    fn a_board_is_mounted_only_after_its_server_answered_rattach() {
+        let c = Counters::default();
+        let rattach = [20, 0, 0, 0, RATTACH, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let rlerror = |e: u32| {
+            let mut r = vec![11, 0, 0, 0, RLERROR, 1, 0];
+            r.extend_from_slice(&e.to_le_bytes());
+            r
+        };
+        c.session_began();
+        assert_eq!(c.mount_status(), None, "a session is not a mount");
+        // Other messages, even an Rlerror to them, are not about the mount.
+        c.attach_answered(&[11, 0, 0, 0, 110, 1, 0, 0, 0, 0, 0], &rlerror(2));
+        assert_eq!(c.mount_status(), None);
+        c.attach_answered(&attach("/srv/x", 0), &rlerror(1));
+        let m = c.mount_status().expect("refused");
+        assert_eq!((m.state.as_str(), m.aname.as_str(), m.uid, m.errno), ("refused", "/srv/x", Some(0), Some(1)));
+        assert_eq!(m.error.as_deref(), Some("EPERM (Operation not permitted)"));
+        // The board's next mount: still refused until an attach succeeds.
+        c.session_ended();
+        c.session_began();
+        assert_eq!(c.mount_status().map(|m| m.state), Some("refused".into()));
+        c.attach_answered(&attach("/srv/a", 1000), &rattach);
+        let m = c.mount_status().expect("mounted");
+        assert_eq!((m.state.as_str(), m.aname.as_str(), m.uid, m.errno), ("mounted", "/srv/a", Some(1000), None));
+        c.session_ended();
+        assert_eq!(c.mount_status(), None, "no session, no mount");
+        let mut b = board();
+        b.state = BoardState::Idle;
+        assert_eq!(b.state_word(), "refused");
+        b.mount = None;
+        assert_eq!(b.state_word(), "idle");
     }
 
     #[test]

@@ -673,6 +673,7 @@ impl<S: Spawn> Supervisor<S> {
                     last_error: last_error.as_ref().map(|e| e.message.clone()),
                     last_error_at: last_error.as_ref().map(|e| status::rfc3339(e.at)),
                     confine: b.target.as_ref().and_then(|t| status::ConfineStatus::of(&t.confine)),
+                    mount: b.counters.mount_status(),
                 }
             })
             .collect()

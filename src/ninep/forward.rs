@@ -512,6 +512,7 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
             }
         }
         tracing::trace!(target: "usb9pfsd::wire", "server → board {}", Decoded(r));
+        counters.attach_answered(t, r);
         // Counted before the transfer: once the board has the reply, anyone
         // it tells must already see the count.
         counters.r_messages.fetch_add(1, Ordering::Relaxed);
