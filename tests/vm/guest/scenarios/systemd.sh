@@ -156,6 +156,17 @@ scenario_main() {
     else bad "journal: no field with the bus-address $busre (journal.json)"; fi
     expect "journal: the daemon's lines are tagged SYSLOG_IDENTIFIER=usb9pfsd" \
         grep -q '"SYSLOG_IDENTIFIER":"usb9pfsd"' "$SC_OUT/journal.json"
+    # The board in the message itself (journalctl -f shows no fields), and
+    # the documented field to filter by (README, man page: BOARD_SERIAL=).
+    expect "journal: the board's lines name it in the message (board $SERIAL at BUS-ADDR#IF: ...)" \
+        grep -Eq "board $SERIAL at $busre#[0-9]+: claimed the usb9pfs interface" "$SC_OUT/journal.txt"
+    byserial=$(journalctl -u usb9pfsd.service "BOARD_SERIAL=$SERIAL" -o cat --no-pager 2>/dev/null || true)
+    if printf '%s\n' "$byserial" | grep -q 'board mounted: the 9P server accepted its attach'; then
+        ok "journal: journalctl -u usb9pfsd BOARD_SERIAL=$SERIAL has the board's mount"
+    else bad "journal: BOARD_SERIAL=$SERIAL finds no 'board mounted' line: $(printf '%s\n' "$byserial" | head -n3 | tr '\n' ' ')"; fi
+    unnamed=$(printf '%s\n' "$byserial" | grep -v "^board $SERIAL at " | grep -v '^$' || true)
+    if [ -z "$unnamed" ]; then ok "journal: every line with BOARD_SERIAL=$SERIAL names the board in its message"
+    else bad "journal: lines about $SERIAL that do not name it: $(printf '%s\n' "$unnamed" | head -n2 | tr '\n' ' ')"; fi
     out=$(grep -iE 'EPERM|EACCES|Operation not permitted|Permission denied|seccomp' "$SC_OUT/journal.txt" || true)
     if [ -z "$out" ]; then ok "journal: no EPERM/EACCES/permission error in the unit's log"
     else bad "journal: permission errors in the unit's log: $(printf '%s\n' "$out" | head -n2 | tr '\n' ' ')"; fi
