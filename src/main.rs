@@ -442,7 +442,12 @@ fn probe(
             };
             vec![probe::Plan { entry: "--backend".into(), target: Ok(target) }]
         }
-        None => probe::plans(&Config::load(config_path).map_err(|e| e.to_string())?),
+        None => {
+            let c = Config::load(config_path).map_err(|e| e.to_string())?;
+            let mut plans = probe::plans(&c);
+            plans.extend(probe::plugged_plans(&c, &Sysfs::default().scan()));
+            plans
+        }
     };
     run_probes(plans, json, attach)
 }

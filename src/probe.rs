@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::board::GadgetInfo;
-use crate::config::{expand_export, Config, Match, Target};
+use crate::config::{expand_export, Config, Decision, Match, Target};
 use crate::ninep::backend::{Backend, BackendAddr};
 use crate::ninep::confine::{After, Confine, Verdict, TATTACH};
 use crate::ninep::fids;
@@ -183,6 +183,23 @@ pub fn plans(c: &Config) -> Vec<Plan> {
         out.push(Plan { entry, target: expanded(&r.target, serial, path, r.interface.unwrap_or(0)) });
     }
     out
+}
+
+/// A probe per usb9pfs interface plugged in now that `c` serves, with its
+/// target exactly as the daemon would resolve it (templates expanded from
+/// the board itself).
+pub fn plugged_plans(c: &Config, gadgets: &[GadgetInfo]) -> Vec<Plan> {
+    gadgets
+        .iter()
+        .filter_map(|g| {
+            let entry = format!("plugged board {} at {}#{}", g.serial_or_none(), g.busaddr, g.interface);
+            match c.resolve(g) {
+                Decision::Serve { target, why } => Some(Plan { entry: format!("{entry} (by {why})"), target: Ok(target) }),
+                Decision::Refused { why } => Some(Plan { entry, target: Err(format!("not served: {why}")) }),
+                Decision::NoBackend | Decision::NotAllowed => None,
+            }
+        })
+        .collect()
 }
 
 /// `t` with its export template expanded for a board with this serial,
@@ -458,6 +475,24 @@ mod tests {
         let n = tversion(&mut b, 16384);
         let v = frame::version(&b[..n]).expect("tversion");
         assert_eq!(v.msize, 16384);
+    }
+
+    #[test]
+    fn entries_and_plugged_boards_are_planned_with_their_exports_expanded() {
+        let c = Config::parse(
+            "[defaults]\nbackend = \"h:1\"\nexport = \"/srv/{path}\"\n[[board]]\nserial = \"A\"\nbackend = \"h:2\"\nexport = \"/srv/s/{serial}\"\n",
+            std::path::Path::new("t.toml"),
+        )
+        .expect("config");
+        let p = plans(&c);
+        assert_eq!(p.len(), 2);
+        assert!(p[0].target.as_ref().is_err_and(|e| e.contains("{path}")), "{:?}", p[0]);
+        assert_eq!(p[1].entry, "[[board]] serial \"A\"");
+        assert_eq!(p[1].target.as_ref().expect("A").confine.export.as_deref(), Some("/srv/s/A"));
+        let plugged = plugged_plans(&c, &[GadgetInfo::example(Some("B"), 3, 7)]);
+        assert_eq!(plugged.len(), 1);
+        assert_eq!(plugged[0].entry, "plugged board B at 003-007#0 (by defaults)");
+        assert_eq!(plugged[0].target.as_ref().expect("B").confine.export.as_deref(), Some("/srv/3-1"));
     }
 
     #[test]
