@@ -191,7 +191,7 @@ pub enum Command {
     /// confinement rewrites them; say what an error means and what to
     /// change. For every entry of the config, or for one --backend.
     Probe {
-        /// The config whose entries to probe (default: /etc/usb9pfsd/config.toml).
+        /// The config whose entries (and plugged boards) to probe.
         #[arg(long, default_value = config::DEFAULT_PATH, conflicts_with = "backend")]
         config: PathBuf,
         /// Probe this server instead (host:port, [ipv6]:port or unix:/path).
