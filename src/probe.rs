@@ -271,6 +271,15 @@ pub fn probe(entry: &str, target: &Target, board: &BoardAttach, timeout: Duratio
     report.msize = Some(ceiling);
 
     // Tattach, as the board sends it, then as confinement rewrites it.
+    let need = HEADER_LEN + 4 + 4 + 2 + board.uname.len() + 2 + board_aname.len() + 4;
+    if need > ceiling as usize || board.uname.len() > usize::from(u16::MAX) || board_aname.len() > usize::from(u16::MAX) {
+        return report.fail(
+            "attach",
+            Some(libc::ENAMETOOLONG as u32),
+            format!("a Tattach with this aname and uname is {need} bytes, more than the session's msize {ceiling}"),
+            "the board's kernel could not send it either: use a shorter aname".into(),
+        );
+    }
     let n = tattach(&mut t, &board.uname, &board_aname, board.uid);
     let policy = target.confine.confines().then(|| Arc::new(target.confine.clone()));
     let mut confine = policy.map(|p| Confine::new(p, fids::Limits::default()));
@@ -499,6 +508,43 @@ mod tests {
     fn errnos_read_as_people_know_them() {
         assert_eq!(errno_name(1), "EPERM (Operation not permitted)");
         assert_eq!(errno_name(2), "ENOENT (No such file or directory)");
+    }
+
+    /// A user's aname longer than any frame: a report, never a panic (the
+    /// server is never asked).
+    #[test]
+    fn an_aname_longer_than_the_msize_is_reported_not_written() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr: BackendAddr = l.local_addr().expect("addr").to_string().parse().expect("addr");
+        let server = std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let (mut s, _) = l.accept().expect("accept");
+            let mut t = [0u8; 64];
+            let n = s.read(&mut t).expect("tversion");
+            assert_eq!(t[4], TVERSION, "{n}");
+            let mut r = [0u8; 64];
+            let len = {
+                let mut w = Writer::new(&mut r);
+                w.header(21, RVERSION, NOTAG);
+                w.u32(8192);
+                w.string(b"9P2000.L");
+                21
+            };
+            s.write_all(&r[..len]).expect("rversion");
+            // Nothing more comes: the probe gives up before sending.
+            assert_eq!(s.read(&mut t).unwrap_or(0), 0);
+        });
+        let target = Target {
+            backend: addr,
+            buflen: 8192,
+            request_timeout: None,
+            recover_window: Duration::ZERO,
+            confine: Default::default(),
+        };
+        let board = BoardAttach { aname: Some("/a".repeat(70_000)), uname: "nobody".into(), uid: 0 };
+        let r = probe("t", &target, &board, Duration::from_secs(5));
+        assert_eq!((r.ok, r.step, r.errno), (false, "attach", Some(libc::ENAMETOOLONG as u32)), "{:?}", r.error);
+        server.join().expect("server");
     }
 
     #[test]
