@@ -292,6 +292,24 @@ fn a_running_daemon_answers_status_and_reload() {
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("config reloaded:"), "{out}");
 
+    // What parses but cannot work is applied, and the log says why it
+    // cannot, with its place (as at start).
+    std::fs::write(&config, "[[board]]\nserial = \"CHANGE-ME-0001\"\nbackend = \"127.0.0.1:564\"\n").expect("write");
+    let (code, _, err) = usb9pfsd(&["reload", "--socket", sock]);
+    assert_eq!(code, 0, "{err}");
+    // The warning comes before the supervisor's "config reloaded" line of
+    // this (the second) reload.
+    let (mut warned, mut reloads) = (String::new(), 0);
+    while reloads < 2 {
+        line.clear();
+        assert!(log.read_line(&mut line).expect("log") > 0, "the daemon died");
+        if line.contains("shipped placeholder") {
+            warned = line.clone();
+        }
+        reloads += usize::from(line.contains("config reloaded:"));
+    }
+    assert!(warned.contains(&format!("{}:2:10:", config.display())), "no warning with its place before the reload's line: {warned:?}");
+
     std::fs::write(&config, "[[board]]\nserial = \"x\"\nbakend = 1\n").expect("write");
     let (code, _, err) = usb9pfsd(&["reload", "--socket", sock]);
     assert_eq!(code, 1);

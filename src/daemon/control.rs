@@ -138,7 +138,15 @@ pub async fn reload(inputs: &mpsc::UnboundedSender<Input>, config_path: Option<&
         return Err("this daemon runs without a config file (usb9pfsd forward): nothing to reload".into());
     };
     let (reply, answer) = oneshot::channel();
-    inputs.send(Input::Reload(Config::load(path), reply)).map_err(|_| gone())?;
+    // What parses but cannot work (a placeholder serial, a socket the
+    // sandbox hides) is logged, as at start; it does not stop the reload.
+    let loaded = Config::load_checked(path).map(|(c, warnings)| {
+        for w in &warnings {
+            tracing::warn!("{w}");
+        }
+        c
+    });
+    inputs.send(Input::Reload(loaded, reply)).map_err(|_| gone())?;
     answer.await.map_err(|_| gone())?
 }
 
