@@ -105,7 +105,7 @@ pub fn forward_config(
     if port == 0 {
         return Err("--port 0 cannot be connected to".into());
     }
-    let target = Target { backend: BackendAddr::Tcp { host: server.to_string(), port }, buflen, request_timeout: None, confine: Default::default() };
+    let target = Target { backend: BackendAddr::Tcp { host: server.to_string(), port }, buflen, request_timeout: None, recover_window: crate::config::DEFAULT_RECOVER_WINDOW, confine: Default::default() };
     let mut c = Config::empty();
     if let Some(id) = id {
         c.allow_ids = Some(vec![config::parse_usb_id(id)?]);

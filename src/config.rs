@@ -28,6 +28,16 @@ pub const DEFAULT_BUFLEN: u32 = 16384;
 pub const DEFAULT_MAX_FRAME: u32 = 1 << 20;
 /// `request_timeout` in seconds: a second up to a day.
 const REQUEST_TIMEOUT_RANGE: (u32, u32) = (1, 86400);
+/// `recover_window` in seconds: 0 (off) up to a day.
+const RECOVER_WINDOW_RANGE: (u32, u32) = (0, 86400);
+/// How long a board's request may wait while usb9pfsd rebuilds its session
+/// after the 9P server restarted. Two minutes: long enough for a service
+/// restart, a crash restarted by its supervisor, or a small server host's
+/// reboot; short enough that a server gone for good turns into EIO (and the
+/// board's own timeouts and watchdogs) rather than a board frozen for
+/// longer than anyone waits at a console. A board whose root file system is
+/// on 9P cannot do anything useful meanwhile either way.
+pub const DEFAULT_RECOVER_WINDOW: Duration = Duration::from_secs(120);
 const FRAME_RANGE: (u32, u32) = (4096, 16 << 20);
 /// What `buflen` may be, in the config and for `forward --buflen`.
 pub const BUFLEN_RANGE: (u32, u32) = (512, 16 << 20);
@@ -57,6 +67,7 @@ struct DefaultsSchema {
     backend: Option<BackendAddr>,
     buflen: Option<Spanned<u32>>,
     request_timeout: Option<Spanned<u32>>,
+    recover_window: Option<Spanned<u32>>,
     export: Option<Spanned<String>>,
     read_only: Option<bool>,
     uid: Option<Spanned<u32>>,
@@ -72,6 +83,7 @@ struct BoardSchema {
     backend: BackendAddr,
     buflen: Option<Spanned<u32>>,
     request_timeout: Option<Spanned<u32>>,
+    recover_window: Option<Spanned<u32>>,
     export: Option<Spanned<String>>,
     read_only: Option<bool>,
     uid: Option<Spanned<u32>>,
@@ -93,6 +105,8 @@ pub struct Target {
     pub backend: BackendAddr,
     pub buflen: u32,
     pub request_timeout: Option<Duration>,
+    /// How long a lost server session may take to be rebuilt (zero: off).
+    pub recover_window: Duration,
     /// What the board may reach (`export`, `read_only`, `uid`, `gid`). In a
     /// parsed config `export` may be a template; [`Config::resolve`] gives
     /// it expanded for the board.
@@ -218,6 +232,13 @@ impl Config {
             None => Ok(inherited),
         };
         let default_request_timeout = request_timeout(&file.defaults.request_timeout, None)?;
+        let recover_window = |v: &Option<Spanned<u32>>, inherited: Duration| match v {
+            Some(v) => in_range(v, RECOVER_WINDOW_RANGE, "recover_window")
+                .map(|s| Duration::from_secs(s.into()))
+                .map_err(|m| err(Some(v.span()), m)),
+            None => Ok(inherited),
+        };
+        let default_recover_window = recover_window(&file.defaults.recover_window, DEFAULT_RECOVER_WINDOW)?;
         let confine = |c: ConfineKeys, inherited: &Policy| -> Result<Policy, ConfigError> {
             let mut p = inherited.clone();
             if let Some(e) = &c.export {
@@ -244,6 +265,7 @@ impl Config {
             backend,
             buflen: default_buflen,
             request_timeout: default_request_timeout,
+            recover_window: default_recover_window,
             confine: default_confine.clone(),
         });
 
@@ -278,9 +300,10 @@ impl Config {
                 None => default_buflen,
             };
             let request_timeout = request_timeout(&b.request_timeout, default_request_timeout)?;
+            let recover_window = recover_window(&b.recover_window, default_recover_window)?;
             let keys = ConfineKeys { export: &b.export, read_only: b.read_only, uid: &b.uid, gid: &b.gid };
             let confine = confine(keys, &default_confine)?;
-            boards.push(BoardRule { matcher, interface, target: Target { backend: b.backend.clone(), buflen, request_timeout, confine } });
+            boards.push(BoardRule { matcher, interface, target: Target { backend: b.backend.clone(), buflen, request_timeout, recover_window, confine } });
         }
         Ok(Config { max_frame, allow_ids, default, boards, control_socket })
     }

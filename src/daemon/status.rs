@@ -37,6 +37,16 @@ pub struct Counters {
     /// Requests of a confined board that usb9pfsd refused itself (outside
     /// its export, a change on a read-only board, an owner change, ...).
     pub refused: AtomicU64,
+    /// Server sessions recovered after the server restarted (issue 19), and
+    /// recoveries given up (the window passed, the server refused).
+    pub recoveries: AtomicU64,
+    pub recovery_failures: AtomicU64,
+    /// The last recovery: its duration, fids replayed and fids lost.
+    pub last_recovery_ms: AtomicU64,
+    pub last_replayed: AtomicU64,
+    pub last_lost: AtomicU64,
+    /// Whether the live session can be recovered: 0 no session, 1 yes, 2 no.
+    pub recoverable: AtomicU8,
     /// What the worker is doing right now: an [`Activity`] as u8.
     pub activity: AtomicU8,
     /// When the live server session began, in Unix milliseconds; 0: none.
@@ -71,6 +81,9 @@ pub enum Activity {
     Connecting = 1,
     /// A request from the board is in flight (to the server or its reply back).
     Forwarding = 2,
+    /// The server session was lost; rebuilding it on a new connection while
+    /// the board's request waits.
+    Recovering = 3,
 }
 
 /// A request in flight on one board; dropping it marks the board idle.
@@ -108,6 +121,20 @@ pub struct CounterSnapshot {
     /// daemon's report.
     #[serde(default)]
     pub refused: u64,
+    /// Server-restart recovery (issue 19); absent from an older daemon's
+    /// report. `recoverable`: null without a live session.
+    #[serde(default)]
+    pub recoveries: u64,
+    #[serde(default)]
+    pub recovery_failures: u64,
+    #[serde(default)]
+    pub last_recovery_ms: u64,
+    #[serde(default)]
+    pub last_recovery_fids_replayed: u64,
+    #[serde(default)]
+    pub last_recovery_fids_stale: u64,
+    #[serde(default)]
+    pub recoverable: Option<bool>,
 }
 
 impl Counters {
@@ -127,6 +154,16 @@ impl Counters {
             reply_send_us: g(&self.time.reply_ns) / 1000,
             rearms: g(&self.rearms),
             refused: g(&self.refused),
+            recoveries: g(&self.recoveries),
+            recovery_failures: g(&self.recovery_failures),
+            last_recovery_ms: g(&self.last_recovery_ms),
+            last_recovery_fids_replayed: g(&self.last_replayed),
+            last_recovery_fids_stale: g(&self.last_lost),
+            recoverable: match self.recoverable.load(Ordering::Relaxed) {
+                1 => Some(true),
+                2 => Some(false),
+                _ => None,
+            },
         }
     }
 
@@ -134,6 +171,7 @@ impl Counters {
         match self.activity.load(Ordering::Relaxed) {
             1 => Activity::Connecting,
             2 => Activity::Forwarding,
+            3 => Activity::Recovering,
             _ => Activity::Idle,
         }
     }
@@ -195,6 +233,9 @@ pub enum BoardState {
     Forwarding,
     /// A worker owns the board; no request in flight.
     Idle,
+    /// The board's server session was lost; a worker is rebuilding it on a
+    /// new connection while the board's request waits (issue 19).
+    Recovering,
     /// The last worker failed; the next starts after the delay.
     Backoff { retry_in_ms: u64 },
 }
@@ -207,6 +248,7 @@ impl BoardState {
             BoardState::Connecting => "connecting",
             BoardState::Forwarding => "forwarding",
             BoardState::Idle => "idle",
+            BoardState::Recovering => "recovering",
             BoardState::Backoff { .. } => "backoff",
         }
     }
@@ -420,6 +462,18 @@ pub fn table(r: &StatusReport) -> String {
         if let Some(c) = &b.confine {
             more(&mut out, format!("confined: {c}; {} request(s) refused", b.counters.refused));
         }
+        if c.recoveries + c.recovery_failures > 0 {
+            more(
+                &mut out,
+                format!(
+                    "server restarts survived: {} (last took {} ms: {} fid(s) replayed, {} stale); given up: {}",
+                    c.recoveries, c.last_recovery_ms, c.last_recovery_fids_replayed, c.last_recovery_fids_stale, c.recovery_failures
+                ),
+            );
+        }
+        if c.recoverable == Some(false) {
+            more(&mut out, "this session cannot be recovered if its server restarts (see the journal for why)".into());
+        }
         if let Some(e) = &b.last_error {
             more(&mut out, format!("last error at {}: {e}", dash(&b.last_error_at)));
         }
@@ -538,6 +592,12 @@ mod tests {
                 reply_send_us: 200,
                 rearms: 4,
                 refused: 3,
+                recoveries: 2,
+                recovery_failures: 1,
+                last_recovery_ms: 450,
+                last_recovery_fids_replayed: 12,
+                last_recovery_fids_stale: 1,
+                recoverable: Some(true),
             },
             last_error: Some("lost the 9P server".into()),
             last_error_at: Some("2026-11-26T00:15:59Z".into()),
@@ -594,7 +654,9 @@ mod tests {
                 "counters": {
                     "t_messages": 10, "t_bytes": 2000, "r_messages": 9, "r_bytes": 3145728,
                     "error_replies": 1, "sessions": 2, "backend_failures": 1, "served": 8,
-                    "board_wait_us": 900, "server_wait_us": 400, "reply_send_us": 200, "rearms": 4, "refused": 3
+                    "board_wait_us": 900, "server_wait_us": 400, "reply_send_us": 200, "rearms": 4, "refused": 3,
+                    "recoveries": 2, "recovery_failures": 1, "last_recovery_ms": 450,
+                    "last_recovery_fids_replayed": 12, "last_recovery_fids_stale": 1, "recoverable": true
                 },
                 "last_error": "lost the 9P server", "last_error_at": "2026-11-26T00:15:59Z",
                 "confine": {"export": "/srv/boards/a", "read_only": true, "uid": 1000, "gid": null}
@@ -606,7 +668,9 @@ mod tests {
                 "counters": {
                     "t_messages": 10, "t_bytes": 2000, "r_messages": 9, "r_bytes": 3145728,
                     "error_replies": 1, "sessions": 2, "backend_failures": 1, "served": 8,
-                    "board_wait_us": 900, "server_wait_us": 400, "reply_send_us": 200, "rearms": 4, "refused": 3
+                    "board_wait_us": 900, "server_wait_us": 400, "reply_send_us": 200, "rearms": 4, "refused": 3,
+                    "recoveries": 2, "recovery_failures": 1, "last_recovery_ms": 450,
+                    "last_recovery_fids_replayed": 12, "last_recovery_fids_stale": 1, "recoverable": true
                 },
                 "last_error": null, "last_error_at": null,
                 "confine": {"export": "/srv/boards/a", "read_only": true, "uid": 1000, "gid": null}
@@ -619,7 +683,9 @@ mod tests {
                 "counters": {
                     "t_messages": 10, "t_bytes": 2000, "r_messages": 9, "r_bytes": 3145728,
                     "error_replies": 1, "sessions": 2, "backend_failures": 1, "served": 8,
-                    "board_wait_us": 900, "server_wait_us": 400, "reply_send_us": 200, "rearms": 4, "refused": 3
+                    "board_wait_us": 900, "server_wait_us": 400, "reply_send_us": 200, "rearms": 4, "refused": 3,
+                    "recoveries": 2, "recovery_failures": 1, "last_recovery_ms": 450,
+                    "last_recovery_fids_replayed": 12, "last_recovery_fids_stale": 1, "recoverable": true
                 },
                 "last_error": "lost the 9P server", "last_error_at": "2026-11-26T00:15:59Z",
                 "confine": {"export": "/srv/boards/a", "read_only": true, "uid": 1000, "gid": null}

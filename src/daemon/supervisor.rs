@@ -487,7 +487,12 @@ impl<S: Spawn> Supervisor<S> {
             info: b.info.clone(),
             backends: backend.clone(),
             counters: b.counters.clone(),
-            limits: Limits { max_frame: self.config.max_frame, board_buflen: target.buflen, request_timeout: target.request_timeout },
+            limits: Limits {
+                max_frame: self.config.max_frame,
+                board_buflen: target.buflen,
+                request_timeout: target.request_timeout,
+                recover_window: target.recover_window,
+            },
             stop: b.stop.clone(),
             adopt,
             reporter: Reporter {
@@ -637,6 +642,7 @@ impl<S: Spawn> Supervisor<S> {
                             Activity::Idle => BoardState::Idle,
                             Activity::Connecting => BoardState::Connecting,
                             Activity::Forwarding => BoardState::Forwarding,
+                            Activity::Recovering => BoardState::Recovering,
                         },
                         None,
                     ),

@@ -11,7 +11,7 @@
 //! must never touch USB.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::ninep::backend::{AbortHandle, Backend, BackendAddr, BackendError, Dial};
@@ -81,6 +81,8 @@ pub struct BoardBackend {
     live: Mutex<Live>,
     rate: Mutex<SessionRate>,
     stopped: AtomicBool,
+    /// Wakes a recovery's backoff wait when stop() is called.
+    wake: Condvar,
     connect_timeout: Duration,
     /// Connect attempts actually made (not refused by backoff).
     pub tries: AtomicU64,
@@ -99,6 +101,7 @@ impl BoardBackend {
             live: Mutex::new(Live::Idle),
             rate: Mutex::default(),
             stopped: AtomicBool::new(false),
+            wake: Condvar::new(),
             connect_timeout: CONNECT_TIMEOUT,
             tries: AtomicU64::new(0),
             last_error: Mutex::new(None),
@@ -155,10 +158,29 @@ impl BoardBackend {
     /// worker blocked on the server wakes up (board removed, daemon stopping).
     pub fn stop(&self) {
         self.stopped.store(true, Ordering::SeqCst);
-        match std::mem::replace(&mut *lock(&self.live), Live::Idle) {
+        let mut live = lock(&self.live);
+        match std::mem::replace(&mut *live, Live::Idle) {
             Live::Idle => {}
             Live::Dialing(d) => d.cancel(),
             Live::Connected(a) => a.abort(),
+        }
+        // Under the same lock a recovery's backoff waits with.
+        self.wake.notify_all();
+    }
+
+    /// Waits `d` unless stop() is called first; false if it was.
+    fn pause(&self, d: Duration) -> bool {
+        let until = Instant::now() + d;
+        let mut live = lock(&self.live);
+        loop {
+            if self.stopped.load(Ordering::SeqCst) {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= until {
+                return true;
+            }
+            live = self.wake.wait_timeout(live, until - now).map(|(g, _)| g).unwrap_or_else(|p| p.into_inner().0);
         }
     }
 
@@ -286,6 +308,36 @@ impl Backends for BoardBackend {
         if self.stopped.load(Ordering::SeqCst) {
             self.stop();
         }
+    }
+
+    fn reconnect(&self, attempt: u32, until: Instant) -> Result<Backend, ConnectError> {
+        let addr = self.addr();
+        if attempt > 0 {
+            let backoff = FIRST_BACKOFF.saturating_mul(1 << (attempt - 1).min(16)).min(MAX_BACKOFF);
+            if !self.pause(backoff.min(until.saturating_duration_since(Instant::now()))) {
+                return Err(Self::stopped_error());
+            }
+        }
+        if self.stopped.load(Ordering::SeqCst) {
+            return Err(Self::stopped_error());
+        }
+        if Instant::now() >= until {
+            return Err(ConnectError { errno: libc::EIO as u32, message: format!("9P server {addr} did not come back within the recover window") });
+        }
+        self.tries.fetch_add(1, Ordering::Relaxed);
+        match self.dial(&addr) {
+            Err(_) if self.stopped.load(Ordering::SeqCst) => Err(Self::stopped_error()),
+            Ok(b) => Ok(b),
+            Err(e) => {
+                *lock(&self.live) = Live::Idle;
+                tracing::debug!(backend = %addr, "recovery: cannot connect yet: {e}");
+                Err(ConnectError::from_io(&e, format!("cannot connect to 9P server {addr}")))
+            }
+        }
+    }
+
+    fn recovery_failed(&self, message: &str) {
+        self.record(message);
     }
 
     fn lost(&self, err: &BackendError) {
