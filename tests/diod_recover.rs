@@ -194,3 +194,43 @@ fn resize(mut m: Vec<u8>) -> Vec<u8> {
     m[..4].copy_from_slice(&n.to_le_bytes());
     m
 }
+
+/// Recovery time against the number of live fids (issue 19): run with
+/// `cargo test --release --test diod_recover -- --ignored --nocapture`;
+/// the table goes to docs/reliability.md.
+#[test]
+#[ignore]
+fn recovery_time_against_live_fids() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let export = dir.path().canonicalize().expect("canon");
+    for i in 0..100 {
+        std::fs::create_dir_all(export.join(format!("d{}", i % 10))).expect("mkdir");
+        std::fs::write(export.join(format!("d{}/f{i}", i % 10)), b"x").expect("write");
+    }
+    println!("| live fids | opened | recovery (ms) | fids replayed |");
+    println!("|---:|---:|---:|---:|");
+    for n in [10u32, 1000, 10000] {
+        let port = free_port();
+        let diod = start_diod_on(&export, port);
+        let s = serve(BoardBackend::new(format!("127.0.0.1:{port}").parse().expect("addr")), limits(60));
+        let b = &s.board;
+        mount(b, export.to_str().expect("utf8"));
+        let mut opened = 0;
+        for fid in 2..n + 1 {
+            let i = fid % 100;
+            ok(b, walk(1, fid, &[&format!("d{}", i % 10), &format!("f{i}")]));
+            if fid % 10 == 0 {
+                ok(b, Msg::new(12, 3).u32(fid).u32(0).done());
+                opened += 1;
+            }
+        }
+        drop(diod);
+        let _diod = start_diod_on(&export, port);
+        ok(b, Msg::new(24, 9).u32(2.min(n)).u64(0x3fff).done());
+        let c = s.counters.snapshot();
+        assert_eq!(c.recoveries, 1);
+        println!("| {n} | {opened} | {} | {} |", c.last_recovery_ms, c.last_recovery_fids_replayed);
+        drop(s.board);
+        s.worker.join().expect("worker");
+    }
+}

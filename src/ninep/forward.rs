@@ -83,6 +83,11 @@ pub trait Backends: Send + Sync {
     }
     /// A recovery gave up (already logged by the loop): status's last error.
     fn recovery_failed(&self, _message: &str) {}
+    /// The supervisor is letting go of the board (removed, released, daemon
+    /// stopping): a lost session is not recovered.
+    fn stopping(&self) -> bool {
+        false
+    }
     /// A live connection handed over by a predecessor now serves the board.
     fn adopted(&self, _backend: &Backend) {}
     /// What the board's next 9P session is confined to (None: nothing). Asked
@@ -633,6 +638,9 @@ enum Recovery {
 /// connection within the board's recover window, counted from `since`
 /// (the first loss of this request), while the board's request waits.
 fn recover_session(backends: &dyn Backends, counters: &Counters, s: &mut Session, e: &BackendError, limits: &Limits, since: Instant) -> Recovery {
+    if backends.stopping() {
+        return Recovery::Off;
+    }
     if let Some(why) = s.unrecoverable(limits) {
         if !limits.recover_window.is_zero() {
             tracing::warn!("the 9P server session cannot be recovered: {why}");
@@ -654,7 +662,7 @@ fn recover_session(backends: &dyn Backends, counters: &Counters, s: &mut Session
     let result = loop {
         let b = match backends.reconnect(attempt, until) {
             Ok(b) => b,
-            Err(c) if Instant::now() >= until || c.message.contains("letting go") => break Err(c.message),
+            Err(c) if Instant::now() >= until || backends.stopping() => break Err(c.message),
             Err(_) => {
                 attempt += 1;
                 continue;

@@ -340,6 +340,10 @@ impl Backends for BoardBackend {
         self.record(message);
     }
 
+    fn stopping(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
     fn lost(&self, err: &BackendError) {
         let addr = self.addr();
         let message = format!("lost the 9P server {addr} mid-session: {err}");
@@ -401,6 +405,45 @@ mod tests {
         let still_open = matches!(std::io::Read::read(&mut on_old, &mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
         assert!(still_open);
         drop(live);
+    }
+
+    #[test]
+    fn recovery_reconnects_to_the_sessions_server_past_backoff_and_rate_limit() {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr: BackendAddr = l.local_addr().expect("a").to_string().parse().expect("addr");
+        let b = BoardBackend::new(addr.clone());
+        // A board over its session rate and in backoff: recovery is neither.
+        for _ in 0..SESSION_BURST {
+            let _ = b.connect();
+        }
+        assert!(b.connect().is_err(), "over the session rate");
+        let other = TcpListener::bind("127.0.0.1:0").expect("bind");
+        b.swap_for_next_session(other.local_addr().expect("a").to_string().parse().expect("addr"));
+        let until = Instant::now() + Duration::from_secs(30);
+        let _c = b.reconnect(0, until).expect("reconnect");
+        assert_eq!(b.addr(), addr, "the session's server, not the reload's next one");
+        assert!(b.pending().is_some(), "the reload's address still waits for the next mount");
+    }
+
+    #[test]
+    fn a_recovery_waiting_out_its_backoff_stops_at_once_when_asked() {
+        let b = std::sync::Arc::new(BoardBackend::new(format!("127.0.0.1:{}", closed_port()).parse().expect("addr")));
+        let until = Instant::now() + Duration::from_secs(60);
+        assert!(b.reconnect(0, until).is_err(), "nobody listens");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let b2 = b.clone();
+        // attempt 16: an 8 s backoff first
+        std::thread::spawn(move || {
+            let _ = tx.send((b2.reconnect(16, until), Instant::now()));
+        });
+        let t0 = Instant::now();
+        std::thread::sleep(Duration::from_millis(100)); // let it start waiting (not a synchronisation: either order passes)
+        b.stop();
+        let (r, at) = rx.recv_timeout(Duration::from_secs(20)).expect("bounded");
+        assert!(r.is_err() && b.stopping());
+        assert!(at.duration_since(t0) < Duration::from_secs(5), "woken by stop(), not by the backoff's end");
+        let past = b.reconnect(0, Instant::now());
+        assert!(past.is_err(), "a stopped backend never reconnects");
     }
 
     #[test]

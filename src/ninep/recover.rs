@@ -31,7 +31,7 @@ use crate::ninep::confine::{
     NOFID, TATTACH, TAUTH, TCLUNK, TREMOVE, TFLUSH, TFSYNC, TGETATTR, TGETLOCK, TLOCK, TLOPEN, TREAD, TREADDIR, TREADLINK, TSETATTR,
     TSTATFS, TVERSION, TWALK, TWRITE, TXATTRWALK,
 };
-use crate::ninep::fids::{FidTable, Qid};
+use crate::ninep::fids::{Attach, FidTable, Qid};
 use crate::ninep::frame::{self, Dialect, HEADER_LEN, RLERROR};
 use crate::ninep::wire::{Cursor, Writer};
 
@@ -76,10 +76,10 @@ pub fn replay(b: &mut Backend, table: &mut FidTable, msize: u32, timeout: Option
     let tmp = (0..u32::MAX - 1).rev().find(|n| table.get(*n).is_none()).unwrap_or(NOFID - 1);
     let mut by_attach: Vec<(u16, u32)> = table.iter().filter(|(_, f)| !f.lost).map(|(n, f)| (f.attach, n)).collect();
     by_attach.sort_unstable();
-    let attaches: Vec<(u16, Vec<u8>, Vec<u8>, u32, Qid)> =
-        table.live_attaches().map(|(i, a)| (i, a.aname.clone(), a.uname.clone(), a.n_uname, a.root)).collect();
+    // Copied out: the loop below changes the table.
+    let attaches: Vec<(u16, Attach)> = table.live_attaches().map(|(i, a)| (i, a.clone())).collect();
     let mut replayed = 0;
-    for (idx, aname, uname, n_uname, root) in attaches {
+    for (idx, Attach { aname, uname, n_uname, root, .. }) in attaches {
         let fids = by_attach.iter().filter(|(a, _)| *a == idx).map(|&(_, f)| f);
         match x.attach(tmp, &uname, &aname, n_uname)? {
             Some(q) if same(&q, &root) => {
