@@ -785,6 +785,24 @@ buflen = 65536
     }
 
     #[test]
+    fn recover_window_defaults_to_two_minutes_is_inherited_and_may_be_off() {
+        let c = parse(
+            "[defaults]\nbackend = \"h:1\"\nrecover_window = 30\n\n[[board]]\nserial = \"A\"\nbackend = \"h:2\"\nrecover_window = 0\n\n[[board]]\nserial = \"B\"\nbackend = \"h:3\"\n",
+        )
+        .expect("parse");
+        let window = |serial| match c.resolve(&gadget(Some(serial), "1-9", 1, 2)) {
+            Decision::Serve { target, .. } => target.recover_window,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(window("A"), Duration::ZERO, "off for this board");
+        assert_eq!(window("B"), Duration::from_secs(30), "inherited from [defaults]");
+        assert_eq!(parse(EXAMPLE).expect("parse").boards[0].target.recover_window, DEFAULT_RECOVER_WINDOW);
+        assert_eq!(DEFAULT_RECOVER_WINDOW, Duration::from_secs(120));
+        let e = parse("[[board]]\nserial = \"A\"\nbackend = \"h:1\"\nrecover_window = 90000\n").expect_err("range");
+        assert_eq!(e.to_string(), "test.toml:4:18: recover_window = 90000 must be between 0 and 86400");
+    }
+
+    #[test]
     fn request_timeout_is_optional_inherited_and_range_checked() {
         let c = parse(
             "[defaults]\nbackend = \"h:1\"\nrequest_timeout = 30\n\n[[board]]\nserial = \"A\"\nbackend = \"h:2\"\nrequest_timeout = 5\n\n[[board]]\nserial = \"B\"\nbackend = \"h:3\"\n",
