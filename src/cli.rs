@@ -223,9 +223,10 @@ pub struct AttachArgs {
     /// The user name in the board's attach (mount -o uname=...; the kernel's default is nobody).
     #[arg(long, default_value = "nobody")]
     pub uname: String,
-    /// The uid in the board's attach (the uid that mounts: 0 for root).
-    #[arg(long, default_value_t = 0)]
-    pub uid: u32,
+    /// The uid in the board's attach (default: none, as the board's kernel
+    /// sends for its mount; a later attach of one of its users carries theirs).
+    #[arg(long)]
+    pub uid: Option<u32>,
 }
 
 impl Cli {

@@ -38,8 +38,9 @@ pub struct BoardAttach {
     pub aname: Option<String>,
     /// `mount -o uname=...` (the kernel's default: nobody).
     pub uname: String,
-    /// The uid that mounts (root: 0).
-    pub uid: u32,
+    /// The uid in the attach: None (n_uname ~0), as the board's kernel
+    /// sends for its mount.
+    pub uid: Option<u32>,
 }
 
 /// One probe's outcome. The field names are an interface (`probe --json`).
@@ -116,11 +117,7 @@ impl Report {
     }
 
     fn user(&self) -> String {
-        match (&self.uname, self.n_uname) {
-            (Some(u), Some(n)) if !u.is_empty() => format!("uname {u:?}, uid {n}"),
-            (_, Some(n)) => format!("uid {n}"),
-            _ => "?".into(),
-        }
+        crate::daemon::status::who(self.uname.as_deref().unwrap_or(""), self.n_uname.filter(|n| *n != NOFID))
     }
 }
 
@@ -280,7 +277,7 @@ pub fn probe(entry: &str, target: &Target, board: &BoardAttach, timeout: Duratio
             "the board's kernel could not send it either: use a shorter aname".into(),
         );
     }
-    let n = tattach(&mut t, &board.uname, &board_aname, board.uid);
+    let n = tattach(&mut t, &board.uname, &board_aname, board.uid.unwrap_or(NOFID));
     let policy = target.confine.confines().then(|| Arc::new(target.confine.clone()));
     let mut confine = policy.map(|p| Confine::new(p, fids::Limits::default()));
     let n = match confine.as_mut().map(|c| c.request(&mut t, n, ceiling)) {
@@ -340,7 +337,7 @@ pub fn probe(entry: &str, target: &Target, board: &BoardAttach, timeout: Duratio
         }
         RLERROR => {
             let errno = rlerror(reply);
-            let (error, hint) = attach_refused(errno, &server_aname, n_uname, target);
+            let (error, hint) = attach_refused(errno, &server_aname, &report.user(), target);
             report.fail("attach", Some(errno), error, hint)
         }
         other => report.fail("attach", None, format!("the server answered Tattach with a {}", frame::type_name(other)), String::new()),
@@ -369,8 +366,8 @@ fn connect_failed(addr: &BackendAddr, e: &io::Error) -> (String, String) {
 }
 
 /// What an Rlerror to the attach means with diod, and what to change.
-fn attach_refused(errno: u32, aname: &str, uid: u32, target: &Target) -> (String, String) {
-    let error = format!("the server refused to attach {} as uid {uid}: {}", quoted(aname), errno_name(errno));
+fn attach_refused(errno: u32, aname: &str, user: &str, target: &Target) -> (String, String) {
+    let error = format!("the server refused to attach {} as {user}: {}", quoted(aname), errno_name(errno));
     let change = if target.confine.export.is_some() {
         "the entry's `export`"
     } else {
@@ -383,7 +380,7 @@ fn attach_refused(errno: u32, aname: &str, uid: u32, target: &Target) -> (String
         ),
         libc::ENOENT => format!("{aname:?} does not exist on the server's host: create it, or fix {change}"),
         libc::EACCES => format!(
-            "the server does not let uid {uid} in: check the export's permissions, diod's squash options (-S, allsquash), or set `uid` in the entry to a user that may"
+            "the server does not let {user} in: check the export's permissions, diod's squash options (-S, allsquash), or set `uid` in the entry to a user that may"
         ),
         libc::ENOTDIR => format!(
             "{aname:?} is not a directory on the server's host (diod also says this for every path of an export on overlayfs: export a directory on a real file system or a tmpfs)"
@@ -541,7 +538,7 @@ mod tests {
             recover_window: Duration::ZERO,
             confine: Default::default(),
         };
-        let board = BoardAttach { aname: Some("/a".repeat(70_000)), uname: "nobody".into(), uid: 0 };
+        let board = BoardAttach { aname: Some("/a".repeat(70_000)), uname: "nobody".into(), uid: None };
         let r = probe("t", &target, &board, Duration::from_secs(5));
         assert_eq!((r.ok, r.step, r.errno), (false, "attach", Some(libc::ENAMETOOLONG as u32)), "{:?}", r.error);
         server.join().expect("server");

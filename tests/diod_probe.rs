@@ -92,6 +92,9 @@ fn every_config_entry_is_probed_as_its_confinement_rewrites_the_attach() {
     assert_eq!(r[1]["errno"], 1);
     assert!(r[1]["hint"].as_str().unwrap_or_default().contains("the entry's `export`"), "{out}");
     assert_eq!(r[2]["ok"], true, "{out}");
+    // No squash: the user the board's kernel mounts as, uname nobody and
+    // no uid (n_uname ~0).
+    assert_eq!((r[2]["uname"].as_str(), r[2]["n_uname"].as_u64()), (Some("nobody"), Some(u64::from(u32::MAX))), "{out}");
 
     // The board's own aname, below the export: walked to; above it: refused
     // by usb9pfsd itself, as the board would be.

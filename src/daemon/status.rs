@@ -70,8 +70,8 @@ pub struct AttachNote {
     errno: AtomicU64,
     uid: AtomicU64,
     at_ms: AtomicU64,
-    /// The aname as the server saw it (after confinement).
-    aname: std::sync::Mutex<String>,
+    /// The aname and uname as the server saw them (after confinement).
+    names: std::sync::Mutex<(String, String)>,
 }
 
 const NOT_ATTACHED: u8 = 0;
@@ -88,13 +88,24 @@ const RERROR: u8 = 107;
 pub struct MountStatus {
     /// `mounted` (the server answered Rattach) or `refused`.
     pub state: String,
-    /// The aname the server was asked for, and the uid (n_uname).
+    /// The aname the server was asked for, and the user: uid (n_uname;
+    /// null for none, as a board's kernel sends for its mount) and uname.
     pub aname: String,
     pub uid: Option<u32>,
+    #[serde(default)]
+    pub uname: String,
     /// With `refused`: the server's errno, and its name.
     pub errno: Option<u32>,
     pub error: Option<String>,
     pub at: String,
+}
+
+/// The user of an attach, for people: `uid 1000`, `uname "nobody" (no uid)`.
+pub fn who(uname: &str, uid: Option<u32>) -> String {
+    match uid {
+        Some(u) => format!("uid {u}"),
+        None => format!("uname {uname:?} (no uid)"),
+    }
 }
 
 /// Time spent per phase of the frame loop, summed over messages.
@@ -267,7 +278,8 @@ impl Counters {
     fn note_attach(&self, t: &[u8], r: &[u8]) {
         use crate::ninep::wire::Cursor;
         let mut c = Cursor::new(t.get(7..).unwrap_or_default());
-        let (_fid, _afid, _uname) = (c.u32(), c.u32(), c.string());
+        let (_fid, _afid) = (c.u32(), c.u32());
+        let uname = String::from_utf8_lossy(c.string().unwrap_or_default()).into_owned();
         let aname = String::from_utf8_lossy(c.string().unwrap_or_default()).into_owned();
         let uid = c.u32().unwrap_or(u32::MAX);
         let errno = match r.get(4).copied() {
@@ -283,7 +295,7 @@ impl Counters {
         };
         let a = &self.attach;
         let was = a.state.load(Ordering::Relaxed);
-        let user = if uid == u32::MAX { "no uid".to_string() } else { format!("uid {uid}") };
+        let user = who(&uname, (uid != u32::MAX).then_some(uid));
         match errno {
             None => {
                 if was != MOUNTED {
@@ -303,9 +315,11 @@ impl Counters {
         a.errno.store(errno.map_or(0, u64::from), Ordering::Relaxed);
         a.uid.store(u64::from(uid), Ordering::Relaxed);
         a.at_ms.store(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64), Ordering::Relaxed);
-        let mut name = a.aname.lock().unwrap_or_else(|p| p.into_inner());
-        name.clear();
-        name.push_str(&aname);
+        let mut names = a.names.lock().unwrap_or_else(|p| p.into_inner());
+        names.0.clear();
+        names.0.push_str(&aname);
+        names.1.clear();
+        names.1.push_str(&uname);
     }
 
     /// The board's mount for status: None until an attach was answered.
@@ -318,10 +332,12 @@ impl Counters {
         };
         let errno = (state == "refused").then(|| a.errno.load(Ordering::Relaxed) as u32);
         let uid = u32::try_from(a.uid.load(Ordering::Relaxed)).ok().filter(|u| *u != u32::MAX);
+        let (aname, uname) = a.names.lock().unwrap_or_else(|p| p.into_inner()).clone();
         Some(MountStatus {
             state: state.into(),
-            aname: a.aname.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            aname,
             uid,
+            uname,
             errno,
             error: errno.map(crate::probe::errno_name),
             at: rfc3339(UNIX_EPOCH + Duration::from_millis(a.at_ms.load(Ordering::Relaxed))),
@@ -615,7 +631,7 @@ pub fn table(r: &StatusReport) -> String {
             more(&mut out, "this session cannot be recovered if its server restarts (see the journal for why)".into());
         }
         if let Some(m) = b.mount.as_ref().filter(|m| m.state == "refused") {
-            let uid = m.uid.map_or("no uid".into(), |u| format!("uid {u}"));
+            let uid = who(&m.uname, m.uid);
             more(
                 &mut out,
                 format!(
@@ -758,6 +774,7 @@ mod tests {
                 state: "refused".into(),
                 aname: "/srv/boards/a".into(),
                 uid: Some(1000),
+                uname: String::new(),
                 errno: Some(1),
                 error: Some("EPERM (Operation not permitted)".into()),
                 at: "2026-11-26T00:15:58Z".into(),
@@ -820,7 +837,7 @@ mod tests {
                 },
                 "last_error": "lost the 9P server", "last_error_at": "2026-11-26T00:15:59Z",
                 "confine": {"export": "/srv/boards/a", "read_only": true, "uid": 1000, "gid": null},
-                "mount": {"state": "refused", "aname": "/srv/boards/a", "uid": 1000, "errno": 1,
+                "mount": {"state": "refused", "aname": "/srv/boards/a", "uid": 1000, "uname": "", "errno": 1,
                           "error": "EPERM (Operation not permitted)", "at": "2026-11-26T00:15:58Z"}
             }, {
                 "busaddr": "001-004", "interface": 1, "port_path": "1-1.2", "id": "1d6b:0109",
@@ -836,7 +853,7 @@ mod tests {
                 },
                 "last_error": null, "last_error_at": null,
                 "confine": {"export": "/srv/boards/a", "read_only": true, "uid": 1000, "gid": null},
-                "mount": {"state": "refused", "aname": "/srv/boards/a", "uid": 1000, "errno": 1,
+                "mount": {"state": "refused", "aname": "/srv/boards/a", "uid": 1000, "uname": "", "errno": 1,
                           "error": "EPERM (Operation not permitted)", "at": "2026-11-26T00:15:58Z"}
             }, {
                 "busaddr": "001-004", "interface": 1, "port_path": "1-1.2", "id": "1d6b:0109",
@@ -853,7 +870,7 @@ mod tests {
                 },
                 "last_error": "lost the 9P server", "last_error_at": "2026-11-26T00:15:59Z",
                 "confine": {"export": "/srv/boards/a", "read_only": true, "uid": 1000, "gid": null},
-                "mount": {"state": "refused", "aname": "/srv/boards/a", "uid": 1000, "errno": 1,
+                "mount": {"state": "refused", "aname": "/srv/boards/a", "uid": 1000, "uname": "", "errno": 1,
                           "error": "EPERM (Operation not permitted)", "at": "2026-11-26T00:15:58Z"}
             }]
         });
@@ -923,7 +940,8 @@ mod tests {
         let mut t = vec![0, 0, 0, 0, TATTACH, 1, 0];
         t.extend_from_slice(&0u32.to_le_bytes());
         t.extend_from_slice(&u32::MAX.to_le_bytes());
-        t.extend_from_slice(&0u16.to_le_bytes());
+        t.extend_from_slice(&6u16.to_le_bytes());
+        t.extend_from_slice(b"nobody");
         t.extend_from_slice(&(aname.len() as u16).to_le_bytes());
         t.extend_from_slice(aname.as_bytes());
         t.extend_from_slice(&uid.to_le_bytes());
@@ -959,6 +977,10 @@ mod tests {
         c.attach_answered(&attach("/srv/a", 1000), &rattach);
         let m = c.mount_status().expect("mounted");
         assert_eq!((m.state.as_str(), m.aname.as_str(), m.uid, m.errno), ("mounted", "/srv/a", Some(1000), None));
+        // A board's kernel mounts with no uid (n_uname ~0) and a uname.
+        c.attach_answered(&attach("/srv/a", u32::MAX), &rattach);
+        let m = c.mount_status().expect("mounted");
+        assert_eq!((m.uid, who(&m.uname, m.uid)), (None, "uname \"nobody\" (no uid)".into()));
         c.session_ended();
         assert_eq!(c.mount_status(), None, "no session, no mount");
         let mut b = board();
