@@ -994,6 +994,12 @@ impl Confine {
                 t.set_xattr(fid);
                 After::Reply(len)
             }
+            Pending::Lock { fid, .. } if self.path_b.len() > crate::ninep::track::MAX_CLIENT_ID => {
+                // A client id no board sends: this fid's locks cannot be
+                // taken again after a server restart.
+                t.mark_unreplayable(fid);
+                After::Reply(len)
+            }
             Pending::Lock { fid, lock } => {
                 if crate::ninep::track::rlock_ok(&r[..len]) {
                     let l = crate::ninep::fids::Lock { kind: lock.kind, start: lock.start, length: lock.length, proc_id: lock.proc_id };

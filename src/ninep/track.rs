@@ -22,7 +22,10 @@ use crate::ninep::confine::{
     good_name, MAXWELEM, TATTACH, TCLUNK, TLCREATE, TLOCK, TLOPEN, TREMOVE, TRENAME, TRENAMEAT, TUNLINKAT, TWALK, TXATTRCREATE,
     TXATTRWALK,
 };
-use crate::ninep::fids::{Dest, FidTable, Full, Limits, Lock, Qid, TableRecord};
+use crate::ninep::fids::{Dest, FidTable, Full, Limits, Lock, Qid, TableRecord, MAX_PATH};
+
+/// Longest Tlock client id kept (the Linux client sends its host name).
+pub const MAX_CLIENT_ID: usize = 256;
 use crate::ninep::frame::{self, HEADER_LEN, RLERROR};
 use crate::ninep::wire::Cursor;
 
@@ -296,6 +299,9 @@ impl Tracker {
                 self.table.release(fid);
             }
             _ if !ok => {}
+            Pending::Attach { .. } if self.att_aname.len() > MAX_PATH || self.att_uname.len() > MAX_PATH => {
+                self.give_up(format!("an attach's aname or uname is longer than {MAX_PATH} bytes"))
+            }
             Pending::Attach { fid } => {
                 let Some(root) = Qid::parse(body) else { return };
                 if let Err(e) = self.table.room_for(fid, 0) {
@@ -366,6 +372,9 @@ impl Tracker {
                 self.table.clone_fid(fid, newfid, true);
             }
             Pending::XattrCreate { fid } => self.table.set_xattr(fid),
+            Pending::Lock { .. } if self.lock_client.len() > MAX_CLIENT_ID => {
+                self.give_up(format!("a lock's client id is longer than {MAX_CLIENT_ID} bytes"))
+            }
             Pending::Lock { fid, lock } => {
                 if rlock_ok(r) {
                     let l = Lock { kind: lock.kind, start: lock.start, length: lock.length, proc_id: lock.proc_id };

@@ -465,3 +465,86 @@ fn a_handed_over_session_stays_recoverable() {
     drop(board);
     assert_eq!(second.join().expect("second loop"), Exit::BoardGone);
 }
+
+/// What the fid bookkeeping costs per message, measured on the code itself
+/// (no USB, no server: their noise is larger than the cost): the tracker of
+/// an unconfined board, the confinement of a board with an export, and the
+/// lost-fid gate, over a read/write stream and over a metadata stream.
+/// `cargo test --release --lib -- --ignored bookkeeping --nocapture`; the
+/// figures are in docs/reliability.md beside the benchmark.
+#[test]
+#[ignore]
+fn bookkeeping_cost_per_message() {
+    use crate::ninep::confine::{Confine, Policy};
+    use crate::ninep::track::Tracker;
+    use std::time::Instant;
+    let attach = msgs_attach();
+    let rattach = reply(TATTACH + 1, 1, &qbytes(Qid { kind: fids::QTDIR, version: 0, path: 1 }));
+    let tread = read(5, 2, 4096, 16384);
+    let rread = reply(TREAD + 1, 5, &[&16384u32.to_le_bytes()[..], &[7u8; 16384][..]].concat());
+    let twalk = walk(6, 1, 3, &["usr", "lib", "libc.so.6"]);
+    let q = qbytes(Qid { kind: 0, version: 0, path: 9 });
+    let rwalk = reply(TWALK + 1, 6, &[&3u16.to_le_bytes()[..], &q, &q, &q].concat());
+    let tget = fid_msg(TGETATTR, 7, 3, &0x3fffu64.to_le_bytes());
+    let rget = reply(TGETATTR + 1, 7, &[0u8; 153]);
+    let tclunk = fid_msg(TCLUNK, 8, 3, &[]);
+    let rclunk = reply(TCLUNK + 1, 8, &[]);
+    let walk2 = walk(9, 1, 2, &["data.bin"]);
+    let rwalk2 = reply(TWALK + 1, 9, &[&1u16.to_le_bytes()[..], &q].concat());
+    let rw: Vec<(&[u8], &[u8])> = vec![(&tread, &rread)];
+    let meta: Vec<(&[u8], &[u8])> = vec![(&twalk, &rwalk), (&tget, &rget), (&tclunk, &rclunk)];
+    const N: u32 = 200_000;
+    let mut buf = vec![0u8; 32768];
+    let mut rbuf = vec![0u8; 32768];
+    println!("| stream | tracker (ns/msg) | confinement with export (ns/msg) | gate (ns/msg) |");
+    println!("|---|---:|---:|---:|");
+    for (name, mix) in [("Tread/Rread 16 KiB", &rw), ("walk, getattr, clunk", &meta)] {
+        let mut t = Tracker::new(fids::Limits::default());
+        t.request(&attach);
+        t.reply(&rattach);
+        t.request(&walk2);
+        t.reply(&rwalk2);
+        let t0 = Instant::now();
+        for i in 0..N {
+            let (tm, rm) = mix[i as usize % mix.len()];
+            t.request(std::hint::black_box(tm));
+            t.reply(std::hint::black_box(rm));
+        }
+        let tracker = t0.elapsed().as_nanos() as f64 / N as f64;
+        let policy = Arc::new(Policy { export: Some("/srv/a".into()), ..Policy::default() });
+        let mut c = Confine::new(policy, fids::Limits::default());
+        let mut confine_step = |m: &[u8], r: &[u8], buf: &mut [u8], rbuf: &mut [u8]| {
+            buf[..m.len()].copy_from_slice(m);
+            let _ = c.request(buf, m.len(), 65536);
+            rbuf[..r.len()].copy_from_slice(r);
+            let _ = c.reply(rbuf, r.len(), 65536);
+        };
+        confine_step(&attach, &rattach, &mut buf, &mut rbuf);
+        confine_step(&walk2, &rwalk2, &mut buf, &mut rbuf);
+        // the copies are the loop's own cost, not confinement's: measured apart
+        let t0 = Instant::now();
+        for i in 0..N {
+            let (tm, rm) = mix[i as usize % mix.len()];
+            confine_step(std::hint::black_box(tm), std::hint::black_box(rm), &mut buf, &mut rbuf);
+        }
+        let confined = t0.elapsed().as_nanos() as f64 / N as f64;
+        let t0 = Instant::now();
+        for i in 0..N {
+            let (tm, rm) = mix[i as usize % mix.len()];
+            buf[..tm.len()].copy_from_slice(std::hint::black_box(tm));
+            rbuf[..rm.len()].copy_from_slice(std::hint::black_box(rm));
+        }
+        let copies = t0.elapsed().as_nanos() as f64 / N as f64;
+        let t0 = Instant::now();
+        for i in 0..N {
+            let (tm, _) = mix[i as usize % mix.len()];
+            std::hint::black_box(crate::ninep::recover::gate(std::hint::black_box(tm), t.table()));
+        }
+        let gate = t0.elapsed().as_nanos() as f64 / N as f64;
+        println!("| {name} | {tracker:.0} | {:.0} | {gate:.1} |", (confined - copies).max(0.0));
+    }
+}
+
+fn msgs_attach() -> Vec<u8> {
+    session().swap_remove(1)
+}
