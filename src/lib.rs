@@ -8,6 +8,7 @@
 pub mod board;
 pub mod cli;
 pub mod config;
+pub mod counters;
 pub mod daemon;
 pub mod probe;
 pub mod ninep;

@@ -164,7 +164,8 @@ fn serve(
                 None => std::future::pending().await,
             }
         };
-        let hotplug = hotplug::run(Sysfs::default(), tx.clone());
+        let to_supervisor = tx.clone();
+        let hotplug = hotplug::run(Sysfs::default(), move |ev| to_supervisor.send(Input::Hotplug(ev)).is_ok());
         let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
         let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
         let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;

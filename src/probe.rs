@@ -9,6 +9,8 @@
 //! own per probe, closed when the probe ends.
 
 use std::io;
+
+pub use crate::ninep::frame::errno_name;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -117,7 +119,7 @@ impl Report {
     }
 
     fn user(&self) -> String {
-        crate::daemon::status::who(self.uname.as_deref().unwrap_or(""), self.n_uname.filter(|n| *n != NOFID))
+        crate::counters::who(self.uname.as_deref().unwrap_or(""), self.n_uname.filter(|n| *n != NOFID))
     }
 }
 
@@ -391,32 +393,6 @@ fn attach_refused(errno: u32, aname: &str, user: &str, target: &Target) -> (Stri
     (error, hint)
 }
 
-/// `EPERM (Operation not permitted)`.
-pub fn errno_name(errno: u32) -> String {
-    let text = io::Error::from_raw_os_error(errno as i32).to_string();
-    let text = text.split(" (os error").next().unwrap_or(&text).to_string();
-    format!("{} ({text})", errno_symbol(errno))
-}
-
-fn errno_symbol(errno: u32) -> String {
-    let name = match errno as i32 {
-        libc::EPERM => "EPERM",
-        libc::ENOENT => "ENOENT",
-        libc::EIO => "EIO",
-        libc::EACCES => "EACCES",
-        libc::ENOTDIR => "ENOTDIR",
-        libc::EINVAL => "EINVAL",
-        libc::ENAMETOOLONG => "ENAMETOOLONG",
-        libc::ELOOP => "ELOOP",
-        libc::ENFILE => "ENFILE",
-        libc::ECONNREFUSED => "ECONNREFUSED",
-        libc::ETIMEDOUT => "ETIMEDOUT",
-        libc::EOPNOTSUPP => "EOPNOTSUPP",
-        libc::EROFS => "EROFS",
-        _ => return format!("errno {errno}"),
-    };
-    name.to_string()
-}
 
 fn tversion(buf: &mut [u8], msize: u32) -> usize {
     let version = b"9P2000.L";

@@ -39,21 +39,9 @@ pub const MAX_RESTART: Duration = Duration::from_secs(30);
 /// Unserved boards remembered so each is logged once (bounded memory).
 const MAX_NOTED: usize = 1024;
 
-/// What the hotplug side reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HotplugEvent {
-    /// A usb9pfs interface is present (coldplug, add, bind); one event per
-    /// interface. Repeats are harmless.
-    Present(GadgetInfo),
-    /// Whatever was at this bus address is gone (remove, unbind): every
-    /// interface of the device.
-    Gone(BusAddr),
-    /// Every gadget present at start-up has been reported.
-    ColdplugDone,
-    /// After lost udev events: exactly these interfaces are present now
-    /// (each is also reported `Present`); any other board is gone.
-    Rescanned(Vec<GadgetKey>),
-}
+/// What the hotplug side reports (defined beside it, below the daemon).
+pub use crate::usb::hotplug::HotplugEvent;
+
 
 /// Everything the supervisor reacts to, in one ordered stream.
 #[derive(Debug)]

@@ -29,7 +29,7 @@ use crate::ninep::recover::{self, Gate};
 use crate::ninep::track::Tracker;
 use crate::ninep::frame::{self, Decoded, Dialect, FrameError, ERROR_REPLY_MAX, TVERSION};
 use crate::usb::pipe::{self, RecvError, TransferMem, UsbError, UsbPipe};
-use crate::daemon::status::{Activity, Counters, IN_FLIGHT};
+use crate::counters::{Activity, Counters, IN_FLIGHT};
 
 /// Size limits of one board.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

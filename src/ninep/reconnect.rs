@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::ninep::backend::{AbortHandle, Backend, BackendAddr, BackendError, Dial};
 use crate::ninep::confine::Policy;
 use crate::ninep::forward::{Backends, ConnectError};
-use crate::daemon::status::Stamped;
+use crate::counters::Stamped;
 
 /// New server sessions a board may open in a row (each Tversion is one)…
 pub const SESSION_BURST: u32 = 8;
@@ -273,7 +273,7 @@ impl Backends for BoardBackend {
             Err(_) if self.stopped.load(Ordering::SeqCst) => Err(Self::stopped_error()),
             Ok(b) => {
                 *lock(&self.attempts) = Attempts::default();
-                tracing::info!(backend = %addr, "board mounted: new 9P session with the server");
+                tracing::info!(backend = %addr, "new 9P session with the server (the board's Tversion)");
                 Ok(b)
             }
             Err(e) => {
