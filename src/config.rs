@@ -28,6 +28,16 @@ pub const DEFAULT_BUFLEN: u32 = 16384;
 pub const DEFAULT_MAX_FRAME: u32 = 1 << 20;
 /// `request_timeout` in seconds: a second up to a day.
 const REQUEST_TIMEOUT_RANGE: (u32, u32) = (1, 86400);
+/// `recover_window` in seconds: 0 (off) up to a day.
+const RECOVER_WINDOW_RANGE: (u32, u32) = (0, 86400);
+/// How long a board's request may wait while usb9pfsd rebuilds its session
+/// after the 9P server restarted. Two minutes: long enough for a service
+/// restart, a crash restarted by its supervisor, or a small server host's
+/// reboot; short enough that a server gone for good turns into EIO (and the
+/// board's own timeouts and watchdogs) rather than a board frozen for
+/// longer than anyone waits at a console. A board whose root file system is
+/// on 9P cannot do anything useful meanwhile either way.
+pub const DEFAULT_RECOVER_WINDOW: Duration = Duration::from_secs(120);
 const FRAME_RANGE: (u32, u32) = (4096, 16 << 20);
 /// What `buflen` may be, in the config and for `forward --buflen`.
 pub const BUFLEN_RANGE: (u32, u32) = (512, 16 << 20);
@@ -46,24 +56,25 @@ struct FileSchema {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DaemonSchema {
-    max_frame: Option<Spanned<u32>>,
-    allow_ids: Option<Vec<Spanned<String>>>,
+    max_frame: Option<Spanned<i64>>,
+    allow_ids: Option<Spanned<Vec<Spanned<String>>>>,
     control_socket: Option<Spanned<String>>,
     /// For the VM rig only (see [`TestWaits`]): not in config.example.toml.
-    test_partial_frame_wait: Option<Spanned<u32>>,
-    test_nudge_every: Option<Spanned<u32>>,
+    test_partial_frame_wait: Option<Spanned<i64>>,
+    test_nudge_every: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DefaultsSchema {
-    backend: Option<BackendAddr>,
-    buflen: Option<Spanned<u32>>,
-    request_timeout: Option<Spanned<u32>>,
+    backend: Option<Spanned<String>>,
+    buflen: Option<Spanned<i64>>,
+    request_timeout: Option<Spanned<i64>>,
+    recover_window: Option<Spanned<i64>>,
     export: Option<Spanned<String>>,
     read_only: Option<bool>,
-    uid: Option<Spanned<u32>>,
-    gid: Option<Spanned<u32>>,
+    uid: Option<Spanned<i64>>,
+    gid: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -71,22 +82,23 @@ struct DefaultsSchema {
 struct BoardSchema {
     serial: Option<Spanned<String>>,
     path: Option<Spanned<String>>,
-    interface: Option<Spanned<u8>>,
-    backend: BackendAddr,
-    buflen: Option<Spanned<u32>>,
-    request_timeout: Option<Spanned<u32>>,
+    interface: Option<Spanned<i64>>,
+    backend: Option<Spanned<String>>,
+    buflen: Option<Spanned<i64>>,
+    request_timeout: Option<Spanned<i64>>,
+    recover_window: Option<Spanned<i64>>,
     export: Option<Spanned<String>>,
     read_only: Option<bool>,
-    uid: Option<Spanned<u32>>,
-    gid: Option<Spanned<u32>>,
+    uid: Option<Spanned<i64>>,
+    gid: Option<Spanned<i64>>,
 }
 
 /// The confinement keys of one table, the same in `[defaults]` and `[[board]]`.
 struct ConfineKeys<'a> {
     export: &'a Option<Spanned<String>>,
     read_only: Option<bool>,
-    uid: &'a Option<Spanned<u32>>,
-    gid: &'a Option<Spanned<u32>>,
+    uid: &'a Option<Spanned<i64>>,
+    gid: &'a Option<Spanned<i64>>,
 }
 
 /// Where a board's frames go, the board's receive buffer size, and how long
@@ -96,6 +108,8 @@ pub struct Target {
     pub backend: BackendAddr,
     pub buflen: u32,
     pub request_timeout: Option<Duration>,
+    /// How long a lost server session may take to be rebuilt (zero: off).
+    pub recover_window: Duration,
     /// What the board may reach (`export`, `read_only`, `uid`, `gid`). In a
     /// parsed config `export` may be a template; [`Config::resolve`] gives
     /// it expanded for the board.
@@ -107,6 +121,9 @@ pub struct Target {
 pub enum Match {
     Serial(String),
     Path(String),
+    /// This serial on this port path, both (`forward --serial S --path P`;
+    /// a config entry takes one or the other). Before serial and path alone.
+    SerialAt { serial: String, path: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -202,24 +219,34 @@ impl Config {
 
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            path: path.to_path_buf(),
-            line: 0,
-            column: 0,
-            message: format!(
-                "cannot read the config file: {e} (start from config.example.toml, installed as /usr/share/doc/usb9pfsd/examples/config.example.toml, or pass --config PATH)"
-            ),
-        })?;
-        Config::parse(&text, path)
+        Config::parse(&read(path)?, path)
     }
 
     /// Parses and validates config text; `path` is only used in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        Config::parse_checked(text, path).map(|(c, _)| c)
+    }
+
+    /// Reads a config file as [`Config::load`] does, with the warnings about
+    /// what parses but cannot work as configured ([`Config::parse_checked`]).
+    pub fn load_checked(path: &Path) -> Result<(Config, Vec<ConfigError>), ConfigError> {
+        Config::parse_checked(&read(path)?, path)
+    }
+
+    /// Parses and validates config text; besides the config, the warnings:
+    /// entries that parse but cannot work as configured (the shipped
+    /// placeholder serial, a unix socket the service's sandbox hides), each
+    /// with its place in the file and what to do.
+    pub fn parse_checked(text: &str, path: &Path) -> Result<(Config, Vec<ConfigError>), ConfigError> {
         let err = |span: Option<std::ops::Range<usize>>, message: String| {
             let (line, column) = span.map(|s| line_col(text, s.start)).unwrap_or((0, 0));
             ConfigError { path: path.to_path_buf(), line, column, message }
         };
-        let file: FileSchema = toml::from_str(text).map_err(|e| err(e.span(), e.message().to_string()))?;
+        let mut warnings = Vec::new();
+        let file: FileSchema = toml::from_str(text).map_err(|e| {
+            let span = e.span();
+            err(span.clone(), in_toml_words(e.message(), text, span))
+        })?;
 
         let max_frame = match &file.daemon.max_frame {
             Some(v) => in_range(v, FRAME_RANGE, "max_frame").map_err(|m| err(Some(v.span()), m))?,
@@ -227,8 +254,15 @@ impl Config {
         };
         let allow_ids = match &file.daemon.allow_ids {
             None => None,
+            Some(ids) if ids.get_ref().is_empty() => {
+                return Err(err(
+                    Some(ids.span()),
+                    "allow_ids = [] lets no board in: list the VID:PIDs to serve, like [\"1d6b:0109\"], or remove the key to serve every usb9pfs gadget".into(),
+                ))
+            }
             Some(ids) => Some(
-                ids.iter()
+                ids.get_ref()
+                    .iter()
                     .map(|s| parse_usb_id(s.get_ref()).map_err(|m| err(Some(s.span()), m)))
                     .collect::<Result<Vec<_>, _>>()?,
             ),
@@ -240,7 +274,7 @@ impl Config {
             Some(p) => Some(PathBuf::from(p.get_ref())),
             None => None,
         };
-        let test_wait = |v: &Option<Spanned<u32>>, max: Duration, name: &str| match v {
+        let test_wait = |v: &Option<Spanned<i64>>, max: Duration, name: &str| match v {
             Some(v) => in_range(v, (1, max.as_secs() as u32), name)
                 .map(|s| Some(Duration::from_secs(s.into())))
                 .map_err(|m| err(Some(v.span()), m)),
@@ -254,17 +288,37 @@ impl Config {
             )?,
             nudge_every: test_wait(&file.daemon.test_nudge_every, crate::usb::pipe::NUDGE_EVERY, "test_nudge_every")?,
         };
+        // A board's frames are as long as its buflen (its mount's msize):
+        // a ceiling below it refuses them all.
+        let fits = |v: &Spanned<i64>, buflen: u32| {
+            if buflen > max_frame {
+                return Err(err(
+                    Some(v.span()),
+                    format!(
+                        "buflen = {buflen} is larger than max_frame = {max_frame}: the board's messages (up to its buflen) would be refused; raise [daemon] max_frame to at least {buflen}"
+                    ),
+                ));
+            }
+            Ok(buflen)
+        };
         let default_buflen = match &file.defaults.buflen {
-            Some(v) => in_range(v, BUFLEN_RANGE, "buflen").map_err(|m| err(Some(v.span()), m))?,
+            Some(v) => fits(v, in_range(v, BUFLEN_RANGE, "buflen").map_err(|m| err(Some(v.span()), m))?)?,
             None => DEFAULT_BUFLEN,
         };
-        let request_timeout = |v: &Option<Spanned<u32>>, inherited: Option<Duration>| match v {
+        let request_timeout = |v: &Option<Spanned<i64>>, inherited: Option<Duration>| match v {
             Some(v) => in_range(v, REQUEST_TIMEOUT_RANGE, "request_timeout")
                 .map(|s| Some(Duration::from_secs(s.into())))
                 .map_err(|m| err(Some(v.span()), m)),
             None => Ok(inherited),
         };
         let default_request_timeout = request_timeout(&file.defaults.request_timeout, None)?;
+        let recover_window = |v: &Option<Spanned<i64>>, inherited: Duration| match v {
+            Some(v) => in_range(v, RECOVER_WINDOW_RANGE, "recover_window")
+                .map(|s| Duration::from_secs(s.into()))
+                .map_err(|m| err(Some(v.span()), m)),
+            None => Ok(inherited),
+        };
+        let default_recover_window = recover_window(&file.defaults.recover_window, DEFAULT_RECOVER_WINDOW)?;
         let confine = |c: ConfineKeys, inherited: &Policy| -> Result<Policy, ConfigError> {
             let mut p = inherited.clone();
             if let Some(e) = &c.export {
@@ -276,31 +330,60 @@ impl Config {
             }
             for (v, slot, name) in [(c.uid, &mut p.uid, "uid"), (c.gid, &mut p.gid, "gid")] {
                 if let Some(v) = v {
-                    if *v.get_ref() == u32::MAX {
+                    if *v.get_ref() == i64::from(u32::MAX) {
                         return Err(err(Some(v.span()), format!("{name} = {} is 9P's \"no user\": pick a real id", u32::MAX)));
                     }
-                    *slot = Some(*v.get_ref());
+                    *slot = Some(in_range(v, (0, u32::MAX - 1), name).map_err(|m| err(Some(v.span()), m))?);
                 }
             }
             Ok(p)
         };
+        // The address, and a warning if the service cannot reach it.
+        let backend = |v: &Spanned<String>| -> Result<(BackendAddr, Option<ConfigError>), ConfigError> {
+            let b = parse_backend(v.get_ref()).map_err(|m| err(Some(v.span()), m))?;
+            let hidden = sandbox_hides(&b).map(|w| err(Some(v.span()), w));
+            Ok((b, hidden))
+        };
         let d = &file.defaults;
         let keys = ConfineKeys { export: &d.export, read_only: d.read_only, uid: &d.uid, gid: &d.gid };
         let default_confine = confine(keys, &Policy::default())?;
-        let default = file.defaults.backend.clone().map(|backend| Target {
-            backend,
-            buflen: default_buflen,
-            request_timeout: default_request_timeout,
-            confine: default_confine.clone(),
-        });
+        let default = match &file.defaults.backend {
+            None => None,
+            Some(b) => Some(Target {
+                backend: {
+                    let (b, hidden) = backend(b)?;
+                    warnings.extend(hidden);
+                    b
+                },
+                buflen: default_buflen,
+                request_timeout: default_request_timeout,
+                recover_window: default_recover_window,
+                confine: default_confine.clone(),
+            }),
+        };
 
         let mut seen = HashSet::new();
         let mut boards = Vec::new();
         for entry in &file.board {
             let b = entry.get_ref();
             let matcher = match (&b.serial, &b.path) {
-                (Some(s), None) => (Match::Serial(s.get_ref().clone()), s.span()),
-                (None, Some(p)) => (Match::Path(p.get_ref().clone()), p.span()),
+                (Some(s), None) => {
+                    check_serial(s.get_ref()).map_err(|m| err(Some(s.span()), m))?;
+                    if s.get_ref().starts_with(PLACEHOLDER_SERIAL) {
+                        warnings.push(err(
+                            Some(s.span()),
+                            format!(
+                                "serial = {:?} is the shipped placeholder: no board has it; replace it with your board's serial (the SERIAL column of `usb9pfsd list`), or delete this [[board]] entry",
+                                s.get_ref()
+                            ),
+                        ));
+                    }
+                    (Match::Serial(s.get_ref().clone()), s.span())
+                }
+                (None, Some(p)) => {
+                    check_port_path(p.get_ref()).map_err(|m| err(Some(p.span()), m))?;
+                    (Match::Path(p.get_ref().clone()), p.span())
+                }
                 (Some(_), Some(p)) => {
                     return Err(err(Some(p.span()), "a [[board]] entry matches by serial or by path, not both".into()))
                 }
@@ -312,7 +395,10 @@ impl Config {
                 }
             };
             let (matcher, span) = matcher;
-            let interface = b.interface.as_ref().map(|i| *i.get_ref());
+            let interface = match &b.interface {
+                Some(i) => Some(in_range(i, (0, 255), "interface").map_err(|m| err(Some(i.span()), m))? as u8),
+                None => None,
+            };
             if !seen.insert((matcher.clone(), interface)) {
                 let what = match interface {
                     Some(i) => format!("{} interface {i}", describe(&matcher)),
@@ -320,16 +406,26 @@ impl Config {
                 };
                 return Err(err(Some(span), format!("{what} is listed twice")));
             }
+            let Some(board_backend) = &b.backend else {
+                return Err(err(
+                    Some(entry.span()),
+                    format!("this [[board]] entry ({}) has no backend: add backend = \"host:port\" or \"unix:/path\"", describe(&matcher)),
+                ));
+            };
+            let (board_backend, hidden) = backend(board_backend)?;
+            warnings.extend(hidden);
             let buflen = match &b.buflen {
-                Some(v) => in_range(v, BUFLEN_RANGE, "buflen").map_err(|m| err(Some(v.span()), m))?,
+                Some(v) => fits(v, in_range(v, BUFLEN_RANGE, "buflen").map_err(|m| err(Some(v.span()), m))?)?,
                 None => default_buflen,
             };
             let request_timeout = request_timeout(&b.request_timeout, default_request_timeout)?;
+            let recover_window = recover_window(&b.recover_window, default_recover_window)?;
             let keys = ConfineKeys { export: &b.export, read_only: b.read_only, uid: &b.uid, gid: &b.gid };
             let confine = confine(keys, &default_confine)?;
-            boards.push(BoardRule { matcher, interface, target: Target { backend: b.backend.clone(), buflen, request_timeout, confine } });
+            let target = Target { backend: board_backend, buflen, request_timeout, recover_window, confine };
+            boards.push(BoardRule { matcher, interface, target });
         }
-        Ok(Config { max_frame, allow_ids, default, boards, control_socket, test_waits })
+        Ok((Config { max_frame, allow_ids, default, boards, control_socket, test_waits }, warnings))
     }
 
     /// Which backend serves `g`: serial, then port path, then defaults; an
@@ -356,6 +452,10 @@ impl Config {
             }
             Decision::Serve { target, why }
         };
+        let both = g.serial.as_ref().and_then(|s| by(&Match::SerialAt { serial: s.clone(), path: g.port_path.clone() }));
+        if let Some(target) = both {
+            return serve(target, "serial and path");
+        }
         if let Some(target) = g.serial.as_ref().and_then(|s| by(&Match::Serial(s.clone()))) {
             return serve(target, "serial");
         }
@@ -440,15 +540,149 @@ fn describe(m: &Match) -> String {
     match m {
         Match::Serial(s) => format!("serial {s:?}"),
         Match::Path(p) => format!("path {p:?}"),
+        Match::SerialAt { serial, path } => format!("serial {serial:?} at path {path:?}"),
     }
 }
 
-fn in_range(v: &Spanned<u32>, (lo, hi): (u32, u32), name: &str) -> Result<u32, String> {
+fn in_range(v: &Spanned<i64>, (lo, hi): (u32, u32), name: &str) -> Result<u32, String> {
     let x = *v.get_ref();
-    if x < lo || x > hi {
-        return Err(format!("{name} = {x} is outside {lo}..={hi}"));
+    match u32::try_from(x) {
+        Ok(x) if (lo..=hi).contains(&x) => Ok(x),
+        _ => Err(format!("{name} = {x} must be between {lo} and {hi}")),
     }
-    Ok(x)
+}
+
+/// The serial of the shipped config's example entry.
+pub const PLACEHOLDER_SERIAL: &str = "CHANGE-ME";
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError {
+        path: path.to_path_buf(),
+        line: 0,
+        column: 0,
+        message: format!(
+            "cannot read the config file: {e} (start from config.example.toml, installed as /usr/share/doc/usb9pfsd/examples/config.example.toml)"
+        ),
+    })
+}
+
+fn check_serial(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("serial = \"\" matches no board (a board without a serial number has none): give the serial `usb9pfsd list` shows, or match by path = \"...\"".into());
+    }
+    Ok(())
+}
+
+/// A USB port path as sysfs names it: bus, `-`, then port numbers joined by
+/// `.` (`1-1.2`); `usb9pfsd list` shows it in its PORT column.
+fn check_port_path(p: &str) -> Result<(), String> {
+    let number = |x: &str| !x.is_empty() && x.len() <= 3 && x.bytes().all(|b| b.is_ascii_digit());
+    let ok = p.split_once('-').is_some_and(|(bus, ports)| number(bus) && ports.split('.').all(number));
+    if ok {
+        return Ok(());
+    }
+    // What people paste: a sysfs path, or an interface's name.
+    let last = p.rsplit('/').next().unwrap_or(p);
+    let device = last.split_once(':').map_or(last, |(d, _)| d);
+    let hint = if device != p && check_port_path(device).is_ok() {
+        format!("write path = {device:?}")
+    } else {
+        "use the PORT column of `usb9pfsd list`, like \"1-1.2\" (bus 1, port 1, then port 2 of its hub)".into()
+    };
+    Err(format!("path = {p:?} is not a USB port path: {hint}"))
+}
+
+/// A `backend` value: `host:port`, `[ipv6]:port` or `unix:/path`, with the
+/// host a name or address and the port a number from 1 to 65535.
+pub fn parse_backend(s: &str) -> Result<BackendAddr, String> {
+    if s.starts_with("unix:") {
+        return s.parse();
+    }
+    let form = "a backend is \"host:port\", \"[ipv6]:port\" or \"unix:/path/to/socket\"";
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(format!("backend = {s:?} has no port: {form}, like \"127.0.0.1:564\""));
+    };
+    match port.parse::<u64>() {
+        Ok(p) if (1..=65535).contains(&p) => {}
+        Ok(p) => return Err(format!("backend = {s:?}: port {p} must be between 1 and 65535")),
+        Err(_) => return Err(format!("backend = {s:?}: the port {port:?} is not a number ({form})")),
+    }
+    let host = match host.strip_prefix('[') {
+        Some(h) => {
+            let h = h.strip_suffix(']').unwrap_or(h);
+            if h.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(format!("backend = {s:?}: {h:?} in brackets is not an IPv6 address"));
+            }
+            h
+        }
+        None if host.contains(':') => return Err(format!("backend = {s:?}: write an IPv6 address in brackets, like \"[::1]:564\"")),
+        None => host,
+    };
+    let label = |l: &str| {
+        !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-') && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    let name_ok = host.len() <= 253 && host.trim_end_matches('.').split('.').all(label);
+    if !host.contains(':') && !name_ok {
+        return Err(format!("backend = {s:?}: {host:?} is not a host name or address (letters, digits, '-' and '.' only)"));
+    }
+    s.parse()
+}
+
+/// Where usb9pfsd.service cannot see a unix socket: its sandbox gives it a
+/// private /tmp and /var/tmp and hides /home, /root and /run/user.
+fn sandbox_hides(b: &BackendAddr) -> Option<String> {
+    let BackendAddr::Unix(p) = b else { return None };
+    let hidden = ["/tmp", "/var/tmp", "/home", "/root", "/run/user"];
+    let under = hidden.iter().find(|h| p.starts_with(h))?;
+    Some(format!(
+        "unix socket {} is under {under}, which usb9pfsd.service cannot see (its sandbox: PrivateTmp=, ProtectHome=): the board's mount would fail as if the server were down; have the server listen under /run or /srv",
+        p.display()
+    ))
+}
+
+/// A TOML parser's message about a value of the wrong kind, in TOML's words
+/// and the user's (never a Rust type): which kind the key takes.
+fn in_toml_words(message: &str, text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    // The key before the span, if the span is a value (`key = value`).
+    let key = span.as_ref().and_then(|s| {
+        let line = text[..s.start.min(text.len())].rsplit('\n').next()?;
+        let k = line.split('=').next()?.trim();
+        (!k.is_empty() && !k.starts_with('[')).then(|| k.to_string())
+    });
+    // Or a table header (`[name]`, `[[name]]`) the span points at.
+    let header = span.as_ref().and_then(|s| text.get(s.start..)).and_then(|t| t.lines().next()).map(str::trim).filter(|t| t.starts_with('['));
+    if let Some(h) = header.filter(|h| h.starts_with("[[") && !h.starts_with("[[board]]")) {
+        let name = h.trim_matches(['[', ']']);
+        return format!("[{name}] is a single table: write [{name}], not [[{name}]]");
+    }
+    let header = header.map(str::to_string);
+    let the = |what: &str| match &key {
+        Some(k) => format!("{k} must be {what}"),
+        None => format!("expected {what}"),
+    };
+    let got = message.split(", expected").next().unwrap_or(message).trim_start_matches("invalid type: ").trim_start_matches("invalid value: ");
+    if message.contains("expected a sequence") || message.contains("expected a Vec") {
+        if message.contains("map") && (header.as_deref() == Some("[board]") || key.is_none()) {
+            return "[board] must be written [[board]] (two brackets): one [[board]] table per board".into();
+        }
+        return format!("{}, not {got}", the("an array, like [\"1d6b:0109\"]"));
+    }
+    if message.contains("expected struct") || message.contains("expected a map") {
+        let name = header.as_deref().unwrap_or("this").trim_matches(['[', ']']);
+        return format!("[{name}] is a single table: write [{name}], not [[{name}]]");
+    }
+    for rust in ["i64", "u64", "u32", "u16", "u8", "i32", "an integer"] {
+        if message.ends_with(&format!("expected {rust}")) {
+            return format!("{}, not {got}", the("a whole number (without quotes)"));
+        }
+    }
+    if message.ends_with("expected a string") {
+        return format!("{}, not {got}", the("a string (in double quotes)"));
+    }
+    if message.ends_with("expected a boolean") {
+        return format!("{}, not {got}", the("true or false (without quotes)"));
+    }
+    message.replace("missing field", "missing key").replace("unknown field", "unknown key")
 }
 
 /// Parses `1d6b:0109`.
@@ -566,16 +800,16 @@ buflen = 65536
         assert_eq!(c.test_waits.nudge_every, Some(Duration::from_secs(2)));
         let (l, _, m) = at("[daemon]\ntest_partial_frame_wait = 31\n");
         assert_eq!(l, 2, "{m}");
-        assert!(m.contains("outside 1..=30"), "{m}");
+        assert!(m.contains("must be between 1 and 30"), "{m}");
         let (_, _, m) = at("[daemon]\ntest_nudge_every = 0\n");
-        assert!(m.contains("outside 1..=15"), "{m}");
+        assert!(m.contains("must be between 1 and 15"), "{m}");
     }
 
     #[test]
     fn errors_carry_line_and_column() {
         let (l, c, m) = at("[defaults]\nbackend = \"127.0.0.1:564\"\nbakend = \"x:1\"\n");
         assert_eq!((l, c), (3, 1), "{m}");
-        assert!(m.contains("unknown field `bakend`"), "{m}");
+        assert!(m.contains("unknown key `bakend`"), "{m}");
 
         let (l, c, m) = at("[[board]]\nserial = \"A\"\nbackend = \"nohostport\"\n");
         assert_eq!((l, c), (3, 11), "{m}");
@@ -604,11 +838,29 @@ buflen = 65536
         let (l, _, _) = at("[defaults\n");
         assert_eq!(l, 1);
         let e = parse("[[board]]\nserial = \"A\"\nbackend = \"h:1\"\nbuflen = 1\n").expect_err("range");
-        assert_eq!(e.to_string(), "test.toml:4:10: buflen = 1 is outside 512..=16777216");
+        assert_eq!(e.to_string(), "test.toml:4:10: buflen = 1 must be between 512 and 16777216");
         let long = format!("[[board]]\nserial = \"A\"\nbackend = \"unix:/{}\"\n", "s".repeat(120));
         let (l, c, m) = at(&long);
         assert_eq!((l, c), (3, 11), "{m}");
         assert!(m.contains("107"), "{m}");
+    }
+
+    #[test]
+    fn recover_window_defaults_to_two_minutes_is_inherited_and_may_be_off() {
+        let c = parse(
+            "[defaults]\nbackend = \"h:1\"\nrecover_window = 30\n\n[[board]]\nserial = \"A\"\nbackend = \"h:2\"\nrecover_window = 0\n\n[[board]]\nserial = \"B\"\nbackend = \"h:3\"\n",
+        )
+        .expect("parse");
+        let window = |serial| match c.resolve(&gadget(Some(serial), "1-9", 1, 2)) {
+            Decision::Serve { target, .. } => target.recover_window,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(window("A"), Duration::ZERO, "off for this board");
+        assert_eq!(window("B"), Duration::from_secs(30), "inherited from [defaults]");
+        assert_eq!(parse(EXAMPLE).expect("parse").boards[0].target.recover_window, DEFAULT_RECOVER_WINDOW);
+        assert_eq!(DEFAULT_RECOVER_WINDOW, Duration::from_secs(120));
+        let e = parse("[[board]]\nserial = \"A\"\nbackend = \"h:1\"\nrecover_window = 90000\n").expect_err("range");
+        assert_eq!(e.to_string(), "test.toml:4:18: recover_window = 90000 must be between 0 and 86400");
     }
 
     #[test]
@@ -626,7 +878,7 @@ buflen = 65536
         assert_eq!(timeout("C"), Some(Duration::from_secs(30)));
         assert_eq!(parse(EXAMPLE).expect("parse").boards[0].target.request_timeout, None, "off by default");
         let e = parse("[defaults]\nrequest_timeout = 0\n").expect_err("range");
-        assert_eq!(e.to_string(), "test.toml:2:19: request_timeout = 0 is outside 1..=86400");
+        assert_eq!(e.to_string(), "test.toml:2:19: request_timeout = 0 must be between 1 and 86400");
         let e = parse("[[board]]\nserial = \"A\"\nbackend = \"h:1\"\nrequest_timeout = 90000\n").expect_err("range");
         assert_eq!((e.line, e.column), (4, 19), "{e}");
     }
@@ -692,10 +944,79 @@ buflen = 65536
         }
     }
 
+    /// Every config the issue found accepted although it cannot work: an
+    /// error with its place and what to do, or a warning for what may work
+    /// outside the service (a socket under /tmp) or is the shipped example.
+    #[test]
+    fn configs_that_cannot_work_are_refused_or_flagged() {
+        let board = |extra: &str| format!("[[board]]\n{extra}\n");
+        for (text, line, col, want) in [
+            (board("path = \"usb1/1-1.2\"\nbackend = \"h:1\""), 2, 8, "write path = \"1-1.2\""),
+            (board("path = \"1-1.2:1.0\"\nbackend = \"h:1\""), 2, 8, "write path = \"1-1.2\""),
+            (board("path = \"port3\"\nbackend = \"h:1\""), 2, 8, "PORT column"),
+            ("[daemon]\nallow_ids = []\n".into(), 2, 13, "lets no board in"),
+            ("[daemon]\nmax_frame = 8192\n[defaults]\nbuflen = 16384\n".into(), 4, 10, "raise [daemon] max_frame to at least 16384"),
+            ("[daemon]\nmax_frame = 8192\n".to_string() + &board("serial = \"A\"\nbackend = \"h:1\"\nbuflen = 65536"), 6, 10, "larger than max_frame"),
+            (board("serial = \"\"\nbackend = \"h:1\""), 2, 10, "matches no board"),
+            (board("serial = \"A\"\nbackend = \"bad host name:564\""), 3, 11, "\"bad host name\" is not a host name"),
+            (board("serial = \"A\"\nbackend = \"host:99999\""), 3, 11, "port 99999 must be between 1 and 65535"),
+            (board("serial = \"A\"\nbackend = \"host:x\""), 3, 11, "is not a number"),
+            (board("serial = \"A\"\nbackend = \"[nope]:1\""), 3, 11, "not an IPv6 address"),
+            (board("serial = \"A\""), 1, 1, "has no backend"),
+        ] {
+            let (l, c, m) = at(&text);
+            assert_eq!((l, c), (line, col), "{text}: {m}");
+            assert!(m.contains(want), "{text}: {m}");
+        }
+        for good in ["h:1", "build-host.example.org:564", "10.0.0.1:5640", "[::1]:564", "unix:/run/diod.sock", "my_host:1"] {
+            parse(&board(&format!("serial = \"A\"\nbackend = {good:?}"))).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+        let warned = |text: &str| Config::parse_checked(text, Path::new("t.toml")).expect("valid").1;
+        let w = warned(&board("serial = \"CHANGE-ME-0001\"\nbackend = \"h:1\""));
+        assert_eq!(w.len(), 1);
+        assert_eq!((w[0].line, w[0].column), (2, 10));
+        assert!(w[0].message.contains("shipped placeholder"), "{}", w[0]);
+        for hidden in ["/tmp/diod.sock", "/home/me/d.sock", "/var/tmp/d", "/root/d", "/run/user/1000/d"] {
+            let w = warned(&format!("[defaults]\nbackend = \"unix:{hidden}\"\n"));
+            assert_eq!(w.len(), 1, "{hidden}");
+            assert!(w[0].message.contains("cannot see") && w[0].line == 2, "{}", w[0]);
+        }
+        assert!(warned("[defaults]\nbackend = \"unix:/run/diod.sock\"\n").is_empty());
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
+        let (_, w) = Config::load_checked(&shipped).expect("example");
+        assert!(w.iter().any(|w| w.message.contains("placeholder")), "the shipped file is flagged until edited: {w:?}");
+    }
+
+    /// serde's words name Rust types; the user wrote TOML.
+    #[test]
+    fn type_errors_speak_toml_not_rust() {
+        for (text, want) in [
+            ("[defaults]\nbuflen = -1\n", "buflen = -1 must be between 512 and 16777216"),
+            ("[[board]]\nserial = \"A\"\nbackend = \"h:1\"\ninterface = 300\n", "interface = 300 must be between 0 and 255"),
+            ("[defaults]\nuid = -1\n", "uid = -1 must be between 0 and"),
+            ("[board]\nserial = \"A\"\nbackend = \"h:1\"\n", "must be written [[board]] (two brackets)"),
+            ("[[daemon]]\nmax_frame = 8192\n", "[daemon] is a single table"),
+            ("[defaults]\nbuflen = \"big\"\n", "buflen must be a whole number (without quotes)"),
+            ("[defaults]\nread_only = \"yes\"\n", "read_only must be true or false"),
+            ("[defaults]\nbackend = 564\n", "backend must be a string"),
+            ("[daemon]\nallow_ids = \"1d6b:0109\"\n", "allow_ids must be an array"),
+            ("[[board]]\nserial = 7\nbackend = \"h:1\"\n", "serial must be a string"),
+        ] {
+            let e = parse(text).expect_err(text);
+            let m = e.to_string();
+            assert!(m.contains(want), "{text}: {m}");
+            for rust in ["u8", "u32", "i64", "u64", "sequence", "struct", "Schema", "map"] {
+                assert!(!m.split(|c: char| !c.is_alphanumeric()).any(|w| w == rust), "{text}: a Rust word {rust:?} in {m}");
+            }
+        }
+    }
+
     #[test]
     fn missing_file_says_what_to_do() {
         let e = Config::load(Path::new("/nonexistent/usb9pfsd.toml")).expect_err("missing");
-        assert!(e.to_string().contains("--config"), "{e}");
+        assert!(e.to_string().contains("config.example.toml"), "{e}");
+        // Not an option some subcommands lack (check-config takes a path).
+        assert!(!e.to_string().contains("--config"), "{e}");
     }
 
     #[test]

@@ -8,7 +8,9 @@
 pub mod board;
 pub mod cli;
 pub mod config;
+pub mod counters;
 pub mod daemon;
+pub mod probe;
 pub mod ninep;
 pub mod usb;
 pub mod worker;

@@ -5,14 +5,15 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use serde::Serialize;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 use usb9pfsd::board::{GadgetInfo, GadgetKey};
-use usb9pfsd::cli::{self, Cli, Command};
+use usb9pfsd::cli::{self, Cli, Command, Failure};
 use usb9pfsd::config::{self, Config, Decision};
+use usb9pfsd::probe;
 use usb9pfsd::daemon::status::IN_FLIGHT;
 use usb9pfsd::usb::discover::Sysfs;
 use usb9pfsd::daemon::supervisor::{Input, Notify, Silent, Spawn, Supervisor};
@@ -23,18 +24,26 @@ use usb9pfsd::usb::hotplug;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.verbose);
-    let result = match cli.command {
+    let selection = match cli.selection() {
+        Ok(s) => s,
+        // A bad command line exits 2, as clap's own errors do.
+        Err(e) => Cli::command().error(clap::error::ErrorKind::ArgumentConflict, e).exit(),
+    };
+    let result: Result<(), Failure> = match cli.command {
         Command::Run { config: path, control_socket } => {
             // First, before any thread: what a predecessor handed over. It is
             // used (and the reexec requester answered) only once the config
             // has loaded; a config that does not load leaves it untaken.
             let passed = succession::Passed::take_at_start();
-            match Config::load(&path) {
+            match Config::load_checked(&path) {
                 Err(e) => {
                     let kept = passed.refuse(&e.to_string());
-                    Err(format!("{e}{kept}"))
+                    Err(format!("{e}{kept}{}", if e.line == 0 { " (or pass --config PATH)" } else { "" }).into())
                 }
-                Ok(c) => {
+                Ok((c, warnings)) => {
+                    for w in &warnings {
+                        tracing::warn!("{w}");
+                    }
                     if c.test_waits.is_set() {
                         // For the VM rig only (config.rs: TestWaits).
                         usb9pfsd::usb::pipe::shorten_waits_for_tests(c.test_waits.partial_frame_wait, c.test_waits.nudge_every);
@@ -52,37 +61,58 @@ fn main() -> ExitCode {
                     let socket = control_socket
                         .or_else(|| c.control_socket.clone())
                         .unwrap_or_else(|| PathBuf::from(control::DEFAULT_SOCKET));
-                    serve(c, Box::new(notify::Systemd), Some(Control { config_path: path, socket }), inherited)
+                    serve(c, Box::new(notify::Systemd), Some(Control { config_path: path, socket }), inherited).map_err(Failure::from)
                 }
             }
         }
-        Command::List { json, config } => list(json, config.as_deref()),
-        Command::Forward { server, port, id, path, serial, buflen } => {
+        Command::List { json, config } => list(json, config.as_deref()).map_err(Failure::from),
+        Command::Forward { server, port, unix, buflen, request_timeout, .. } => {
             // `forward` re-executes on SIGUSR2 like `run`: take the sessions.
             let passed = succession::Passed::take_at_start();
-            let config = cli::forward_config(&server, port, id.as_deref(), path.as_deref(), serial.as_deref(), buflen)
+            let Some(selection) = selection else { unreachable!("forward has a selection") };
+            let config = cli::forward_backend(&server, port, unix.as_deref())
+                .map(|b| cli::forward_config(b, &selection, buflen, request_timeout))
                 .and_then(|c| check_single(&c).map(|()| c));
             match config {
-                Ok(c) => serve(c, Box::new(Silent), None, passed.adopt()),
+                Ok(c) => serve(c, Box::new(Silent), None, passed.adopt()).map_err(Failure::from),
                 Err(e) => {
                     let kept = passed.refuse(&e);
-                    Err(format!("{e}{kept}"))
+                    Err(Failure::usage(format!("{e}{kept}")))
                 }
             }
         }
-        Command::CheckConfig { path } => check_config(&path),
+        Command::CheckConfig { path, probe, attach } => check_config(&path, probe.then_some(&attach)),
+        Command::Probe { config, backend, export, squash_uid, json, attach } => {
+            probe(&config, backend.as_deref(), export, squash_uid, json, &attach)
+        }
         Command::Status { json, socket } => show_status(json, &socket),
         Command::Reload { socket } => reload(&socket),
         Command::Reexec { socket } => reexec(&socket),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(f) => {
             // stderr reaches the journal too when systemd runs us.
-            eprintln!("usb9pfsd: {e}");
-            ExitCode::FAILURE
+            if !f.message.is_empty() {
+                eprintln!("usb9pfsd: {}", f.message);
+            }
+            ExitCode::from(f.code)
         }
     }
+}
+
+/// Asks the running daemon; "not running" is exit status 3.
+fn ask(socket: &Path, command: &str) -> Result<control::Response, Failure> {
+    control::request(socket, command).map_err(|e| {
+        if control::absent(socket) {
+            Failure::not_running(format!(
+                "usb9pfsd is not running (nothing listens on {}); udev starts it when a usb9pfs board appears, or: systemctl start usb9pfsd",
+                socket.display()
+            ))
+        } else {
+            Failure::from(e)
+        }
+    })
 }
 
 /// Workers on OS threads, each with its own libusb context (made when the
@@ -145,7 +175,8 @@ fn serve(
                 None => std::future::pending().await,
             }
         };
-        let hotplug = hotplug::run(Sysfs::default(), tx.clone());
+        let to_supervisor = tx.clone();
+        let hotplug = hotplug::run(Sysfs::default(), move |ev| to_supervisor.send(Input::Hotplug(ev)).is_ok());
         let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
         let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
         let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
@@ -214,10 +245,10 @@ fn serve(
 }
 
 /// `usb9pfsd status`: ask the running daemon.
-fn show_status(json: bool, socket: &Path) -> Result<(), String> {
-    let r = control::request(socket, "status")?;
+fn show_status(json: bool, socket: &Path) -> Result<(), Failure> {
+    let r = ask(socket, "status")?;
     let Some(report) = r.status.filter(|_| r.ok) else {
-        return Err(r.error.unwrap_or_else(|| "usb9pfsd answered without a status".into()));
+        return Err(r.error.unwrap_or_else(|| "usb9pfsd answered without a status".into()).into());
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
@@ -229,20 +260,20 @@ fn show_status(json: bool, socket: &Path) -> Result<(), String> {
 
 /// `usb9pfsd reload` (the unit's ExecReload): exit 0 once the running
 /// daemon has applied its config file, else 1 with why.
-fn reload(socket: &Path) -> Result<(), String> {
-    let r = control::request(socket, "reload")?;
+fn reload(socket: &Path) -> Result<(), Failure> {
+    let r = ask(socket, "reload")?;
     match r.reload.filter(|_| r.ok) {
         Some(summary) => {
             println!("config reloaded: {summary}");
             Ok(())
         }
-        None => Err(r.error.unwrap_or_else(|| "usb9pfsd answered without a result".into())),
+        None => Err(r.error.unwrap_or_else(|| "usb9pfsd answered without a result".into()).into()),
     }
 }
 
 /// `usb9pfsd reexec`: exit 0 once the new image has taken over every board.
-fn reexec(socket: &Path) -> Result<(), String> {
-    let r = control::request(socket, "reexec")?;
+fn reexec(socket: &Path) -> Result<(), Failure> {
+    let r = ask(socket, "reexec")?;
     match (r.ok, r.reexec) {
         (true, Some(s)) => {
             println!("usb9pfsd re-executed in place; {} board session(s) handed over", s.boards);
@@ -252,8 +283,9 @@ fn reexec(socket: &Path) -> Result<(), String> {
             "usb9pfsd re-executed, but {} thing(s) could not be handed over (those boards start afresh): {}",
             s.refused.len(),
             s.refused.join("; ")
-        )),
-        (_, None) => Err(r.error.unwrap_or_else(|| "usb9pfsd answered without a result".into())),
+        )
+        .into()),
+        (_, None) => Err(r.error.unwrap_or_else(|| "usb9pfsd answered without a result".into()).into()),
     }
 }
 
@@ -368,9 +400,12 @@ fn limits(t: &config::Target) -> String {
     s
 }
 
-fn check_config(path: &Path) -> Result<(), String> {
-    let c = Config::load(path).map_err(|e| e.to_string())?;
-    println!("{}: OK", path.display());
+fn check_config(path: &Path, probe_as: Option<&cli::AttachArgs>) -> Result<(), Failure> {
+    let (c, warnings) = Config::load_checked(path).map_err(|e| e.to_string())?;
+    println!("{}: OK{}", path.display(), if warnings.is_empty() { String::new() } else { format!(", {} warning(s)", warnings.len()) });
+    for w in &warnings {
+        eprintln!("usb9pfsd: warning: {w}");
+    }
     match &c.default {
         Some(t) => println!("  unlisted boards -> {} ({})", t.backend, limits(t)),
         None => println!("  unlisted boards -> left alone"),
@@ -379,6 +414,7 @@ fn check_config(path: &Path) -> Result<(), String> {
         let mut m = match &r.matcher {
             config::Match::Serial(s) => format!("serial {s}"),
             config::Match::Path(p) => format!("path {p}"),
+            config::Match::SerialAt { serial, path } => format!("serial {serial} at path {path}"),
         };
         if let Some(i) = r.interface {
             m.push_str(&format!(" interface {i}"));
@@ -390,5 +426,60 @@ fn check_config(path: &Path) -> Result<(), String> {
         println!("  only VID:PID {}", ids.join(", "));
     }
     println!("  max_frame {}", c.max_frame);
-    Ok(())
+    match probe_as {
+        Some(a) => run_probes(probe::plans(&c), false, a),
+        None => Ok(()),
+    }
+}
+
+/// `usb9pfsd probe`: every entry of the config, or one `--backend`.
+fn probe(
+    config_path: &Path,
+    backend: Option<&str>,
+    export: Option<String>,
+    squash_uid: Option<u32>,
+    json: bool,
+    attach: &cli::AttachArgs,
+) -> Result<(), Failure> {
+    let plans = match backend {
+        Some(b) => {
+            let backend = config::parse_backend(b).map_err(Failure::usage)?;
+            let confine = usb9pfsd::ninep::confine::Policy { export, read_only: false, uid: squash_uid, gid: None };
+            let target = config::Target {
+                backend,
+                buflen: config::DEFAULT_BUFLEN,
+                request_timeout: None,
+                recover_window: config::DEFAULT_RECOVER_WINDOW,
+                confine,
+            };
+            vec![probe::Plan { entry: "--backend".into(), target: Ok(target) }]
+        }
+        None => {
+            let c = Config::load(config_path).map_err(|e| e.to_string())?;
+            let mut plans = probe::plans(&c);
+            plans.extend(probe::plugged_plans(&c, &Sysfs::default().scan()));
+            plans
+        }
+    };
+    run_probes(plans, json, attach)
+}
+
+fn run_probes(plans: Vec<probe::Plan>, json: bool, a: &cli::AttachArgs) -> Result<(), Failure> {
+    let board = probe::BoardAttach { aname: a.aname.clone(), uname: a.uname.clone(), uid: a.uid };
+    let reports: Vec<probe::Report> = plans.iter().map(|p| p.run(&board)).collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&reports).map_err(|e| e.to_string())?);
+    } else {
+        if reports.is_empty() {
+            println!("nothing to probe: the config maps no board ([defaults] backend or [[board]] entries)");
+        }
+        for r in &reports {
+            println!("{}", r.text());
+        }
+    }
+    let failed = reports.iter().filter(|r| !r.ok).count();
+    match failed {
+        0 => Ok(()),
+        n => Err(Failure { code: cli::EXIT_FAILED, message: format!("{n} of {} probe(s) failed", reports.len()) }),
+    }
 }

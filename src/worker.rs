@@ -15,7 +15,7 @@ use crate::board::{GadgetInfo, GadgetKey};
 use crate::usb::device::{Device, OpenError};
 use crate::ninep::forward::{self, Backends, Exit, Limits, Session};
 use crate::usb::pipe::{StopSwitch, UsbPipe};
-use crate::daemon::status::Counters;
+use crate::counters::Counters;
 
 /// Everything a worker needs, prepared by the supervisor.
 pub struct Job {

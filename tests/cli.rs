@@ -134,11 +134,44 @@ fn run_with_a_missing_config_says_what_to_do() {
     assert!(err.contains("/nonexistent/usb9pfsd.toml") && err.contains("--config"), "{err}");
 }
 
+/// One rule for exit statuses (man page, EXIT STATUS): 2 for every bad
+/// command line, whichever part of it is wrong.
 #[test]
-fn forward_rejects_a_bad_id() {
-    let (code, _, err) = usb9pfsd(&["forward", "--id", "1d6b", "-p", "564"]);
-    assert_eq!(code, 1);
+fn a_bad_command_line_exits_2() {
+    for args in [
+        &["forward", "--id", "1d6b", "-p", "564"][..],
+        &["--id", "zz", "forward"],
+        &["forward", "--port", "0"],
+        &["forward", "--unix", "/run/diod.sock", "-p", "564"],
+        &["forward", "--request-timeout", "0"],
+        &["--serial", "A", "status"],
+        &["--id", "1d6b:0109", "forward", "--id", "0525:a4a0"],
+        &["no-such-subcommand"],
+        &["status", "--no-such-option"],
+        &["probe", "--backend", "host:99999"],
+    ] {
+        let (code, out, err) = usb9pfsd(args);
+        assert_eq!((code, out.as_str()), (2, ""), "{args:?}: {err}");
+        assert!(!err.is_empty(), "{args:?} says why");
+    }
+    let (_, _, err) = usb9pfsd(&["forward", "--id", "1d6b"]);
     assert!(err.contains("VID:PID"), "{err}");
+}
+
+/// p9_fwd.py's options in p9_fwd.py's places: `--id`/`--path` before the
+/// subcommand, `connect` as the subcommand's name.
+#[test]
+fn forward_takes_p9_fwd_py_options_where_p9_fwd_py_takes_them() {
+    let (code, out, _) = usb9pfsd(&["--help"]);
+    assert_eq!(code, 0);
+    for opt in ["--id <VID:PID>", "--path <PORT_PATH>"] {
+        assert!(out.contains(opt), "{opt} before the subcommand:\n{out}");
+    }
+    let (code, out, _) = usb9pfsd(&["--id", "1d6b:0109", "--path", "1-1", "connect", "--help"]);
+    assert_eq!(code, 0);
+    for opt in ["--server", "--port", "--unix", "--request-timeout", "1d6b:0109"] {
+        assert!(out.contains(opt), "{opt} missing:\n{out}");
+    }
 }
 
 #[test]
@@ -147,9 +180,37 @@ fn status_and_reload_without_a_daemon_say_it_is_not_running() {
     let socket = dir.path().join("control");
     for cmd in ["status", "reload", "reexec"] {
         let (code, out, err) = usb9pfsd(&[cmd, "--socket", socket.to_str().expect("utf8")]);
-        assert_eq!((code, out.as_str()), (1, ""), "{cmd}");
-        assert_eq!(err.trim(), format!("usb9pfsd: usb9pfsd is not running (no socket at {})", socket.display()));
+        // As systemctl: 3 for a unit that is not running.
+        assert_eq!((code, out.as_str()), (3, ""), "{cmd}");
+        assert!(err.starts_with(&format!("usb9pfsd: usb9pfsd is not running (nothing listens on {})", socket.display())), "{err}");
+        assert!(err.contains("udev starts it when a usb9pfs board appears"), "{err}");
     }
+    // A socket nobody accepts on (a daemon that died): not running either.
+    let stale = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+    drop(stale);
+    let (code, _, err) = usb9pfsd(&["status", "--socket", socket.to_str().expect("utf8")]);
+    assert_eq!(code, 3, "{err}");
+    // Not a socket at all: a wrong --socket, not a stopped daemon.
+    let (code, _, err) = usb9pfsd(&["status", "--socket", "/etc/passwd"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("/etc/passwd is not a socket"), "{err}");
+}
+
+#[test]
+fn check_config_flags_the_shipped_placeholder_and_what_the_service_cannot_reach() {
+    let (code, out, err) = usb9pfsd(&["check-config", "config.example.toml"]);
+    assert_eq!(code, 0, "a warning is not an error: {err}");
+    assert!(out.contains("1 warning(s)"), "{out}");
+    assert!(err.contains("warning: config.example.toml:") && err.contains("shipped placeholder"), "{err}");
+    let dir = tempfile::tempdir().expect("tmp");
+    let f = dir.path().join("c.toml");
+    std::fs::write(&f, "[defaults]\nbackend = \"unix:/tmp/diod.sock\"\n").expect("write");
+    let (code, _, err) = usb9pfsd(&["check-config", f.to_str().expect("utf8")]);
+    assert_eq!(code, 0);
+    assert!(err.contains(&format!("warning: {}:2:11: unix socket /tmp/diod.sock", f.display())), "{err}");
+    let (code, _, err) = usb9pfsd(&["check-config", "/nonexistent/c.toml"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("/nonexistent/c.toml: cannot read") && !err.contains("--config"), "{err}");
 }
 
 /// What the daemon logs when it cannot listen to udev (usb/hotplug.rs): the
@@ -230,6 +291,24 @@ fn a_running_daemon_answers_status_and_reload() {
     let (code, out, err) = usb9pfsd(&["reload", "--socket", sock]);
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("config reloaded:"), "{out}");
+
+    // What parses but cannot work is applied, and the log says why it
+    // cannot, with its place (as at start).
+    std::fs::write(&config, "[[board]]\nserial = \"CHANGE-ME-0001\"\nbackend = \"127.0.0.1:564\"\n").expect("write");
+    let (code, _, err) = usb9pfsd(&["reload", "--socket", sock]);
+    assert_eq!(code, 0, "{err}");
+    // The warning comes before the supervisor's "config reloaded" line of
+    // this (the second) reload.
+    let (mut warned, mut reloads) = (String::new(), 0);
+    while reloads < 2 {
+        line.clear();
+        assert!(log.read_line(&mut line).expect("log") > 0, "the daemon died");
+        if line.contains("shipped placeholder") {
+            warned = line.clone();
+        }
+        reloads += usize::from(line.contains("config reloaded:"));
+    }
+    assert!(warned.contains(&format!("{}:2:10:", config.display())), "no warning with its place before the reload's line: {warned:?}");
 
     std::fs::write(&config, "[[board]]\nserial = \"x\"\nbakend = 1\n").expect("write");
     let (code, _, err) = usb9pfsd(&["reload", "--socket", sock]);

@@ -168,7 +168,7 @@ fn rig(port: u16, policy: &Policy) -> Rig {
         info: gadget.clone(),
         backends: backend.clone(),
         counters: counters.clone(),
-        limits: Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None },
+        limits: Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None, recover_window: std::time::Duration::ZERO },
         stop: host.stop_switch(),
         adopt: None,
         reporter: Reporter { key: gadget.key(), generation: 1, sink: Arc::new(|_| {}) },

@@ -138,7 +138,15 @@ pub async fn reload(inputs: &mpsc::UnboundedSender<Input>, config_path: Option<&
         return Err("this daemon runs without a config file (usb9pfsd forward): nothing to reload".into());
     };
     let (reply, answer) = oneshot::channel();
-    inputs.send(Input::Reload(Config::load(path), reply)).map_err(|_| gone())?;
+    // What parses but cannot work (a placeholder serial, a socket the
+    // sandbox hides) is logged, as at start; it does not stop the reload.
+    let loaded = Config::load_checked(path).map(|(c, warnings)| {
+        for w in &warnings {
+            tracing::warn!("{w}");
+        }
+        c
+    });
+    inputs.send(Input::Reload(loaded, reply)).map_err(|_| gone())?;
     answer.await.map_err(|_| gone())?
 }
 
@@ -511,9 +519,26 @@ pub fn request(path: &Path, command: &str) -> Result<Response, String> {
     Ok(response)
 }
 
+/// Whether no daemon listens on `path`: no such file, or a socket nobody
+/// accepts on (what `usb9pfsd status` reports as exit status 3).
+pub fn absent(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::metadata(path) {
+        Err(e) => e.kind() == io::ErrorKind::NotFound,
+        Ok(m) if m.file_type().is_socket() => {
+            matches!(std::os::unix::net::UnixStream::connect(path), Err(e) if e.kind() == io::ErrorKind::ConnectionRefused)
+        }
+        Ok(_) => false,
+    }
+}
+
 /// Why connecting to the socket failed, for people.
 pub fn connect_error(path: &Path, e: &io::Error) -> String {
+    use std::os::unix::fs::FileTypeExt;
     let p = path.display();
+    if std::fs::metadata(path).is_ok_and(|m| !m.file_type().is_socket()) {
+        return format!("{p} is not a socket: give the daemon's control socket with --socket (default {DEFAULT_SOCKET})");
+    }
     match e.kind() {
         io::ErrorKind::NotFound => format!("usb9pfsd is not running (no socket at {p})"),
         io::ErrorKind::ConnectionRefused => {

@@ -390,7 +390,7 @@ pub fn pack(boards: &[HandedBoard], lost: &[GadgetKey]) -> io::Result<(OwnedFd, 
                     board_rx: s.board_rx,
                     backend: hb.backend.clone(),
                     began_ms: s.began_ms,
-                    fids: s.confine.as_ref().and_then(|c| c.table_record()),
+                    fids: s.table_record(),
                 },
             }
         })
@@ -472,6 +472,7 @@ pub fn adoptable(inherited: BTreeMap<GadgetKey, Inheritance>) -> BTreeMap<Gadget
                 // Made from `carried_fids` once the loop knows the policy.
                 confine: None,
                 carried_fids: r.fids.clone(),
+                track: None,
             };
             (key, Carry { node: Some(File::from(inh.node)), session })
         })
@@ -540,8 +541,9 @@ mod tests {
         let table = |n: u32| TableRecord {
             attaches: vec![],
             fids: (0..n)
-                .map(|fid| FidRecord { fid, attach: 0, path: "61".repeat(100), qid: (0, 0, 0), open: None, stale: false, xattr: false })
+                .map(|fid| FidRecord { fid, attach: 0, path: "61".repeat(100), qid: (0, 0, 0), open: None, stale: false, xattr: false, unreplayable: false, lost: false, locks: Vec::new() })
                 .collect(),
+            client_id: String::new(),
         };
         let mut small = record(1, 4, 0);
         small.session.fids = Some(table(10));
@@ -667,7 +669,7 @@ mod tests {
     }
 
     fn live_session(server: std::os::unix::net::UnixStream) -> Session {
-        let limits = crate::ninep::forward::Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None };
+        let limits = crate::ninep::forward::Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None, recover_window: std::time::Duration::ZERO };
         let mut s = Session::new(limits);
         s.backend = Some(Backend::from_unix(server));
         s.live = true;

@@ -1,5 +1,5 @@
-//! What can be reported about a board and the daemon: live counters and the
-//! activity flag the worker sets, and the snapshot the supervisor hands out
+//! What can be reported about a board and the daemon: the snapshot of each
+//! board's counters (`src/counters.rs`) and state that the supervisor hands out
 //! through the control socket (`usb9pfsd status`, a table or JSON). The JSON
 //! field names are an interface: scripts read them, so they only grow (a
 //! golden test holds them; README documents them).
@@ -8,179 +8,15 @@
 //! status reader never slows or stops a board.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 
 use serde::{Deserialize, Serialize};
 
-/// Per-board counters, shared between the supervisor (reader) and the
-/// board's worker (writer). Relaxed atomics: they are statistics.
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub t_messages: AtomicU64,
-    pub t_bytes: AtomicU64,
-    pub r_messages: AtomicU64,
-    pub r_bytes: AtomicU64,
-    /// Server replies other than Rversion: the board got work done, not just
-    /// a handshake (what the supervisor's restart backoff counts as served).
-    pub served: AtomicU64,
-    /// Error replies usb9pfsd wrote itself because the server could not answer.
-    pub error_replies: AtomicU64,
-    /// 9P sessions opened with the server (one per Tversion that connected).
-    pub sessions: AtomicU64,
-    /// Live server sessions that broke.
-    pub backend_failures: AtomicU64,
-    /// Times the worker re-selected the interface's alternate setting after
-    /// the board's function disabled its endpoints (its umount, on board
-    /// kernels with the 2026 usbg fixes).
-    pub rearms: AtomicU64,
-    /// Requests of a confined board that usb9pfsd refused itself (outside
-    /// its export, a change on a read-only board, an owner change, ...).
-    pub refused: AtomicU64,
-    /// What the worker is doing right now: an [`Activity`] as u8.
-    pub activity: AtomicU8,
-    /// When the live server session began, in Unix milliseconds; 0: none.
-    pub session_started_ms: AtomicU64,
-    /// Where the time of each message goes, summed in nanoseconds (the
-    /// per-message budget: divide by `t_messages`). Read off the monotonic
-    /// clock (vDSO, no system call) at three points of the loop.
-    pub time: MessageTime,
-}
-
-/// Time spent per phase of the frame loop, summed over messages.
-#[derive(Debug, Default)]
-pub struct MessageTime {
-    /// From the end of the previous reply until this T-message arrived whole:
-    /// the board's own time (its application and 9P client, idle time
-    /// included) plus the USB IN hop.
-    pub board_ns: AtomicU64,
-    /// Request written to the server until its reply was read whole (the
-    /// server's work and the socket both ways).
-    pub server_ns: AtomicU64,
-    /// The reply's USB OUT transfer, ZLP included, until the board took it.
-    pub reply_ns: AtomicU64,
-}
-
-/// What a board's worker is doing, as it tells it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Activity {
-    /// Waiting for the board's next request.
-    Idle = 0,
-    /// Opening a connection to the 9P server for the board's Tversion.
-    Connecting = 1,
-    /// A request from the board is in flight (to the server or its reply back).
-    Forwarding = 2,
-}
-
-/// A request in flight on one board; dropping it marks the board idle.
-pub struct Busy<'a>(&'a Counters);
-
-impl Drop for Busy<'_> {
-    fn drop(&mut self) {
-        self.0.set_activity(Activity::Idle);
-    }
-}
-
-/// A copy of [`Counters`] at one moment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CounterSnapshot {
-    pub t_messages: u64,
-    pub t_bytes: u64,
-    pub r_messages: u64,
-    pub r_bytes: u64,
-    pub served: u64,
-    pub error_replies: u64,
-    pub sessions: u64,
-    pub backend_failures: u64,
-    /// Microseconds spent waiting for the board, the server and the reply's
-    /// transfer (see [`MessageTime`]); absent from an older daemon's report.
-    #[serde(default)]
-    pub board_wait_us: u64,
-    #[serde(default)]
-    pub server_wait_us: u64,
-    #[serde(default)]
-    pub reply_send_us: u64,
-    /// See [`Counters::rearms`]; absent from an older daemon's report.
-    #[serde(default)]
-    pub rearms: u64,
-    /// Requests refused by the board's confinement; absent from an older
-    /// daemon's report.
-    #[serde(default)]
-    pub refused: u64,
-}
-
-impl Counters {
-    pub fn snapshot(&self) -> CounterSnapshot {
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        CounterSnapshot {
-            t_messages: g(&self.t_messages),
-            t_bytes: g(&self.t_bytes),
-            r_messages: g(&self.r_messages),
-            r_bytes: g(&self.r_bytes),
-            served: g(&self.served),
-            error_replies: g(&self.error_replies),
-            sessions: g(&self.sessions),
-            backend_failures: g(&self.backend_failures),
-            board_wait_us: g(&self.time.board_ns) / 1000,
-            server_wait_us: g(&self.time.server_ns) / 1000,
-            reply_send_us: g(&self.time.reply_ns) / 1000,
-            rearms: g(&self.rearms),
-            refused: g(&self.refused),
-        }
-    }
-
-    pub fn activity(&self) -> Activity {
-        match self.activity.load(Ordering::Relaxed) {
-            1 => Activity::Connecting,
-            2 => Activity::Forwarding,
-            _ => Activity::Idle,
-        }
-    }
-
-    pub fn set_activity(&self, a: Activity) {
-        self.activity.store(a as u8, Ordering::Relaxed);
-    }
-
-    /// Marks the board forwarding until the returned guard drops.
-    pub fn busy(&self) -> Busy<'_> {
-        self.set_activity(Activity::Forwarding);
-        Busy(self)
-    }
-
-    /// A server session began now; returns when, in ms since the epoch
-    /// (for the session to carry, see [`Counters::session_resumed`]).
-    pub fn session_began(&self) -> u64 {
-        let ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_millis().max(1) as u64);
-        self.session_started_ms.store(ms, Ordering::Relaxed);
-        ms
-    }
-
-    /// A server session that began at `ms` (a predecessor's, handed over)
-    /// carries on here; 0: not known.
-    pub fn session_resumed(&self, ms: u64) {
-        self.session_started_ms.store(ms, Ordering::Relaxed);
-    }
-
-    /// The server session ended (lost, replaced, or the worker stopped).
-    pub fn session_ended(&self) {
-        self.session_started_ms.store(0, Ordering::Relaxed);
-    }
-
-    pub fn session_started(&self) -> Option<SystemTime> {
-        match self.session_started_ms.load(Ordering::Relaxed) {
-            0 => None,
-            ms => Some(UNIX_EPOCH + Duration::from_millis(ms)),
-        }
-    }
-}
-
-/// An error message and when it happened.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stamped {
-    pub message: String,
-    pub at: SystemTime,
-}
+/// The counters live below the data path (`src/counters.rs`); the report
+/// types here name them.
+pub use crate::counters::{
+    rfc3339, who, Activity, AttachNote, Busy, CounterSnapshot, Counters, InFlight, MessageTime, MountStatus, Pending, Stamped, IN_FLIGHT,
+};
 
 /// Where a board stands: the supervisor's slot, and for a board with a
 /// worker, the worker's [`Activity`].
@@ -195,6 +31,9 @@ pub enum BoardState {
     Forwarding,
     /// A worker owns the board; no request in flight.
     Idle,
+    /// The board's server session was lost; a worker is rebuilding it on a
+    /// new connection while the board's request waits (issue 19).
+    Recovering,
     /// The last worker failed; the next starts after the delay.
     Backoff { retry_in_ms: u64 },
 }
@@ -207,6 +46,7 @@ impl BoardState {
             BoardState::Connecting => "connecting",
             BoardState::Forwarding => "forwarding",
             BoardState::Idle => "idle",
+            BoardState::Recovering => "recovering",
             BoardState::Backoff { .. } => "backoff",
         }
     }
@@ -248,6 +88,23 @@ pub struct BoardStatus {
     /// an older daemon).
     #[serde(default)]
     pub confine: Option<ConfineStatus>,
+    /// The board's mount: `mounted` only once the server answered its
+    /// Tattach, `refused` with the server's errno and the aname; null
+    /// before any attach (and from an older daemon).
+    #[serde(default)]
+    pub mount: Option<MountStatus>,
+}
+
+impl BoardStatus {
+    /// The table's STATE: the worker's state, except that an idle board
+    /// says whether it is mounted or its mount was refused.
+    pub fn state_word(&self) -> &'static str {
+        match (&self.state, self.mount.as_ref().map(|m| m.state.as_str())) {
+            (BoardState::Idle, Some("mounted")) => "mounted",
+            (BoardState::Idle, Some("refused")) => "refused",
+            (s, _) => s.word(),
+        }
+    }
 }
 
 /// A board's confinement as status and list show it.
@@ -310,22 +167,6 @@ pub struct StatusReport {
     pub boards: Vec<BoardStatus>,
 }
 
-/// `2026-11-26T00:15:03Z`.
-pub fn rfc3339(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
-}
 
 /// `2h03m`, `4m10s`, `12s`.
 fn span(secs: u64) -> String {
@@ -386,7 +227,7 @@ pub fn table(r: &StatusReport) -> String {
             b.busaddr,
             b.interface,
             b.port_path,
-            b.state.word(),
+            b.state_word(),
             dash(&b.backend),
             dash(&b.session_started_at),
             format!("{}/{}", c.t_messages, c.r_messages),
@@ -420,6 +261,30 @@ pub fn table(r: &StatusReport) -> String {
         if let Some(c) = &b.confine {
             more(&mut out, format!("confined: {c}; {} request(s) refused", b.counters.refused));
         }
+        if c.recoveries + c.recovery_failures > 0 {
+            more(
+                &mut out,
+                format!(
+                    "server restarts survived: {} (last took {} ms: {} fid(s) replayed, {} stale); given up: {}",
+                    c.recoveries, c.last_recovery_ms, c.last_recovery_fids_replayed, c.last_recovery_fids_stale, c.recovery_failures
+                ),
+            );
+        }
+        if c.recoverable == Some(false) {
+            more(&mut out, "this session cannot be recovered if its server restarts (see the journal for why)".into());
+        }
+        if let Some(m) = b.mount.as_ref().filter(|m| m.state == "refused") {
+            let uid = who(&m.uname, m.uid);
+            more(
+                &mut out,
+                format!(
+                    "mount refused at {}: the server answered the attach to aname {:?} as {uid} with {}; `usb9pfsd probe` says what it means",
+                    m.at,
+                    m.aname,
+                    m.error.as_deref().unwrap_or("an error")
+                ),
+            );
+        }
         if let Some(e) = &b.last_error {
             more(&mut out, format!("last error at {}: {e}", dash(&b.last_error_at)));
         }
@@ -427,86 +292,13 @@ pub fn table(r: &StatusReport) -> String {
     out
 }
 
-/// Requests taken from a board whose reply has not been handed back yet, over
-/// all boards. At shutdown the daemon breaks every server connection (so
-/// pending requests are answered with EIO) and waits here, bounded, for those
-/// replies to reach their boards before the process exits — a board left
-/// without a reply would wait forever.
-///
-/// Entering and leaving are two atomic operations: no lock and no system
-/// call per message (a condvar's notify is a futex call even with nobody
-/// waiting); only a leave that empties the count while someone waits takes
-/// the lock and wakes them.
-pub struct InFlight {
-    count: AtomicUsize,
-    /// Set by [`InFlight::wait_idle`] before it looks at the count.
-    waiting: AtomicBool,
-    lock: std::sync::Mutex<()>,
-    idle: std::sync::Condvar,
-}
-
-/// The process-wide in-flight count.
-pub static IN_FLIGHT: InFlight = InFlight::new();
-
-/// One request in flight; dropping it marks the reply delivered (or given up).
-pub struct Pending<'a>(&'a InFlight);
-
-impl InFlight {
-    pub const fn new() -> InFlight {
-        InFlight {
-            count: AtomicUsize::new(0),
-            waiting: AtomicBool::new(false),
-            lock: std::sync::Mutex::new(()),
-            idle: std::sync::Condvar::new(),
-        }
-    }
-
-    pub fn enter(&self) -> Pending<'_> {
-        self.count.fetch_add(1, Ordering::SeqCst);
-        Pending(self)
-    }
-
-    /// Waits until no request is in flight or `limit` passes; true if idle.
-    pub fn wait_idle(&self, limit: std::time::Duration) -> bool {
-        let deadline = std::time::Instant::now() + limit;
-        let mut guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        // Announced before the count is read: a leave that empties the count
-        // after this either sees it and wakes us (it needs the lock, which
-        // we hold until we sleep), or we see its zero.
-        self.waiting.store(true, Ordering::SeqCst);
-        while self.count.load(Ordering::SeqCst) > 0 {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            guard = match self.idle.wait_timeout(guard, left) {
-                Ok((g, _)) => g,
-                Err(p) => p.into_inner().0,
-            };
-        }
-        true
-    }
-}
-
-impl Default for InFlight {
-    fn default() -> InFlight {
-        InFlight::new()
-    }
-}
-
-impl Drop for Pending<'_> {
-    fn drop(&mut self) {
-        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 && self.0.waiting.load(Ordering::SeqCst) {
-            let _guard = self.0.lock.lock().unwrap_or_else(|p| p.into_inner());
-            self.0.idle.notify_all();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use crate::ninep::confine::TATTACH;
+    use crate::ninep::frame::RLERROR;
+    use std::time::{Duration, UNIX_EPOCH};
+    const RATTACH: u8 = TATTACH + 1;
 
     fn board() -> BoardStatus {
         BoardStatus {
@@ -538,10 +330,25 @@ mod tests {
                 reply_send_us: 200,
                 rearms: 4,
                 refused: 3,
+                recoveries: 2,
+                recovery_failures: 1,
+                last_recovery_ms: 450,
+                last_recovery_fids_replayed: 12,
+                last_recovery_fids_stale: 1,
+                recoverable: Some(true),
             },
             last_error: Some("lost the 9P server".into()),
             last_error_at: Some("2026-11-26T00:15:59Z".into()),
             confine: Some(ConfineStatus { export: Some("/srv/boards/a".into()), read_only: true, uid: Some(1000), gid: None }),
+            mount: Some(MountStatus {
+                state: "refused".into(),
+                aname: "/srv/boards/a".into(),
+                uid: Some(1000),
+                uname: String::new(),
+                errno: Some(1),
+                error: Some("EPERM (Operation not permitted)".into()),
+                at: "2026-11-26T00:15:58Z".into(),
+            }),
         }
     }
 
@@ -594,10 +401,14 @@ mod tests {
                 "counters": {
                     "t_messages": 10, "t_bytes": 2000, "r_messages": 9, "r_bytes": 3145728,
                     "error_replies": 1, "sessions": 2, "backend_failures": 1, "served": 8,
-                    "board_wait_us": 900, "server_wait_us": 400, "reply_send_us": 200, "rearms": 4, "refused": 3
+                    "board_wait_us": 900, "server_wait_us": 400, "reply_send_us": 200, "rearms": 4, "refused": 3,
+                    "recoveries": 2, "recovery_failures": 1, "last_recovery_ms": 450,
+                    "last_recovery_fids_replayed": 12, "last_recovery_fids_stale": 1, "recoverable": true
                 },
                 "last_error": "lost the 9P server", "last_error_at": "2026-11-26T00:15:59Z",
-                "confine": {"export": "/srv/boards/a", "read_only": true, "uid": 1000, "gid": null}
+                "confine": {"export": "/srv/boards/a", "read_only": true, "uid": 1000, "gid": null},
+                "mount": {"state": "refused", "aname": "/srv/boards/a", "uid": 1000, "uname": "", "errno": 1,
+                          "error": "EPERM (Operation not permitted)", "at": "2026-11-26T00:15:58Z"}
             }, {
                 "busaddr": "001-004", "interface": 1, "port_path": "1-1.2", "id": "1d6b:0109",
                 "serial": "0001-BOARD-A", "backend": null, "backend_pending": null,
@@ -606,10 +417,14 @@ mod tests {
                 "counters": {
                     "t_messages": 10, "t_bytes": 2000, "r_messages": 9, "r_bytes": 3145728,
                     "error_replies": 1, "sessions": 2, "backend_failures": 1, "served": 8,
-                    "board_wait_us": 900, "server_wait_us": 400, "reply_send_us": 200, "rearms": 4, "refused": 3
+                    "board_wait_us": 900, "server_wait_us": 400, "reply_send_us": 200, "rearms": 4, "refused": 3,
+                    "recoveries": 2, "recovery_failures": 1, "last_recovery_ms": 450,
+                    "last_recovery_fids_replayed": 12, "last_recovery_fids_stale": 1, "recoverable": true
                 },
                 "last_error": null, "last_error_at": null,
-                "confine": {"export": "/srv/boards/a", "read_only": true, "uid": 1000, "gid": null}
+                "confine": {"export": "/srv/boards/a", "read_only": true, "uid": 1000, "gid": null},
+                "mount": {"state": "refused", "aname": "/srv/boards/a", "uid": 1000, "uname": "", "errno": 1,
+                          "error": "EPERM (Operation not permitted)", "at": "2026-11-26T00:15:58Z"}
             }, {
                 "busaddr": "001-004", "interface": 1, "port_path": "1-1.2", "id": "1d6b:0109",
                 "serial": "0001-BOARD-A", "backend": "buildhost:5640", "backend_pending": "buildhost:5641",
@@ -619,10 +434,14 @@ mod tests {
                 "counters": {
                     "t_messages": 10, "t_bytes": 2000, "r_messages": 9, "r_bytes": 3145728,
                     "error_replies": 1, "sessions": 2, "backend_failures": 1, "served": 8,
-                    "board_wait_us": 900, "server_wait_us": 400, "reply_send_us": 200, "rearms": 4, "refused": 3
+                    "board_wait_us": 900, "server_wait_us": 400, "reply_send_us": 200, "rearms": 4, "refused": 3,
+                    "recoveries": 2, "recovery_failures": 1, "last_recovery_ms": 450,
+                    "last_recovery_fids_replayed": 12, "last_recovery_fids_stale": 1, "recoverable": true
                 },
                 "last_error": "lost the 9P server", "last_error_at": "2026-11-26T00:15:59Z",
-                "confine": {"export": "/srv/boards/a", "read_only": true, "uid": 1000, "gid": null}
+                "confine": {"export": "/srv/boards/a", "read_only": true, "uid": 1000, "gid": null},
+                "mount": {"state": "refused", "aname": "/srv/boards/a", "uid": 1000, "uname": "", "errno": 1,
+                          "error": "EPERM (Operation not permitted)", "at": "2026-11-26T00:15:58Z"}
             }]
         });
         assert_eq!(value, golden);
@@ -654,6 +473,7 @@ mod tests {
             "ignored: no backend configured",
             "backing off until 2026-11-26T00:17:00Z (in 2s)",
             "released once idle",
+            "mount refused at 2026-11-26T00:15:58Z: the server answered the attach to aname \"/srv/boards/a\" as uid 1000 with EPERM (Operation not permitted)",
         ] {
             assert!(t.contains(want), "{want} missing from\n{t}");
         }
@@ -684,6 +504,60 @@ mod tests {
         assert!(c.session_started().is_some());
         c.session_ended();
         assert_eq!(c.session_started(), None);
+    }
+
+    fn attach(aname: &str, uid: u32) -> Vec<u8> {
+        let mut t = vec![0, 0, 0, 0, TATTACH, 1, 0];
+        t.extend_from_slice(&0u32.to_le_bytes());
+        t.extend_from_slice(&u32::MAX.to_le_bytes());
+        t.extend_from_slice(&6u16.to_le_bytes());
+        t.extend_from_slice(b"nobody");
+        t.extend_from_slice(&(aname.len() as u16).to_le_bytes());
+        t.extend_from_slice(aname.as_bytes());
+        t.extend_from_slice(&uid.to_le_bytes());
+        let n = t.len() as u32;
+        t[..4].copy_from_slice(&n.to_le_bytes());
+        t
+    }
+
+    /// Mounted means the server answered Rattach; a refused attach stays
+    /// on show, with errno and aname, until one succeeds.
+    #[test]
+    fn a_board_is_mounted_only_after_its_server_answered_rattach() {
+        let c = Counters::default();
+        let rattach = [20, 0, 0, 0, RATTACH, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let rlerror = |e: u32| {
+            let mut r = vec![11, 0, 0, 0, RLERROR, 1, 0];
+            r.extend_from_slice(&e.to_le_bytes());
+            r
+        };
+        c.session_began();
+        assert_eq!(c.mount_status(), None, "a session is not a mount");
+        // Other messages, even an Rlerror to them, are not about the mount.
+        c.attach_answered(&[11, 0, 0, 0, 110, 1, 0, 0, 0, 0, 0], &rlerror(2));
+        assert_eq!(c.mount_status(), None);
+        c.attach_answered(&attach("/srv/x", 0), &rlerror(1));
+        let m = c.mount_status().expect("refused");
+        assert_eq!((m.state.as_str(), m.aname.as_str(), m.uid, m.errno), ("refused", "/srv/x", Some(0), Some(1)));
+        assert_eq!(m.error.as_deref(), Some("EPERM (Operation not permitted)"));
+        // The board's next mount: still refused until an attach succeeds.
+        c.session_ended();
+        c.session_began();
+        assert_eq!(c.mount_status().map(|m| m.state), Some("refused".into()));
+        c.attach_answered(&attach("/srv/a", 1000), &rattach);
+        let m = c.mount_status().expect("mounted");
+        assert_eq!((m.state.as_str(), m.aname.as_str(), m.uid, m.errno), ("mounted", "/srv/a", Some(1000), None));
+        // A board's kernel mounts with no uid (n_uname ~0) and a uname.
+        c.attach_answered(&attach("/srv/a", u32::MAX), &rattach);
+        let m = c.mount_status().expect("mounted");
+        assert_eq!((m.uid, who(&m.uname, m.uid)), (None, "uname \"nobody\" (no uid)".into()));
+        c.session_ended();
+        assert_eq!(c.mount_status(), None, "no session, no mount");
+        let mut b = board();
+        b.state = BoardState::Idle;
+        assert_eq!(b.state_word(), "refused");
+        b.mount = None;
+        assert_eq!(b.state_word(), "idle");
     }
 
     #[test]

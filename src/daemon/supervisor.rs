@@ -39,21 +39,9 @@ pub const MAX_RESTART: Duration = Duration::from_secs(30);
 /// Unserved boards remembered so each is logged once (bounded memory).
 const MAX_NOTED: usize = 1024;
 
-/// What the hotplug side reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HotplugEvent {
-    /// A usb9pfs interface is present (coldplug, add, bind); one event per
-    /// interface. Repeats are harmless.
-    Present(GadgetInfo),
-    /// Whatever was at this bus address is gone (remove, unbind): every
-    /// interface of the device.
-    Gone(BusAddr),
-    /// Every gadget present at start-up has been reported.
-    ColdplugDone,
-    /// After lost udev events: exactly these interfaces are present now
-    /// (each is also reported `Present`); any other board is gone.
-    Rescanned(Vec<GadgetKey>),
-}
+/// What the hotplug side reports (defined beside it, below the daemon).
+pub use crate::usb::hotplug::HotplugEvent;
+
 
 /// Everything the supervisor reacts to, in one ordered stream.
 #[derive(Debug)]
@@ -487,7 +475,12 @@ impl<S: Spawn> Supervisor<S> {
             info: b.info.clone(),
             backends: backend.clone(),
             counters: b.counters.clone(),
-            limits: Limits { max_frame: self.config.max_frame, board_buflen: target.buflen, request_timeout: target.request_timeout },
+            limits: Limits {
+                max_frame: self.config.max_frame,
+                board_buflen: target.buflen,
+                request_timeout: target.request_timeout,
+                recover_window: target.recover_window,
+            },
             stop: b.stop.clone(),
             adopt,
             reporter: Reporter {
@@ -637,6 +630,7 @@ impl<S: Spawn> Supervisor<S> {
                             Activity::Idle => BoardState::Idle,
                             Activity::Connecting => BoardState::Connecting,
                             Activity::Forwarding => BoardState::Forwarding,
+                            Activity::Recovering => BoardState::Recovering,
                         },
                         None,
                     ),
@@ -667,6 +661,7 @@ impl<S: Spawn> Supervisor<S> {
                     last_error: last_error.as_ref().map(|e| e.message.clone()),
                     last_error_at: last_error.as_ref().map(|e| status::rfc3339(e.at)),
                     confine: b.target.as_ref().and_then(|t| status::ConfineStatus::of(&t.confine)),
+                    mount: b.counters.mount_status(),
                 }
             })
             .collect()

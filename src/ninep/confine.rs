@@ -56,6 +56,7 @@ use std::sync::Arc;
 
 use crate::ninep::fids::{Dest, FidTable, Full, Limits, Qid, TableRecord, MAX_PATH};
 use crate::ninep::frame::{self, HEADER_LEN, RLERROR};
+use crate::ninep::wire::{Cursor, Writer};
 
 pub const NOFID: u32 = !0;
 pub const NONUNAME: u32 = !0;
@@ -214,6 +215,17 @@ enum Pending {
     Clunk { fid: u32 },
     XattrWalk { fid: u32, newfid: u32 },
     XattrCreate { fid: u32 },
+    /// A Tlock (recovery takes the board's locks again); its client id is
+    /// in `path_b`.
+    Lock { fid: u32, lock: LockArgs },
+}
+
+#[derive(Clone, Copy, Debug)]
+struct LockArgs {
+    kind: u8,
+    start: u64,
+    length: u64,
+    proc_id: u32,
 }
 
 /// An exchange of our own before the board gets its answer.
@@ -298,7 +310,7 @@ impl Confine {
     /// policy's export; untracked (and logged) otherwise.
     pub fn resumed(policy: Arc<Policy>, limits: Limits, record: &TableRecord) -> Confine {
         let mut c = Confine::new(policy, limits);
-        let why = match (FidTable::from_record(record, limits), c.policy.export.as_deref()) {
+        let why = match (FidTable::from_record(record, limits, false), c.policy.export.as_deref()) {
             (Err(why), _) => why,
             (Ok(_), None) => "this board's entry has no export now".into(),
             (Ok(t), Some(export)) if t.anames().all(|a| a == export.as_bytes()) => {
@@ -328,6 +340,16 @@ impl Confine {
 
     pub fn table(&self) -> Option<&FidTable> {
         self.table.as_ref()
+    }
+
+    /// The table if it knows every fid of the session (recovery's source):
+    /// None without an export or for a session handed over untracked.
+    pub fn tracked_table_mut(&mut self) -> Option<&mut FidTable> {
+        self.table.as_mut().filter(|_| !self.untracked)
+    }
+
+    pub fn tracked_table(&self) -> Option<&FidTable> {
+        self.table.as_ref().filter(|_| !self.untracked)
     }
 
     /// A new 9P session (Tversion): the server forgets every fid, so do we.
@@ -395,7 +417,15 @@ impl Confine {
         let kind = h.kind;
         match kind {
             // The read/write path: the type byte decides, no table lookup.
-            TREAD | TREADDIR | TFSYNC | TLOCK | TGETLOCK | TFLUSH => Verdict::Forward(n),
+            TREAD | TREADDIR | TFSYNC | TGETLOCK | TFLUSH => Verdict::Forward(n),
+            TLOCK => {
+                if let (Some(_), Some((fid, l, client))) = (&self.table, crate::ninep::track::tlock(&buf[..n])) {
+                    self.path_b.clear();
+                    self.path_b.extend_from_slice(client);
+                    self.pending = Pending::Lock { fid, lock: LockArgs { kind: l.kind, start: l.start, length: l.length, proc_id: l.proc_id } };
+                }
+                Verdict::Forward(n)
+            }
             TWRITE if ro => self.refuse(Refusal::ReadOnly, EROFS, kind, b""),
             TWRITE => Verdict::Forward(n),
             TCLUNK => {
@@ -964,6 +994,19 @@ impl Confine {
                 t.set_xattr(fid);
                 After::Reply(len)
             }
+            Pending::Lock { fid, .. } if self.path_b.len() > crate::ninep::track::MAX_CLIENT_ID => {
+                // A client id no board sends: this fid's locks cannot be
+                // taken again after a server restart.
+                t.mark_unreplayable(fid);
+                After::Reply(len)
+            }
+            Pending::Lock { fid, lock } => {
+                if crate::ninep::track::rlock_ok(&r[..len]) {
+                    let l = crate::ninep::fids::Lock { kind: lock.kind, start: lock.start, length: lock.length, proc_id: lock.proc_id };
+                    t.locked(fid, l, &self.path_b);
+                }
+                After::Reply(len)
+            }
         }
     }
 
@@ -1196,77 +1239,6 @@ pub fn rversion_unknown(out: &mut [u8], tag: u16, msize: u32) -> usize {
     w.u32(msize);
     w.string(b"unknown");
     len
-}
-
-/// A bounds-checked reader of 9P fields.
-struct Cursor<'a> {
-    b: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Cursor<'a> {
-    fn new(b: &'a [u8]) -> Cursor<'a> {
-        Cursor { b, pos: 0 }
-    }
-
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let s = self.b.get(self.pos..self.pos.checked_add(n)?)?;
-        self.pos += n;
-        Some(s)
-    }
-
-    fn u16(&mut self) -> Option<u16> {
-        self.take(2).map(|s| u16::from_le_bytes([s[0], s[1]]))
-    }
-
-    fn u32(&mut self) -> Option<u32> {
-        self.take(4).map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-    }
-
-    fn string(&mut self) -> Option<&'a [u8]> {
-        let n = self.u16()? as usize;
-        self.take(n)
-    }
-
-    fn done(&self) -> bool {
-        self.pos == self.b.len()
-    }
-}
-
-/// Writes 9P fields into a buffer the caller sized.
-struct Writer<'a> {
-    b: &'a mut [u8],
-    pos: usize,
-}
-
-impl<'a> Writer<'a> {
-    fn new(b: &'a mut [u8]) -> Writer<'a> {
-        Writer { b, pos: 0 }
-    }
-
-    fn put(&mut self, s: &[u8]) {
-        self.b[self.pos..self.pos + s.len()].copy_from_slice(s);
-        self.pos += s.len();
-    }
-
-    fn header(&mut self, len: usize, kind: u8, tag: u16) {
-        self.put(&(len as u32).to_le_bytes());
-        self.put(&[kind]);
-        self.put(&tag.to_le_bytes());
-    }
-
-    fn u16(&mut self, v: u16) {
-        self.put(&v.to_le_bytes());
-    }
-
-    fn u32(&mut self, v: u32) {
-        self.put(&v.to_le_bytes());
-    }
-
-    fn string(&mut self, s: &[u8]) {
-        self.u16(s.len() as u16);
-        self.put(s);
-    }
 }
 
 #[cfg(test)]

@@ -31,9 +31,17 @@
 //!   open file descriptor; recovery gives it ESTALE.
 //! - **xattr**: a fid from `Txattrwalk`/`Txattrcreate` (reads or writes an
 //!   attribute of the file at its path; not a file itself).
-//! - **locks**: room for the POSIX locks the board holds through this fid
-//!   ([`Lock`]); kept empty until recovery maintains it (no allocation while
-//!   empty).
+//! - **locks**: the POSIX locks the board holds through this fid
+//!   ([`Lock`], at most [`MAX_LOCKS`]; a board past that loses only that
+//!   fid's recoverability); recovery re-acquires them. No allocation while
+//!   empty. The `client_id` of the board's Tlock (its host name) is kept once
+//!   per table.
+//! - **unreplayable**: recovery cannot rebuild this fid (an attribute fid,
+//!   a name recovery cannot walk again, more locks than it keeps); after a
+//!   server restart it is lost.
+//! - **lost**: recovery (issue 19) could not give this fid back its file
+//!   (gone, replaced, unreachable): the forwarder answers every request on
+//!   it with ESTALE and its Tclunk itself; the server no longer has it.
 //!
 //! Bounds: at most [`Limits::fids`] live fids, [`Limits::path_bytes`] bytes
 //! of paths in all, [`MAX_ATTACHES`] attaches. Past a cap a *new* fid is
@@ -60,6 +68,8 @@ pub const QTSYMLINK: u8 = 0x02;
 pub const MAX_ATTACHES: usize = 64;
 /// Longest path a fid may have below its attach point (PATH_MAX).
 pub const MAX_PATH: usize = 4096;
+/// Locks recovery keeps per fid.
+pub const MAX_LOCKS: usize = 16;
 /// Freed path buffers larger than this are released, not kept for reuse.
 const KEEP_BUFFER: usize = 256;
 
@@ -109,6 +119,11 @@ pub struct Attach {
     refs: u32,
 }
 
+/// Tlock types (P9_LOCK_TYPE_*).
+pub const LOCK_RDLCK: u8 = 0;
+pub const LOCK_WRLCK: u8 = 1;
+pub const LOCK_UNLCK: u8 = 2;
+
 /// A POSIX lock held through a fid (recovery re-acquires these).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lock {
@@ -130,6 +145,8 @@ pub struct Fid {
     pub stale: bool,
     pub xattr: bool,
     pub locks: Vec<Lock>,
+    pub unreplayable: bool,
+    pub lost: bool,
 }
 
 impl Fid {
@@ -198,6 +215,17 @@ impl Dest {
         self.depth += 1;
     }
 
+    /// `..` for a board that may walk above its attach point (unconfined):
+    /// one component up, or one more `..` at the root or after a `..`.
+    pub fn up(&mut self) {
+        let last = self.path.rsplit(|&b| b == b'/').next().unwrap_or(b"");
+        if self.depth == 0 || last == b".." {
+            self.push(b"..");
+        } else {
+            self.pop();
+        }
+    }
+
     /// Goes one component up; false (and no change) at the root.
     pub fn pop(&mut self) -> bool {
         if self.depth == 0 {
@@ -219,6 +247,10 @@ pub struct FidTable {
     by_fid: HashMap<u32, u32>,
     attaches: Vec<Attach>,
     path_bytes: usize,
+    /// Fids marked lost by the last recovery and not clunked yet.
+    lost: usize,
+    /// The board's Tlock client_id (one per board).
+    pub client_id: Vec<u8>,
 }
 
 impl FidTable {
@@ -238,6 +270,70 @@ impl FidTable {
         }
         self.attaches.clear();
         self.path_bytes = 0;
+        self.lost = 0;
+    }
+
+    /// Fids lost by recovery and not clunked yet: while this is zero the
+    /// forwarder never looks a request's fid up.
+    pub fn lost(&self) -> usize {
+        self.lost
+    }
+
+    /// Whether `fid` is one recovery lost.
+    pub fn is_lost(&self, fid: u32) -> bool {
+        self.lost > 0 && self.get(fid).is_some_and(|f| f.lost)
+    }
+
+    /// Recovery could not give `fid` its file back.
+    pub fn mark_lost(&mut self, fid: u32) {
+        let Some(f) = self.get_mut(fid) else { return };
+        if !f.lost {
+            f.lost = true;
+            f.locks.clear();
+            self.lost += 1;
+        }
+    }
+
+    /// Recovery gave `fid` its file back on the new connection: the server
+    /// knows it by its current path again, so it is no longer stale.
+    pub fn replayed(&mut self, fid: u32) {
+        if let Some(f) = self.get_mut(fid) {
+            f.stale = false;
+        }
+    }
+
+    /// Recovery cannot rebuild `fid` (see [`Fid::unreplayable`]).
+    pub fn mark_unreplayable(&mut self, fid: u32) {
+        if let Some(f) = self.get_mut(fid) {
+            f.unreplayable = true;
+            f.locks.clear();
+        }
+    }
+
+    /// The board took (or, `kind` = unlock, released) a POSIX lock through
+    /// `fid`. An unlock drops the fid's locks of that process that lie
+    /// within its range; past [`MAX_LOCKS`] the fid becomes unreplayable.
+    pub fn locked(&mut self, fid: u32, lock: Lock, client_id: &[u8]) {
+        if self.client_id != client_id {
+            self.client_id.clear();
+            self.client_id.extend_from_slice(client_id);
+        }
+        let Some(f) = self.get_mut(fid) else { return };
+        if f.unreplayable || f.lost {
+            return;
+        }
+        if lock.kind == LOCK_UNLCK {
+            let end = |start: u64, len: u64| if len == 0 { u64::MAX } else { start.saturating_add(len) };
+            let (us, ue) = (lock.start, end(lock.start, lock.length));
+            f.locks.retain(|l| !(l.proc_id == lock.proc_id && l.start >= us && end(l.start, l.length) <= ue));
+            return;
+        }
+        if f.locks.len() >= MAX_LOCKS {
+            f.unreplayable = true;
+            f.locks.clear();
+            return;
+        }
+        f.locks.push(lock);
     }
 
     pub fn len(&self) -> usize {
@@ -259,6 +355,11 @@ impl FidTable {
     fn get_mut(&mut self, fid: u32) -> Option<&mut Fid> {
         let s = *self.by_fid.get(&fid)?;
         Some(&mut self.slots[s as usize])
+    }
+
+    /// The attaches fids live under, with their index.
+    pub fn live_attaches(&self) -> impl Iterator<Item = (u16, &Attach)> {
+        self.attaches.iter().enumerate().filter(|(_, a)| a.refs > 0).map(|(i, a)| (i as u16, a))
     }
 
     pub fn attach_of(&self, f: &Fid) -> Option<&Attach> {
@@ -332,6 +433,8 @@ impl FidTable {
         f.open = None;
         f.stale = false;
         f.xattr = false;
+        f.unreplayable = false;
+        f.lost = false;
         f.locks.clear();
         self.path_bytes += dest.path.len();
         if let Some(a) = self.attaches.get_mut(attach as usize) {
@@ -344,13 +447,14 @@ impl FidTable {
     /// names). The caller checked [`room_for`](FidTable::room_for).
     pub fn clone_fid(&mut self, from: u32, to: u32, xattr: bool) {
         let Some(f) = self.get(from) else { return };
-        let (attach, qid, stale) = (f.attach, f.qid, f.stale);
+        let (attach, qid, stale, unreplayable) = (f.attach, f.qid, f.stale, f.unreplayable);
         let mut dest = Dest::default();
         dest.start_at(f);
         self.set(to, attach, &dest, qid);
         if let Some(t) = self.get_mut(to) {
             t.stale = stale;
             t.xattr = xattr;
+            t.unreplayable = unreplayable;
         }
     }
 
@@ -374,6 +478,10 @@ impl FidTable {
         let Some(slot) = self.by_fid.remove(&fid) else { return };
         let f = &mut self.slots[slot as usize];
         self.path_bytes -= f.path.len();
+        if f.lost {
+            f.lost = false;
+            self.lost -= 1;
+        }
         if let Some(a) = self.attaches.get_mut(f.attach as usize) {
             a.refs = a.refs.saturating_sub(1);
         }
@@ -458,6 +566,9 @@ pub struct TableRecord {
     /// By index: a fid's `attach` names one.
     pub attaches: Vec<AttachRecord>,
     pub fids: Vec<FidRecord>,
+    /// The board's Tlock client_id (hex); absent from older records.
+    #[serde(default)]
+    pub client_id: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -478,6 +589,14 @@ pub struct FidRecord {
     pub open: Option<u32>,
     pub stale: bool,
     pub xattr: bool,
+    /// The fields below are absent from records older than recovery.
+    #[serde(default)]
+    pub unreplayable: bool,
+    #[serde(default)]
+    pub lost: bool,
+    /// kind, start, length, proc_id.
+    #[serde(default)]
+    pub locks: Vec<(u8, u64, u64, u32)>,
 }
 
 fn hex(b: &[u8]) -> String {
@@ -505,7 +624,18 @@ impl FidTable {
         let q = |q: &Qid| (q.kind, q.version, q.path);
         let mut fids: Vec<FidRecord> = self
             .iter()
-            .map(|(fid, f)| FidRecord { fid, attach: f.attach, path: hex(&f.path), qid: q(&f.qid), open: f.open, stale: f.stale, xattr: f.xattr })
+            .map(|(fid, f)| FidRecord {
+                fid,
+                attach: f.attach,
+                path: hex(&f.path),
+                qid: q(&f.qid),
+                open: f.open,
+                stale: f.stale,
+                xattr: f.xattr,
+                unreplayable: f.unreplayable,
+                lost: f.lost,
+                locks: f.locks.iter().map(|l| (l.kind, l.start, l.length, l.proc_id)).collect(),
+            })
             .collect();
         // In fid order, so the same table always writes the same record.
         fids.sort_unstable_by_key(|f| f.fid);
@@ -516,13 +646,16 @@ impl FidTable {
                 .map(|a| AttachRecord { aname: hex(&a.aname), uname: hex(&a.uname), n_uname: a.n_uname, root: q(&a.root) })
                 .collect(),
             fids,
+            client_id: hex(&self.client_id),
         }
     }
 
     /// A table from a predecessor's record, checked as if a board had sent
     /// it: every path made of plain components, every attach index real,
     /// within the caps, no fid twice. Err says why it was refused.
-    pub fn from_record(r: &TableRecord, limits: Limits) -> Result<FidTable, String> {
+    /// `up`: a path may begin with `..` components (an unconfined board's
+    /// walk above its attach point; never for a confined one).
+    pub fn from_record(r: &TableRecord, limits: Limits, up: bool) -> Result<FidTable, String> {
         if r.attaches.len() > MAX_ATTACHES || r.fids.len() > limits.fids {
             return Err(format!("{} attaches and {} fids are past the caps", r.attaches.len(), r.fids.len()));
         }
@@ -537,8 +670,12 @@ impl FidTable {
         for f in &r.fids {
             let path = unhex(&f.path).ok_or("a fid's path is not hex")?;
             let plain = |c: &[u8]| !c.is_empty() && c != b"." && c != b".." && !c.contains(&0);
-            if !path.is_empty() && !path.split(|&b| b == b'/').all(plain) {
+            let mut comps = path.split(|&b| b == b'/').skip_while(|c| up && *c == b"..");
+            if !path.is_empty() && !comps.all(plain) {
                 return Err(format!("fid {}'s path is not made of plain names", f.fid));
+            }
+            if f.locks.len() > MAX_LOCKS {
+                return Err(format!("fid {} holds more than {MAX_LOCKS} locks", f.fid));
             }
             if f.attach as usize >= t.attaches.len() || t.get(f.fid).is_some() {
                 return Err(format!("fid {} names no attach, or comes twice", f.fid));
@@ -551,9 +688,46 @@ impl FidTable {
                 x.open = f.open;
                 x.stale = f.stale;
                 x.xattr = f.xattr;
+                x.unreplayable = f.unreplayable;
+                x.locks = f.locks.iter().map(|&(kind, start, length, proc_id)| Lock { kind, start, length, proc_id }).collect();
+            }
+            if f.lost {
+                t.mark_lost(f.fid);
             }
         }
+        t.client_id = unhex(&r.client_id).ok_or("the lock client id is not hex")?;
         Ok(t)
+    }
+
+    /// Checks the table's own bookkeeping (for tests and the fuzz targets):
+    /// the byte and lost counts, attach references, depths and the caps.
+    #[doc(hidden)]
+    pub fn check(&self) -> Result<(), String> {
+        let (mut bytes, mut lost) = (0usize, 0usize);
+        let mut refs = vec![0u32; self.attaches.len()];
+        for (n, f) in self.iter() {
+            bytes += f.path.len();
+            lost += usize::from(f.lost);
+            *refs.get_mut(f.attach as usize).ok_or(format!("fid {n} names attach {} of {}", f.attach, self.attaches.len()))? += 1;
+            if f.depth != depth_of(&f.path) {
+                return Err(format!("fid {n}: depth {} for path {:?}", f.depth, String::from_utf8_lossy(&f.path)));
+            }
+            if f.path.len() > MAX_PATH || f.locks.len() > MAX_LOCKS {
+                return Err(format!("fid {n} past a per-fid cap"));
+            }
+        }
+        if bytes != self.path_bytes || lost != self.lost {
+            return Err(format!("counted {bytes} path bytes and {lost} lost, kept {} and {}", self.path_bytes, self.lost));
+        }
+        if self.len() > self.limits.fids || self.path_bytes > self.limits.path_bytes || self.attaches.len() > MAX_ATTACHES {
+            return Err("past the table's caps".into());
+        }
+        for (i, a) in self.attaches.iter().enumerate() {
+            if a.refs != refs[i] {
+                return Err(format!("attach {i} counts {} fids, {} refer to it", a.refs, refs[i]));
+            }
+        }
+        Ok(())
     }
 
     /// The anames of the attaches fids live under.
@@ -692,14 +866,14 @@ mod tests {
         t.opened(2, 2, qid(3, 0));
         t.unlinked(a, b"x");
         let r = t.record();
-        let back = FidTable::from_record(&r, Limits::default()).expect("round trip");
+        let back = FidTable::from_record(&r, Limits::default(), false).expect("round trip");
         assert_eq!(back.record(), r);
         assert_eq!(back.get(2).map(|f| (f.open, f.stale, f.depth)), Some((Some(2), true, 1)));
         assert_eq!(back.anames().collect::<Vec<_>>(), vec![&b"/srv/a"[..]]);
         let refused = |f: &dyn Fn(&mut TableRecord)| {
             let mut bad = r.clone();
             f(&mut bad);
-            FidTable::from_record(&bad, Limits::default()).expect_err("refused")
+            FidTable::from_record(&bad, Limits::default(), false).expect_err("refused")
         };
         refused(&|b| b.fids[0].path = hex(b"a/../b"));
         refused(&|b| b.fids[0].path = hex(b"a//b"));
@@ -707,7 +881,7 @@ mod tests {
         refused(&|b| b.fids[0].attach = 9);
         refused(&|b| b.fids[1].fid = b.fids[0].fid);
         refused(&|b| b.fids[0].path = hex(&vec![b'n'; MAX_PATH + 1]));
-        assert!(FidTable::from_record(&r, Limits { fids: 2, path_bytes: 64 }).is_err(), "past the caps");
+        assert!(FidTable::from_record(&r, Limits { fids: 2, path_bytes: 64 }, false).is_err(), "past the caps");
     }
 
     #[test]

@@ -25,9 +25,11 @@ use std::time::Instant;
 use crate::ninep::backend::{Backend, BackendError};
 use crate::ninep::confine::{self, After, Confine, Policy, Verdict};
 use crate::ninep::fids;
+use crate::ninep::recover::{self, Gate};
+use crate::ninep::track::Tracker;
 use crate::ninep::frame::{self, Decoded, Dialect, FrameError, ERROR_REPLY_MAX, TVERSION};
 use crate::usb::pipe::{self, RecvError, TransferMem, UsbError, UsbPipe};
-use crate::daemon::status::{Activity, Counters, IN_FLIGHT};
+use crate::counters::{Activity, Counters, IN_FLIGHT};
 
 /// Size limits of one board.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +42,10 @@ pub struct Limits {
     /// How long one request may wait for its reply, from its send; past it
     /// the board gets ETIMEDOUT and the session is lost. None: no limit.
     pub request_timeout: Option<std::time::Duration>,
+    /// How long a lost server session may take to be rebuilt on a new
+    /// connection (`recover.rs`) while the board's request waits; zero: no
+    /// recovery (and no tracking of the session).
+    pub recover_window: std::time::Duration,
 }
 
 /// A refused or failed connection attempt: the errno the board will see and
@@ -65,6 +71,23 @@ pub trait Backends: Send + Sync {
     fn connect(&self) -> Result<Backend, ConnectError>;
     /// The live session's connection failed.
     fn lost(&self, err: &BackendError);
+    /// A connection to rebuild a lost session on (recovery, `recover.rs`):
+    /// to the server the session began with (never a reload's next one),
+    /// outside the session rate limit. `attempt` counts this recovery's
+    /// earlier attempts: from the second on it first waits a backoff, never
+    /// past `until`, and a stop request (board removed, daemon stopping)
+    /// ends the wait and the attempt.
+    fn reconnect(&self, attempt: u32, until: Instant) -> Result<Backend, ConnectError> {
+        let _ = (attempt, until);
+        self.connect()
+    }
+    /// A recovery gave up (already logged by the loop): status's last error.
+    fn recovery_failed(&self, _message: &str) {}
+    /// The supervisor is letting go of the board (removed, released, daemon
+    /// stopping): a lost session is not recovered.
+    fn stopping(&self) -> bool {
+        false
+    }
     /// A live connection handed over by a predecessor now serves the board.
     fn adopted(&self, _backend: &Backend) {}
     /// What the board's next 9P session is confined to (None: nothing). Asked
@@ -109,14 +132,87 @@ pub struct Session {
     /// entry confines nothing (it costs such a board nothing per message).
     pub confine: Option<Box<Confine>>,
     /// A predecessor's fid table for this live session (hand-over), until
-    /// the loop knows the board's policy and makes it `confine`.
+    /// the loop knows the board's policy and makes it `confine` or `track`.
     pub carried_fids: Option<fids::TableRecord>,
+    /// The fid table of a session confinement keeps none for (no export),
+    /// for recovery; None when recovery is off or confinement keeps it.
+    pub track: Option<Box<Tracker>>,
 }
 
 impl Session {
     /// No session yet: every request before a Tversion fails fast.
     pub fn new(limits: Limits) -> Session {
-        Session { backend: None, dialect: Dialect::Linux, ceiling: limits.max_frame, live: false, board_rx: limits.board_buflen, began_ms: 0, confine: None, carried_fids: None }
+        Session {
+            backend: None,
+            dialect: Dialect::Linux,
+            ceiling: limits.max_frame,
+            live: false,
+            board_rx: limits.board_buflen,
+            began_ms: 0,
+            confine: None,
+            carried_fids: None,
+            track: None,
+        }
+    }
+
+    /// The session's one fid table: confinement's when it keeps one, else
+    /// the tracker's; None when neither knows the session's fids.
+    pub fn table(&self) -> Option<&fids::FidTable> {
+        match self.confine.as_ref().and_then(|c| c.tracked_table()) {
+            Some(t) => Some(t),
+            None => self.track.as_ref().filter(|t| t.broken().is_none()).map(|t| t.table()),
+        }
+    }
+
+    fn table_mut(&mut self) -> Option<&mut fids::FidTable> {
+        match self.confine.as_mut().and_then(|c| c.tracked_table_mut()) {
+            Some(t) => Some(t),
+            None => self.track.as_mut().filter(|t| t.broken().is_none()).map(|t| t.table_mut()),
+        }
+    }
+
+    /// The fid table as it crosses a hand-over.
+    pub fn table_record(&self) -> Option<fids::TableRecord> {
+        match self.confine.as_ref().and_then(|c| c.table_record()) {
+            Some(r) => Some(r),
+            None => self.track.as_ref().and_then(|t| t.record()),
+        }
+    }
+
+    /// Whether confinement keeps the fid table (it has an export).
+    fn confine_tracks(&self) -> bool {
+        self.confine.as_ref().is_some_and(|c| c.table().is_some())
+    }
+
+    /// Starts (or restarts) the tracker for a session confinement keeps no
+    /// table for, when recovery is on and the dialect is 9P2000.L.
+    fn start_tracking(&mut self, limits: &Limits, carried: Option<&fids::TableRecord>, resumed: bool) {
+        if limits.recover_window.is_zero() || self.dialect != Dialect::Linux || self.confine_tracks() {
+            self.track = None;
+            return;
+        }
+        match (&mut self.track, resumed) {
+            (Some(t), false) => t.reset(),
+            (_, false) => self.track = Some(Box::new(Tracker::new(fids::Limits::default()))),
+            (_, true) => self.track = Some(Box::new(Tracker::resumed(fids::Limits::default(), carried))),
+        }
+    }
+
+    /// Why a lost session cannot be rebuilt (None: it can).
+    fn unrecoverable(&self, limits: &Limits) -> Option<String> {
+        if limits.recover_window.is_zero() {
+            return Some("recovery is off for this board (recover_window = 0)".into());
+        }
+        if self.dialect != Dialect::Linux {
+            return Some("recovery needs 9P2000.L".into());
+        }
+        if let Some(why) = self.track.as_ref().and_then(|t| t.broken()) {
+            return Some(why.to_string());
+        }
+        if self.table().is_none() {
+            return Some("usb9pfsd does not know this session's fids (it was handed over without them)".into());
+        }
+        None
     }
 }
 
@@ -175,8 +271,8 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
         // A live session this process did not see begin (handed over): its
         // predecessor's fid table if it came and fits the policy, else no
         // table, and its fids can only do what needs none.
+        let carried = s.carried_fids.take();
         if s.confine.is_none() {
-            let carried = s.carried_fids.take();
             s.confine = backends.policy().filter(|p| p.confines()).map(|p| {
                 Box::new(match &carried {
                     Some(record) => Confine::resumed(p, fids::Limits::default(), record),
@@ -184,6 +280,10 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
                 })
             });
         }
+        if s.track.is_none() {
+            s.start_tracking(&limits, carried.as_ref(), true);
+        }
+        note_recoverable(s, &limits, counters);
     }
     // The per-message time budget: three monotonic clock reads per message
     // (vDSO, no system call).
@@ -242,6 +342,7 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
                     _ => s.confine = Some(Box::new(Confine::new(p, fids::Limits::default()))),
                 },
             }
+            s.start_tracking(&limits, None, false);
             if let Some(c) = s.confine.as_mut().filter(|_| !Confine::version_ok(t)) {
                 // Confinement reads 9P2000.L only: another dialect is
                 // refused the 9P way, without asking the server.
@@ -264,6 +365,7 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
                     s.live = true;
                     counters.sessions.fetch_add(1, Ordering::Relaxed);
                     s.began_ms = counters.session_began();
+                    note_recoverable(s, &limits, counters);
                 }
                 Err(e) => {
                     if let Err(exit) = reply_error(pipe, &mut rbuf, s, h.tag, e.errno, counters) {
@@ -275,6 +377,18 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
             }
         }
 
+        // A fid the last recovery lost: answered here, never forwarded (one
+        // branch on a counter while there is none).
+        if h.kind != TVERSION {
+            let gate = s.table().map_or(Gate::Pass, |tab| recover::gate(&tb[..n], tab));
+            if gate != Gate::Pass {
+                if let Err(exit) = answer_gate(pipe, &mut rbuf, s, h.tag, h.kind, gate, counters) {
+                    return exit;
+                }
+                mark = Instant::now();
+                continue;
+            }
+        }
         // A confined board's request: refused here, or rewritten in place.
         let mut t_len = n;
         if let (Some(c), true, false) = (s.confine.as_mut(), s.live, h.kind == TVERSION) {
@@ -291,8 +405,13 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
             }
         }
         let t = &tb[..t_len];
+        if h.kind != TVERSION {
+            if let Some(tr) = s.track.as_mut() {
+                tr.request(t);
+            }
+        }
 
-        let Some(backend) = s.backend.as_mut().filter(|_| s.live) else {
+        if s.backend.is_none() || !s.live {
             // No Tversion since the worker started, or the server session was
             // lost: nothing the server could answer. Fail fast.
             if let Err(exit) = reply_error(pipe, &mut rbuf, s, h.tag, frame::EIO, counters) {
@@ -300,23 +419,60 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
             }
             mark = Instant::now();
             continue;
-        };
+        }
 
         let rb = pick(&mut rmem, &mut rbuf, mem_need(s.ceiling, mps).1);
-        let exchanged = backend.exchange(t, rb, s.ceiling, limits.request_timeout);
+        // The exchange; a lost session is rebuilt (recover.rs) and the
+        // request sent again if that cannot change its result.
+        let mut attempt_since = None;
+        let exchanged = loop {
+            let Some(backend) = s.backend.as_mut() else { break Err(Failed::Answer(frame::EIO)) };
+            match backend.exchange(t, rb, s.ceiling, limits.request_timeout) {
+                Ok(m) => break Ok(m),
+                Err(e) if h.kind == TVERSION => break Err(Failed::Lost(e)),
+                Err(e) => {
+                    let since = *attempt_since.get_or_insert_with(Instant::now);
+                    match recover_session(backends, counters, s, &e, &limits, since) {
+                        Recovery::Off => break Err(Failed::Lost(e)),
+                        Recovery::GaveUp => break Err(Failed::Answer(e.errno())),
+                        Recovery::Done => {}
+                    }
+                    let gate = s.table().map_or(Gate::Pass, |tab| recover::gate(t, tab));
+                    if gate != Gate::Pass {
+                        break Err(Failed::Gate(gate));
+                    }
+                    if !recover::repeatable(t, s.table()) {
+                        break Err(Failed::NotRepeated);
+                    }
+                    tracing::debug!("sending the board's {} again on the recovered session", frame::type_name(h.kind));
+                }
+            }
+        };
         let answered = Instant::now();
         add_ns(&counters.time.server_ns, received, answered);
         let r_len = match exchanged {
             Ok(m) => m,
-            Err(e) => {
-                lose_session(backends, counters, s, &e);
-                if let Err(exit) = reply_error(pipe, &mut rbuf, s, h.tag, e.errno(), counters) {
+            Err(f) => {
+                let answer = match f {
+                    Failed::Lost(e) => {
+                        lose_session(backends, counters, s, &e);
+                        reply_error(pipe, &mut rbuf, s, h.tag, e.errno(), counters)
+                    }
+                    Failed::Answer(errno) => reply_error(pipe, &mut rbuf, s, h.tag, errno, counters),
+                    Failed::Gate(g) => answer_gate(pipe, &mut rbuf, s, h.tag, h.kind, g, counters),
+                    Failed::NotRepeated => {
+                        not_repeated(s, t, limits.request_timeout);
+                        reply_error(pipe, &mut rbuf, s, h.tag, frame::EIO, counters)
+                    }
+                };
+                if let Err(exit) = answer {
                     return exit;
                 }
                 mark = Instant::now();
                 continue;
             }
         };
+        let Some(backend) = s.backend.as_mut() else { unreachable!("an exchange answered on this connection") };
         // A confined board's reply: the fid table learns from it, and it may
         // be rewritten, or need an exchange of our own first.
         let mut r_len = r_len;
@@ -342,12 +498,21 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
             }
         }
         let r = &rb[..r_len];
+        if h.kind != TVERSION {
+            if let Some(tr) = s.track.as_mut() {
+                tr.reply(r);
+                if tr.broken().is_some() {
+                    counters.recoverable.store(2, Ordering::Relaxed);
+                }
+            }
+        }
         if h.kind == TVERSION {
             if let Some(v) = frame::version(r) {
                 s.ceiling = s.ceiling.min(v.msize.max(frame::HEADER_LEN as u32));
             }
         }
         tracing::trace!(target: "usb9pfsd::wire", "server → board {}", Decoded(r));
+        counters.attach_answered(t, r);
         // Counted before the transfer: once the board has the reply, anyone
         // it tells must already see the count.
         counters.r_messages.fetch_add(1, Ordering::Relaxed);
@@ -449,6 +614,161 @@ fn lose_session(backends: &dyn Backends, counters: &Counters, s: &mut Session, e
     s.live = false;
 }
 
+/// Why an exchange gave the board no reply of the server's.
+enum Failed {
+    /// The session broke and is not recovered (recovery off or impossible).
+    Lost(BackendError),
+    /// Answer with this errno (recovery gave up; no session).
+    Answer(u32),
+    /// Recovered, but the request's fid was lost.
+    Gate(Gate),
+    /// Recovered, but the request may have taken effect: EIO.
+    NotRepeated,
+}
+
+enum Recovery {
+    /// Not attempted: today's behaviour (the session is lost).
+    Off,
+    /// Attempted and given up: the session is lost (already counted).
+    GaveUp,
+    /// The session lives on a new connection.
+    Done,
+}
+
+/// The board's live server session broke on `e`: rebuild it on a new
+/// connection within the board's recover window, counted from `since`
+/// (the first loss of this request), while the board's request waits.
+fn recover_session(backends: &dyn Backends, counters: &Counters, s: &mut Session, e: &BackendError, limits: &Limits, since: Instant) -> Recovery {
+    if backends.stopping() {
+        return Recovery::Off;
+    }
+    if let Some(why) = s.unrecoverable(limits) {
+        if !limits.recover_window.is_zero() {
+            tracing::warn!("the 9P server session cannot be recovered: {why}");
+        }
+        return Recovery::Off;
+    }
+    let until = since + limits.recover_window;
+    let fids = s.table().map_or(0, |t| t.len());
+    tracing::warn!(
+        fids,
+        "lost the 9P server session ({e}); recovering it on a new connection for up to {}s while the board's request waits",
+        until.saturating_duration_since(Instant::now()).as_secs()
+    );
+    counters.set_activity(Activity::Recovering);
+    // The old connection is gone with the server's idea of the session.
+    s.backend = None;
+    let started = Instant::now();
+    let mut attempt = 0;
+    let result = loop {
+        let b = match backends.reconnect(attempt, until) {
+            Ok(b) => b,
+            Err(c) if Instant::now() >= until || backends.stopping() => break Err(c.message),
+            Err(_) => {
+                attempt += 1;
+                continue;
+            }
+        };
+        attempt += 1;
+        let mut b = b;
+        let msize = s.ceiling;
+        let Some(table) = s.table_mut() else { break Err("the session's fid table is gone".into()) };
+        match recover::replay(&mut b, table, msize, limits.request_timeout) {
+            Ok(o) => break Ok((b, o)),
+            Err(recover::ReplayError::Refused(why)) => break Err(why),
+            Err(recover::ReplayError::Lost(e)) if Instant::now() < until => {
+                tracing::debug!("recovery: the new connection failed during the replay ({e}); trying again");
+            }
+            Err(recover::ReplayError::Lost(e)) => break Err(format!("the new connection failed during the replay: {e}")),
+        }
+    };
+    counters.set_activity(Activity::Forwarding);
+    let took = started.elapsed();
+    match result {
+        Ok((b, o)) => {
+            backends.adopted(&b);
+            s.backend = Some(b);
+            counters.recoveries.fetch_add(1, Ordering::Relaxed);
+            counters.last_recovery_ms.store(took.as_millis() as u64, Ordering::Relaxed);
+            counters.last_replayed.store(o.replayed as u64, Ordering::Relaxed);
+            counters.last_lost.store(o.lost as u64, Ordering::Relaxed);
+            tracing::info!(
+                fids_replayed = o.replayed,
+                fids_stale = o.lost,
+                ms = took.as_millis() as u64,
+                "recovered the 9P server session in {} ms: {} fid(s) replayed, {} stale (ESTALE from now on); the board's mount goes on",
+                took.as_millis(),
+                o.replayed,
+                o.lost
+            );
+            Recovery::Done
+        }
+        Err(why) => {
+            let message = format!("gave up recovering the 9P server session after {:.1}s: {why}", took.as_secs_f64());
+            tracing::error!(
+                "{message}; the board's requests fail with EIO until it mounts again (umount + mount, or a reboot for a root file system)"
+            );
+            backends.recovery_failed(&message);
+            counters.recovery_failures.fetch_add(1, Ordering::Relaxed);
+            counters.backend_failures.fetch_add(1, Ordering::Relaxed);
+            counters.session_ended();
+            counters.recoverable.store(0, Ordering::Relaxed);
+            s.backend = None;
+            s.live = false;
+            Recovery::GaveUp
+        }
+    }
+}
+
+/// After a recovery, the request in flight was not sent again (it may have
+/// taken effect). A Tremove ends its fid whatever the outcome: clunk it on
+/// the new connection too, and forget it.
+fn not_repeated(s: &mut Session, t: &[u8], timeout: Option<std::time::Duration>) {
+    if t.get(4) != Some(&confine::TREMOVE) {
+        return;
+    }
+    let Some(fid) = t.get(frame::HEADER_LEN..frame::HEADER_LEN + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])) else { return };
+    let mut clunk = [0u8; frame::HEADER_LEN + 4];
+    let mut w = crate::ninep::wire::Writer::new(&mut clunk);
+    w.header(frame::HEADER_LEN + 4, confine::TCLUNK, 0);
+    w.u32(fid);
+    let mut r = [0u8; ERROR_REPLY_MAX];
+    let ceiling = s.ceiling;
+    if let Some(b) = s.backend.as_mut() {
+        let _ = b.exchange(&clunk, &mut r, ceiling.max(ERROR_REPLY_MAX as u32), timeout);
+    }
+    if let Some(tab) = s.table_mut() {
+        tab.release(fid);
+    }
+}
+
+/// Answers a request on a fid the last recovery lost.
+fn answer_gate<P: UsbPipe + ?Sized>(pipe: &mut P, buf: &mut [u8], s: &mut Session, tag: u16, kind: u8, g: Gate, counters: &Counters) -> Result<(), Exit> {
+    match g {
+        Gate::Pass => reply_error(pipe, buf, s, tag, frame::EIO, counters),
+        Gate::Stale => reply_error(pipe, buf, s, tag, libc::ESTALE as u32, counters),
+        Gate::Forget { fid, clunk } => {
+            if let Some(tab) = s.table_mut() {
+                tab.release(fid);
+            }
+            if !clunk {
+                return reply_error(pipe, buf, s, tag, libc::ESTALE as u32, counters);
+            }
+            let n = frame::HEADER_LEN;
+            let mut w = crate::ninep::wire::Writer::new(buf);
+            w.header(n, kind + 1, tag);
+            counters.r_messages.fetch_add(1, Ordering::Relaxed);
+            pipe::send_message(pipe, &buf[..n], s.board_rx).map_err(usb_exit)
+        }
+    }
+}
+
+/// Tells status whether the live session could be recovered.
+fn note_recoverable(s: &Session, limits: &Limits, counters: &Counters) {
+    let v = if !s.live { 0 } else if s.unrecoverable(limits).is_none() { 1 } else { 2 };
+    counters.recoverable.store(v, Ordering::Relaxed);
+}
+
 fn add_ns(total: &AtomicU64, from: Instant, to: Instant) {
     total.fetch_add(to.saturating_duration_since(from).as_nanos() as u64, Ordering::Relaxed);
 }
@@ -476,6 +796,8 @@ fn usb_exit(e: UsbError) -> Exit {
 
 #[cfg(test)]
 mod confine_tests;
+#[cfg(test)]
+mod recover_tests;
 
 #[cfg(test)]
 mod tests {
@@ -587,7 +909,7 @@ mod tests {
         let counters = Arc::new(Counters::default());
         let c = counters.clone();
         let backends = Direct(server.addr.clone());
-        let limits = Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout };
+        let limits = Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout, recover_window: std::time::Duration::ZERO };
         let exit = std::thread::spawn(move || run(&mut host, &backends, &c, limits, &mut Session::new(limits)));
         Running { board, counters, exit, connections: server.connections.clone(), _server: server }
     }
@@ -700,7 +1022,7 @@ mod tests {
         let (mut host, board) = sim::gadget(512, 16384);
         let stop = host.stop_switch();
         let counters = Arc::new(Counters::default());
-        let limits = Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None };
+        let limits = Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None, recover_window: std::time::Duration::ZERO };
         let backends = Arc::new(Direct(server.addr.clone()));
         let (b, c) = (backends.clone(), counters.clone());
         let first = std::thread::spawn(move || {
@@ -735,7 +1057,7 @@ mod tests {
         let server = server(echo);
         // The board's receive request is 64 KiB; the config still says 16 KiB.
         let (mut host, board) = sim::gadget(512, 65536);
-        let limits = Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None };
+        let limits = Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None, recover_window: std::time::Duration::ZERO };
         let backends = Direct(server.addr.clone());
         let counters = Arc::new(Counters::default());
         let c = counters.clone();
@@ -760,7 +1082,7 @@ mod tests {
         let server = server(echo);
         let (mut host, board) = sim::gadget(512, 1 << 20);
         host.offer_transfer_mem(limit);
-        let limits = Limits { max_frame: 1 << 20, board_buflen: 1 << 20, request_timeout: None };
+        let limits = Limits { max_frame: 1 << 20, board_buflen: 1 << 20, request_timeout: None, recover_window: std::time::Duration::ZERO };
         let backends = Direct(server.addr.clone());
         let worker = std::thread::spawn(move || run(&mut host, &backends, &Counters::default(), limits, &mut Session::new(limits)));
         (board, worker, server)

@@ -267,6 +267,33 @@ impl fmt::Display for Decoded<'_> {
     }
 }
 
+/// `EPERM (Operation not permitted)`.
+pub fn errno_name(errno: u32) -> String {
+    let text = std::io::Error::from_raw_os_error(errno as i32).to_string();
+    let text = text.split(" (os error").next().unwrap_or(&text).to_string();
+    format!("{} ({text})", errno_symbol(errno))
+}
+
+fn errno_symbol(errno: u32) -> String {
+    let name = match errno as i32 {
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        libc::EIO => "EIO",
+        libc::EACCES => "EACCES",
+        libc::ENOTDIR => "ENOTDIR",
+        libc::EINVAL => "EINVAL",
+        libc::ENAMETOOLONG => "ENAMETOOLONG",
+        libc::ELOOP => "ELOOP",
+        libc::ENFILE => "ENFILE",
+        libc::ECONNREFUSED => "ECONNREFUSED",
+        libc::ETIMEDOUT => "ETIMEDOUT",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::EROFS => "EROFS",
+        _ => return format!("errno {errno}"),
+    };
+    name.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,13 +11,13 @@
 //! must never touch USB.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::ninep::backend::{AbortHandle, Backend, BackendAddr, BackendError, Dial};
 use crate::ninep::confine::Policy;
 use crate::ninep::forward::{Backends, ConnectError};
-use crate::daemon::status::Stamped;
+use crate::counters::Stamped;
 
 /// New server sessions a board may open in a row (each Tversion is one)…
 pub const SESSION_BURST: u32 = 8;
@@ -81,6 +81,8 @@ pub struct BoardBackend {
     live: Mutex<Live>,
     rate: Mutex<SessionRate>,
     stopped: AtomicBool,
+    /// Wakes a recovery's backoff wait when stop() is called.
+    wake: Condvar,
     connect_timeout: Duration,
     /// Connect attempts actually made (not refused by backoff).
     pub tries: AtomicU64,
@@ -99,6 +101,7 @@ impl BoardBackend {
             live: Mutex::new(Live::Idle),
             rate: Mutex::default(),
             stopped: AtomicBool::new(false),
+            wake: Condvar::new(),
             connect_timeout: CONNECT_TIMEOUT,
             tries: AtomicU64::new(0),
             last_error: Mutex::new(None),
@@ -155,10 +158,29 @@ impl BoardBackend {
     /// worker blocked on the server wakes up (board removed, daemon stopping).
     pub fn stop(&self) {
         self.stopped.store(true, Ordering::SeqCst);
-        match std::mem::replace(&mut *lock(&self.live), Live::Idle) {
+        let mut live = lock(&self.live);
+        match std::mem::replace(&mut *live, Live::Idle) {
             Live::Idle => {}
             Live::Dialing(d) => d.cancel(),
             Live::Connected(a) => a.abort(),
+        }
+        // Under the same lock a recovery's backoff waits with.
+        self.wake.notify_all();
+    }
+
+    /// Waits `d` unless stop() is called first; false if it was.
+    fn pause(&self, d: Duration) -> bool {
+        let until = Instant::now() + d;
+        let mut live = lock(&self.live);
+        loop {
+            if self.stopped.load(Ordering::SeqCst) {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= until {
+                return true;
+            }
+            live = self.wake.wait_timeout(live, until - now).map(|(g, _)| g).unwrap_or_else(|p| p.into_inner().0);
         }
     }
 
@@ -251,7 +273,7 @@ impl Backends for BoardBackend {
             Err(_) if self.stopped.load(Ordering::SeqCst) => Err(Self::stopped_error()),
             Ok(b) => {
                 *lock(&self.attempts) = Attempts::default();
-                tracing::info!(backend = %addr, "board mounted: new 9P session with the server");
+                tracing::info!(backend = %addr, "new 9P session with the server (the board's Tversion)");
                 Ok(b)
             }
             Err(e) => {
@@ -286,6 +308,40 @@ impl Backends for BoardBackend {
         if self.stopped.load(Ordering::SeqCst) {
             self.stop();
         }
+    }
+
+    fn reconnect(&self, attempt: u32, until: Instant) -> Result<Backend, ConnectError> {
+        let addr = self.addr();
+        if attempt > 0 {
+            let backoff = FIRST_BACKOFF.saturating_mul(1 << (attempt - 1).min(16)).min(MAX_BACKOFF);
+            if !self.pause(backoff.min(until.saturating_duration_since(Instant::now()))) {
+                return Err(Self::stopped_error());
+            }
+        }
+        if self.stopped.load(Ordering::SeqCst) {
+            return Err(Self::stopped_error());
+        }
+        if Instant::now() >= until {
+            return Err(ConnectError { errno: libc::EIO as u32, message: format!("9P server {addr} did not come back within the recover window") });
+        }
+        self.tries.fetch_add(1, Ordering::Relaxed);
+        match self.dial(&addr) {
+            Err(_) if self.stopped.load(Ordering::SeqCst) => Err(Self::stopped_error()),
+            Ok(b) => Ok(b),
+            Err(e) => {
+                *lock(&self.live) = Live::Idle;
+                tracing::debug!(backend = %addr, "recovery: cannot connect yet: {e}");
+                Err(ConnectError::from_io(&e, format!("cannot connect to 9P server {addr}")))
+            }
+        }
+    }
+
+    fn recovery_failed(&self, message: &str) {
+        self.record(message);
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
     }
 
     fn lost(&self, err: &BackendError) {
@@ -349,6 +405,45 @@ mod tests {
         let still_open = matches!(std::io::Read::read(&mut on_old, &mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
         assert!(still_open);
         drop(live);
+    }
+
+    #[test]
+    fn recovery_reconnects_to_the_sessions_server_past_backoff_and_rate_limit() {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr: BackendAddr = l.local_addr().expect("a").to_string().parse().expect("addr");
+        let b = BoardBackend::new(addr.clone());
+        // A board over its session rate and in backoff: recovery is neither.
+        for _ in 0..SESSION_BURST {
+            let _ = b.connect();
+        }
+        assert!(b.connect().is_err(), "over the session rate");
+        let other = TcpListener::bind("127.0.0.1:0").expect("bind");
+        b.swap_for_next_session(other.local_addr().expect("a").to_string().parse().expect("addr"));
+        let until = Instant::now() + Duration::from_secs(30);
+        let _c = b.reconnect(0, until).expect("reconnect");
+        assert_eq!(b.addr(), addr, "the session's server, not the reload's next one");
+        assert!(b.pending().is_some(), "the reload's address still waits for the next mount");
+    }
+
+    #[test]
+    fn a_recovery_waiting_out_its_backoff_stops_at_once_when_asked() {
+        let b = std::sync::Arc::new(BoardBackend::new(format!("127.0.0.1:{}", closed_port()).parse().expect("addr")));
+        let until = Instant::now() + Duration::from_secs(60);
+        assert!(b.reconnect(0, until).is_err(), "nobody listens");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let b2 = b.clone();
+        // attempt 16: an 8 s backoff first
+        std::thread::spawn(move || {
+            let _ = tx.send((b2.reconnect(16, until), Instant::now()));
+        });
+        let t0 = Instant::now();
+        std::thread::sleep(Duration::from_millis(100)); // let it start waiting (not a synchronisation: either order passes)
+        b.stop();
+        let (r, at) = rx.recv_timeout(Duration::from_secs(20)).expect("bounded");
+        assert!(r.is_err() && b.stopping());
+        assert!(at.duration_since(t0) < Duration::from_secs(5), "woken by stop(), not by the backoff's end");
+        let past = b.reconnect(0, Instant::now());
+        assert!(past.is_err(), "a stopped backend never reconnects");
     }
 
     #[test]

@@ -11,14 +11,29 @@
 use std::io;
 
 use tokio::io::unix::AsyncFd;
-use tokio::sync::mpsc::UnboundedSender;
 
-use crate::board::BusAddr;
+
+use crate::board::{BusAddr, GadgetInfo, GadgetKey};
 use crate::usb::discover::{probe, Sysfs};
-use crate::daemon::supervisor::{HotplugEvent, Input};
 
 /// Reports coldplug, then follows udev until the supervisor goes away.
-pub async fn run(sysfs: Sysfs, tx: UnboundedSender<Input>) -> io::Result<()> {
+/// What the hotplug side reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HotplugEvent {
+    /// A usb9pfs interface is present (coldplug, add, bind); one event per
+    /// interface. Repeats are harmless.
+    Present(GadgetInfo),
+    /// Whatever was at this bus address is gone (remove, unbind): every
+    /// interface of the device.
+    Gone(BusAddr),
+    /// Every gadget present at start-up has been reported.
+    ColdplugDone,
+    /// After lost udev events: exactly these interfaces are present now
+    /// (each is also reported `Present`); any other board is gone.
+    Rescanned(Vec<GadgetKey>),
+}
+
+pub async fn run(sysfs: Sysfs, tx: impl Fn(HotplugEvent) -> bool) -> io::Result<()> {
     let monitor = udev::MonitorBuilder::new()
         .and_then(|m| m.match_subsystem_devtype("usb", "usb_device"))
         .and_then(|m| m.listen())
@@ -71,8 +86,12 @@ pub async fn run(sysfs: Sysfs, tx: UnboundedSender<Input>) -> io::Result<()> {
     }
 }
 
-fn send(tx: &UnboundedSender<Input>, ev: HotplugEvent) -> io::Result<()> {
-    tx.send(Input::Hotplug(ev)).map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "supervisor stopped"))
+fn send(tx: &impl Fn(HotplugEvent) -> bool, ev: HotplugEvent) -> io::Result<()> {
+    if tx(ev) {
+        Ok(())
+    } else {
+        Err(io::Error::new(io::ErrorKind::BrokenPipe, "supervisor stopped"))
+    }
 }
 
 fn translate(event: &udev::Event) -> Vec<HotplugEvent> {

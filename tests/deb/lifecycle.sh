@@ -4,8 +4,9 @@
 # The package's life on a machine: install -> reinstall -> upgrade -> remove
 # -> purge, then install again with systemd-sysusers hidden (the adduser
 # fallback) and purge, checking at each step what a user relies on: files and
-# modes, the system user, the conffile and the user's edit of it, a clean
-# purge.
+# modes, the system user, the admin group (usb9pfsd-admin, whose members may
+# reload and reexec the daemon) and who is in it, the conffile and the
+# user's edit of it, a clean purge.
 #
 # Runs ONLY inside the throwaway root tests/deb/run makes (a copy of a Debian
 # 12 tree, chrooted, in its own mount, PID, network, IPC and UTS namespaces,
@@ -94,9 +95,22 @@ group_ok() {
 	local gid
 	gid=$(getent group usb9pfsd | cut -d: -f3) && [ -n "$gid" ] && [ "$gid" -lt 1000 ]
 }
-echo "    user: $(getent passwd usb9pfsd || echo none); group: $(getent group usb9pfsd || echo none)"
+# admin_ok MEMBERS [GID]: group usb9pfsd-admin exists, is a system group
+# other than usb9pfsd (and has GID if given), and its members are exactly
+# MEMBERS (comma-separated, "" for none).
+admin_ok() {
+	local gr gid members
+	gr=$(getent group usb9pfsd-admin) || return 1
+	IFS=: read -r _ _ gid members <<<"$gr"
+	[ "$gid" -lt 1000 ] || return 1
+	[ "$gid" != "$(getent group usb9pfsd | cut -d: -f3)" ] || return 1
+	[ -z "${2:-}" ] || [ "$gid" = "$2" ] || return 1
+	[ "$members" = "$1" ]
+}
+echo "    user: $(getent passwd usb9pfsd || echo none); group: $(getent group usb9pfsd || echo none); admin group: $(getent group usb9pfsd-admin || echo none)"
 check "user usb9pfsd is a system account with no login shell (made by systemd-sysusers)" user_ok
 check "group usb9pfsd is a system group and the user's primary group" group_ok
+check "group usb9pfsd-admin is a system group of its own, with no members (made by systemd-sysusers)" admin_ok ""
 check "$CONF is a conffile" \
 	grep -q "^ $CONF [0-9a-f]\{32\}$" <<<"$(dpkg-query -W -f='${Conffiles}\n' "$PKG")"
 
@@ -128,11 +142,19 @@ fi
 marker="# edited by tests/deb/lifecycle.sh $$"
 echo "$marker" >>"$CONF"
 uid_before=$(id -u usb9pfsd)
+# An admin puts someone in the admin group: reinstall and upgrade keep both
+# the group (same gid) and the membership.
+useradd --no-create-home --shell /usr/sbin/nologin deb-test-admin
+usermod -a -G usb9pfsd-admin deb-test-admin || true
+admin_gid_before=$(getent group usb9pfsd-admin | cut -d: -f3) || admin_gid_before=none
+check "an admin's member of usb9pfsd-admin is recorded (usermod -aG)" admin_ok deb-test-admin
 log "dpkg -i again (same package over itself)"
 check "dpkg -i over the installed package succeeds without a prompt" dpkg -i "$deb" </dev/null
 check "the user's edit of $CONF survives reinstall" grep -qxF "$marker" "$CONF"
 check "no $CONF.dpkg-* left next to it" bash -c "! ls $CONF.dpkg-* >/dev/null 2>&1"
 check "user usb9pfsd keeps its uid across reinstall" test "$(id -u usb9pfsd)" = "$uid_before"
+check "group usb9pfsd-admin keeps its gid ($admin_gid_before) and its member across reinstall" \
+	admin_ok deb-test-admin "$admin_gid_before"
 
 # An upgrade to a newer revision of the same build (the conffile as shipped
 # is unchanged, so dpkg must keep the user's version without asking).
@@ -142,6 +164,8 @@ check "dpkg -i of a newer revision upgrades without a prompt" dpkg -i "$upgrade_
 check "the user's edit of $CONF survives the upgrade" grep -qxF "$marker" "$CONF"
 check "dpkg reports the new version $up_version" \
 	test "$(dpkg-query -W -f='${Version}' "$PKG")" = "$up_version"
+check "group usb9pfsd-admin keeps its gid ($admin_gid_before) and its member across the upgrade" \
+	admin_ok deb-test-admin "$admin_gid_before"
 
 # --- Remove keeps config and user; purge takes everything --------------------
 log "dpkg -r"
@@ -152,12 +176,15 @@ check "after remove: $CONF is kept with the user's edit" grep -qxF "$marker" "$C
 check "after remove: dpkg lists the package as config-files" \
 	test "$(dpkg-query -W -f='${db:Status-Status}' "$PKG")" = config-files
 check "after remove: user usb9pfsd is kept" bash -c "getent passwd usb9pfsd >/dev/null"
+check "after remove: group usb9pfsd-admin is kept with its member, like the user" admin_ok deb-test-admin
 
 log "dpkg -P"
 check "dpkg -P purges the package" dpkg -P "$PKG" </dev/null
 check "after purge: /etc/usb9pfsd is gone" test ! -e /etc/usb9pfsd
 check "after purge: user usb9pfsd is gone" bash -c "! getent passwd usb9pfsd"
 check "after purge: group usb9pfsd is gone" bash -c "! getent group usb9pfsd"
+check "after purge: group usb9pfsd-admin is gone, like the user" bash -c "! getent group usb9pfsd-admin"
+check "after purge: the admin's own account is left alone" bash -c "getent passwd deb-test-admin >/dev/null"
 check "after purge: dpkg no longer knows the package" \
 	bash -c "! dpkg-query -W -f='\${db:Status-Status}' $PKG 2>/dev/null | grep -q ."
 
@@ -169,11 +196,12 @@ if command -v systemd-sysusers >/dev/null; then
 	fail "systemd-sysusers hidden for the fallback test"
 else
 	check "dpkg -i without systemd-sysusers installs the package" dpkg -i "$deb" </dev/null
-	echo "    user: $(getent passwd usb9pfsd || echo none); group: $(getent group usb9pfsd || echo none)"
+	echo "    user: $(getent passwd usb9pfsd || echo none); group: $(getent group usb9pfsd || echo none); admin group: $(getent group usb9pfsd-admin || echo none)"
 	check "user usb9pfsd made by adduser is a system account with no login shell" user_ok
 	check "group usb9pfsd made by addgroup is a system group and the user's primary group" group_ok
-	check "dpkg -P after the fallback install purges user and group" \
-		bash -c "dpkg -P $PKG </dev/null >/dev/null && ! getent passwd usb9pfsd && ! getent group usb9pfsd"
+	check "group usb9pfsd-admin made by addgroup is a system group of its own, with no members" admin_ok ""
+	check "dpkg -P after the fallback install purges user and groups" \
+		bash -c "dpkg -P $PKG </dev/null >/dev/null && ! getent passwd usb9pfsd && ! getent group usb9pfsd && ! getent group usb9pfsd-admin"
 fi
 
 rm -rf "$work"

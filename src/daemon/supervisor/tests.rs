@@ -393,7 +393,7 @@ async fn each_usb9pfs_interface_is_a_board_and_removal_stops_them_all() {
 }
 
 fn carry(live: bool) -> Carry {
-    let limits = Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None };
+    let limits = Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None, recover_window: std::time::Duration::ZERO };
     let mut session = crate::ninep::forward::Session::new(limits);
     session.live = live;
     Carry { node: None, session }

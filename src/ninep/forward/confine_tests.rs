@@ -130,7 +130,7 @@ fn start(policy: Option<Policy>) -> (sim::Board, Arc<Counters>, std::thread::Joi
     let counters = Arc::new(Counters::default());
     let c = counters.clone();
     let backends = Confined(server.addr.clone(), policy.map(Arc::new));
-    let limits = Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None };
+    let limits = Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None, recover_window: std::time::Duration::ZERO };
     let exit = std::thread::spawn(move || run(&mut host, &backends, &c, limits, &mut Session::new(limits)));
     (board, counters, exit, server)
 }
@@ -197,7 +197,7 @@ fn resume(
     backends: Arc<Confined>,
     mut session: Session,
 ) -> std::thread::JoinHandle<(Exit, Session, sim::HostEnd)> {
-    let limits = Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None };
+    let limits = Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None, recover_window: std::time::Duration::ZERO };
     std::thread::spawn(move || {
         let exit = run(&mut host, backends.as_ref(), &Counters::default(), limits, &mut session);
         (exit, session, host)
@@ -209,7 +209,7 @@ fn a_confined_session_crosses_a_hand_over_with_its_fid_table() {
     let server = server();
     let policy = Arc::new(Policy { export: Some("/srv/boards/a".into()), ..Policy::default() });
     let backends = Arc::new(Confined(server.addr.clone(), Some(policy)));
-    let limits = Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None };
+    let limits = Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None, recover_window: std::time::Duration::ZERO };
     let (host, board) = sim::gadget(512, 16384);
     let stop = host.stop_switch();
     let first = resume(host, backends.clone(), Session::new(limits));

@@ -24,6 +24,8 @@ Connection faults strike at once:
     silence          accept, read everything, never answer; the connection
                      is closed when the control file says something else
     close-at-accept  accept and close at once
+    small-msize      proxy, but answer Tversion with msize 4096 (a server
+                     restarted with a smaller msize, for recovery)
     slow-accept      leave the connection unserved for SLOW seconds (default
                      5), then proxy. To the client this is a slow accept():
                      the kernel completes the handshake from the backlog
@@ -132,9 +134,12 @@ class Server:
                 r = recv_frame(up)
                 if r is None:
                     return
+                if t[4] == 100 and m == "small-msize":
+                    r = r[:7] + struct.pack("<I", 4096) + r[11:]
+                    log("connection %d: injected small-msize: Rversion msize 4096" % n)
                 if t[4] == 100:
                     msize = struct.unpack_from("<I", r, 7)[0]
-                if struck or t[4] != TGETATTR or m in ("proxy", "slow-accept"):
+                if struck or t[4] != TGETATTR or m in ("proxy", "slow-accept", "small-msize"):
                     c.sendall(r)
                     continue
                 struck = True

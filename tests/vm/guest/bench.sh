@@ -86,6 +86,16 @@ for ms in $MSIZES; do
     i=$((i + 1))
 done
 fwd_write_config "$LOCAL/usb9pfsd.toml"
+# The baseline build (BENCH_BASE_BIN) gets this config; with BENCH_CONFINE=1
+# usb9pfsd gets one whose boards are confined to the export (export = EX:
+# every request classified, every fid in the table), to measure what
+# confinement and the fid table cost against a build without either.
+BASE_CONFIG=$FWD_CONFIG
+if [ -n "${BENCH_CONFINE:-}" ]; then
+    for name in "${BOARD_OF[@]}"; do B_CONF[$name]="export = \"$EX\""; done
+    fwd_write_config "$LOCAL/usb9pfsd-confined.toml"
+    log "usb9pfsd's boards confined to export = $EX (BENCH_CONFINE)"
+fi
 CTL=$LOCAL/control
 
 FPID=""
@@ -97,7 +107,7 @@ start_fwd() {
         NO_COLOR=1 "$USB9PFSD" run --config "$FWD_CONFIG" --control-socket "$CTL" >>"$SC_OUT/usb9pfsd.log" 2>&1 &
         FPID=$! ;;
     base)
-        NO_COLOR=1 "$STAGE/usb9pfsd-base" run --config "$FWD_CONFIG" --control-socket "$CTL" >>"$SC_OUT/usb9pfsd-base.log" 2>&1 &
+        NO_COLOR=1 "$STAGE/usb9pfsd-base" run --config "$BASE_CONFIG" --control-socket "$CTL" >>"$SC_OUT/usb9pfsd-base.log" 2>&1 &
         FPID=$! ;;
     p9fwd)
         python3 "$P9FWD" --id 1d6b:0109 --path "$(host_dev_of "${B_SERIAL[$BOARD]}")" connect -s 127.0.0.1 -p 5640 >>"$SC_OUT/p9fwd.log" 2>&1 &
@@ -298,6 +308,9 @@ FWDS=(usb9pfsd p9fwd tcp)
 [ -x "$USB9PFSD" ] || { log "no usb9pfsd binary staged; benchmarking p9_fwd.py and tcp only"; FWDS=(p9fwd tcp); }
 # BENCH_BASE_BIN (tests/vm/run): another usb9pfsd build in the same rounds
 if [ -x "$STAGE/usb9pfsd-base" ]; then FWDS=(usb9pfsd base "${FWDS[@]:1}"); log "baseline build in the rounds"; fi
+# BENCH_FWDS="usb9pfsd base": only these (a change judged against its
+# baseline, without the p9_fwd.py and tcp rounds)
+if [ -n "${BENCH_FWDS:-}" ]; then read -r -a FWDS <<<"$BENCH_FWDS"; log "forwarders: ${FWDS[*]} (BENCH_FWDS)"; fi
 PREV=""
 for MSIZE in $MSIZES; do
     BOARD=${BOARD_OF[$MSIZE]}
@@ -308,7 +321,8 @@ for MSIZE in $MSIZES; do
     for r in $(seq 1 "$ROUNDS"); do
         for f in "${FWDS[@]}"; do measure "$f" "$r"; done
     done
-    if [ -x "$USB9PFSD" ]; then profile; fi
+    # the per-message budget needs tcp too: not with BENCH_FWDS
+    if [ -x "$USB9PFSD" ] && [ -z "${BENCH_FWDS:-}" ]; then profile; fi
 done
 
 python3 "$RIG_VM/guest/tools/bench_table.py" "$RAW" "$BUDGET" "$NENT" "$SIZE_MB" "$ROUNDS" "$NFILES" \

@@ -144,6 +144,7 @@ declare -gA B_FRESH=()
 declare -gA B_GADGET=() B_IFNUM=() G_SERIAL=() G_ID=() G_UDC=() G_BOARDS=()
 # B_IFACE_CFG[NAME]=1: fwd_write_config maps this board by serial + interface
 declare -gA B_IFACE_CFG=()
+declare -gA B_CONF=()
 
 # gadget_create G SERIAL VID:PID UDC: a gadget with one empty configuration.
 gadget_create() {
@@ -376,7 +377,10 @@ fwd_write_config() {
             # boards of one gadget share its serial: one entry per serial
             [ -z "${seen[${B_SERIAL[$name]}]:-}" ] || continue
             seen[${B_SERIAL[$name]}]=1
-            printf '[[board]]\nserial = "%s"\nbackend = "%s"\n\n' "${B_SERIAL[$name]}" "${B_BACKEND[$name]}"
+            printf '[[board]]\nserial = "%s"\nbackend = "%s"\n' "${B_SERIAL[$name]}" "${B_BACKEND[$name]}"
+            # B_CONF[NAME]: more keys for the board's entry (one per line)
+            [ -z "${B_CONF[$name]:-}" ] || printf '%s\n' "${B_CONF[$name]}"
+            echo
         done
         for s in "${!FWD_MAP_SERIAL[@]}"; do
             printf '[[board]]\nserial = "%s"\nbackend = "%s"\n\n' "$s" "${FWD_MAP_SERIAL[$s]}"

@@ -35,7 +35,7 @@ cat <<HELP
 systemctl status usb9pfsd              # started by udev when board A appeared
 mount -t 9p -o trans=usbg,aname=/run/ex/a rigA /mnt && cat /mnt/marker
                                        # the board side mounts through the service
-journalctl -u usb9pfsd -o verbose      # per-board fields F_SERIAL=, F_BUSADDR=
+journalctl -u usb9pfsd BOARD_SERIAL=0001-BOARD-A   # one board's lines (also BOARD_BUSADDR=, BOARD_INTERFACE=)
 umount /mnt; board_unplug A            # unplug (umount first: a live mount wedges the VM)
 board_plug A                           # plug again
 poweroff                               # leave

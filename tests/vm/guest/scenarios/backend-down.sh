@@ -1,6 +1,7 @@
 # shellcheck shell=bash
-# backend-down: diod is killed under a mounted board. The board's operations
-# fail promptly (no hang), usb9pfsd stays up, logs an error naming the
+# backend-down: diod is killed under a mounted board whose entry turns
+# recovery off (recover_window = 0; server-restart.sh covers recovery, which
+# is on by default). The board's operations fail promptly (no hang), usb9pfsd stays up, logs an error naming the
 # backend and does not spin; after diod is back on the same port a NEW mount
 # works without restarting usb9pfsd.
 scenario_main() {
@@ -13,6 +14,7 @@ scenario_main() {
     local want; want=$(sha "$ex/data.bin")
     board_create A 0001-BOARD-A 1d6b:0109 rigA dummy_udc.0
     B_BACKEND[A]=$be
+    B_CONF[A]='recover_window = 0'
     fwd_write_config "$LOCAL/usb9pfsd.toml"
     board_plug A
     fwd_start

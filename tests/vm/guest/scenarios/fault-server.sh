@@ -119,7 +119,10 @@ scenario_main() {
     wait_until 20 port_listening 5642 || die "fake9p did not listen on 5642"
 
     SIM_SERIAL=0009-SIM-V
-    FWD_EXTRA_CONFIG=$(printf '[[board]]\nserial = "%s"\nbackend = "127.0.0.1:5642"\nrequest_timeout = %s\n' "$SIM_SERIAL" "$REQUEST_TIMEOUT")
+    # recover_window = 0: this matrix checks that each fault's request is
+    # answered with an error (recovery from a server that misbehaves is
+    # tested in src/ninep/forward/recover_tests.rs, server-restart.sh)
+    FWD_EXTRA_CONFIG=$(printf '[[board]]\nserial = "%s"\nbackend = "127.0.0.1:5642"\nrequest_timeout = %s\nrecover_window = 0\n' "$SIM_SERIAL" "$REQUEST_TIMEOUT")
     fault_rig_start "baseline: simulator's valid session through the proxy works"
     local hwm0; hwm0=$(fwd_hwm_kib)
 

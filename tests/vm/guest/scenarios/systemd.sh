@@ -63,11 +63,39 @@ sysguest_prepare() {
     done
 }
 
-scenario_main() {
-    requires_usb9pfsd
+# sysguest_install: dpkg -i of the staged package, as a user would (nobody
+# starts the service), and checks that it is this build and that the
+# maintainer scripts said nothing wrong. Also used by restart-busy-systemd.
+sysguest_install() {
+    local rc=0
+    [ -r "$STAGE/usb9pfsd.deb" ] || die "no .deb staged: tests/vm/run builds one with cargo deb (install cargo-deb: tests/deb/run does)"
+    dpkg -i "$STAGE/usb9pfsd.deb" </dev/null >"$SC_OUT/dpkg-i.log" 2>&1 || rc=$?
+    [ "$rc" -eq 0 ] || die "dpkg -i failed (rc=$rc): $(tail -n3 "$SC_OUT/dpkg-i.log" | tr '\n' ' ')"
+    ok "dpkg -i of the freshly built package"
+    # The package under test is this build (tests/vm/run checked the .deb's
+    # binary against the one it built by GNU build id and staged nothing
+    # else): the installed copy must be that binary.
+    [ -r "$STAGE/build-id" ] || die "no build id staged with the package (tests/vm/run writes it)"
+    local RIG_BUILD_ID="" RIG_DEB_BIN_SHA=""
+    # shellcheck source=/dev/null
+    . "$STAGE/build-id"
+    expect_eq "the installed /usr/bin/usb9pfsd is the staged package's binary (build id $RIG_BUILD_ID)" \
+        "$RIG_DEB_BIN_SHA" "$(sha256sum /usr/bin/usb9pfsd | cut -d' ' -f1)"
+    expect_not "dpkg -i: the maintainer scripts reported no error (dpkg-i.log)" \
+        grep -qiE 'failed|error|refused' "$SC_OUT/dpkg-i.log"
+}
+
+# sysguest_require: this scenario runs only with systemd as PID 1 (the rig's
+# systemd guest).
+sysguest_require() {
     if [ "$(cat /proc/1/comm)" != systemd ]; then
         die "PID 1 is '$(cat /proc/1/comm)', not systemd: run this scenario through tests/vm/run (systemd guest)"
     fi
+}
+
+scenario_main() {
+    requires_usb9pfsd
+    sysguest_require
     [ -r "$STAGE/usb9pfsd.deb" ] || die "no .deb staged: tests/vm/run builds one with cargo deb (install cargo-deb: tests/deb/run does)"
     note systemd_version "$(systemctl --version | head -n1)"
     note guest_uptime_at_scenario_start_s "$(cut -d' ' -f1 /proc/uptime)"
@@ -85,20 +113,7 @@ scenario_main() {
     want=$(sha "$ex/data.bin")
 
     # ---- install, as a user would
-    rc=0
-    dpkg -i "$STAGE/usb9pfsd.deb" </dev/null >"$SC_OUT/dpkg-i.log" 2>&1 || rc=$?
-    [ "$rc" -eq 0 ] || die "dpkg -i failed (rc=$rc): $(tail -n3 "$SC_OUT/dpkg-i.log" | tr '\n' ' ')"
-    ok "dpkg -i of the freshly built package"
-    # The package under test is this build (tests/vm/run checked the .deb's
-    # binary against the one it built by GNU build id and staged nothing
-    # else): the installed copy must be that binary.
-    [ -r "$STAGE/build-id" ] || die "no build id staged with the package (tests/vm/run writes it)"
-    local RIG_BUILD_ID="" RIG_DEB_BIN_SHA=""
-    . "$STAGE/build-id"
-    expect_eq "the installed /usr/bin/usb9pfsd is the staged package's binary (build id $RIG_BUILD_ID)" \
-        "$RIG_DEB_BIN_SHA" "$(sha256sum /usr/bin/usb9pfsd | cut -d' ' -f1)"
-    expect_not "dpkg -i: the maintainer scripts reported no error (dpkg-i.log)" \
-        grep -qiE 'failed|error|refused' "$SC_OUT/dpkg-i.log"
+    sysguest_install
     printf '[[board]]\nserial = "%s"\nbackend = "127.0.0.1:5640"\n' "$SERIAL" > /etc/usb9pfsd/config.toml
     expect "the installed binary accepts the edited config" /usr/bin/usb9pfsd check-config /etc/usb9pfsd/config.toml
     expect_eq "no board plugged: usb9pfsd.service is inactive" inactive "$(systemctl is-active usb9pfsd.service 2>/dev/null)"
@@ -156,6 +171,17 @@ scenario_main() {
     else bad "journal: no field with the bus-address $busre (journal.json)"; fi
     expect "journal: the daemon's lines are tagged SYSLOG_IDENTIFIER=usb9pfsd" \
         grep -q '"SYSLOG_IDENTIFIER":"usb9pfsd"' "$SC_OUT/journal.json"
+    # The board in the message itself (journalctl -f shows no fields), and
+    # the documented field to filter by (README, man page: BOARD_SERIAL=).
+    expect "journal: the board's lines name it in the message (board $SERIAL at BUS-ADDR#IF: ...)" \
+        grep -Eq "board $SERIAL at $busre#[0-9]+: claimed the usb9pfs interface" "$SC_OUT/journal.txt"
+    byserial=$(journalctl -u usb9pfsd.service "BOARD_SERIAL=$SERIAL" -o cat --no-pager 2>/dev/null || true)
+    if printf '%s\n' "$byserial" | grep -q 'board mounted: the 9P server accepted its attach'; then
+        ok "journal: journalctl -u usb9pfsd BOARD_SERIAL=$SERIAL has the board's mount"
+    else bad "journal: BOARD_SERIAL=$SERIAL finds no 'board mounted' line: $(printf '%s\n' "$byserial" | head -n3 | tr '\n' ' ')"; fi
+    unnamed=$(printf '%s\n' "$byserial" | grep -v "^board $SERIAL at " | grep -v '^$' || true)
+    if [ -z "$unnamed" ]; then ok "journal: every line with BOARD_SERIAL=$SERIAL names the board in its message"
+    else bad "journal: lines about $SERIAL that do not name it: $(printf '%s\n' "$unnamed" | head -n2 | tr '\n' ' ')"; fi
     out=$(grep -iE 'EPERM|EACCES|Operation not permitted|Permission denied|seccomp' "$SC_OUT/journal.txt" || true)
     if [ -z "$out" ]; then ok "journal: no EPERM/EACCES/permission error in the unit's log"
     else bad "journal: permission errors in the unit's log: $(printf '%s\n' "$out" | head -n2 | tr '\n' ' ')"; fi
@@ -269,6 +295,7 @@ scenario_main() {
     expect_not "after purge: no usb9pfsd.service anywhere under /etc/systemd" \
         sh -c 'find /etc/systemd /run/systemd/system -name "usb9pfsd*" | grep -q .'
     expect_not "after purge: user usb9pfsd is gone" getent passwd usb9pfsd
+    expect_not "after purge: group usb9pfsd-admin is gone, like the user" getent group usb9pfsd-admin
     udevadm settle -t 10 2>/dev/null || true
     if [ ! -e "$node" ]; then bad "after purge: the board's node $node is missing"; else
         expect_not "after purge: the board's node no longer wants usb9pfsd.service" \
