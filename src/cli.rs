@@ -6,9 +6,9 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Parser, Subcommand};
 
-use crate::ninep::backend::BackendAddr;
 use crate::config::{self, BoardRule, Config, Match, Target};
 use crate::daemon::control;
+use crate::ninep::backend::BackendAddr;
 
 /// Exit statuses, one rule for every subcommand (man page, EXIT STATUS):
 /// 0 done (for `check-config` and `probe`: everything checked is fine);
@@ -364,8 +364,7 @@ mod tests {
 
     #[test]
     fn cli_parses_p9_fwd_style_flags() {
-        let cli = Cli::try_parse_from(["usb9pfsd", "-vv", "forward", "-s", "10.0.0.1", "-p", "5640", "--id", "1d6b:0109"])
-            .expect("parse");
+        let cli = Cli::try_parse_from(["usb9pfsd", "-vv", "forward", "-s", "10.0.0.1", "-p", "5640", "--id", "1d6b:0109"]).expect("parse");
         assert_eq!(cli.verbose, 2);
         assert!(matches!(cli.command, Command::Forward { port: 5640, .. }));
         assert_eq!(cli.selection().expect("sel").expect("forward").id, IdFilter::Only(0x1d6b, 0x0109));

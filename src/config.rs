@@ -16,9 +16,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::board::GadgetInfo;
 use crate::ninep::backend::BackendAddr;
 use crate::ninep::confine::Policy;
-use crate::board::GadgetInfo;
 
 /// Default path of the config file.
 pub const DEFAULT_PATH: &str = "/etc/usb9pfsd/config.toml";
@@ -123,7 +123,10 @@ pub enum Match {
     Path(String),
     /// This serial on this port path, both (`forward --serial S --path P`;
     /// a config entry takes one or the other). Before serial and path alone.
-    SerialAt { serial: String, path: String },
+    SerialAt {
+        serial: String,
+        path: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -173,14 +176,19 @@ impl TestWaits {
 /// What the config says about one board.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
-    Serve { target: Target, why: &'static str },
+    Serve {
+        target: Target,
+        why: &'static str,
+    },
     /// Not listed, and no `[defaults] backend`.
     NoBackend,
     /// VID:PID outside `[daemon] allow_ids`.
     NotAllowed,
     /// The entry's export template cannot be expanded safely for this board
     /// (e.g. its serial would not be a plain path component).
-    Refused { why: String },
+    Refused {
+        why: String,
+    },
 }
 
 /// A config problem with its place in the file.
@@ -384,9 +392,7 @@ impl Config {
                     check_port_path(p.get_ref()).map_err(|m| err(Some(p.span()), m))?;
                     (Match::Path(p.get_ref().clone()), p.span())
                 }
-                (Some(_), Some(p)) => {
-                    return Err(err(Some(p.span()), "a [[board]] entry matches by serial or by path, not both".into()))
-                }
+                (Some(_), Some(p)) => return Err(err(Some(p.span()), "a [[board]] entry matches by serial or by path, not both".into())),
                 (None, None) => {
                     return Err(err(
                         Some(entry.span()),
@@ -438,10 +444,7 @@ impl Config {
         }
         let by = |m: &Match| {
             let rules = || self.boards.iter().filter(|r| &r.matcher == m);
-            rules()
-                .find(|r| r.interface == Some(g.interface))
-                .or_else(|| rules().find(|r| r.interface.is_none()))
-                .map(|r| r.target.clone())
+            rules().find(|r| r.interface == Some(g.interface)).or_else(|| rules().find(|r| r.interface.is_none())).map(|r| r.target.clone())
         };
         let serve = |mut target: Target, why: &'static str| {
             if let Some(template) = &target.confine.export {
@@ -495,9 +498,7 @@ fn normalised(p: &str) -> bool {
     if p == "/" {
         return true;
     }
-    p.starts_with('/')
-        && !p.chars().any(char::is_control)
-        && p[1..].split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+    p.starts_with('/') && !p.chars().any(char::is_control) && p[1..].split('/').all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
 /// A value a board supplies that may become part of a path: one plain
@@ -525,7 +526,10 @@ pub fn expand_export(template: &str, g: &GadgetInfo) -> Result<String, String> {
     }
     if out.contains("{path}") {
         if !plain_component(&g.port_path) {
-            return Err(format!("its export {template:?} names {{path}}, and the port path {:?} is not a plain path component", g.port_path));
+            return Err(format!(
+                "its export {template:?} names {{path}}, and the port path {:?} is not a plain path component",
+                g.port_path
+            ));
         }
         out = out.replace("{path}", &g.port_path);
     }
@@ -619,7 +623,11 @@ pub fn parse_backend(s: &str) -> Result<BackendAddr, String> {
         None => host,
     };
     let label = |l: &str| {
-        !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-') && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     };
     let name_ok = host.len() <= 253 && host.trim_end_matches('.').split('.').all(label);
     if !host.contains(':') && !name_ok {
@@ -650,7 +658,8 @@ fn in_toml_words(message: &str, text: &str, span: Option<std::ops::Range<usize>>
         (!k.is_empty() && !k.starts_with('[')).then(|| k.to_string())
     });
     // Or a table header (`[name]`, `[[name]]`) the span points at.
-    let header = span.as_ref().and_then(|s| text.get(s.start..)).and_then(|t| t.lines().next()).map(str::trim).filter(|t| t.starts_with('['));
+    let header =
+        span.as_ref().and_then(|s| text.get(s.start..)).and_then(|t| t.lines().next()).map(str::trim).filter(|t| t.starts_with('['));
     if let Some(h) = header.filter(|h| h.starts_with("[[") && !h.starts_with("[[board]]")) {
         let name = h.trim_matches(['[', ']']);
         return format!("[{name}] is a single table: write [{name}], not [[{name}]]");
@@ -660,7 +669,8 @@ fn in_toml_words(message: &str, text: &str, span: Option<std::ops::Range<usize>>
         Some(k) => format!("{k} must be {what}"),
         None => format!("expected {what}"),
     };
-    let got = message.split(", expected").next().unwrap_or(message).trim_start_matches("invalid type: ").trim_start_matches("invalid value: ");
+    let got =
+        message.split(", expected").next().unwrap_or(message).trim_start_matches("invalid type: ").trim_start_matches("invalid value: ");
     if message.contains("expected a sequence") || message.contains("expected a Vec") {
         if message.contains("map") && (header.as_deref() == Some("[board]") || key.is_none()) {
             return "[board] must be written [[board]] (two brackets): one [[board]] table per board".into();
@@ -736,14 +746,8 @@ buflen = 65536
             other => panic!("{other:?}"),
         };
         // Serial wins even on the path of another entry.
-        assert_eq!(
-            target(c.resolve(&gadget(Some("0001-BOARD-A"), "1-1.2", 1, 2))),
-            ("buildhost:5640".into(), 16384, "serial")
-        );
-        assert_eq!(
-            target(c.resolve(&gadget(Some("other"), "1-1.2", 1, 2))),
-            ("unix:/run/diod-b.sock".into(), 65536, "path")
-        );
+        assert_eq!(target(c.resolve(&gadget(Some("0001-BOARD-A"), "1-1.2", 1, 2))), ("buildhost:5640".into(), 16384, "serial"));
+        assert_eq!(target(c.resolve(&gadget(Some("other"), "1-1.2", 1, 2))), ("unix:/run/diod-b.sock".into(), 65536, "path"));
         assert_eq!(target(c.resolve(&gadget(None, "1-1.3", 1, 2))), ("127.0.0.1:564".into(), 16384, "defaults"));
     }
 
@@ -774,7 +778,9 @@ buflen = 65536
         assert_eq!(on(Some("A"), "1-1", 0), "h:1 serial");
         assert_eq!(on(Some("B"), "2-1", 1), "p:1 path");
         assert_eq!(on(Some("B"), "2-1", 2), "NoBackend", "the path entry names interface 1 only");
-        let (l, _, m) = at("[[board]]\nserial = \"A\"\ninterface = 1\nbackend = \"h:1\"\n[[board]]\nserial = \"A\"\ninterface = 1\nbackend = \"h:2\"\n");
+        let (l, _, m) = at(
+            "[[board]]\nserial = \"A\"\ninterface = 1\nbackend = \"h:1\"\n[[board]]\nserial = \"A\"\ninterface = 1\nbackend = \"h:2\"\n",
+        );
         assert_eq!(l, 6, "{m}");
         assert!(m.contains("serial \"A\" interface 1 is listed twice"), "{m}");
         let (l, _, m) = at("[[board]]\nserial = \"A\"\ninterface = 300\nbackend = \"h:1\"\n");
@@ -956,7 +962,12 @@ buflen = 65536
             (board("path = \"port3\"\nbackend = \"h:1\""), 2, 8, "PORT column"),
             ("[daemon]\nallow_ids = []\n".into(), 2, 13, "lets no board in"),
             ("[daemon]\nmax_frame = 8192\n[defaults]\nbuflen = 16384\n".into(), 4, 10, "raise [daemon] max_frame to at least 16384"),
-            ("[daemon]\nmax_frame = 8192\n".to_string() + &board("serial = \"A\"\nbackend = \"h:1\"\nbuflen = 65536"), 6, 10, "larger than max_frame"),
+            (
+                "[daemon]\nmax_frame = 8192\n".to_string() + &board("serial = \"A\"\nbackend = \"h:1\"\nbuflen = 65536"),
+                6,
+                10,
+                "larger than max_frame",
+            ),
             (board("serial = \"\"\nbackend = \"h:1\""), 2, 10, "matches no board"),
             (board("serial = \"A\"\nbackend = \"bad host name:564\""), 3, 11, "\"bad host name\" is not a host name"),
             (board("serial = \"A\"\nbackend = \"host:99999\""), 3, 11, "port 99999 must be between 1 and 65535"),

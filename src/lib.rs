@@ -10,7 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod counters;
 pub mod daemon;
-pub mod probe;
 pub mod ninep;
+pub mod probe;
 pub mod usb;
 pub mod worker;

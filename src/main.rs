@@ -13,13 +13,13 @@ use tokio::sync::mpsc;
 use usb9pfsd::board::{GadgetInfo, GadgetKey};
 use usb9pfsd::cli::{self, Cli, Command, Failure};
 use usb9pfsd::config::{self, Config, Decision};
-use usb9pfsd::probe;
 use usb9pfsd::daemon::status::IN_FLIGHT;
-use usb9pfsd::usb::discover::Sysfs;
 use usb9pfsd::daemon::supervisor::{Input, Notify, Silent, Spawn, Supervisor};
-use usb9pfsd::worker::{self, Job};
 use usb9pfsd::daemon::{control, logging, notify, status, succession};
+use usb9pfsd::probe;
+use usb9pfsd::usb::discover::Sysfs;
 use usb9pfsd::usb::hotplug;
+use usb9pfsd::worker::{self, Job};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -58,9 +58,8 @@ fn main() -> ExitCode {
                     let inherited = passed.adopt();
                     // Reloads re-read this file; status shows it.
                     let path = std::env::current_dir().map(|d| d.join(&path)).unwrap_or(path);
-                    let socket = control_socket
-                        .or_else(|| c.control_socket.clone())
-                        .unwrap_or_else(|| PathBuf::from(control::DEFAULT_SOCKET));
+                    let socket =
+                        control_socket.or_else(|| c.control_socket.clone()).unwrap_or_else(|| PathBuf::from(control::DEFAULT_SOCKET));
                     serve(c, Box::new(notify::Systemd), Some(Control { config_path: path, socket }), inherited).map_err(Failure::from)
                 }
             }
@@ -140,16 +139,8 @@ struct Control {
 /// Runs the supervisor, hotplug and the control socket until SIGTERM/SIGINT;
 /// SIGHUP reloads the config; SIGUSR2 re-executes in place with every
 /// board's session.
-fn serve(
-    config: Config,
-    notify: Box<dyn Notify>,
-    control: Option<Control>,
-    inherited: succession::Adopted,
-) -> Result<(), String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+fn serve(config: Config, notify: Box<dyn Notify>, control: Option<Control>, inherited: succession::Adopted) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("cannot start the runtime: {e}"))?;
     rt.block_on(async {
         let (tx, rx) = mpsc::unbounded_channel();
         let config_path = control.as_ref().map(|c| c.config_path.clone());
@@ -292,19 +283,12 @@ fn reexec(socket: &Path) -> Result<(), Failure> {
 /// `forward` serves one gadget (every usb9pfs interface of it): refuse to
 /// guess among several.
 fn check_single(c: &Config) -> Result<(), String> {
-    let mut matching: Vec<GadgetInfo> = Sysfs::default()
-        .scan()
-        .into_iter()
-        .filter(|g| matches!(c.resolve(g), Decision::Serve { .. }))
-        .collect();
+    let mut matching: Vec<GadgetInfo> =
+        Sysfs::default().scan().into_iter().filter(|g| matches!(c.resolve(g), Decision::Serve { .. })).collect();
     matching.dedup_by_key(|g| g.busaddr);
     if matching.len() > 1 {
         let which: Vec<String> = matching.iter().map(|g| format!("{} {} ({})", g.port_path, g.id, g.serial_or_none())).collect();
-        return Err(format!(
-            "{} usb9pfs gadgets match; pick one with --path or --serial: {}",
-            matching.len(),
-            which.join(", ")
-        ));
+        return Err(format!("{} usb9pfs gadgets match; pick one with --path or --serial: {}", matching.len(), which.join(", ")));
     }
     if matching.is_empty() {
         tracing::info!("no matching usb9pfs gadget yet; waiting for one to be plugged in");

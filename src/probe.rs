@@ -210,11 +210,7 @@ fn expanded(t: &Target, serial: Option<&str>, path: Option<&str>, interface: u8)
             return Err(format!("its export {template:?} names {placeholder}, which only the board plugged in tells"));
         }
     }
-    let g = GadgetInfo {
-        port_path: path.unwrap_or("0-0").to_string(),
-        interface,
-        ..GadgetInfo::example(serial, 0, 0)
-    };
+    let g = GadgetInfo { port_path: path.unwrap_or("0-0").to_string(), interface, ..GadgetInfo::example(serial, 0, 0) };
     let mut t = t.clone();
     t.confine.export = Some(expand_export(template, &g)?);
     Ok(t)
@@ -251,10 +247,20 @@ pub fn probe(entry: &str, target: &Target, board: &BoardAttach, timeout: Duratio
         RVERSION => {}
         RLERROR => {
             let errno = rlerror(reply);
-            return report.fail("version", Some(errno), format!("the server refused Tversion: {}", errno_name(errno)), "the server does not take 9P2000.L sessions".into());
+            return report.fail(
+                "version",
+                Some(errno),
+                format!("the server refused Tversion: {}", errno_name(errno)),
+                "the server does not take 9P2000.L sessions".into(),
+            );
         }
         other => {
-            return report.fail("version", None, format!("the server answered Tversion with a {}", frame::type_name(other)), "is this a 9P server?".into())
+            return report.fail(
+                "version",
+                None,
+                format!("the server answered Tversion with a {}", frame::type_name(other)),
+                "is this a 9P server?".into(),
+            )
         }
     }
     let version = version_string(reply);
@@ -301,7 +307,14 @@ pub fn probe(entry: &str, target: &Target, board: &BoardAttach, timeout: Duratio
     report.n_uname = Some(n_uname);
     let mut len = match backend.exchange(&t[..n], &mut r, ceiling, Some(timeout)) {
         Ok(len) => len,
-        Err(e) => return report.fail("attach", Some(e.errno()), format!("no Rattach: {e}"), "the server broke the connection at the attach: see its log".into()),
+        Err(e) => {
+            return report.fail(
+                "attach",
+                Some(e.errno()),
+                format!("no Rattach: {e}"),
+                "the server broke the connection at the attach: see its log".into(),
+            )
+        }
     };
     // A confined attach below the export needs walks of its own.
     if let Some(c) = confine.as_mut() {
@@ -322,7 +335,9 @@ pub fn probe(entry: &str, target: &Target, board: &BoardAttach, timeout: Duratio
                 }
                 After::Send => match backend.exchange(c.out(), &mut r, ceiling, Some(timeout)) {
                     Ok(l) => after = c.followed(&mut r, l, ceiling),
-                    Err(e) => return report.fail("attach", Some(e.errno()), format!("the server broke the connection: {e}"), String::new()),
+                    Err(e) => {
+                        return report.fail("attach", Some(e.errno()), format!("the server broke the connection: {e}"), String::new())
+                    }
                 },
             }
         }
@@ -370,11 +385,7 @@ fn connect_failed(addr: &BackendAddr, e: &io::Error) -> (String, String) {
 /// What an Rlerror to the attach means with diod, and what to change.
 fn attach_refused(errno: u32, aname: &str, user: &str, target: &Target) -> (String, String) {
     let error = format!("the server refused to attach {} as {user}: {}", quoted(aname), errno_name(errno));
-    let change = if target.confine.export.is_some() {
-        "the entry's `export`"
-    } else {
-        "the board's mount option aname="
-    };
+    let change = if target.confine.export.is_some() { "the entry's `export`" } else { "the board's mount option aname=" };
     let hint = match errno as i32 {
         libc::EPERM if aname.is_empty() => "diod says this for an empty aname (it is never one of diod's exports): mount the board with aname=EXPORT, or set the entry's `export` (then an empty aname means it); diod also says it when it requires authentication (run it with -n, or auth_required = 0)".into(),
         libc::EPERM => format!(
@@ -392,7 +403,6 @@ fn attach_refused(errno: u32, aname: &str, user: &str, target: &Target) -> (Stri
     };
     (error, hint)
 }
-
 
 fn tversion(buf: &mut [u8], msize: u32) -> usize {
     let version = b"9P2000.L";
@@ -507,13 +517,8 @@ mod tests {
             // Nothing more comes: the probe gives up before sending.
             assert_eq!(s.read(&mut t).unwrap_or(0), 0);
         });
-        let target = Target {
-            backend: addr,
-            buflen: 8192,
-            request_timeout: None,
-            recover_window: Duration::ZERO,
-            confine: Default::default(),
-        };
+        let target =
+            Target { backend: addr, buflen: 8192, request_timeout: None, recover_window: Duration::ZERO, confine: Default::default() };
         let board = BoardAttach { aname: Some("/a".repeat(70_000)), uname: "nobody".into(), uid: None };
         let r = probe("t", &target, &board, Duration::from_secs(5));
         assert_eq!((r.ok, r.step, r.errno), (false, "attach", Some(libc::ENAMETOOLONG as u32)), "{:?}", r.error);

@@ -12,10 +12,10 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use crate::board::{GadgetInfo, GadgetKey};
-use crate::usb::device::{Device, OpenError};
-use crate::ninep::forward::{self, Backends, Exit, Limits, Session};
-use crate::usb::pipe::{StopSwitch, UsbPipe};
 use crate::counters::Counters;
+use crate::ninep::forward::{self, Backends, Exit, Limits, Session};
+use crate::usb::device::{Device, OpenError};
+use crate::usb::pipe::{StopSwitch, UsbPipe};
 
 /// Everything a worker needs, prepared by the supervisor.
 pub struct Job {

@@ -10,16 +10,8 @@ use std::path::Path;
 use std::process::Command;
 
 fn usb9pfsd(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_usb9pfsd"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run usb9pfsd");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let out = Command::new(env!("CARGO_BIN_EXE_usb9pfsd")).args(args).env_remove("RUST_LOG").output().expect("run usb9pfsd");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 #[test]
@@ -71,7 +63,8 @@ fn list_shows_what_sysfs_shows() {
     let (any, must) = usb9pfs_in_sysfs(devices);
     let (code, out, err) = usb9pfsd(&["list", "--json", "--config", "config.example.toml"]);
     assert_eq!(code, 0, "{err}");
-    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_else(|e| panic!("list --json is not a JSON list ({e}):\n{out}"));
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("list --json is not a JSON list ({e}):\n{out}"));
     let listed: BTreeSet<(String, u8)> = rows
         .iter()
         .map(|r| {
@@ -104,8 +97,7 @@ fn list_shows_what_sysfs_shows() {
 fn check_config_reports_file_line_and_column() {
     let dir = tempfile::tempdir().expect("tmp");
     let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, "[defaults]\nbackend = \"127.0.0.1:564\"\n\n[[board]]\nserial = \"A\"\nbackend = \"nope\"\n")
-        .expect("write");
+    std::fs::write(&bad, "[defaults]\nbackend = \"127.0.0.1:564\"\n\n[[board]]\nserial = \"A\"\nbackend = \"nope\"\n").expect("write");
     let (code, _, err) = usb9pfsd(&["check-config", bad.to_str().expect("utf8")]);
     assert_eq!(code, 1);
     assert!(err.contains(&format!("{}:6:11:", bad.display())), "{err}");
@@ -238,8 +230,7 @@ fn a_running_daemon_answers_status_and_reload() {
     let dir = tempfile::tempdir().expect("tmp");
     let (config, socket) = (dir.path().join("config.toml"), dir.path().join("control"));
     // No defaults: a real board on the test machine is left alone.
-    std::fs::write(&config, "[[board]]\nserial = \"usb9pfsd-cli-test-no-such-board\"\nbackend = \"127.0.0.1:564\"\n")
-        .expect("write");
+    std::fs::write(&config, "[[board]]\nserial = \"usb9pfsd-cli-test-no-such-board\"\nbackend = \"127.0.0.1:564\"\n").expect("write");
     let daemon = Command::new(env!("CARGO_BIN_EXE_usb9pfsd"))
         .args(["run", "--config", config.to_str().expect("utf8"), "--control-socket", socket.to_str().expect("utf8")])
         .env("RUST_LOG", "info")

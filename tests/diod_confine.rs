@@ -204,7 +204,9 @@ fn a_confined_board_reaches_only_its_own_tree_on_a_shared_diod() {
 
     // The neighbour's tree, the shared parent, and tricks: EACCES.
     ok(board, Msg::new(100, 0xffff).u32(16384).s("9P2000.L").done());
-    for aname in [b.to_str().expect("utf8").to_string(), parent.to_str().expect("utf8").into(), format!("{export}/../b"), format!("{export}b")] {
+    for aname in
+        [b.to_str().expect("utf8").to_string(), parent.to_str().expect("utf8").into(), format!("{export}/../b"), format!("{export}b")]
+    {
         let e = errno(board, Msg::new(104, 1).u32(1).u32(NOFID).s("root").s(&aname).u32(0).done());
         assert_eq!(e, libc::EACCES, "aname {aname}");
     }
@@ -254,8 +256,8 @@ fn a_confined_board_reaches_only_its_own_tree_on_a_shared_diod() {
     ok(board, walk(1, 2, &["mine"]));
     ok(board, walk(1, 3, &[]));
     let refused = [
-        Msg::new(12, 5).u32(2).u32(2).done(),        // Tlopen O_RDWR
-        Msg::new(12, 5).u32(2).u32(0o1000).done(),   // Tlopen O_TRUNC
+        Msg::new(12, 5).u32(2).u32(2).done(),      // Tlopen O_RDWR
+        Msg::new(12, 5).u32(2).u32(0o1000).done(), // Tlopen O_TRUNC
         Msg::new(14, 5).u32(3).s("new").u32(0o102).u32(0o644).u32(0).done(),
         Msg::new(72, 5).u32(1).s("dir").u32(0o755).u32(0).done(),
         Msg::new(16, 5).u32(1).s("l").s("x").u32(0).done(),

@@ -11,11 +11,7 @@ use common::{free_port, start_diod};
 
 fn usb9pfsd(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_usb9pfsd")).args(args).env_remove("RUST_LOG").output().expect("run usb9pfsd");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 fn json(out: &str) -> Vec<serde_json::Value> {

@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use usb9pfsd::board::GadgetInfo;
+use usb9pfsd::daemon::status::Counters;
 use usb9pfsd::ninep::forward::Limits;
 use usb9pfsd::ninep::reconnect::BoardBackend;
 use usb9pfsd::usb::sim::{self, Board};
-use usb9pfsd::daemon::status::Counters;
 use usb9pfsd::worker::{self, End, Job, Reporter};
 
 const NOFID: u32 = u32::MAX;

@@ -16,18 +16,11 @@ use usb9pfsd::daemon::control::Response;
 /// Runs `usb9pfsd run` with `fds` placed at 3, 4, … and `USB9PFSD_FDS`
 /// naming them, under a stand-in `NOTIFY_SOCKET` with the store enabled.
 /// Returns the exit code, stderr and every notify message it sent.
-fn start_as_successor(
-    config: &std::path::Path,
-    fds: &[(&str, RawFd)],
-) -> (i32, String, Vec<String>) {
+fn start_as_successor(config: &std::path::Path, fds: &[(&str, RawFd)]) -> (i32, String, Vec<String>) {
     let dir = tempfile::tempdir().expect("tmp");
     let notify_path = dir.path().join("notify");
     let notify = UnixDatagram::bind(&notify_path).expect("bind notify");
-    let listed: Vec<String> = fds
-        .iter()
-        .enumerate()
-        .map(|(i, (name, _))| format!("{name}={}", 3 + i))
-        .collect();
+    let listed: Vec<String> = fds.iter().enumerate().map(|(i, (name, _))| format!("{name}={}", 3 + i)).collect();
     let sources: Vec<RawFd> = fds.iter().map(|(_, fd)| *fd).collect();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_usb9pfsd"));
     cmd.args(["run", "--config"])
@@ -67,11 +60,7 @@ fn start_as_successor(
     while let Ok(n) = notify.recv(&mut buf) {
         sent.push(String::from_utf8_lossy(&buf[..n]).into_owned());
     }
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-        sent,
-    )
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned(), sent)
 }
 
 fn memfd(text: &str) -> std::fs::File {
@@ -91,44 +80,22 @@ fn memfd(text: &str) -> std::fs::File {
 fn a_successor_that_cannot_load_its_config_answers_the_error_and_takes_nothing_from_the_store() {
     let dir = tempfile::tempdir().expect("tmp");
     let bad = dir.path().join("config.toml");
-    std::fs::write(
-        &bad,
-        "[defaults]\nbackend = \"127.0.0.1:564\"\nrenamed_key = 1\n",
-    )
-    .expect("write");
+    std::fs::write(&bad, "[defaults]\nbackend = \"127.0.0.1:564\"\nrenamed_key = 1\n").expect("write");
     let (requester, reply_end) = UnixStream::pair().expect("pair");
     let state = memfd(r#"{"version":1,"writer":"test","boards":[]}"#);
-    let (code, stderr, notified) = start_as_successor(
-        &bad,
-        &[
-            ("usb9pfsd-control-reply", reply_end.as_raw_fd()),
-            ("usb9pfsd-state", state.as_raw_fd()),
-        ],
-    );
+    let (code, stderr, notified) =
+        start_as_successor(&bad, &[("usb9pfsd-control-reply", reply_end.as_raw_fd()), ("usb9pfsd-state", state.as_raw_fd())]);
     drop(reply_end);
-    assert_ne!(
-        code, 0,
-        "a new image that cannot run fails, so a service manager and postinst see it: {stderr}"
-    );
-    assert!(
-        stderr.contains(&format!("{}:3:1", bad.display())),
-        "{stderr}"
-    );
+    assert_ne!(code, 0, "a new image that cannot run fails, so a service manager and postinst see it: {stderr}");
+    assert!(stderr.contains(&format!("{}:3:1", bad.display())), "{stderr}");
 
-    requester
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
+    requester.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
     let mut answer = String::new();
-    (&requester)
-        .read_to_string(&mut answer)
-        .expect("read the answer");
+    (&requester).read_to_string(&mut answer).expect("read the answer");
     let r: Response = serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{e}: {answer:?}"));
     assert!(!r.ok, "the requester is not told ok: {answer}");
     let err = r.error.unwrap_or_default();
-    assert!(
-        err.contains(&format!("{}:3:1", bad.display())),
-        "the requester gets the parse error: {answer}"
-    );
+    assert!(err.contains(&format!("{}:3:1", bad.display())), "the requester gets the parse error: {answer}");
 
     assert!(
         !notified.iter().any(|m| m.contains("FDSTOREREMOVE")),
@@ -137,15 +104,10 @@ fn a_successor_that_cannot_load_its_config_answers_the_error_and_takes_nothing_f
     // What came by exec (not from the store) is left with the store for a
     // restart once the config is fixed.
     assert!(
-        notified
-            .iter()
-            .any(|m| m.contains("FDSTORE=1") && m.contains("FDNAME=usb9pfsd-state")),
+        notified.iter().any(|m| m.contains("FDSTORE=1") && m.contains("FDNAME=usb9pfsd-state")),
         "the state is kept in the store: {notified:?}"
     );
-    assert!(
-        stderr.contains("descriptor store"),
-        "and it says so: {stderr}"
-    );
+    assert!(stderr.contains("descriptor store"), "and it says so: {stderr}");
 }
 
 /// `usb9pfsd forward` re-executes on SIGUSR2 like `run`; the new image must

@@ -18,12 +18,7 @@ fuzz_target!(|data: &[u8]| {
             assert!((4096..=16 << 20).contains(&c.max_frame));
             let mut seen = HashSet::new();
             for rule in &c.boards {
-                assert!(
-                    seen.insert((rule.matcher.clone(), rule.interface)),
-                    "duplicate {:?} interface {:?}",
-                    rule.matcher,
-                    rule.interface
-                );
+                assert!(seen.insert((rule.matcher.clone(), rule.interface)), "duplicate {:?} interface {:?}", rule.matcher, rule.interface);
             }
             for target in c.default.iter().chain(c.boards.iter().map(|r| &r.target)) {
                 assert!((512..=16 << 20).contains(&target.buflen));
@@ -36,13 +31,7 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => {
             let lines = text.split('\n').count();
             assert!(e.line <= lines, "error at line {} of {lines}", e.line);
-            assert_eq!(
-                e.line == 0,
-                e.column == 0,
-                "line {} column {}",
-                e.line,
-                e.column
-            );
+            assert_eq!(e.line == 0, e.column == 0, "line {} column {}", e.line, e.column);
             let _ = e.to_string();
         }
     }

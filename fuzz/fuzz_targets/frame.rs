@@ -21,10 +21,7 @@ fn check(data: &[u8]) {
     if let Some(size) = size {
         for ceiling in CEILINGS {
             if frame::check_size(size, ceiling).is_ok() {
-                assert!(
-                    HEADER_LEN as u32 <= size && size <= ceiling,
-                    "size {size} passed ceiling {ceiling}"
-                );
+                assert!(HEADER_LEN as u32 <= size && size <= ceiling, "size {size} passed ceiling {ceiling}");
             }
         }
     }
@@ -49,20 +46,14 @@ fn check(data: &[u8]) {
 
     // The replies the forwarder writes itself, for whatever tag and errno.
     let tag = header.map_or(frame::NOTAG, |h| h.tag);
-    let errno = data
-        .get(HEADER_LEN..HEADER_LEN + 4)
-        .map_or(frame::EIO, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let errno = data.get(HEADER_LEN..HEADER_LEN + 4).map_or(frame::EIO, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
     for dialect in [Dialect::Linux, Dialect::Unix, Dialect::Plain] {
         let mut out = [0u8; ERROR_REPLY_MAX];
         let n = frame::error_reply(&mut out, dialect, tag, errno);
         assert!((HEADER_LEN..=ERROR_REPLY_MAX).contains(&n));
         let h = frame::header(&out[..n]).expect("an error reply has a header");
         assert_eq!((h.size as usize, h.tag), (n, tag));
-        let want = if dialect == Dialect::Linux {
-            frame::RLERROR
-        } else {
-            frame::RERROR
-        };
+        let want = if dialect == Dialect::Linux { frame::RLERROR } else { frame::RERROR };
         assert_eq!(h.kind, want);
     }
 }

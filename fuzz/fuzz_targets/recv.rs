@@ -75,10 +75,7 @@ fuzz_target!(|data: &[u8]| {
         loop {
             match budget(0, || pipe::recv_message(&mut host, buf, ceiling)) {
                 Ok(n) => {
-                    assert!(
-                        HEADER_LEN <= n && n <= ceiling as usize,
-                        "{n} bytes under ceiling {ceiling}"
-                    );
+                    assert!(HEADER_LEN <= n && n <= ceiling as usize, "{n} bytes under ceiling {ceiling}");
                     assert_eq!(frame::peek_size(buf), Some(n as u32));
                 }
                 Err(RecvError::Usb(UsbError::Gone)) => break,

@@ -87,10 +87,7 @@ pub struct StackLine {
 
 impl StackLine {
     pub fn new() -> StackLine {
-        StackLine {
-            buf: [0; 256],
-            len: 0,
-        }
+        StackLine { buf: [0; 256], len: 0 }
     }
 
     pub fn as_bytes(&self) -> &[u8] {

@@ -111,9 +111,8 @@ impl Response {
 
     /// The line the daemon writes for this response.
     pub fn to_line(&self) -> Vec<u8> {
-        let mut text = serde_json::to_vec(self).unwrap_or_else(|e| {
-            serde_json::to_vec(&Response::error(format!("cannot encode the answer: {e}"))).unwrap_or_default()
-        });
+        let mut text = serde_json::to_vec(self)
+            .unwrap_or_else(|e| serde_json::to_vec(&Response::error(format!("cannot encode the answer: {e}"))).unwrap_or_default());
         text.push(b'\n');
         text
     }
@@ -226,10 +225,7 @@ impl Access {
 
     /// Whether `peer` may ask for `command`; if not, the refusal.
     pub fn check(&self, peer: &Peer, command: &str) -> Result<(), String> {
-        if !changes(command)
-            || self.users.contains(&peer.uid)
-            || self.group.is_some_and(|g| peer.gid == g || peer.groups.contains(&g))
-        {
+        if !changes(command) || self.users.contains(&peer.uid) || self.group.is_some_and(|g| peer.gid == g || peer.groups.contains(&g)) {
             return Ok(());
         }
         Err(format!(
@@ -511,8 +507,9 @@ pub fn request(path: &Path, command: &str) -> Result<Response, String> {
     if text.is_empty() {
         return Err(closed());
     }
-    let response: Response = serde_json::from_slice(&text)
-        .map_err(|e| format!("usb9pfsd on {} answered something unreadable ({e}); is it the same version as this command?", path.display()))?;
+    let response: Response = serde_json::from_slice(&text).map_err(|e| {
+        format!("usb9pfsd on {} answered something unreadable ({e}); is it the same version as this command?", path.display())
+    })?;
     if response.version != PROTOCOL {
         return Err(format!("usb9pfsd on {} speaks control protocol {}, this command {PROTOCOL}", path.display(), response.version));
     }

@@ -36,12 +36,12 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use serde::{Deserialize, Serialize};
 
-use crate::ninep::backend::Backend;
 use crate::board::{BusAddr, GadgetKey};
+use crate::daemon::supervisor::handover::HandedBoard;
+use crate::ninep::backend::Backend;
 use crate::ninep::fids::TableRecord;
 use crate::ninep::forward::Session;
 use crate::ninep::frame::Dialect;
-use crate::daemon::supervisor::handover::HandedBoard;
 use crate::worker::Carry;
 
 /// Format of the state record; a successor refuses any other.
@@ -489,7 +489,8 @@ fn fit_state(mut records: Vec<BoardRecord>) -> State {
             return state;
         }
         records = state.boards;
-        let Some(big) = records.iter_mut().filter(|r| r.session.fids.is_some()).max_by_key(|r| r.session.fids.as_ref().map_or(0, |f| f.fids.len()))
+        let Some(big) =
+            records.iter_mut().filter(|r| r.session.fids.is_some()).max_by_key(|r| r.session.fids.as_ref().map_or(0, |f| f.fids.len()))
         else {
             return State::new(records);
         };
@@ -541,7 +542,18 @@ mod tests {
         let table = |n: u32| TableRecord {
             attaches: vec![],
             fids: (0..n)
-                .map(|fid| FidRecord { fid, attach: 0, path: "61".repeat(100), qid: (0, 0, 0), open: None, stale: false, xattr: false, unreplayable: false, lost: false, locks: Vec::new() })
+                .map(|fid| FidRecord {
+                    fid,
+                    attach: 0,
+                    path: "61".repeat(100),
+                    qid: (0, 0, 0),
+                    open: None,
+                    stale: false,
+                    xattr: false,
+                    unreplayable: false,
+                    lost: false,
+                    locks: Vec::new(),
+                })
                 .collect(),
             client_id: String::new(),
         };
@@ -610,11 +622,7 @@ mod tests {
         // A record whose "usbfs node" is a socket: refused, not adopted.
         let state = state_memfd(&State::new(vec![record(1, 4, 0)])).expect("memfd");
         let (a, b) = std::os::unix::net::UnixStream::pair().expect("pair");
-        let got = inherit(vec![
-            (STATE_NAME.into(), state),
-            ("usb-001-004-0".into(), a.into()),
-            ("srv-001-004-0".into(), b.into()),
-        ]);
+        let got = inherit(vec![(STATE_NAME.into(), state), ("usb-001-004-0".into(), a.into()), ("srv-001-004-0".into(), b.into())]);
         assert!(got.boards.is_empty());
         assert!(got.refused.iter().any(|r| r.contains("not its usbfs node")), "{:?}", got.refused);
         assert!(got.refused.iter().any(|r| r.contains("srv-001-004-0")), "{:?}", got.refused);
@@ -669,7 +677,12 @@ mod tests {
     }
 
     fn live_session(server: std::os::unix::net::UnixStream) -> Session {
-        let limits = crate::ninep::forward::Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None, recover_window: std::time::Duration::ZERO };
+        let limits = crate::ninep::forward::Limits {
+            max_frame: 1 << 20,
+            board_buflen: 16384,
+            request_timeout: None,
+            recover_window: std::time::Duration::ZERO,
+        };
         let mut s = Session::new(limits);
         s.backend = Some(Backend::from_unix(server));
         s.live = true;

@@ -84,7 +84,9 @@ impl BoardId {
 
     /// Fills what this one lacks from `outer` (an enclosing span).
     fn or(&mut self, outer: &BoardId) {
-        for (mine, theirs) in [(&mut self.serial, &outer.serial), (&mut self.busaddr, &outer.busaddr), (&mut self.interface, &outer.interface)] {
+        for (mine, theirs) in
+            [(&mut self.serial, &outer.serial), (&mut self.busaddr, &outer.busaddr), (&mut self.interface, &outer.interface)]
+        {
             if mine.is_none() {
                 mine.clone_from(theirs);
             }
@@ -169,7 +171,9 @@ pub fn entry(level: &Level, target: &str, board: &BoardId, text: &str, other: &[
         let name: String = k.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
         // Journal field names start with a letter; ours never clash with
         // the ones above.
-        if name.starts_with(|c: char| c.is_ascii_alphabetic()) && !matches!(name.as_str(), "MESSAGE" | "PRIORITY" | "SYSLOG_IDENTIFIER" | "TARGET") {
+        if name.starts_with(|c: char| c.is_ascii_alphabetic())
+            && !matches!(name.as_str(), "MESSAGE" | "PRIORITY" | "SYSLOG_IDENTIFIER" | "TARGET")
+        {
             put(&mut buf, &name, v);
         }
     }
@@ -257,10 +261,7 @@ mod tests {
 
     /// Fields of a native-protocol entry (single-line values only).
     fn fields(d: &[u8]) -> Vec<(String, String)> {
-        String::from_utf8_lossy(d)
-            .lines()
-            .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
-            .collect()
+        String::from_utf8_lossy(d).lines().filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string()))).collect()
     }
 
     fn field<'a>(f: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -296,7 +297,10 @@ mod tests {
         assert_eq!(field(&e, "MESSAGE"), Some("board 0001-A at 001-004#1: board's mount refused errno=1"));
         assert_eq!(field(&e, "PRIORITY"), Some("4"));
         assert_eq!(field(&e, "SYSLOG_IDENTIFIER"), Some("usb9pfsd"));
-        assert_eq!((field(&e, "BOARD_SERIAL"), field(&e, "BOARD_BUSADDR"), field(&e, "BOARD_INTERFACE")), (Some("0001-A"), Some("001-004"), Some("1")));
+        assert_eq!(
+            (field(&e, "BOARD_SERIAL"), field(&e, "BOARD_BUSADDR"), field(&e, "BOARD_INTERFACE")),
+            (Some("0001-A"), Some("001-004"), Some("1"))
+        );
         assert_eq!(field(&e, "ERRNO"), Some("1"));
         let e = next();
         assert_eq!(field(&e, "MESSAGE"), Some("board 0002-B at 001-005#0: board removed"));

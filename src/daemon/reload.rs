@@ -97,7 +97,13 @@ mod tests {
     }
 
     fn target(backend: &str, buflen: u32) -> Target {
-        Target { backend: backend.parse().expect("addr"), buflen, request_timeout: None, recover_window: crate::config::DEFAULT_RECOVER_WINDOW, confine: Default::default() }
+        Target {
+            backend: backend.parse().expect("addr"),
+            buflen,
+            request_timeout: None,
+            recover_window: crate::config::DEFAULT_RECOVER_WINDOW,
+            confine: Default::default(),
+        }
     }
 
     const OLD: &str = r#"

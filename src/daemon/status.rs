@@ -9,7 +9,6 @@
 
 use std::fmt::Write as _;
 
-
 use serde::{Deserialize, Serialize};
 
 /// The counters live below the data path (`src/counters.rs`); the report
@@ -167,7 +166,6 @@ pub struct StatusReport {
     pub boards: Vec<BoardStatus>,
 }
 
-
 /// `2h03m`, `4m10s`, `12s`.
 fn span(secs: u64) -> String {
     match secs {
@@ -240,10 +238,9 @@ pub fn table(r: &StatusReport) -> String {
         };
         match &b.state {
             BoardState::Ignored { reason } => more(&mut out, format!("ignored: {reason}")),
-            BoardState::Backoff { retry_in_ms } => more(
-                &mut out,
-                format!("backing off until {} (in {})", dash(&b.backoff_until), span(retry_in_ms.div_ceil(1000))),
-            ),
+            BoardState::Backoff { retry_in_ms } => {
+                more(&mut out, format!("backing off until {} (in {})", dash(&b.backoff_until), span(retry_in_ms.div_ceil(1000))))
+            }
             _ => {}
         }
         if let Some(next) = &b.backend_pending {
@@ -465,7 +462,19 @@ mod tests {
         let row: Vec<&str> = lines[3].split_whitespace().collect();
         assert_eq!(
             row,
-            ["0001-BOARD-A", "001-004", "1", "1-1.2", "forwarding", "buildhost:5640", "2026-11-26T00:16:00Z", "10/9", "2.0K/3.0M", "1", "2"]
+            [
+                "0001-BOARD-A",
+                "001-004",
+                "1",
+                "1-1.2",
+                "forwarding",
+                "buildhost:5640",
+                "2026-11-26T00:16:00Z",
+                "10/9",
+                "2.0K/3.0M",
+                "1",
+                "2"
+            ]
         );
         for want in [
             "backend changes to buildhost:5641 at the board's next mount",

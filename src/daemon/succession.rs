@@ -30,8 +30,7 @@ use crate::worker::Carry;
 /// unit sets it itself for systemd 252) is a positive number, and systemd
 /// listens (`$NOTIFY_SOCKET`).
 pub fn fd_store_enabled() -> bool {
-    std::env::var_os("NOTIFY_SOCKET").is_some()
-        && std::env::var("FDSTORE").ok().and_then(|v| v.parse::<u32>().ok()).is_some_and(|n| n > 0)
+    std::env::var_os("NOTIFY_SOCKET").is_some() && std::env::var("FDSTORE").ok().and_then(|v| v.parse::<u32>().ok()).is_some_and(|n| n > 0)
 }
 
 /// Descriptors a predecessor passed to this process, not yet looked at:
@@ -206,7 +205,8 @@ pub async fn reexec(
     // The new image reads the same file first thing: if it would not load,
     // the new image could not run. Refuse before any board is stopped.
     if let Some(path) = config_path {
-        Config::load(path).map_err(|e| format!("{e}; not re-executing: every board is still served by this process with the config in force"))?;
+        Config::load(path)
+            .map_err(|e| format!("{e}; not re-executing: every board is still served by this process with the config in force"))?;
     }
     let exe = handover::own_path().map_err(|e| format!("cannot find this program's path: {e}"))?;
     let boards = stop_all(tx, Mode::AllOrNothing).await?.boards;

@@ -23,11 +23,11 @@ use tokio::time::{sleep_until, Instant};
 
 use crate::board::{BusAddr, GadgetInfo, GadgetKey};
 use crate::config::{Config, ConfigError, Decision, Target};
-use crate::ninep::forward::Limits;
-use crate::usb::pipe::{nudge_every, StopSwitch};
-use crate::ninep::reconnect::BoardBackend;
 use crate::daemon::reload;
 use crate::daemon::status::{self, Activity, BoardState, BoardStatus, Counters, DaemonStatus, Stamped, StatusReport};
+use crate::ninep::forward::Limits;
+use crate::ninep::reconnect::BoardBackend;
+use crate::usb::pipe::{nudge_every, StopSwitch};
 use crate::worker::{Carry, End, Job, Report, Reporter, WorkerEvent};
 
 pub mod handover;
@@ -41,7 +41,6 @@ const MAX_NOTED: usize = 1024;
 
 /// What the hotplug side reports (defined beside it, below the daemon).
 pub use crate::usb::hotplug::HotplugEvent;
-
 
 /// Everything the supervisor reacts to, in one ordered stream.
 #[derive(Debug)]
@@ -291,8 +290,7 @@ impl<S: Spawn> Supervisor<S> {
             HotplugEvent::Present(info) => self.on_present(info),
             HotplugEvent::Gone(at) => self.on_gone(at),
             HotplugEvent::Rescanned(present) => {
-                let gone: BTreeSet<BusAddr> =
-                    self.boards.keys().filter(|k| !present.contains(k)).map(|k| k.busaddr).collect();
+                let gone: BTreeSet<BusAddr> = self.boards.keys().filter(|k| !present.contains(k)).map(|k| k.busaddr).collect();
                 for at in gone {
                     self.on_gone(at);
                 }
@@ -316,7 +314,8 @@ impl<S: Spawn> Supervisor<S> {
     /// workers (blocked on the server or the board) and remember each one
     /// until it reports its end, so the interface is known to be released.
     fn on_gone(&mut self, at: BusAddr) {
-        let keys: Vec<GadgetKey> = self.boards.range(GadgetKey { busaddr: at, iface: 0 }..=GadgetKey { busaddr: at, iface: u8::MAX }).map(|(k, _)| *k).collect();
+        let keys: Vec<GadgetKey> =
+            self.boards.range(GadgetKey { busaddr: at, iface: 0 }..=GadgetKey { busaddr: at, iface: u8::MAX }).map(|(k, _)| *k).collect();
         if keys.is_empty() {
             return;
         }
@@ -358,11 +357,7 @@ impl<S: Spawn> Supervisor<S> {
                     Decision::Refused { why } => format!("not served: {why}"),
                     _ => format!("VID:PID {} is not in [daemon] allow_ids", info.id),
                 };
-                let identity = format!(
-                    "{}#{}",
-                    info.serial.clone().unwrap_or_else(|| format!("port {}", info.port_path)),
-                    info.interface
-                );
+                let identity = format!("{}#{}", info.serial.clone().unwrap_or_else(|| format!("port {}", info.port_path)), info.interface);
                 if self.noted.len() >= MAX_NOTED {
                     // Bounded memory whatever a board claims to be: forget
                     // the oldest notes (they are only log de-duplication).
@@ -565,12 +560,8 @@ impl<S: Spawn> Supervisor<S> {
 
     fn restart_due(&mut self) {
         let now = Instant::now();
-        let due: Vec<GadgetKey> = self
-            .boards
-            .iter()
-            .filter(|(_, b)| matches!(b.slot, Slot::Waiting(t) if t <= now))
-            .map(|(at, _)| *at)
-            .collect();
+        let due: Vec<GadgetKey> =
+            self.boards.iter().filter(|(_, b)| matches!(b.slot, Slot::Waiting(t) if t <= now)).map(|(at, _)| *at).collect();
         for at in due {
             // (a device's earlier interface may have been forgotten below)
             let Some(b) = self.boards.get(&at) else {

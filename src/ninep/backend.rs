@@ -224,7 +224,9 @@ impl Backend {
         let stream = match ss.ss_family as libc::c_int {
             libc::AF_UNIX => Stream::Unix(UnixStream::from(fd)),
             libc::AF_INET | libc::AF_INET6 => Stream::Tcp(TcpStream::from(fd)),
-            f => return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("socket of address family {f} is no 9P server connection"))),
+            f => {
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("socket of address family {f} is no 9P server connection")))
+            }
         };
         Ok(Backend { stream: Arc::new(stream), unsolicited: 0 })
     }
@@ -454,10 +456,9 @@ impl Dial {
         };
         match std::mem::replace(&mut *s, DialState::Abandoned) {
             DialState::Done(r) => r,
-            DialState::Pending => Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("no connection within {timeout:?} (name resolution or connect hung)"),
-            )),
+            DialState::Pending => {
+                Err(io::Error::new(io::ErrorKind::TimedOut, format!("no connection within {timeout:?} (name resolution or connect hung)")))
+            }
             DialState::Abandoned => Err(io::Error::new(io::ErrorKind::Interrupted, "connect cancelled")),
         }
     }
@@ -522,10 +523,7 @@ fn connect_unix(path: &Path, deadline: Instant) -> io::Result<UnixStream> {
 }
 
 fn backlog_full() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::TimedOut,
-        "the server accepted no connection in time: its listen backlog is full",
-    )
+    io::Error::new(io::ErrorKind::TimedOut, "the server accepted no connection in time: its listen backlog is full")
 }
 
 /// SO_SNDTIMEO; zero means none.
@@ -644,14 +642,8 @@ mod tests {
 
     #[test]
     fn parses_addresses() {
-        assert_eq!(
-            "127.0.0.1:564".parse(),
-            Ok(BackendAddr::Tcp { host: "127.0.0.1".into(), port: 564 })
-        );
-        assert_eq!(
-            "buildhost:5640".parse(),
-            Ok(BackendAddr::Tcp { host: "buildhost".into(), port: 5640 })
-        );
+        assert_eq!("127.0.0.1:564".parse(), Ok(BackendAddr::Tcp { host: "127.0.0.1".into(), port: 564 }));
+        assert_eq!("buildhost:5640".parse(), Ok(BackendAddr::Tcp { host: "buildhost".into(), port: 5640 }));
         assert_eq!("[::1]:564".parse(), Ok(BackendAddr::Tcp { host: "::1".into(), port: 564 }));
         assert_eq!("unix:/run/d.sock".parse(), Ok(BackendAddr::Unix("/run/d.sock".into())));
         for bad in ["", "host", ":564", "host:", "host:x", "host:0", "::1:564", "unix:rel", "[::1:564", "[[a]:1", "a]:1", "[a]]:1"] {
@@ -720,10 +712,7 @@ mod tests {
         assert_eq!(b.exchange(&tclunk, &mut buf, 64, None).expect("Rerror"), 9);
         // A stray Rread with the pending tag is not the answer to a Tclunk.
         server.write_all(&[11, 0, 0, 0, 117, 3, 0, 0, 0, 0, 0]).expect("w");
-        assert!(matches!(
-            b.exchange(&tclunk, &mut buf, 64, None),
-            Err(BackendError::WrongType { sent: 120, got: 117 })
-        ));
+        assert!(matches!(b.exchange(&tclunk, &mut buf, 64, None), Err(BackendError::WrongType { sent: 120, got: 117 })));
     }
 
     #[test]

@@ -203,21 +203,53 @@ pub enum After {
 enum Pending {
     #[default]
     None,
-    Attach { fid: u32 },
-    Walk { fid: u32, newfid: u32, board_n: u8, server_n: u8, clamped: u16 },
-    Open { fid: u32, flags: u32 },
-    Create { fid: u32, flags: u32 },
+    Attach {
+        fid: u32,
+    },
+    Walk {
+        fid: u32,
+        newfid: u32,
+        board_n: u8,
+        server_n: u8,
+        clamped: u16,
+    },
+    Open {
+        fid: u32,
+        flags: u32,
+    },
+    Create {
+        fid: u32,
+        flags: u32,
+    },
     /// `path_a` → `path_b`.
-    Rename { attach: u16, keep: Option<u32> },
+    Rename {
+        attach: u16,
+        keep: Option<u32>,
+    },
     /// `path_a` is gone.
-    Unlink { attach: u16 },
-    Remove { fid: u32, fail: Option<u32> },
-    Clunk { fid: u32 },
-    XattrWalk { fid: u32, newfid: u32 },
-    XattrCreate { fid: u32 },
+    Unlink {
+        attach: u16,
+    },
+    Remove {
+        fid: u32,
+        fail: Option<u32>,
+    },
+    Clunk {
+        fid: u32,
+    },
+    XattrWalk {
+        fid: u32,
+        newfid: u32,
+    },
+    XattrCreate {
+        fid: u32,
+    },
     /// A Tlock (recovery takes the board's locks again); its client id is
     /// in `path_b`.
-    Lock { fid: u32, lock: LockArgs },
+    Lock {
+        fid: u32,
+        lock: LockArgs,
+    },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -422,7 +454,8 @@ impl Confine {
                 if let (Some(_), Some((fid, l, client))) = (&self.table, crate::ninep::track::tlock(&buf[..n])) {
                     self.path_b.clear();
                     self.path_b.extend_from_slice(client);
-                    self.pending = Pending::Lock { fid, lock: LockArgs { kind: l.kind, start: l.start, length: l.length, proc_id: l.proc_id } };
+                    self.pending =
+                        Pending::Lock { fid, lock: LockArgs { kind: l.kind, start: l.start, length: l.length, proc_id: l.proc_id } };
                 }
                 Verdict::Forward(n)
             }
@@ -495,8 +528,7 @@ impl Confine {
     fn attach(&mut self, buf: &mut [u8], n: usize, ceiling: u32) -> Verdict {
         let body = &buf[HEADER_LEN..n];
         let mut c = Cursor::new(body);
-        let (Some(fid), Some(afid), Some(uname), Some(aname), Some(n_uname)) = (c.u32(), c.u32(), c.string(), c.string(), c.u32())
-        else {
+        let (Some(fid), Some(afid), Some(uname), Some(aname), Some(n_uname)) = (c.u32(), c.u32(), c.string(), c.string(), c.u32()) else {
             return self.refuse(Refusal::Malformed, EINVAL, TATTACH, b"");
         };
         if !c.done() {
@@ -775,7 +807,9 @@ impl Confine {
         if kind == TRENAME && self.table.as_ref().and_then(|t| t.get(from_fid)).is_some_and(|f| f.depth == 0) {
             return self.refuse(Refusal::Root, EBUSY, kind, b"");
         }
-        let room = self.path_in(false, from_fid, from_name.0, from_name.1, buf).and_then(|()| self.path_in(true, to_fid, to_name.0, to_name.1, buf));
+        let room = self
+            .path_in(false, from_fid, from_name.0, from_name.1, buf)
+            .and_then(|()| self.path_in(true, to_fid, to_name.0, to_name.1, buf));
         let room = room.and_then(|()| match &self.table {
             Some(t) => t.rename_room(attach, &self.path_a, &self.path_b),
             None => Ok(()),
@@ -963,7 +997,9 @@ impl Confine {
                 self.follow = Follow::AttachWalk { fid, attach, done: 0, sent: 0 };
                 self.next_attach_walk()
             }
-            Pending::Walk { fid, newfid, board_n, server_n, clamped } => self.walked(r, len, ceiling, fid, newfid, board_n, server_n, clamped),
+            Pending::Walk { fid, newfid, board_n, server_n, clamped } => {
+                self.walked(r, len, ceiling, fid, newfid, board_n, server_n, clamped)
+            }
             Pending::Open { fid, flags } => {
                 if let Some(qid) = Qid::parse(body) {
                     t.opened(fid, flags, qid);

@@ -22,14 +22,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::counters::{Activity, Counters, IN_FLIGHT};
 use crate::ninep::backend::{Backend, BackendError};
 use crate::ninep::confine::{self, After, Confine, Policy, Verdict};
 use crate::ninep::fids;
+use crate::ninep::frame::{self, Decoded, Dialect, FrameError, ERROR_REPLY_MAX, TVERSION};
 use crate::ninep::recover::{self, Gate};
 use crate::ninep::track::Tracker;
-use crate::ninep::frame::{self, Decoded, Dialect, FrameError, ERROR_REPLY_MAX, TVERSION};
 use crate::usb::pipe::{self, RecvError, TransferMem, UsbError, UsbPipe};
-use crate::counters::{Activity, Counters, IN_FLIGHT};
 
 /// Size limits of one board.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -561,9 +561,14 @@ fn rearm<P: UsbPipe + ?Sized>(pipe: &mut P, counters: &Counters, s: &mut Session
     })?;
     counters.rearms.fetch_add(1, Ordering::Relaxed);
     if *in_a_row == 1 {
-        tracing::info!("board unmounted: its usb9pfs function disabled its endpoints ({why}); re-selected the interface, waiting for the next mount");
+        tracing::info!(
+            "board unmounted: its usb9pfs function disabled its endpoints ({why}); re-selected the interface, waiting for the next mount"
+        );
     } else {
-        tracing::warn!("the board's usb9pfs function failed again right after it was re-armed ({why}); re-armed it once more ({} of {REARM_LIMIT})", *in_a_row);
+        tracing::warn!(
+            "the board's usb9pfs function failed again right after it was re-armed ({why}); re-armed it once more ({} of {REARM_LIMIT})",
+            *in_a_row
+        );
     }
     Ok(())
 }
@@ -638,7 +643,14 @@ enum Recovery {
 /// The board's live server session broke on `e`: rebuild it on a new
 /// connection within the board's recover window, counted from `since`
 /// (the first loss of this request), while the board's request waits.
-fn recover_session(backends: &dyn Backends, counters: &Counters, s: &mut Session, e: &BackendError, limits: &Limits, since: Instant) -> Recovery {
+fn recover_session(
+    backends: &dyn Backends,
+    counters: &Counters,
+    s: &mut Session,
+    e: &BackendError,
+    limits: &Limits,
+    since: Instant,
+) -> Recovery {
     if backends.stopping() {
         return Recovery::Off;
     }
@@ -743,7 +755,15 @@ fn not_repeated(s: &mut Session, t: &[u8], timeout: Option<std::time::Duration>)
 }
 
 /// Answers a request on a fid the last recovery lost.
-fn answer_gate<P: UsbPipe + ?Sized>(pipe: &mut P, buf: &mut [u8], s: &mut Session, tag: u16, kind: u8, g: Gate, counters: &Counters) -> Result<(), Exit> {
+fn answer_gate<P: UsbPipe + ?Sized>(
+    pipe: &mut P,
+    buf: &mut [u8],
+    s: &mut Session,
+    tag: u16,
+    kind: u8,
+    g: Gate,
+    counters: &Counters,
+) -> Result<(), Exit> {
     match g {
         Gate::Pass => reply_error(pipe, buf, s, tag, frame::EIO, counters),
         Gate::Stale => reply_error(pipe, buf, s, tag, libc::ESTALE as u32, counters),
@@ -765,7 +785,13 @@ fn answer_gate<P: UsbPipe + ?Sized>(pipe: &mut P, buf: &mut [u8], s: &mut Sessio
 
 /// Tells status whether the live session could be recovered.
 fn note_recoverable(s: &Session, limits: &Limits, counters: &Counters) {
-    let v = if !s.live { 0 } else if s.unrecoverable(limits).is_none() { 1 } else { 2 };
+    let v = if !s.live {
+        0
+    } else if s.unrecoverable(limits).is_none() {
+        1
+    } else {
+        2
+    };
     counters.recoverable.store(v, Ordering::Relaxed);
 }
 
@@ -855,8 +881,7 @@ mod tests {
 
     impl Backends for Direct {
         fn connect(&self) -> Result<Backend, ConnectError> {
-            Backend::connect(&self.0, std::time::Duration::from_secs(5))
-                .map_err(|e| ConnectError::from_io(&e, "connect".into()))
+            Backend::connect(&self.0, std::time::Duration::from_secs(5)).map_err(|e| ConnectError::from_io(&e, "connect".into()))
         }
         fn lost(&self, _: &BackendError) {}
     }

@@ -84,11 +84,7 @@ pub fn header(frame: &[u8]) -> Option<Header> {
     if frame.len() < HEADER_LEN {
         return None;
     }
-    Some(Header {
-        size: peek_size(frame)?,
-        kind: frame[4],
-        tag: u16::from_le_bytes([frame[5], frame[6]]),
-    })
+    Some(Header { size: peek_size(frame)?, kind: frame[4], tag: u16::from_le_bytes([frame[5], frame[6]]) })
 }
 
 /// Whether an R-message of type `r` can answer a T-message of type `t`: its
@@ -317,10 +313,7 @@ mod tests {
         }
         assert_eq!(check_size(7, 8192), Ok(()));
         assert_eq!(check_size(8192, 8192), Ok(()));
-        assert_eq!(
-            check_size(8193, 8192),
-            Err(FrameError::TooLarge { size: 8193, ceiling: 8192 })
-        );
+        assert_eq!(check_size(8193, 8192), Err(FrameError::TooLarge { size: 8193, ceiling: 8192 }));
         assert!(check_size(u32::MAX, 8192).is_err());
     }
 

@@ -14,10 +14,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::counters::Stamped;
 use crate::ninep::backend::{AbortHandle, Backend, BackendAddr, BackendError, Dial};
 use crate::ninep::confine::Policy;
 use crate::ninep::forward::{Backends, ConnectError};
-use crate::counters::Stamped;
 
 /// New server sessions a board may open in a row (each Tversion is one)…
 pub const SESSION_BURST: u32 = 8;
@@ -322,7 +322,10 @@ impl Backends for BoardBackend {
             return Err(Self::stopped_error());
         }
         if Instant::now() >= until {
-            return Err(ConnectError { errno: libc::EIO as u32, message: format!("9P server {addr} did not come back within the recover window") });
+            return Err(ConnectError {
+                errno: libc::EIO as u32,
+                message: format!("9P server {addr} did not come back within the recover window"),
+            });
         }
         self.tries.fetch_add(1, Ordering::Relaxed);
         match self.dial(&addr) {
@@ -565,13 +568,11 @@ mod tests {
         let text = String::from_utf8(lock(&out.0).clone()).expect("utf8");
         let ours: Vec<&str> = text.lines().filter(|l| l.contains("serial=log-timeout-1") && l.contains("busaddr=009-009")).collect();
         assert!(
-            ours.iter().any(|l| l.contains("backlog is full") && l.contains("errno 110") && l.contains("check whether it is wedged, stopped")),
+            ours.iter()
+                .any(|l| l.contains("backlog is full") && l.contains("errno 110") && l.contains("check whether it is wedged, stopped")),
             "{ours:#?}"
         );
-        assert!(
-            ours.iter().any(|l| l.contains("did not answer a Tread within 7s") && l.contains("raise request_timeout")),
-            "{ours:#?}"
-        );
+        assert!(ours.iter().any(|l| l.contains("did not answer a Tread within 7s") && l.contains("raise request_timeout")), "{ours:#?}");
     }
 
     #[test]

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use crate::ninep::backend::{Backend, BackendError};
 use crate::ninep::confine::{
-    NOFID, TATTACH, TAUTH, TCLUNK, TREMOVE, TFLUSH, TFSYNC, TGETATTR, TGETLOCK, TLOCK, TLOPEN, TREAD, TREADDIR, TREADLINK, TSETATTR,
+    NOFID, TATTACH, TAUTH, TCLUNK, TFLUSH, TFSYNC, TGETATTR, TGETLOCK, TLOCK, TLOPEN, TREAD, TREADDIR, TREADLINK, TREMOVE, TSETATTR,
     TSTATFS, TVERSION, TWALK, TWRITE, TXATTRWALK,
 };
 use crate::ninep::fids::{Attach, FidTable, Qid};
@@ -70,7 +70,13 @@ pub enum ReplayError {
 /// Rebuilds the session of `table` on `b`, a fresh connection. `msize` is
 /// the session's (the board's frames never exceed it).
 pub fn replay(b: &mut Backend, table: &mut FidTable, msize: u32, timeout: Option<Duration>) -> Result<Outcome, ReplayError> {
-    let mut x = Exchanger { b, t: vec![0u8; msize.max(8192) as usize], r: vec![0u8; msize.max(8192) as usize], msize, limit: Some(timeout.unwrap_or(REPLAY_EXCHANGE_LIMIT)) };
+    let mut x = Exchanger {
+        b,
+        t: vec![0u8; msize.max(8192) as usize],
+        r: vec![0u8; msize.max(8192) as usize],
+        msize,
+        limit: Some(timeout.unwrap_or(REPLAY_EXCHANGE_LIMIT)),
+    };
     x.version()?;
     // A fid number the board does not use, for each attach's root.
     let tmp = (0..u32::MAX - 1).rev().find(|n| table.get(*n).is_none()).unwrap_or(NOFID - 1);

@@ -19,8 +19,7 @@
 //! their type byte alone).
 
 use crate::ninep::confine::{
-    good_name, MAXWELEM, TATTACH, TCLUNK, TLCREATE, TLOCK, TLOPEN, TREMOVE, TRENAME, TRENAMEAT, TUNLINKAT, TWALK, TXATTRCREATE,
-    TXATTRWALK,
+    good_name, MAXWELEM, TATTACH, TCLUNK, TLCREATE, TLOCK, TLOPEN, TREMOVE, TRENAME, TRENAMEAT, TUNLINKAT, TWALK, TXATTRCREATE, TXATTRWALK,
 };
 use crate::ninep::fids::{Dest, FidTable, Full, Limits, Lock, Qid, TableRecord, MAX_PATH};
 
@@ -34,19 +33,52 @@ use crate::ninep::wire::Cursor;
 enum Pending {
     #[default]
     None,
-    Attach { fid: u32 },
-    Walk { fid: u32, newfid: u32, n: u8, weird: bool },
-    Open { fid: u32, flags: u32 },
-    Create { fid: u32, flags: u32, weird: bool },
-    Clunk { fid: u32 },
-    Remove { fid: u32 },
+    Attach {
+        fid: u32,
+    },
+    Walk {
+        fid: u32,
+        newfid: u32,
+        n: u8,
+        weird: bool,
+    },
+    Open {
+        fid: u32,
+        flags: u32,
+    },
+    Create {
+        fid: u32,
+        flags: u32,
+        weird: bool,
+    },
+    Clunk {
+        fid: u32,
+    },
+    Remove {
+        fid: u32,
+    },
     /// `path_a` → `path_b` in `attach`; `keep` is the fid a Trename named.
-    Rename { attach: u16, keep: Option<u32>, weird: bool },
+    Rename {
+        attach: u16,
+        keep: Option<u32>,
+        weird: bool,
+    },
     /// `path_a` of `attach` is gone.
-    Unlink { attach: u16, weird: bool },
-    XattrWalk { fid: u32, newfid: u32 },
-    XattrCreate { fid: u32 },
-    Lock { fid: u32, lock: LockReq },
+    Unlink {
+        attach: u16,
+        weird: bool,
+    },
+    XattrWalk {
+        fid: u32,
+        newfid: u32,
+    },
+    XattrCreate {
+        fid: u32,
+    },
+    Lock {
+        fid: u32,
+        lock: LockReq,
+    },
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -323,7 +355,9 @@ impl Tracker {
                 };
                 let (attach, mut qid, unreplayable) = (f.attach, f.qid, f.unreplayable);
                 if n > 0 {
-                    let Some(q) = c.take(Qid::LEN * n as usize).and_then(|qs| Qid::parse(&qs[Qid::LEN * (n as usize - 1)..])) else { return };
+                    let Some(q) = c.take(Qid::LEN * n as usize).and_then(|qs| Qid::parse(&qs[Qid::LEN * (n as usize - 1)..])) else {
+                        return;
+                    };
                     qid = q;
                 }
                 if let Err(e) = self.table.room_for(newfid, self.dest.path.len()) {

@@ -120,7 +120,8 @@ impl Device {
         // open_device_with_fd requires.
         let handle = unsafe { ctx.open_device_with_fd(node.as_raw_fd()) }.map_err(|e| lib_err(e, "open", &path))?;
         let config = handle.active_configuration().map_err(|e| lib_err(e, "read the configuration of", &path))?;
-        let layout = read_layout(&node, config).map_err(|e| OpenError::Failed(format!("cannot read the descriptors of {}: {e}", path.display())))?;
+        let layout =
+            read_layout(&node, config).map_err(|e| OpenError::Failed(format!("cannot read the descriptors of {}: {e}", path.display())))?;
         let Some(intf) = layout.usb9pfs.iter().find(|i| i.number == info.interface).copied() else {
             return Err(OpenError::Failed(format!(
                 "{} has no usb9pfs interface {} (ff/ff/09 with two bulk endpoints) any more",
@@ -183,10 +184,14 @@ impl Device {
         // SAFETY: `node` outlives `handle` (field order in `Device`).
         let handle = unsafe { ctx.open_device_with_fd(node.as_raw_fd()) }.map_err(|e| lib_err(e, "open", &path))?;
         let config = handle.active_configuration().map_err(|e| lib_err(e, "read the configuration of", &path))?;
-        let layout = read_layout(&node, config).map_err(|e| OpenError::Failed(format!("cannot read the descriptors of {}: {e}", path.display())))?;
-        let intf = layout.usb9pfs.iter().find(|i| i.number == info.interface).copied().ok_or_else(|| {
-            OpenError::Failed(format!("{} has no usb9pfs interface {} any more", path.display(), info.interface))
-        })?;
+        let layout =
+            read_layout(&node, config).map_err(|e| OpenError::Failed(format!("cannot read the descriptors of {}: {e}", path.display())))?;
+        let intf = layout
+            .usb9pfs
+            .iter()
+            .find(|i| i.number == info.interface)
+            .copied()
+            .ok_or_else(|| OpenError::Failed(format!("{} has no usb9pfs interface {} any more", path.display(), info.interface)))?;
         claim(&handle, intf.number).map_err(|e| lib_err(e, "claim", &path))?;
         Device::wrap(handle, ctx, node, intf, stop, Vec::new())
             .map_err(|e| OpenError::Failed(format!("cannot set up transfers for {}: {e}", path.display())))
@@ -565,9 +570,12 @@ impl UsbPipe for Device {
         };
         select_alt(&self.handle, self.layout, &self.stop).map_err(|e| match e {
             Selected::Stopped => UsbError::Stopped,
-            Selected::Failed(e) => gone_or(&format!("re-select alternate setting {} of interface {}", self.layout.alt, self.layout.number), e),
+            Selected::Failed(e) => {
+                gone_or(&format!("re-select alternate setting {} of interface {}", self.layout.alt, self.layout.number), e)
+            }
         })?;
-        clear_halts(&self.handle, self.layout).map_err(|e| gone_or("clear the endpoints' halts after re-selecting the alternate setting", e))
+        clear_halts(&self.handle, self.layout)
+            .map_err(|e| gone_or("clear the endpoints' halts after re-selecting the alternate setting", e))
     }
 
     fn transfer_mem(&mut self, len: usize) -> Option<TransferMem> {
@@ -657,9 +665,23 @@ mod usbfs {
     pub const CAP_ZERO_PACKET: u32 = 0x01;
 
     // _IOC encoding: asm-generic, except where the architecture differs.
-    #[cfg(any(target_arch = "powerpc", target_arch = "powerpc64", target_arch = "mips", target_arch = "mips64", target_arch = "sparc", target_arch = "sparc64"))]
+    #[cfg(any(
+        target_arch = "powerpc",
+        target_arch = "powerpc64",
+        target_arch = "mips",
+        target_arch = "mips64",
+        target_arch = "sparc",
+        target_arch = "sparc64"
+    ))]
     const DIRS: [c_ulong; 4] = [1, 4, 2, 29];
-    #[cfg(not(any(target_arch = "powerpc", target_arch = "powerpc64", target_arch = "mips", target_arch = "mips64", target_arch = "sparc", target_arch = "sparc64")))]
+    #[cfg(not(any(
+        target_arch = "powerpc",
+        target_arch = "powerpc64",
+        target_arch = "mips",
+        target_arch = "mips64",
+        target_arch = "sparc",
+        target_arch = "sparc64"
+    )))]
     const DIRS: [c_ulong; 4] = [0, 1, 2, 30];
     const NONE: c_ulong = DIRS[0];
     const WRITE: c_ulong = DIRS[1];

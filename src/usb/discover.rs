@@ -35,11 +35,8 @@ impl Sysfs {
         let Ok(entries) = fs::read_dir(&self.devices) else {
             return Vec::new();
         };
-        let mut found: Vec<GadgetInfo> = entries
-            .flatten()
-            .filter(|e| !e.file_name().to_string_lossy().contains(':'))
-            .flat_map(|e| probe(&e.path()))
-            .collect();
+        let mut found: Vec<GadgetInfo> =
+            entries.flatten().filter(|e| !e.file_name().to_string_lossy().contains(':')).flat_map(|e| probe(&e.path())).collect();
         found.sort_by_key(|g| g.key());
         found
     }

@@ -12,7 +12,6 @@ use std::io;
 
 use tokio::io::unix::AsyncFd;
 
-
 use crate::board::{BusAddr, GadgetInfo, GadgetKey};
 use crate::usb::discover::{probe, Sysfs};
 
@@ -34,10 +33,13 @@ pub enum HotplugEvent {
 }
 
 pub async fn run(sysfs: Sysfs, tx: impl Fn(HotplugEvent) -> bool) -> io::Result<()> {
-    let monitor = udev::MonitorBuilder::new()
-        .and_then(|m| m.match_subsystem_devtype("usb", "usb_device"))
-        .and_then(|m| m.listen())
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen to udev for USB hotplug: {e} (is /run/udev present and the netlink socket allowed?)")))?;
+    let monitor =
+        udev::MonitorBuilder::new().and_then(|m| m.match_subsystem_devtype("usb", "usb_device")).and_then(|m| m.listen()).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot listen to udev for USB hotplug: {e} (is /run/udev present and the netlink socket allowed?)"),
+            )
+        })?;
     for g in sysfs.scan() {
         send(&tx, HotplugEvent::Present(g))?;
     }

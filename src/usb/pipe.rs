@@ -291,11 +291,7 @@ pub const MAX_STRAY_ZLPS: u32 = 64;
 /// request ends the wait only while no byte of the message has arrived; a
 /// message whose rest never comes ends in [`FrameError::Unfinished`], which
 /// says how much of it did.
-pub fn recv_message<P: UsbPipe + ?Sized>(
-    pipe: &mut P,
-    buf: &mut [u8],
-    ceiling: u32,
-) -> Result<usize, RecvError> {
+pub fn recv_message<P: UsbPipe + ?Sized>(pipe: &mut P, buf: &mut [u8], ceiling: u32) -> Result<usize, RecvError> {
     let want = request_len(ceiling, pipe.max_packet_size()).min(buf.len());
     let chunk = in_chunk(ceiling, pipe.max_packet_size());
     let mut got = 0;
@@ -304,9 +300,7 @@ pub fn recv_message<P: UsbPipe + ?Sized>(
         let end = (got + chunk).min(want);
         pipe.read_transfer(&mut buf[got..end], got == 0).map_err(|e| match e {
             // The rest of a begun message never came: say how much did.
-            UsbError::PartialFrame => {
-                RecvError::Frame(FrameError::Unfinished { got, declared, waited_s: partial_frame_wait().as_secs() })
-            }
+            UsbError::PartialFrame => RecvError::Frame(FrameError::Unfinished { got, declared, waited_s: partial_frame_wait().as_secs() }),
             e => RecvError::Usb(e),
         })
     };
@@ -344,11 +338,7 @@ pub fn recv_message<P: UsbPipe + ?Sized>(
 /// Sends one R-message to the board as one transfer, ended by the ZLP the
 /// board's receive request needs when the message is a whole number of
 /// packets shorter than its `board_buflen`.
-pub fn send_message<P: UsbPipe + ?Sized>(
-    pipe: &mut P,
-    msg: &[u8],
-    board_buflen: u32,
-) -> Result<(), UsbError> {
+pub fn send_message<P: UsbPipe + ?Sized>(pipe: &mut P, msg: &[u8], board_buflen: u32) -> Result<(), UsbError> {
     let zlp = needs_zlp(msg.len(), pipe.max_packet_size(), board_buflen);
     pipe.write_transfer(msg, zlp)
 }
@@ -467,10 +457,7 @@ mod tests {
         board.send(&m);
         assert_eq!(recv_message(&mut host, &mut buf, 16384), Ok(16384));
         board.send(&msg(16385, 9));
-        assert_eq!(
-            recv_message(&mut host, &mut buf, 16384),
-            Err(RecvError::Frame(FrameError::TooLarge { size: 16385, ceiling: 16384 }))
-        );
+        assert_eq!(recv_message(&mut host, &mut buf, 16384), Err(RecvError::Frame(FrameError::TooLarge { size: 16385, ceiling: 16384 })));
     }
 
     #[test]
@@ -481,10 +468,7 @@ mod tests {
             let mut m = msg(64, 1);
             m[..4].copy_from_slice(&declared.to_le_bytes());
             board.send(&m);
-            assert!(
-                matches!(recv_message(&mut host, &mut buf, 8192), Err(RecvError::Frame(_))),
-                "declared {declared}"
-            );
+            assert!(matches!(recv_message(&mut host, &mut buf, 8192), Err(RecvError::Frame(_))), "declared {declared}");
         }
         // Declares more than the board then sends: a length mismatch, not a hang.
         let (mut host, board) = pair(16384);
@@ -492,19 +476,13 @@ mod tests {
         m[..4].copy_from_slice(&100u32.to_le_bytes());
         board.send(&m);
         board.send_zlp();
-        assert_eq!(
-            recv_message(&mut host, &mut buf, 8192),
-            Err(RecvError::Frame(FrameError::LengthMismatch { declared: 100, got: 64 }))
-        );
+        assert_eq!(recv_message(&mut host, &mut buf, 8192), Err(RecvError::Frame(FrameError::LengthMismatch { declared: 100, got: 64 })));
         // Declares less than the transfer carried.
         let (mut host, board) = pair(16384);
         let mut m = msg(64, 1);
         m[..4].copy_from_slice(&20u32.to_le_bytes());
         board.send(&m);
-        assert_eq!(
-            recv_message(&mut host, &mut buf, 8192),
-            Err(RecvError::Frame(FrameError::LengthMismatch { declared: 20, got: 64 }))
-        );
+        assert_eq!(recv_message(&mut host, &mut buf, 8192), Err(RecvError::Frame(FrameError::LengthMismatch { declared: 20, got: 64 })));
     }
 
     #[test]
@@ -543,7 +521,9 @@ mod tests {
         // Tversion msize): the session uses max(configured, msize), which is
         // the real size whenever the board mounts with msize = buflen (the
         // default) or the config names its buflen.
-        for (real, configured, msize) in [(65536u32, 16384u32, 65536u32), (65536, 65536, 16384), (16384, 16384, 16384), (32768, 16384, 32768)] {
+        for (real, configured, msize) in
+            [(65536u32, 16384u32, 65536u32), (65536, 65536, 16384), (16384, 16384, 16384), (32768, 16384, 32768)]
+        {
             let board_rx = configured.max(msize);
             let (mut host, board) = sim::gadget(512, real);
             for edge in [configured, msize, real] {
@@ -681,10 +661,7 @@ mod tests {
         for _ in 0..=MAX_STRAY_ZLPS {
             board.send_zlp();
         }
-        assert_eq!(
-            recv_message(&mut host, &mut buf, 16384),
-            Err(RecvError::Frame(FrameError::StrayZlps { count: MAX_STRAY_ZLPS + 1 }))
-        );
+        assert_eq!(recv_message(&mut host, &mut buf, 16384), Err(RecvError::Frame(FrameError::StrayZlps { count: MAX_STRAY_ZLPS + 1 })));
     }
 
     #[test]

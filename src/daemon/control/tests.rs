@@ -35,8 +35,8 @@ fn daemon_with(adjust: impl FnOnce(Listener) -> Listener) -> Daemon {
     let (socket, config) = (dir.path().join("control"), dir.path().join("config.toml"));
     std::fs::write(&config, GOOD).expect("write config");
     let (tx, rx) = mpsc::unbounded_channel();
-    let sup = Supervisor::new(Config::load(&config).expect("config"), NoWorkers, Box::new(Silent), tx.clone())
-        .with_config_path(config.clone());
+    let sup =
+        Supervisor::new(Config::load(&config).expect("config"), NoWorkers, Box::new(Silent), tx.clone()).with_config_path(config.clone());
     tokio::spawn(sup.run(rx));
     let listener = adjust(bind(&socket).expect("bind"));
     tokio::spawn(listener.serve(tx, Some(config.clone())));
@@ -57,7 +57,8 @@ async fn raw(socket: &Path, bytes: Vec<u8>) -> String {
         let _ = s.write_all(&bytes);
         let _ = s.shutdown(std::net::Shutdown::Write);
         let mut answer = String::new();
-        s.read_to_string(&mut answer).unwrap_or_else(|e| panic!("read answer to {:?}: {e}", String::from_utf8_lossy(&bytes[..bytes.len().min(40)])));
+        s.read_to_string(&mut answer)
+            .unwrap_or_else(|e| panic!("read answer to {:?}: {e}", String::from_utf8_lossy(&bytes[..bytes.len().min(40)])));
         answer
     })
     .await

@@ -16,9 +16,9 @@ use std::time::SystemTime;
 use super::{Slot, Spawn, Supervisor};
 use crate::board::{GadgetInfo, GadgetKey};
 use crate::config::{Config, ConfigError, Decision, Target};
-use crate::ninep::reconnect::BoardBackend;
 use crate::daemon::reload::{self, Action, Summary};
 use crate::daemon::status::Stamped;
+use crate::ninep::reconnect::BoardBackend;
 use crate::worker::End;
 
 /// The key of the supervisor's board map: one usb9pfs interface.

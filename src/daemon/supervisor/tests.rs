@@ -345,12 +345,7 @@ async fn shutdown_returns() {
     let config = Config::parse(CONFIG, Path::new("t.toml")).expect("config");
     let (tx, rx) = mpsc::unbounded_channel();
     let jobs = Jobs::default();
-    let sup = Supervisor::new(
-        config,
-        Recorder { jobs: jobs.clone(), ..Default::default() },
-        Box::new(Silent),
-        tx.clone(),
-    );
+    let sup = Supervisor::new(config, Recorder { jobs: jobs.clone(), ..Default::default() }, Box::new(Silent), tx.clone());
     tx.send(Input::Hotplug(HotplugEvent::Present(gadget("A", 1, 2)))).expect("send");
     tx.send(Input::Shutdown).expect("send");
     sup.run(rx).await;
@@ -366,10 +361,7 @@ async fn each_usb9pfs_interface_is_a_board_and_removal_stops_them_all() {
     r.send(HotplugEvent::Present(iface("B", 2, 3, 0)));
     let s = r.status().await;
     let listed: Vec<_> = s.iter().map(|b| (b.busaddr.as_str(), b.interface, b.state.clone())).collect();
-    assert_eq!(
-        listed,
-        vec![("001-002", 2, BoardState::Idle), ("001-002", 10, BoardState::Idle), ("002-003", 0, BoardState::Idle)]
-    );
+    assert_eq!(listed, vec![("001-002", 2, BoardState::Idle), ("001-002", 10, BoardState::Idle), ("002-003", 0, BoardState::Idle)]);
     assert_eq!(r.spawned(), 3, "one worker per interface");
     // One interface's failure leaves its sibling alone.
     r.end(1, End::Failed("interface 10 broke".into())).await;

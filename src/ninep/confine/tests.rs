@@ -226,7 +226,9 @@ fn squash_rewrites_the_attach_and_every_gid_and_refuses_owner_changes() {
         assert_eq!(&sent[sent.len() - 4..], &100u32.to_le_bytes(), "{}: gid squashed", frame::type_name(t[4]));
         assert_eq!(&sent[..sent.len() - 4], &t[..t.len() - 4], "nothing else changed");
     }
-    let setattr = |valid: u32| msg(TSETATTR, 1, &body(&[B::D(0), B::D(valid), B::D(0), B::D(0), B::D(0), B::Q(0), B::Q(0), B::Q(0), B::Q(0), B::Q(0)]));
+    let setattr = |valid: u32| {
+        msg(TSETATTR, 1, &body(&[B::D(0), B::D(valid), B::D(0), B::D(0), B::D(0), B::Q(0), B::Q(0), B::Q(0), B::Q(0), B::Q(0)]))
+    };
     assert_eq!(ask(&mut c, &mut s, &setattr(ATTR_UID)), Got::Err(EPERM));
     assert_eq!(ask(&mut c, &mut s, &setattr(ATTR_GID | 1)), Got::Err(EPERM));
     assert!(matches!(ask(&mut c, &mut s, &setattr(1 | 8)), Got::Reply(_)), "mode and size pass");
@@ -234,7 +236,9 @@ fn squash_rewrites_the_attach_and_every_gid_and_refuses_owner_changes() {
 
 #[test]
 fn anames_are_confined_by_components_and_below_is_reached_by_walking() {
-    for bad in [&b"/srv/boards/b"[..], b"/srv/boards/ab", b"/srv/boards", b"/srv/boards/a/../b", b"/srv/boards/a/./x", b"srv/boards/a", b"/"] {
+    for bad in
+        [&b"/srv/boards/b"[..], b"/srv/boards/ab", b"/srv/boards", b"/srv/boards/a/../b", b"/srv/boards/a/./x", b"srv/boards/a", b"/"]
+    {
         let mut c = policy(Some("/srv/boards/a"), false, None, None);
         let mut s = Server::default();
         assert_eq!(ask(&mut c, &mut s, &tattach(0, b"u", bad, 0)), Got::Err(EACCES), "{}", String::from_utf8_lossy(bad));

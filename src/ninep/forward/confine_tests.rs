@@ -166,7 +166,8 @@ fn a_confined_board_is_answered_by_usb9pfsd_and_the_server_sees_only_what_is_all
     let seen = server.seen.lock().expect("seen").clone();
     let kinds: Vec<u8> = seen.iter().map(|t| t[4]).collect();
     assert_eq!(kinds, vec![TVERSION, TATTACH, TWALK], "only the allowed requests reached the server");
-    let body = [0u32.to_le_bytes().to_vec(), (!0u32).to_le_bytes().to_vec(), s(b""), s(b"/srv/boards/a"), 1000u32.to_le_bytes().to_vec()].concat();
+    let body =
+        [0u32.to_le_bytes().to_vec(), (!0u32).to_le_bytes().to_vec(), s(b""), s(b"/srv/boards/a"), 1000u32.to_le_bytes().to_vec()].concat();
     assert_eq!(seen[1], msg(TATTACH, 1, &body), "attached to the export as uid 1000");
     assert_eq!(seen[2], twalk(0, 1, &[]), "the server was never asked for `..` at the root");
     assert_eq!(counters.snapshot().refused, 4);
@@ -192,11 +193,7 @@ fn an_unconfined_board_is_carried_as_before() {
 }
 
 /// Runs a loop over `host` with `session` on another thread.
-fn resume(
-    mut host: sim::HostEnd,
-    backends: Arc<Confined>,
-    mut session: Session,
-) -> std::thread::JoinHandle<(Exit, Session, sim::HostEnd)> {
+fn resume(mut host: sim::HostEnd, backends: Arc<Confined>, mut session: Session) -> std::thread::JoinHandle<(Exit, Session, sim::HostEnd)> {
     let limits = Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None, recover_window: std::time::Duration::ZERO };
     std::thread::spawn(move || {
         let exit = run(&mut host, backends.as_ref(), &Counters::default(), limits, &mut session);

@@ -355,7 +355,12 @@ fn the_board_gets_the_same_replies_wherever_the_server_dies() {
                 if msgs[i][4] == TLOCK && *g == eio {
                     continue;
                 }
-                assert_eq!(g, w, "message {i} ({}) differs when the server dies {death:?} at its message {at}", frame::type_name(msgs[i][4]));
+                assert_eq!(
+                    g,
+                    w,
+                    "message {i} ({}) differs when the server dies {death:?} at its message {at}",
+                    frame::type_name(msgs[i][4])
+                );
             }
             recovered += r.counters.snapshot().recoveries;
             finish(r);
