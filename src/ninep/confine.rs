@@ -58,39 +58,13 @@ use crate::ninep::fids::{Dest, FidTable, Full, Limits, Qid, TableRecord, MAX_PAT
 use crate::ninep::frame::{self, HEADER_LEN, RLERROR};
 use crate::ninep::wire::{Cursor, Writer};
 
-pub const NOFID: u32 = !0;
-pub const NONUNAME: u32 = !0;
-/// Most names in one Twalk (MAXWELEM).
-pub const MAXWELEM: usize = 16;
-
-pub const TSTATFS: u8 = 8;
-pub const TLOPEN: u8 = 12;
-pub const TLCREATE: u8 = 14;
-pub const TSYMLINK: u8 = 16;
-pub const TMKNOD: u8 = 18;
-pub const TRENAME: u8 = 20;
-pub const TREADLINK: u8 = 22;
-pub const TGETATTR: u8 = 24;
-pub const TSETATTR: u8 = 26;
-pub const TXATTRWALK: u8 = 30;
-pub const TXATTRCREATE: u8 = 32;
-pub const TREADDIR: u8 = 40;
-pub const TFSYNC: u8 = 50;
-pub const TLOCK: u8 = 52;
-pub const TGETLOCK: u8 = 54;
-pub const TLINK: u8 = 70;
-pub const TMKDIR: u8 = 72;
-pub const TRENAMEAT: u8 = 74;
-pub const TUNLINKAT: u8 = 76;
-pub const TVERSION: u8 = 100;
-pub const TAUTH: u8 = 102;
-pub const TATTACH: u8 = 104;
-pub const TFLUSH: u8 = 108;
-pub const TWALK: u8 = 110;
-pub const TREAD: u8 = 116;
-pub const TWRITE: u8 = 118;
-pub const TCLUNK: u8 = 120;
-pub const TREMOVE: u8 = 122;
+// The 9P2000.L message types and limits live in frame.rs; re-exported for
+// the modules and tests that name them through confinement.
+pub use crate::ninep::frame::{
+    good_name, MAXWELEM, NOFID, NONUNAME, TATTACH, TAUTH, TCLUNK, TFLUSH, TFSYNC, TGETATTR, TGETLOCK, TLCREATE, TLINK, TLOCK, TLOPEN,
+    TMKDIR, TMKNOD, TREAD, TREADDIR, TREADLINK, TREMOVE, TRENAME, TRENAMEAT, TSETATTR, TSTATFS, TSYMLINK, TUNLINKAT, TVERSION, TWALK,
+    TWRITE, TXATTRCREATE, TXATTRWALK,
+};
 
 /// 9P2000.L open flags (P9_DOTL_*).
 const O_ACCMODE: u32 = 3;
@@ -451,7 +425,7 @@ impl Confine {
             // The read/write path: the type byte decides, no table lookup.
             TREAD | TREADDIR | TFSYNC | TGETLOCK | TFLUSH => Verdict::Forward(n),
             TLOCK => {
-                if let (Some(_), Some((fid, l, client))) = (&self.table, crate::ninep::track::tlock(&buf[..n])) {
+                if let (Some(_), Some((fid, l, client))) = (&self.table, crate::ninep::frame::tlock(&buf[..n])) {
                     self.path_b.clear();
                     self.path_b.extend_from_slice(client);
                     self.pending =
@@ -1030,14 +1004,14 @@ impl Confine {
                 t.set_xattr(fid);
                 After::Reply(len)
             }
-            Pending::Lock { fid, .. } if self.path_b.len() > crate::ninep::track::MAX_CLIENT_ID => {
+            Pending::Lock { fid, .. } if self.path_b.len() > crate::ninep::frame::MAX_CLIENT_ID => {
                 // A client id no board sends: this fid's locks cannot be
                 // taken again after a server restart.
                 t.mark_unreplayable(fid);
                 After::Reply(len)
             }
             Pending::Lock { fid, lock } => {
-                if crate::ninep::track::rlock_ok(&r[..len]) {
+                if crate::ninep::frame::rlock_ok(&r[..len]) {
                     let l = crate::ninep::fids::Lock { kind: lock.kind, start: lock.start, length: lock.length, proc_id: lock.proc_id };
                     t.locked(fid, l, &self.path_b);
                 }
@@ -1236,11 +1210,6 @@ enum Use {
 /// Whether open flags may change the file.
 fn writes(flags: u32) -> bool {
     flags & O_ACCMODE != 0 || flags & (O_TRUNC | O_APPEND | O_CREAT) != 0
-}
-
-/// A name of one file: no `/`, no NUL, not empty, not `.` or `..`.
-pub fn good_name(name: &[u8]) -> bool {
-    !name.is_empty() && name != b"." && name != b".." && !name.contains(&b'/') && !name.contains(&0)
 }
 
 /// Puts into `dest` the components of `aname` below `export` (its

@@ -22,6 +22,64 @@ pub const RERROR: u8 = 107;
 /// Linux errno values the forwarder answers with.
 pub const EIO: u32 = 5;
 
+// 9P2000.L message types and limits (include/net/9p/9p.h).
+pub const NOFID: u32 = !0;
+pub const NONUNAME: u32 = !0;
+/// Most names in one Twalk (MAXWELEM).
+pub const MAXWELEM: usize = 16;
+
+pub const TSTATFS: u8 = 8;
+pub const TLOPEN: u8 = 12;
+pub const TLCREATE: u8 = 14;
+pub const TSYMLINK: u8 = 16;
+pub const TMKNOD: u8 = 18;
+pub const TRENAME: u8 = 20;
+pub const TREADLINK: u8 = 22;
+pub const TGETATTR: u8 = 24;
+pub const TSETATTR: u8 = 26;
+pub const TXATTRWALK: u8 = 30;
+pub const TXATTRCREATE: u8 = 32;
+pub const TREADDIR: u8 = 40;
+pub const TFSYNC: u8 = 50;
+pub const TLOCK: u8 = 52;
+pub const TGETLOCK: u8 = 54;
+pub const TLINK: u8 = 70;
+pub const TMKDIR: u8 = 72;
+pub const TRENAMEAT: u8 = 74;
+pub const TUNLINKAT: u8 = 76;
+pub const TAUTH: u8 = 102;
+pub const TATTACH: u8 = 104;
+pub const TFLUSH: u8 = 108;
+pub const TWALK: u8 = 110;
+pub const TREAD: u8 = 116;
+pub const TWRITE: u8 = 118;
+pub const TCLUNK: u8 = 120;
+pub const TREMOVE: u8 = 122;
+
+/// Longest Tlock client id kept (the Linux client sends its host name).
+pub const MAX_CLIENT_ID: usize = 256;
+
+/// A name of one file: no `/`, no NUL, not empty, not `.` or `..`.
+pub fn good_name(name: &[u8]) -> bool {
+    !name.is_empty() && name != b"." && name != b".." && !name.contains(&b'/') && !name.contains(&0)
+}
+
+/// A parsed Tlock: fid, the lock, its client id.
+pub fn tlock(t: &[u8]) -> Option<(u32, crate::ninep::fids::Lock, &[u8])> {
+    let mut c = crate::ninep::wire::Cursor::new(t.get(HEADER_LEN..)?);
+    let fid = c.u32()?;
+    let kind = c.u8()?;
+    let _flags = c.u32()?;
+    let (start, length, proc_id) = (c.u64()?, c.u64()?, c.u32()?);
+    let client = c.string()?;
+    Some((fid, crate::ninep::fids::Lock { kind, start, length, proc_id }, client))
+}
+
+/// Whether an Rlock says the lock was taken (P9_LOCK_SUCCESS).
+pub fn rlock_ok(r: &[u8]) -> bool {
+    r.get(4) == Some(&(TLOCK + 1)) && r.get(HEADER_LEN) == Some(&0)
+}
+
 /// The fixed header of every 9P message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {

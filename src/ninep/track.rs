@@ -18,13 +18,12 @@
 //! on the read/write path (Tread, Twrite, Treaddir, Tfsync are classified by
 //! their type byte alone).
 
-use crate::ninep::confine::{
+use crate::ninep::fids::{Dest, FidTable, Full, Limits, Lock, Qid, TableRecord, MAX_PATH};
+use crate::ninep::frame::{
     good_name, MAXWELEM, TATTACH, TCLUNK, TLCREATE, TLOCK, TLOPEN, TREMOVE, TRENAME, TRENAMEAT, TUNLINKAT, TWALK, TXATTRCREATE, TXATTRWALK,
 };
-use crate::ninep::fids::{Dest, FidTable, Full, Limits, Lock, Qid, TableRecord, MAX_PATH};
 
-/// Longest Tlock client id kept (the Linux client sends its host name).
-pub const MAX_CLIENT_ID: usize = 256;
+pub use crate::ninep::frame::MAX_CLIENT_ID;
 use crate::ninep::frame::{self, HEADER_LEN, RLERROR};
 use crate::ninep::wire::Cursor;
 
@@ -89,21 +88,7 @@ struct LockReq {
     proc_id: u32,
 }
 
-/// A parsed Tlock: fid, the lock, its client id.
-pub fn tlock(t: &[u8]) -> Option<(u32, Lock, &[u8])> {
-    let mut c = Cursor::new(t.get(HEADER_LEN..)?);
-    let fid = c.u32()?;
-    let kind = c.u8()?;
-    let _flags = c.u32()?;
-    let (start, length, proc_id) = (c.u64()?, c.u64()?, c.u32()?);
-    let client = c.string()?;
-    Some((fid, Lock { kind, start, length, proc_id }, client))
-}
-
-/// Whether an Rlock says the lock was taken (P9_LOCK_SUCCESS).
-pub fn rlock_ok(r: &[u8]) -> bool {
-    r.get(4) == Some(&(TLOCK + 1)) && r.get(HEADER_LEN) == Some(&0)
-}
+pub use crate::ninep::frame::{rlock_ok, tlock};
 
 /// One unconfined board's session, as far as recovery needs it.
 #[derive(Debug)]
