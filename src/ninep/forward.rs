@@ -425,6 +425,7 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
         // The exchange; a lost session is rebuilt (recover.rs) and the
         // request sent again if that cannot change its result.
         let mut attempt_since = None;
+        let mut resent = false;
         let exchanged = loop {
             let Some(backend) = s.backend.as_mut() else { break Err(Failed::Answer(frame::EIO)) };
             match backend.exchange(t, rb, s.ceiling, limits.request_timeout) {
@@ -444,6 +445,17 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
                     if !recover::repeatable(t, s.table()) {
                         break Err(Failed::NotRepeated);
                     }
+                    if attempt_since.is_some_and(|_| resent) {
+                        // The server broke the session on this very request
+                        // again: it is the request, not the server. The
+                        // session goes on; the request gets EIO.
+                        tracing::warn!(
+                            "the server broke the session again on the board's {} sent after recovery: answering it EIO instead of sending it a third time",
+                            frame::type_name(h.kind)
+                        );
+                        break Err(Failed::Answer(frame::EIO));
+                    }
+                    resent = true;
                     tracing::debug!("sending the board's {} again on the recovered session", frame::type_name(h.kind));
                 }
             }

@@ -41,6 +41,9 @@ struct World {
     replaced: HashMap<String, u64>,
     /// Tmkdir calls that reached the server.
     mkdirs: u32,
+    /// Drop the connection whenever a message has this tag (a request the
+    /// server cannot take).
+    poison_tag: Option<u16>,
 }
 
 struct Server {
@@ -110,6 +113,9 @@ fn connection(mut c: std::os::unix::net::UnixStream, world: &Mutex<World>) {
             w.die_at.filter(|(at, _)| *at == n).map(|(_, d)| d)
         };
         if death == Some(Death::BeforeRead) {
+            return;
+        }
+        if world.lock().expect("world").poison_tag == Some(u16::from_le_bytes([t[5], t[6]])) {
             return;
         }
         let mut w = world.lock().expect("world");
@@ -552,4 +558,20 @@ fn bookkeeping_cost_per_message() {
 
 fn msgs_attach() -> Vec<u8> {
     session().swap_remove(1)
+}
+
+#[test]
+fn a_request_the_server_cannot_take_is_answered_eio_after_one_resend_and_the_session_goes_on() {
+    let srv = server();
+    let r = start(&srv, Duration::from_secs(20));
+    let msgs = session();
+    replies(&r, &msgs[..5]);
+    srv.world.lock().expect("world").poison_tag = Some(50);
+    let t0 = std::time::Instant::now();
+    let got = replies(&r, &[read(50, 2, 0, 10), read(51, 2, 0, 10)]);
+    assert_eq!(got[0], reply(RLERROR, 50, &(libc::EIO as u32).to_le_bytes()), "EIO, not a loop until the window ends");
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    assert_eq!(got[1][4], TREAD + 1, "the session goes on");
+    assert_eq!(r.counters.snapshot().recoveries, 2, "recovered after the first and the second loss");
+    finish(r);
 }
