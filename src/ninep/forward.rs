@@ -445,7 +445,7 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
                     if !recover::repeatable(t, s.table()) {
                         break Err(Failed::NotRepeated);
                     }
-                    if attempt_since.is_some_and(|_| resent) {
+                    if resent {
                         // The server broke the session on this very request
                         // again: it is the request, not the server. The
                         // session goes on; the request gets EIO.
