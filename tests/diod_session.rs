@@ -3,95 +3,20 @@
 //! Tread of a known file, Tclunk), then a remount, then the server dying.
 //! Needs the `diod` binary (Debian package diod); fails loudly without it.
 
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::net::TcpListener;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use usb9pfsd::board::GadgetInfo;
+use common::{content, gadget, start_diod, start_diod_on, Msg, NOFID};
+
 use usb9pfsd::daemon::status::Counters;
 use usb9pfsd::ninep::forward::Limits;
 use usb9pfsd::ninep::reconnect::BoardBackend;
 use usb9pfsd::usb::sim::{self, Board};
 use usb9pfsd::worker::{self, End, Job, Reporter};
-
-const NOFID: u32 = u32::MAX;
-
-struct Diod {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Diod {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn diod_binary() -> PathBuf {
-    for p in ["/usr/sbin/diod", "/usr/bin/diod"] {
-        if Path::new(p).exists() {
-            return p.into();
-        }
-    }
-    panic!("diod is not installed: apt-get install diod (the test command installs it)");
-}
-
-/// Starts diod exporting `export` and waits (bounded) until it listens.
-fn start_diod(export: &Path) -> Diod {
-    let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let child = Command::new(diod_binary())
-        .args(["-f", "-n", "-d", "0", "-L", "stderr", "-l"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("-e")
-        .arg(export)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start diod");
-    let diod = Diod { child, port };
-    // Readiness of an external process: probe its port, bounded.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "diod did not listen on port {port} within 10 s");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    diod
-}
-
-/// Builds 9P messages the way a board's kernel would.
-struct Msg(Vec<u8>);
-
-impl Msg {
-    fn new(kind: u8, tag: u16) -> Msg {
-        let mut v = vec![0, 0, 0, 0, kind];
-        v.extend_from_slice(&tag.to_le_bytes());
-        Msg(v)
-    }
-    fn u16(mut self, x: u16) -> Msg {
-        self.0.extend_from_slice(&x.to_le_bytes());
-        self
-    }
-    fn u32(mut self, x: u32) -> Msg {
-        self.0.extend_from_slice(&x.to_le_bytes());
-        self
-    }
-    fn u64(mut self, x: u64) -> Msg {
-        self.0.extend_from_slice(&x.to_le_bytes());
-        self
-    }
-    fn s(self, s: &str) -> Msg {
-        let mut m = self.u16(s.len() as u16);
-        m.0.extend_from_slice(s.as_bytes());
-        m
-    }
-    fn done(mut self) -> Vec<u8> {
-        let n = self.0.len() as u32;
-        self.0[..4].copy_from_slice(&n.to_le_bytes());
-        self.0
-    }
-}
 
 /// Sends a T-message and returns the reply after checking type and tag.
 fn rpc(board: &Board, t: Vec<u8>, want_type: u8) -> Vec<u8> {
@@ -107,23 +32,6 @@ fn rpc(board: &Board, t: Vec<u8>, want_type: u8) -> Vec<u8> {
 fn errno_of(r: &[u8]) -> u32 {
     assert_eq!(r[4], 7, "an Rlerror");
     u32::from_le_bytes([r[7], r[8], r[9], r[10]])
-}
-
-fn gadget() -> GadgetInfo {
-    GadgetInfo::example(Some("ITEST"), 1, 2)
-}
-
-/// Deterministic file content (xorshift), so failures are reproducible.
-fn content(len: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9e3779b97f4a7c15;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 fn mount(board: &Board, export: &Path, msize: u32) {
@@ -239,14 +147,7 @@ fn server_coming_back_serves_a_new_mount() {
     let r = rpc(&board, Msg::new(100, 0xffff).u32(16384).s("9P2000.L").done(), 7);
     assert_eq!(errno_of(&r), libc::ECONNREFUSED as u32);
 
-    let child = Command::new(diod_binary())
-        .args(["-f", "-n", "-d", "0", "-L", "stderr", "-l"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("-e")
-        .arg(&export)
-        .spawn()
-        .expect("diod");
-    let _diod = Diod { child, port };
+    let _diod = start_diod_on(&export, port);
     // Mount retries, as a person or a boot script would, bounded.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
