@@ -170,7 +170,7 @@ fn rig(port: u16, policy: &Policy) -> Rig {
         counters: counters.clone(),
         limits: Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None, recover_window: std::time::Duration::ZERO },
         stop: host.stop_switch(),
-        adopt: None,
+        handed: None,
         reporter: Reporter { key: gadget.key(), generation: 1, sink: Arc::new(|_| {}) },
     };
     let worker = std::thread::spawn(move || {

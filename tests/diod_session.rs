@@ -62,7 +62,7 @@ fn real_9p_session_through_a_worker_to_diod() {
         counters: counters.clone(),
         limits: Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None, recover_window: std::time::Duration::ZERO },
         stop: host.stop_switch(),
-        adopt: None,
+        handed: None,
         reporter: Reporter { key: gadget().key(), generation: 1, sink: Arc::new(|_| {}) },
     };
     let worker = std::thread::spawn(move || {
@@ -137,7 +137,7 @@ fn server_coming_back_serves_a_new_mount() {
         counters: Arc::new(Counters::default()),
         limits: Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None, recover_window: std::time::Duration::ZERO },
         stop: host.stop_switch(),
-        adopt: None,
+        handed: None,
         reporter: Reporter { key: gadget().key(), generation: 1, sink: Arc::new(|_| {}) },
     };
     let worker = std::thread::spawn(move || {
@@ -187,13 +187,13 @@ fn a_live_diod_session_crosses_a_hand_over_mid_file() {
     let (host, board) = sim::gadget(512, 16384);
     let counters = Arc::new(Counters::default());
     let backend = Arc::new(BoardBackend::new(format!("127.0.0.1:{}", diod.port).parse().expect("addr")));
-    let job = |stop, adopt| Job {
+    let job = |stop, handed| Job {
         info: gadget(),
         backends: backend.clone(),
         counters: counters.clone(),
         limits: Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None, recover_window: std::time::Duration::ZERO },
         stop,
-        adopt,
+        handed,
         reporter: Reporter { key: gadget().key(), generation: 1, sink: Arc::new(|_| {}) },
     };
     let first = job(host.stop_switch(), None);
@@ -228,7 +228,7 @@ fn a_live_diod_session_crosses_a_hand_over_mid_file() {
     let dup = unsafe { BorrowedFd::borrow_raw(old.raw_fd()) }.try_clone_to_owned().expect("dup");
     assert_ne!(dup.as_raw_fd(), old.raw_fd());
     drop(old);
-    session.backend = Some(Backend::from_fd(dup).expect("adopt the socket"));
+    session.backend = Some(Backend::from_fd(dup).expect("take the socket"));
     let began = counters.session_started().expect("the live session's start");
     // A successor process starts with fresh counters.
     counters.session_ended();

@@ -14,7 +14,7 @@
 //! `FDNAME=`), which hands them to the next start the same way. So one
 //! reader serves both.
 //!
-//! The successor trusts nothing it inherits: a record must parse, carry the
+//! The successor trusts nothing handed to it: a record must parse, carry the
 //! known version and name descriptors that exist; a usbfs descriptor must be
 //! the character device of the bus and address it claims to be; anything
 //! else is closed and the board starts clean. This module must never talk to
@@ -25,7 +25,7 @@
 //! descriptors and pass them to the next start; `stop` then `start` closes
 //! them; a stored usbfs node of an unplugged device is dropped (POLLHUP);
 //! systemd keeps its own copy while the service runs, so a successor removes
-//! every name it inherited from the store (`FDSTOREREMOVE=1`) once it holds
+//! every name it was passed from the store (`FDSTOREREMOVE=1`) once it holds
 //! them, or closing a server connection would not end its session.
 
 use std::collections::BTreeMap;
@@ -42,7 +42,7 @@ use crate::ninep::backend::Backend;
 use crate::ninep::fids::TableRecord;
 use crate::ninep::forward::Session;
 use crate::ninep::frame::Dialect;
-use crate::worker::Carry;
+use crate::worker::HandedSession;
 
 /// Format of the state record; a successor refuses any other.
 pub const VERSION: u32 = 1;
@@ -229,10 +229,10 @@ pub fn is_stream_socket(fd: &impl AsFd) -> bool {
 
 /// What a successor found waiting for it.
 #[derive(Default)]
-pub struct Inherited {
-    /// Boards to adopt, with their descriptors, checked.
-    pub boards: BTreeMap<GadgetKey, Inheritance>,
-    /// Why something inherited was refused (logged; its descriptors closed).
+pub struct Unpacked {
+    /// Boards to take over, with their descriptors, checked.
+    pub boards: BTreeMap<GadgetKey, UnpackedBoard>,
+    /// Why something passed was refused (logged; its descriptors closed).
     pub refused: Vec<String>,
     /// Every descriptor name seen (to remove them from systemd's store).
     pub names: Vec<String>,
@@ -240,16 +240,16 @@ pub struct Inherited {
     pub lost: Vec<GadgetKey>,
 }
 
-pub struct Inheritance {
+pub struct UnpackedBoard {
     pub record: BoardRecord,
     pub node: OwnedFd,
     pub server: Option<OwnedFd>,
 }
 
 /// Sorts named descriptors (from `LISTEN_FDS`/`LISTEN_FDNAMES`) into boards
-/// to adopt. Descriptors that no valid record claims are closed.
-pub fn inherit(named: Vec<(String, OwnedFd)>) -> Inherited {
-    let mut out = Inherited { names: named.iter().map(|(n, _)| n.clone()).collect(), ..Inherited::default() };
+/// to take over. Descriptors that no valid record claims are closed.
+pub fn unpack(named: Vec<(String, OwnedFd)>) -> Unpacked {
+    let mut out = Unpacked { names: named.iter().map(|(n, _)| n.clone()).collect(), ..Unpacked::default() };
     let mut fds: BTreeMap<String, OwnedFd> = BTreeMap::new();
     for (name, fd) in named {
         if fds.insert(name.clone(), fd).is_some() {
@@ -258,7 +258,7 @@ pub fn inherit(named: Vec<(String, OwnedFd)>) -> Inherited {
     }
     let Some(state_fd) = fds.remove(STATE_NAME) else {
         if !fds.is_empty() {
-            out.refused.push(format!("{} inherited descriptors without a hand-over state; closing them", fds.len()));
+            out.refused.push(format!("{} passed descriptors without a hand-over state; closing them", fds.len()));
         }
         return out;
     };
@@ -295,7 +295,7 @@ pub fn inherit(named: Vec<(String, OwnedFd)>) -> Inherited {
             }
             _ => None,
         };
-        out.boards.insert(key, Inheritance { record, node, server });
+        out.boards.insert(key, UnpackedBoard { record, node, server });
     }
     for name in fds.keys() {
         out.refused.push(format!("descriptor {name} belongs to no board in the hand-over state; closing it"));
@@ -377,7 +377,7 @@ pub fn pack(boards: &[HandedBoard], lost: &[GadgetKey]) -> io::Result<(OwnedFd, 
         .iter()
         .zip(&live)
         .map(|(hb, &live)| {
-            let s = &hb.carry.session;
+            let s = &hb.handed.session;
             BoardRecord {
                 bus: hb.info.busaddr.bus,
                 addr: hb.info.busaddr.addr,
@@ -401,10 +401,10 @@ pub fn pack(boards: &[HandedBoard], lost: &[GadgetKey]) -> io::Result<(OwnedFd, 
     let mut fds = vec![(STATE_NAME.to_string(), state.as_raw_fd())];
     for (hb, live) in boards.iter().zip(live) {
         let key = hb.info.key();
-        if let Some(node) = &hb.carry.node {
+        if let Some(node) = &hb.handed.node {
             fds.push((usb_name(key), node.as_raw_fd()));
         }
-        if let (true, Some(b)) = (live, &hb.carry.session.backend) {
+        if let (true, Some(b)) = (live, &hb.handed.session.backend) {
             fds.push((server_name(key), b.raw_fd()));
         }
     }
@@ -416,7 +416,7 @@ pub fn pack(boards: &[HandedBoard], lost: &[GadgetKey]) -> io::Result<(OwnedFd, 
 /// so any byte from the server is unsolicited, and a successor reading it
 /// as the next reply would be out of step with the server).
 fn clean_live(hb: &HandedBoard) -> bool {
-    let s = &hb.carry.session;
+    let s = &hb.handed.session;
     let Some(b) = s.backend.as_ref().filter(|_| s.live) else { return false };
     let extra = b.unsolicited() + unread(b.raw_fd());
     if extra > 0 {
@@ -440,11 +440,11 @@ fn unread(fd: RawFd) -> usize {
     n.max(0) as usize
 }
 
-/// Turns checked inheritances into sessions to carry on with. A server
+/// Turns checked boards into sessions to carry on with. A server
 /// descriptor that is no usable socket loses the session (the board's next
 /// request fails with EIO until it mounts again), never the board.
-pub fn adoptable(inherited: BTreeMap<GadgetKey, Inheritance>) -> BTreeMap<GadgetKey, Carry> {
-    inherited
+pub fn sessions(boards: BTreeMap<GadgetKey, UnpackedBoard>) -> BTreeMap<GadgetKey, HandedSession> {
+    boards
         .into_iter()
         .map(|(key, inh)| {
             let r = &inh.record.session;
@@ -469,12 +469,12 @@ pub fn adoptable(inherited: BTreeMap<GadgetKey, Inheritance>) -> BTreeMap<Gadget
                 ceiling: r.ceiling,
                 board_rx: r.board_rx,
                 began_ms: r.began_ms,
-                // Made from `carried_fids` once the loop knows the policy.
+                // Made from `handed_fids` once the loop knows the policy.
                 confine: None,
-                carried_fids: r.fids.clone(),
+                handed_fids: r.fids.clone(),
                 track: None,
             };
-            (key, Carry { node: Some(File::from(inh.node)), session })
+            (key, HandedSession { node: Some(File::from(inh.node)), session })
         })
         .collect()
 }
@@ -614,15 +614,15 @@ mod tests {
 
     #[test]
     fn a_successor_closes_what_it_cannot_use_and_starts_clean() {
-        // No state: inherited descriptors are closed, nothing adopted.
+        // No state: passed descriptors are closed, nothing taken over.
         let (a, _b) = std::os::unix::net::UnixStream::pair().expect("pair");
-        let got = inherit(vec![("usb-001-004-0".into(), a.into())]);
+        let got = unpack(vec![("usb-001-004-0".into(), a.into())]);
         assert!(got.boards.is_empty());
         assert_eq!(got.refused.len(), 1);
-        // A record whose "usbfs node" is a socket: refused, not adopted.
+        // A record whose "usbfs node" is a socket: refused, not taken over.
         let state = state_memfd(&State::new(vec![record(1, 4, 0)])).expect("memfd");
         let (a, b) = std::os::unix::net::UnixStream::pair().expect("pair");
-        let got = inherit(vec![(STATE_NAME.into(), state), ("usb-001-004-0".into(), a.into()), ("srv-001-004-0".into(), b.into())]);
+        let got = unpack(vec![(STATE_NAME.into(), state), ("usb-001-004-0".into(), a.into()), ("srv-001-004-0".into(), b.into())]);
         assert!(got.boards.is_empty());
         assert!(got.refused.iter().any(|r| r.contains("not its usbfs node")), "{:?}", got.refused);
         assert!(got.refused.iter().any(|r| r.contains("srv-001-004-0")), "{:?}", got.refused);
@@ -630,7 +630,7 @@ mod tests {
         let junk = state_memfd(&State::new(vec![])).expect("memfd");
         let mut f = File::from(junk);
         f.rewind().expect("rewind");
-        let got = inherit(vec![(STATE_NAME.into(), {
+        let got = unpack(vec![(STATE_NAME.into(), {
             let mut raw = Vec::new();
             f.read_to_end(&mut raw).expect("read");
             // A memfd with a future version in it.
@@ -673,7 +673,11 @@ mod tests {
     }
 
     fn handed(session: Session) -> HandedBoard {
-        HandedBoard { info: crate::board::GadgetInfo::example(Some("A"), 1, 4), backend: None, carry: Carry { node: None, session } }
+        HandedBoard {
+            info: crate::board::GadgetInfo::example(Some("A"), 1, 4),
+            backend: None,
+            handed: HandedSession { node: None, session },
+        }
     }
 
     fn live_session(server: std::os::unix::net::UnixStream) -> Session {
@@ -704,10 +708,10 @@ mod tests {
         let (ours, mut server) = std::os::unix::net::UnixStream::pair().expect("pair");
         server.write_all(b"late").expect("write");
         let node: OwnedFd = File::open("/dev/null").expect("null").into();
-        let inheritance = Inheritance { record: record(1, 4, 0), node, server: Some(ours.into()) };
-        let key = inheritance.record.key();
-        let carried = adoptable([(key, inheritance)].into_iter().collect());
-        assert!(!carried[&key].session.live && carried[&key].session.backend.is_none());
+        let unpacked = UnpackedBoard { record: record(1, 4, 0), node, server: Some(ours.into()) };
+        let key = unpacked.record.key();
+        let handed = sessions([(key, unpacked)].into_iter().collect());
+        assert!(!handed[&key].session.live && handed[&key].session.backend.is_none());
     }
 
     #[test]

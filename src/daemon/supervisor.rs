@@ -28,7 +28,7 @@ use crate::daemon::status::{self, Activity, BoardState, BoardStatus, Counters, D
 use crate::ninep::forward::Limits;
 use crate::ninep::reconnect::BoardBackend;
 use crate::usb::pipe::{nudge_every, StopSwitch};
-use crate::worker::{Carry, End, Job, Report, Reporter, WorkerEvent};
+use crate::worker::{End, HandedSession, Job, Report, Reporter, WorkerEvent};
 
 pub mod handover;
 
@@ -52,7 +52,7 @@ pub enum Input {
     /// reply says what changed, or the error with file:line:column.
     Reload(Result<Config, ConfigError>, oneshot::Sender<Result<reload::Summary, String>>),
     /// Stop every served board at a message boundary and hand back what
-    /// each carried (see [`handover`]).
+    /// each handed back (see [`handover`]).
     HandOver(handover::HandOverReply, handover::Mode),
     /// Serve handed-over boards again (their successor could not start).
     Resume(Vec<handover::HandedBoard>),
@@ -102,7 +102,7 @@ enum Slot {
     /// Due to start (with the session to carry on with, if any) while a
     /// hand-over is under way: starts if the hand-over is called off or its
     /// boards are given back, never before.
-    Deferred(Option<Carry>),
+    Deferred(Option<HandedSession>),
 }
 
 struct Board {
@@ -147,11 +147,11 @@ pub struct Supervisor<S: Spawn> {
     /// Boards the predecessor could not hand over (busy when it stopped):
     /// said in their status when they show up.
     lost: BTreeSet<GadgetKey>,
-    /// Sessions a predecessor handed over, adopted when their board shows up.
-    inherited: BTreeMap<GadgetKey, Carry>,
+    /// Sessions a predecessor handed over, taken over when their board shows up.
+    handed_over: BTreeMap<GadgetKey, HandedSession>,
     /// The serial each handed-over session was recorded with: a different
     /// board at the same address does not get it.
-    inherited_serials: BTreeMap<GadgetKey, Option<String>>,
+    handed_over_serials: BTreeMap<GadgetKey, Option<String>>,
     /// The file a reload re-reads (None for `usb9pfsd forward`).
     config_path: Option<PathBuf>,
     config_loaded_at: SystemTime,
@@ -179,8 +179,8 @@ impl<S: Spawn> Supervisor<S> {
             handing: None,
             hand_over_pending: false,
             lost: BTreeSet::new(),
-            inherited: BTreeMap::new(),
-            inherited_serials: BTreeMap::new(),
+            handed_over: BTreeMap::new(),
+            handed_over_serials: BTreeMap::new(),
             config_path: None,
             config_loaded_at: SystemTime::now(),
             last_reload_error: None,
@@ -193,15 +193,15 @@ impl<S: Spawn> Supervisor<S> {
     /// Sessions handed over by a predecessor: each board carries on with its
     /// own when it is reported present (and still mapped); the rest are
     /// closed once coldplug is done.
-    pub fn with_inherited(mut self, inherited: BTreeMap<GadgetKey, Carry>) -> Self {
-        self.inherited = inherited;
+    pub fn with_handed_over(mut self, sessions: BTreeMap<GadgetKey, HandedSession>) -> Self {
+        self.handed_over = sessions;
         self
     }
 
     /// The serial each handed-over session was recorded with (a board at
     /// that address with another serial starts afresh).
-    pub fn with_inherited_serials(mut self, serials: BTreeMap<GadgetKey, Option<String>>) -> Self {
-        self.inherited_serials = serials;
+    pub fn with_handed_over_serials(mut self, serials: BTreeMap<GadgetKey, Option<String>>) -> Self {
+        self.handed_over_serials = serials;
         self
     }
 
@@ -296,8 +296,8 @@ impl<S: Spawn> Supervisor<S> {
                 }
             }
             HotplugEvent::ColdplugDone => {
-                self.inherited_serials.clear();
-                for (key, _) in std::mem::take(&mut self.inherited) {
+                self.handed_over_serials.clear();
+                for (key, _) in std::mem::take(&mut self.handed_over) {
                     tracing::warn!(busaddr = %key.busaddr, iface = key.iface, "a handed-over board is gone; closing its session");
                 }
                 if !self.ready {
@@ -406,25 +406,25 @@ impl<S: Spawn> Supervisor<S> {
                 });
             }
         }
-        let mut inherited = self.inherited.remove(&at);
-        if let (Some(recorded), Some(b)) = (self.inherited_serials.remove(&at), self.boards.get(&at)) {
-            if inherited.is_some() && recorded != b.info.serial {
+        let mut handed = self.handed_over.remove(&at);
+        if let (Some(recorded), Some(b)) = (self.handed_over_serials.remove(&at), self.boards.get(&at)) {
+            if handed.is_some() && recorded != b.info.serial {
                 tracing::warn!(
                     serial = %b.info.serial_or_none(), busaddr = %at.busaddr, iface = at.iface,
                     "the session handed over for this address belongs to serial {}, not to the board there now; closing it, the board starts afresh",
                     recorded.as_deref().unwrap_or("(none)")
                 );
-                inherited = None;
+                handed = None;
             }
         }
-        if let (Some(c), Some(b)) = (&inherited, self.boards.get_mut(&at)) {
+        if let (Some(c), Some(b)) = (&handed, self.boards.get_mut(&at)) {
             if c.session.live && b.target.is_some() {
                 b.handed_session = Some(b.counters.snapshot().sessions);
             }
         }
         match self.boards.get(&at).map(|b| &b.slot) {
-            Some(Slot::Running) => self.start_with(at, inherited),
-            _ if inherited.is_some() => {
+            Some(Slot::Running) => self.start_with(at, handed),
+            _ if handed.is_some() => {
                 tracing::info!(busaddr = %at.busaddr, iface = at.iface, "the config no longer maps this handed-over board; releasing it");
             }
             _ => {}
@@ -437,12 +437,12 @@ impl<S: Spawn> Supervisor<S> {
         self.start_with(at, None);
     }
 
-    /// Starts a worker, carrying on with `adopt` if given.
-    fn start_with(&mut self, at: GadgetKey, mut adopt: Option<Carry>) {
-        if let Some(c) = adopt.as_mut().filter(|c| c.session.ceiling > self.config.max_frame) {
-            // A session carried over from a process (or a config) with a
+    /// Starts a worker, carrying on with `handed` if given.
+    fn start_with(&mut self, at: GadgetKey, mut handed: Option<HandedSession>) {
+        if let Some(c) = handed.as_mut().filter(|c| c.session.ceiling > self.config.max_frame) {
+            // A session handed over from a process (or a config) with a
             // larger max_frame: the config in force bounds it too.
-            tracing::info!(busaddr = %at.busaddr, iface = at.iface, "max_frame {} applies to the carried session (negotiated up to {})", self.config.max_frame, c.session.ceiling);
+            tracing::info!(busaddr = %at.busaddr, iface = at.iface, "max_frame {} applies to the handed-over session (negotiated up to {})", self.config.max_frame, c.session.ceiling);
             c.session.ceiling = self.config.max_frame;
         }
         let generation = self.next_generation;
@@ -458,7 +458,7 @@ impl<S: Spawn> Supervisor<S> {
             tracing::debug!(busaddr = %at.busaddr, iface = at.iface, "a hand-over is under way; the worker starts if it is called off");
             // Reports of a worker before it are not for us any more.
             b.generation = generation;
-            b.slot = Slot::Deferred(adopt);
+            b.slot = Slot::Deferred(handed);
             return;
         }
         b.generation = generation;
@@ -477,7 +477,7 @@ impl<S: Spawn> Supervisor<S> {
                 recover_window: target.recover_window,
             },
             stop: b.stop.clone(),
-            adopt,
+            handed,
             reporter: Reporter {
                 key: at,
                 generation,
@@ -511,7 +511,7 @@ impl<S: Spawn> Supervisor<S> {
         }
         let end = match r.event {
             WorkerEvent::Serving => return,
-            WorkerEvent::Carried(carry) => return self.on_carried(r.key, carry),
+            WorkerEvent::Handed(handed) => return self.on_handed(r.key, handed),
             WorkerEvent::Ended(end) => end,
         };
         if self.on_handing_end(r.key, &end) {

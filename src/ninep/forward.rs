@@ -89,7 +89,7 @@ pub trait Backends: Send + Sync {
         false
     }
     /// A live connection handed over by a predecessor now serves the board.
-    fn adopted(&self, _backend: &Backend) {}
+    fn took_over(&self, _backend: &Backend) {}
     /// What the board's next 9P session is confined to (None: nothing). Asked
     /// at each Tversion, so a reload applies from the board's next mount.
     fn policy(&self) -> Option<Arc<Policy>> {
@@ -133,7 +133,7 @@ pub struct Session {
     pub confine: Option<Box<Confine>>,
     /// A predecessor's fid table for this live session (hand-over), until
     /// the loop knows the board's policy and makes it `confine` or `track`.
-    pub carried_fids: Option<fids::TableRecord>,
+    pub handed_fids: Option<fids::TableRecord>,
     /// The fid table of a session confinement keeps none for (no export),
     /// for recovery; None when recovery is off or confinement keeps it.
     pub track: Option<Box<Tracker>>,
@@ -150,7 +150,7 @@ impl Session {
             board_rx: limits.board_buflen,
             began_ms: 0,
             confine: None,
-            carried_fids: None,
+            handed_fids: None,
             track: None,
         }
     }
@@ -186,7 +186,7 @@ impl Session {
 
     /// Starts (or restarts) the tracker for a session confinement keeps no
     /// table for, when recovery is on and the dialect is 9P2000.L.
-    fn start_tracking(&mut self, limits: &Limits, carried: Option<&fids::TableRecord>, resumed: bool) {
+    fn start_tracking(&mut self, limits: &Limits, handed: Option<&fids::TableRecord>, resumed: bool) {
         if limits.recover_window.is_zero() || self.dialect != Dialect::Linux || self.confine_tracks() {
             self.track = None;
             return;
@@ -194,7 +194,7 @@ impl Session {
         match (&mut self.track, resumed) {
             (Some(t), false) => t.reset(),
             (_, false) => self.track = Some(Box::new(Tracker::new(fids::Limits::default()))),
-            (_, true) => self.track = Some(Box::new(Tracker::resumed(fids::Limits::default(), carried))),
+            (_, true) => self.track = Some(Box::new(Tracker::resumed(fids::Limits::default(), handed))),
         }
     }
 
@@ -271,17 +271,17 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
         // A live session this process did not see begin (handed over): its
         // predecessor's fid table if it came and fits the policy, else no
         // table, and its fids can only do what needs none.
-        let carried = s.carried_fids.take();
+        let handed = s.handed_fids.take();
         if s.confine.is_none() {
             s.confine = backends.policy().filter(|p| p.confines()).map(|p| {
-                Box::new(match &carried {
+                Box::new(match &handed {
                     Some(record) => Confine::resumed(p, fids::Limits::default(), record),
                     None => Confine::untracked(p, fids::Limits::default()),
                 })
             });
         }
         if s.track.is_none() {
-            s.start_tracking(&limits, carried.as_ref(), true);
+            s.start_tracking(&limits, handed.as_ref(), true);
         }
         note_recoverable(s, &limits, counters);
     }
@@ -710,7 +710,7 @@ fn recover_session(
     let took = started.elapsed();
     match result {
         Ok((b, o)) => {
-            backends.adopted(&b);
+            backends.took_over(&b);
             s.backend = Some(b);
             counters.recoveries.fetch_add(1, Ordering::Relaxed);
             counters.last_recovery_ms.store(took.as_millis() as u64, Ordering::Relaxed);

@@ -303,7 +303,7 @@ impl Backends for BoardBackend {
 
     /// Registers a live connection a predecessor handed over, so stop()
     /// wakes a worker blocked on it like on one this backend made.
-    fn adopted(&self, b: &Backend) {
+    fn took_over(&self, b: &Backend) {
         *lock(&self.live) = Live::Connected(b.abort_handle());
         if self.stopped.load(Ordering::SeqCst) {
             self.stop();

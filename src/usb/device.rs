@@ -178,7 +178,7 @@ impl Device {
     /// no detach, no SET_INTERFACE, no clear-halt — the board's session is
     /// live and must not notice. Claiming again on the same file is a no-op
     /// for usbfs; it only tells libusb the interface is ours.
-    pub fn adopt(info: &GadgetInfo, node: File, stop: Arc<StopSwitch>) -> Result<Device, OpenError> {
+    pub fn take_over(info: &GadgetInfo, node: File, stop: Arc<StopSwitch>) -> Result<Device, OpenError> {
         let path = info.busaddr.devnode();
         let ctx = context().map_err(|e| OpenError::Failed(format!("cannot initialise libusb: {e}")))?;
         // SAFETY: `node` outlives `handle` (field order in `Device`).

@@ -162,7 +162,7 @@ pub fn serve(backend: BoardBackend, limits: Limits) -> Served {
         counters: counters.clone(),
         limits,
         stop: host.stop_switch(),
-        adopt: None,
+        handed: None,
         reporter: Reporter { key: gadget().key(), generation: 1, sink: Arc::new(|_| {}) },
     };
     let worker = std::thread::spawn(move || {

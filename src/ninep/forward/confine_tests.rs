@@ -229,7 +229,7 @@ fn a_confined_session_crosses_a_hand_over_with_its_fid_table() {
         s.dialect = session.dialect;
         s.ceiling = session.ceiling;
         s.backend = Some(Backend::connect(&server.addr, std::time::Duration::from_secs(5)).expect("connect"));
-        s.carried_fids = record;
+        s.handed_fids = record;
         resume(host, backends.clone(), s)
     };
     host.renew_stop_switch();

@@ -458,7 +458,7 @@ fn a_handed_over_session_stays_recoverable() {
     s.backend = old.backend;
     s.live = true;
     s.ceiling = old.ceiling;
-    s.carried_fids = Some(record);
+    s.handed_fids = Some(record);
     let counters = Arc::new(Counters::default());
     let c = counters.clone();
     let backends = Direct(srv.addr.clone());
