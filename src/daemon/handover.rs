@@ -79,14 +79,16 @@ pub struct SessionRecord {
 pub struct BoardRecord {
     pub bus: u8,
     pub addr: u8,
-    pub iface: u8,
+    /// Named `iface` in the state, as every earlier version wrote it.
+    #[serde(rename = "iface")]
+    pub interface: u8,
     pub serial: Option<String>,
     pub session: SessionRecord,
 }
 
 impl BoardRecord {
     pub fn key(&self) -> GadgetKey {
-        GadgetKey { busaddr: BusAddr { bus: self.bus, addr: self.addr }, iface: self.iface }
+        GadgetKey { busaddr: BusAddr { bus: self.bus, addr: self.addr }, interface: self.interface }
     }
 }
 
@@ -108,7 +110,9 @@ pub struct State {
 pub struct LostRecord {
     pub bus: u8,
     pub addr: u8,
-    pub iface: u8,
+    /// Named `iface` in the state, as every earlier version wrote it.
+    #[serde(rename = "iface")]
+    pub interface: u8,
 }
 
 impl State {
@@ -163,12 +167,12 @@ pub fn dialect_from(s: &str) -> Option<Dialect> {
 
 /// Descriptor name of a board's usbfs node.
 pub fn usb_name(key: GadgetKey) -> String {
-    format!("usb-{:03}-{:03}-{}", key.busaddr.bus, key.busaddr.addr, key.iface)
+    format!("usb-{:03}-{:03}-{}", key.busaddr.bus, key.busaddr.addr, key.interface)
 }
 
 /// Descriptor name of a board's server connection.
 pub fn server_name(key: GadgetKey) -> String {
-    format!("srv-{:03}-{:03}-{}", key.busaddr.bus, key.busaddr.addr, key.iface)
+    format!("srv-{:03}-{:03}-{}", key.busaddr.bus, key.busaddr.addr, key.interface)
 }
 
 /// The state as a sealed memfd: the successor can read it but nobody can
@@ -273,7 +277,7 @@ pub fn unpack(named: Vec<(String, OwnedFd)>) -> Unpacked {
         .lost
         .iter()
         .filter(|l| l.bus != 0 && l.addr != 0 && l.addr <= 127)
-        .map(|l| GadgetKey { busaddr: BusAddr { bus: l.bus, addr: l.addr }, iface: l.iface })
+        .map(|l| GadgetKey { busaddr: BusAddr { bus: l.bus, addr: l.addr }, interface: l.interface })
         .take(1024)
         .collect();
     for record in state.boards {
@@ -381,7 +385,7 @@ pub fn pack(boards: &[HandedBoard], lost: &[GadgetKey]) -> io::Result<(OwnedFd, 
             BoardRecord {
                 bus: hb.info.busaddr.bus,
                 addr: hb.info.busaddr.addr,
-                iface: hb.info.interface,
+                interface: hb.info.interface,
                 serial: hb.info.serial.clone(),
                 session: SessionRecord {
                     dialect: dialect_name(s.dialect).to_string(),
@@ -396,7 +400,7 @@ pub fn pack(boards: &[HandedBoard], lost: &[GadgetKey]) -> io::Result<(OwnedFd, 
         })
         .collect();
     let mut state = fit_state(records);
-    state.lost = lost.iter().map(|k| LostRecord { bus: k.busaddr.bus, addr: k.busaddr.addr, iface: k.iface }).collect();
+    state.lost = lost.iter().map(|k| LostRecord { bus: k.busaddr.bus, addr: k.busaddr.addr, interface: k.interface }).collect();
     let state = state_memfd(&state)?;
     let mut fds = vec![(STATE_NAME.to_string(), state.as_raw_fd())];
     for (hb, live) in boards.iter().zip(live) {
@@ -451,14 +455,14 @@ pub fn sessions(boards: BTreeMap<GadgetKey, UnpackedBoard>) -> BTreeMap<GadgetKe
             let server = inh.server.filter(|fd| match unread(fd.as_raw_fd()) {
                 0 => true,
                 n => {
-                    tracing::warn!(busaddr = %key.busaddr, iface = key.iface, "the handed-over server connection holds {n} byte(s) nobody asked for; the session is lost");
+                    tracing::warn!(busaddr = %key.busaddr, iface = key.interface, "the handed-over server connection holds {n} byte(s) nobody asked for; the session is lost");
                     false
                 }
             });
             let backend = server.and_then(|fd| match Backend::from_fd(fd) {
                 Ok(b) => Some(b),
                 Err(e) => {
-                    tracing::warn!(busaddr = %key.busaddr, iface = key.iface, "the handed-over server connection is unusable ({e}); the session is lost");
+                    tracing::warn!(busaddr = %key.busaddr, iface = key.interface, "the handed-over server connection is unusable ({e}); the session is lost");
                     None
                 }
             });
@@ -518,11 +522,11 @@ pub fn own_path() -> io::Result<std::path::PathBuf> {
 mod tests {
     use super::*;
 
-    fn record(bus: u8, addr: u8, iface: u8) -> BoardRecord {
+    fn record(bus: u8, addr: u8, interface: u8) -> BoardRecord {
         BoardRecord {
             bus,
             addr,
-            iface,
+            interface,
             serial: Some("A".into()),
             session: SessionRecord {
                 dialect: "9P2000.L".into(),
@@ -588,6 +592,20 @@ mod tests {
         assert_ne!(old, text);
         let state = State::decode(old.as_bytes()).expect("decodes");
         assert_eq!(state.boards[0].session.began_ms, 0, "not known");
+    }
+
+    /// A predecessor of another version wrote this; the field names are the
+    /// hand-over's interface between versions (Rust names may change).
+    #[test]
+    fn the_state_a_predecessor_wrote_is_read_and_written_the_same() {
+        let text = r#"{"version":1,"writer":"0.1.0","boards":[{"bus":1,"addr":4,"iface":2,"serial":"A","session":{"dialect":"9P2000.L","ceiling":16384,"live":true,"board_rx":65536,"backend":"127.0.0.1:564","began_ms":1764115200000}}],"lost":[{"bus":3,"addr":17,"iface":10}]}"#;
+        let state = State::decode(text.as_bytes()).expect("decodes");
+        assert_eq!(state.boards, vec![record(1, 4, 2)]);
+        assert_eq!(state.lost, vec![LostRecord { bus: 3, addr: 17, interface: 10 }]);
+        let again: serde_json::Value = serde_json::from_slice(&state.encode()).expect("json");
+        let text: serde_json::Value = serde_json::from_str(text).expect("json");
+        assert_eq!(again["boards"], text["boards"]);
+        assert_eq!(again["lost"], text["lost"]);
     }
 
     #[test]
@@ -716,7 +734,7 @@ mod tests {
 
     #[test]
     fn names_are_stable() {
-        let k = GadgetKey { busaddr: BusAddr { bus: 3, addr: 17 }, iface: 10 };
+        let k = GadgetKey { busaddr: BusAddr { bus: 3, addr: 17 }, interface: 10 };
         assert_eq!((usb_name(k), server_name(k)), ("usb-003-017-10".to_string(), "srv-003-017-10".to_string()));
     }
 }

@@ -298,7 +298,7 @@ impl<S: Spawn> Supervisor<S> {
             HotplugEvent::ColdplugDone => {
                 self.handed_over_serials.clear();
                 for (key, _) in std::mem::take(&mut self.handed_over) {
-                    tracing::warn!(busaddr = %key.busaddr, iface = key.iface, "a handed-over board is gone; closing its session");
+                    tracing::warn!(busaddr = %key.busaddr, iface = key.interface, "a handed-over board is gone; closing its session");
                 }
                 if !self.ready {
                     self.ready = true;
@@ -314,8 +314,11 @@ impl<S: Spawn> Supervisor<S> {
     /// workers (blocked on the server or the board) and remember each one
     /// until it reports its end, so the interface is known to be released.
     fn on_gone(&mut self, at: BusAddr) {
-        let keys: Vec<GadgetKey> =
-            self.boards.range(GadgetKey { busaddr: at, iface: 0 }..=GadgetKey { busaddr: at, iface: u8::MAX }).map(|(k, _)| *k).collect();
+        let keys: Vec<GadgetKey> = self
+            .boards
+            .range(GadgetKey { busaddr: at, interface: 0 }..=GadgetKey { busaddr: at, interface: u8::MAX })
+            .map(|(k, _)| *k)
+            .collect();
         if keys.is_empty() {
             return;
         }
@@ -332,7 +335,7 @@ impl<S: Spawn> Supervisor<S> {
             }
             self.forget_handing(key);
             if b.target.is_some() {
-                tracing::info!(serial = %b.info.serial_or_none(), busaddr = %at, iface = key.iface, "board removed");
+                tracing::info!(serial = %b.info.serial_or_none(), busaddr = %at, iface = key.interface, "board removed");
             }
         }
         self.report_status();
@@ -410,7 +413,7 @@ impl<S: Spawn> Supervisor<S> {
         if let (Some(recorded), Some(b)) = (self.handed_over_serials.remove(&at), self.boards.get(&at)) {
             if handed.is_some() && recorded != b.info.serial {
                 tracing::warn!(
-                    serial = %b.info.serial_or_none(), busaddr = %at.busaddr, iface = at.iface,
+                    serial = %b.info.serial_or_none(), busaddr = %at.busaddr, iface = at.interface,
                     "the session handed over for this address belongs to serial {}, not to the board there now; closing it, the board starts afresh",
                     recorded.as_deref().unwrap_or("(none)")
                 );
@@ -425,7 +428,7 @@ impl<S: Spawn> Supervisor<S> {
         match self.boards.get(&at).map(|b| &b.slot) {
             Some(Slot::Running) => self.start_with(at, handed),
             _ if handed.is_some() => {
-                tracing::info!(busaddr = %at.busaddr, iface = at.iface, "the config no longer maps this handed-over board; releasing it");
+                tracing::info!(busaddr = %at.busaddr, iface = at.interface, "the config no longer maps this handed-over board; releasing it");
             }
             _ => {}
         }
@@ -442,7 +445,7 @@ impl<S: Spawn> Supervisor<S> {
         if let Some(c) = handed.as_mut().filter(|c| c.session.ceiling > self.config.max_frame) {
             // A session handed over from a process (or a config) with a
             // larger max_frame: the config in force bounds it too.
-            tracing::info!(busaddr = %at.busaddr, iface = at.iface, "max_frame {} applies to the handed-over session (negotiated up to {})", self.config.max_frame, c.session.ceiling);
+            tracing::info!(busaddr = %at.busaddr, iface = at.interface, "max_frame {} applies to the handed-over session (negotiated up to {})", self.config.max_frame, c.session.ceiling);
             c.session.ceiling = self.config.max_frame;
         }
         let generation = self.next_generation;
@@ -455,7 +458,7 @@ impl<S: Spawn> Supervisor<S> {
         };
         if self.hand_over_pending {
             // A worker started now would be neither handed over nor drained.
-            tracing::debug!(busaddr = %at.busaddr, iface = at.iface, "a hand-over is under way; the worker starts if it is called off");
+            tracing::debug!(busaddr = %at.busaddr, iface = at.interface, "a hand-over is under way; the worker starts if it is called off");
             // Reports of a worker before it are not for us any more.
             b.generation = generation;
             b.slot = Slot::Deferred(handed);
@@ -499,7 +502,7 @@ impl<S: Spawn> Supervisor<S> {
         if let WorkerEvent::Ended(end) = &r.event {
             if self.orphans.get(&r.key) == Some(&r.generation) {
                 self.orphans.remove(&r.key);
-                tracing::debug!(busaddr = %r.key.busaddr, iface = r.key.iface, "worker of a removed board ended: {end:?}");
+                tracing::debug!(busaddr = %r.key.busaddr, iface = r.key.interface, "worker of a removed board ended: {end:?}");
                 return;
             }
         }
@@ -532,7 +535,7 @@ impl<S: Spawn> Supervisor<S> {
         b.failures += 1;
         let delay = FIRST_RESTART.saturating_mul(1 << (b.failures - 1).min(16)).min(MAX_RESTART);
         b.slot = Slot::Waiting(Instant::now() + delay);
-        let (serial, at, iface) = (b.info.serial_or_none().to_string(), r.key.busaddr, r.key.iface);
+        let (serial, at, iface) = (b.info.serial_or_none().to_string(), r.key.busaddr, r.key.interface);
         // An unplug usually fails the pending transfer a moment before udev
         // reports the removal: say why only if the board is still there when
         // its restart comes (see restart_due), not on every unplug.
@@ -571,14 +574,14 @@ impl<S: Spawn> Supervisor<S> {
                 // Unplugged, and udev's removal has not arrived yet: it is a
                 // removal, not a fault to restart and warn about.
                 tracing::debug!(
-                    serial = %b.info.serial_or_none(), busaddr = %at.busaddr, iface = at.iface,
+                    serial = %b.info.serial_or_none(), busaddr = %at.busaddr, iface = at.interface,
                     "the board left the bus before its removal was reported; forgetting it"
                 );
                 self.on_gone(at.busaddr);
                 continue;
             }
             tracing::warn!(
-                serial = %b.info.serial_or_none(), busaddr = %at.busaddr, iface = at.iface,
+                serial = %b.info.serial_or_none(), busaddr = %at.busaddr, iface = at.interface,
                 "restarting the worker (start {}) after: {}", b.starts + 1,
                 b.last_error.as_ref().map_or("the board stopped answering on USB", |e| e.message.as_str())
             );

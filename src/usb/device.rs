@@ -483,9 +483,9 @@ fn clear_halts(handle: &DeviceHandle<Context>, intf: Usb9pfsInterface) -> rusb::
 /// file, whose close releases it, so rusb need not track it — and must not,
 /// or it would release the claim when a worker hands its node to a successor
 /// (and refuse `into_raw`).
-fn claim(handle: &DeviceHandle<Context>, iface: u8) -> rusb::Result<()> {
+fn claim(handle: &DeviceHandle<Context>, interface: u8) -> rusb::Result<()> {
     // SAFETY: a valid open handle.
-    match unsafe { ffi::libusb_claim_interface(handle.as_raw(), iface as c_int) } {
+    match unsafe { ffi::libusb_claim_interface(handle.as_raw(), interface as c_int) } {
         0 => Ok(()),
         LIBUSB_ERROR_BUSY => Err(rusb::Error::Busy),
         LIBUSB_ERROR_NO_DEVICE => Err(rusb::Error::NoDevice),

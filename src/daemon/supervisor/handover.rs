@@ -235,7 +235,7 @@ impl<S: Spawn> Supervisor<S> {
             let Slot::Deferred(handed) = mem::replace(&mut b.slot, Slot::HandedOver) else {
                 continue;
             };
-            tracing::info!(busaddr = %key.busaddr, iface = key.iface, "starting the worker deferred during the hand-over");
+            tracing::info!(busaddr = %key.busaddr, iface = key.interface, "starting the worker deferred during the hand-over");
             self.start_with(key, handed);
         }
         self.report_status();

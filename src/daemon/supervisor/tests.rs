@@ -355,10 +355,10 @@ async fn shutdown_returns() {
 #[tokio::test(start_paused = true)]
 async fn each_usb9pfs_interface_is_a_board_and_removal_stops_them_all() {
     let r = rig(CONFIG);
-    let iface = |serial: &str, bus: u8, addr: u8, interface: u8| GadgetInfo { interface, ..gadget(serial, bus, addr) };
-    r.send(HotplugEvent::Present(iface("A", 1, 2, 2)));
-    r.send(HotplugEvent::Present(iface("A", 1, 2, 10)));
-    r.send(HotplugEvent::Present(iface("B", 2, 3, 0)));
+    let with_interface = |serial: &str, bus: u8, addr: u8, interface: u8| GadgetInfo { interface, ..gadget(serial, bus, addr) };
+    r.send(HotplugEvent::Present(with_interface("A", 1, 2, 2)));
+    r.send(HotplugEvent::Present(with_interface("A", 1, 2, 10)));
+    r.send(HotplugEvent::Present(with_interface("B", 2, 3, 0)));
     let s = r.status().await;
     let listed: Vec<_> = s.iter().map(|b| (b.busaddr.as_str(), b.interface, b.state.clone())).collect();
     assert_eq!(listed, vec![("001-002", 2, BoardState::Idle), ("001-002", 10, BoardState::Idle), ("002-003", 0, BoardState::Idle)]);
@@ -492,7 +492,7 @@ async fn handed_over_sessions_are_taken_over_by_present_mapped_boards_only() {
     let config = Config::parse(CONFIG, Path::new("t.toml")).expect("config");
     let (tx, rx) = mpsc::unbounded_channel();
     let jobs = Jobs::default();
-    let key = |bus, addr| GadgetKey { busaddr: BusAddr { bus, addr }, iface: 0 };
+    let key = |bus, addr| GadgetKey { busaddr: BusAddr { bus, addr }, interface: 0 };
     let sessions = [(key(1, 2), handed(true)), (key(2, 3), handed(true)), (key(3, 4), handed(false))].into_iter().collect();
     let sup = Supervisor::new(config, Recorder { jobs: jobs.clone(), ..Default::default() }, Box::new(Silent), tx.clone())
         .with_handed_over(sessions);
@@ -881,7 +881,7 @@ async fn a_successor_says_which_boards_kept_their_sessions_and_which_lost_theirs
     let config = Config::parse(CONFIG, Path::new("t.toml")).expect("config");
     let (tx, rx) = mpsc::unbounded_channel();
     let jobs = Jobs::default();
-    let key = |bus, addr| GadgetKey { busaddr: BusAddr { bus, addr }, iface: 0 };
+    let key = |bus, addr| GadgetKey { busaddr: BusAddr { bus, addr }, interface: 0 };
     let sup = Supervisor::new(config, Recorder { jobs: jobs.clone(), ..Default::default() }, Box::new(Silent), tx.clone())
         .with_handed_over([(key(1, 2), handed(true))].into_iter().collect())
         .with_lost([key(2, 3)]);
@@ -916,7 +916,7 @@ async fn a_handed_over_session_is_bounded_by_the_max_frame_in_force_and_kept_onl
     let config = Config::parse(&text, Path::new("t.toml")).expect("config");
     let (tx, rx) = mpsc::unbounded_channel();
     let jobs = Jobs::default();
-    let key = |bus, addr| GadgetKey { busaddr: BusAddr { bus, addr }, iface: 0 };
+    let key = |bus, addr| GadgetKey { busaddr: BusAddr { bus, addr }, interface: 0 };
     let serials = [(key(1, 2), Some("A".to_string())), (key(2, 3), Some("someone-else".to_string()))].into_iter().collect();
     let sup = Supervisor::new(config, Recorder { jobs: jobs.clone(), ..Default::default() }, Box::new(Silent), tx.clone())
         .with_handed_over([(key(1, 2), handed(true)), (key(2, 3), handed(true))].into_iter().collect())
