@@ -13,14 +13,14 @@ use std::sync::Arc;
 
 use crate::board::{GadgetInfo, GadgetKey};
 use crate::counters::Counters;
-use crate::ninep::forward::{self, Backends, Exit, Limits, Session};
+use crate::ninep::forward::{self, BackendPolicy, Exit, Limits, Session};
 use crate::usb::device::{Device, OpenError};
 use crate::usb::pipe::{StopSwitch, UsbPipe};
 
 /// Everything a worker needs, prepared by the supervisor.
 pub struct Job {
     pub info: GadgetInfo,
-    pub backends: Arc<dyn Backends>,
+    pub board_backend: Arc<dyn BackendPolicy>,
     pub counters: Arc<Counters>,
     pub limits: Limits,
     /// Stops the worker at its next message boundary.
@@ -108,7 +108,7 @@ pub fn serve_session<P: UsbPipe + ?Sized>(pipe: &mut P, job: &Job, session: &mut
         // keeps saying when the board mounted.
         job.counters.session_resumed(session.began_ms);
     }
-    let exit = forward::run(pipe, job.backends.as_ref(), &job.counters, job.limits, session);
+    let exit = forward::run(pipe, job.board_backend.as_ref(), &job.counters, job.limits, session);
     if exit != Exit::Stopped {
         // The loop's server connection went with it (a stopped loop's
         // session lives on for its successor).
@@ -145,7 +145,7 @@ fn open_and_serve(job: &mut Job) -> End {
     let (opened, mut session) = match job.handed.take() {
         Some(HandedSession { node: Some(node), session }) => {
             if let Some(b) = &session.backend {
-                job.backends.took_over(b);
+                job.board_backend.took_over(b);
             }
 
             let live = if session.live { "a live 9P session" } else { "no live 9P session" };

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use common::{content, gadget, start_diod, start_diod_on, Msg, NOFID};
 
 use usb9pfsd::daemon::status::Counters;
+use usb9pfsd::ninep::board_backend::BoardBackend;
 use usb9pfsd::ninep::forward::Limits;
-use usb9pfsd::ninep::reconnect::BoardBackend;
 use usb9pfsd::usb::sim::{self, Board};
 use usb9pfsd::worker::{self, End, Job, Reporter};
 
@@ -58,7 +58,7 @@ fn real_9p_session_through_a_worker_to_diod() {
     let (end_tx, end_rx) = std::sync::mpsc::channel();
     let job = Job {
         info: gadget(),
-        backends: backend.clone(),
+        board_backend: backend.clone(),
         counters: counters.clone(),
         limits: Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None, recover_window: std::time::Duration::ZERO },
         stop: host.stop_switch(),
@@ -133,7 +133,7 @@ fn server_coming_back_serves_a_new_mount() {
     let backend = Arc::new(BoardBackend::new(format!("127.0.0.1:{port}").parse().expect("addr")));
     let job = Job {
         info: gadget(),
-        backends: backend,
+        board_backend: backend,
         counters: Arc::new(Counters::default()),
         limits: Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None, recover_window: std::time::Duration::ZERO },
         stop: host.stop_switch(),
@@ -189,7 +189,7 @@ fn a_live_diod_session_crosses_a_hand_over_mid_file() {
     let backend = Arc::new(BoardBackend::new(format!("127.0.0.1:{}", diod.port).parse().expect("addr")));
     let job = |stop, handed| Job {
         info: gadget(),
-        backends: backend.clone(),
+        board_backend: backend.clone(),
         counters: counters.clone(),
         limits: Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None, recover_window: std::time::Duration::ZERO },
         stop,

@@ -25,8 +25,8 @@ use crate::board::{BusAddr, GadgetInfo, GadgetKey};
 use crate::config::{Config, ConfigError, Decision, Target};
 use crate::daemon::reload;
 use crate::daemon::status::{self, Activity, BoardState, BoardStatus, Counters, DaemonStatus, Stamped, StatusReport};
+use crate::ninep::board_backend::BoardBackend;
 use crate::ninep::forward::Limits;
-use crate::ninep::reconnect::BoardBackend;
 use crate::usb::pipe::{nudge_every, StopSwitch};
 use crate::worker::{End, HandedSession, Job, Report, Reporter, WorkerEvent};
 
@@ -471,7 +471,7 @@ impl<S: Spawn> Supervisor<S> {
         b.stop = Arc::new(StopSwitch::default());
         let job = Job {
             info: b.info.clone(),
-            backends: backend.clone(),
+            board_backend: backend.clone(),
             counters: b.counters.clone(),
             limits: Limits {
                 max_frame: self.config.max_frame,

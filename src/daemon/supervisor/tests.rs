@@ -159,7 +159,7 @@ async fn removal_forgets_the_board_and_a_reenumerated_board_gets_a_fresh_worker(
     assert_eq!(r.spawned(), 2);
     {
         let jobs = r.jobs.lock().expect("lock");
-        let (a, b) = (Arc::as_ptr(&jobs[0].backends) as *const (), Arc::as_ptr(&jobs[1].backends) as *const ());
+        let (a, b) = (Arc::as_ptr(&jobs[0].board_backend) as *const (), Arc::as_ptr(&jobs[1].board_backend) as *const ());
         assert_ne!(a, b, "a fresh backend for the new enumeration");
     }
     // Reports from the worker of the removed enumeration change nothing.
@@ -595,7 +595,7 @@ async fn reload_touches_only_the_boards_whose_mapping_changed() {
     assert_eq!(same, generations);
 
     // B's next session (its next Tversion) goes to the new server.
-    let refused = r.job(1, |j| j.backends.connect()).err().expect("nothing listens on 5651");
+    let refused = r.job(1, |j| j.board_backend.connect()).err().expect("nothing listens on 5651");
     assert!(refused.message.contains("127.0.0.1:5651"), "{}", refused.message);
     assert_eq!(r.board("002-002").await.expect("listed").backend_pending, None);
 
@@ -870,9 +870,9 @@ async fn a_stop_hands_over_every_board_ready_in_time_and_leaves_only_the_busy_on
     // The shutdown breaks only B's server connection (its request gets EIO).
     r.tx.send(Input::Shutdown).expect("alive");
     r.tx.closed().await;
-    let b = r.job(1, |j| j.backends.connect()).err().expect("stopped");
+    let b = r.job(1, |j| j.board_backend.connect()).err().expect("stopped");
     assert!(b.message.contains("letting go"), "{}", b.message);
-    let a = r.job(0, |j| j.backends.connect()).err().map(|e| e.message).unwrap_or_default();
+    let a = r.job(0, |j| j.board_backend.connect()).err().map(|e| e.message).unwrap_or_default();
     assert!(!a.contains("letting go"), "A's connection belongs to the successor: {a}");
 }
 
