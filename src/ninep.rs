@@ -9,6 +9,7 @@ pub mod confine;
 pub mod fids;
 pub mod forward;
 pub mod frame;
+pub mod managed;
 pub mod reconnect;
 pub mod recover;
 pub mod track;
