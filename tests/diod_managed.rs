@@ -39,7 +39,7 @@ fn diods_serving(dir: &Path) -> Vec<u32> {
         let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
         let is_diod = args.first().is_some_and(|a| a.ends_with(b"diod"));
         let zombie = std::fs::read_to_string(e.path().join("stat")).is_ok_and(|s| s.contains(") Z "));
-        if is_diod && !zombie && args.iter().any(|a| *a == want) {
+        if is_diod && !zombie && args.contains(&want) {
             pids.push(pid);
         }
     }
