@@ -355,13 +355,32 @@ impl Config {
         let d = &file.defaults;
         let keys = ConfineKeys { export: &d.export, read_only: d.read_only, uid: &d.uid, gid: &d.gid };
         let default_confine = confine(keys, &Policy::default())?;
+        // A managed server exports the entry's `export`: it must have one
+        // (a template is expanded per board by `resolve`).
+        let managed =
+            |b: BackendAddr, c: &Policy, span: std::ops::Range<usize>| -> Result<(BackendAddr, Option<ConfigError>), ConfigError> {
+                match (&b, &c.export) {
+                    (BackendAddr::Managed(_), None) => Err(err(
+                        Some(span),
+                        "backend = \"managed\" needs export = \"/dir\": the directory the managed diod serves to the board".into(),
+                    )),
+                    (BackendAddr::Managed(_), Some(e)) => {
+                        let dir = BackendAddr::Managed(PathBuf::from(e));
+                        let hidden = sandbox_hides(&dir).map(|w| err(Some(span), w));
+                        Ok((dir, hidden))
+                    }
+                    _ => Ok((b, None)),
+                }
+            };
         let default = match &file.defaults.backend {
             None => None,
             Some(b) => Some(Target {
                 backend: {
-                    let (b, hidden) = backend(b)?;
+                    let (addr, hidden) = backend(b)?;
                     warnings.extend(hidden);
-                    b
+                    let (addr, hidden) = managed(addr, &default_confine, b.span())?;
+                    warnings.extend(hidden);
+                    addr
                 },
                 buflen: default_buflen,
                 request_timeout: default_request_timeout,
@@ -412,14 +431,24 @@ impl Config {
                 };
                 return Err(err(Some(span), format!("{what} is listed twice")));
             }
-            let Some(board_backend) = &b.backend else {
-                return Err(err(
-                    Some(entry.span()),
-                    format!("this [[board]] entry ({}) has no backend: add backend = \"host:port\" or \"unix:/path\"", describe(&matcher)),
-                ));
+            let board_backend = match &b.backend {
+                Some(v) => {
+                    let (addr, hidden) = backend(v)?;
+                    warnings.extend(hidden);
+                    addr
+                }
+                // A directory and no server: a managed diod serves it.
+                None if b.export.is_some() => BackendAddr::Managed(PathBuf::new()),
+                None => {
+                    return Err(err(
+                        Some(entry.span()),
+                        format!(
+                            "this [[board]] entry ({}) has no backend: add backend = \"host:port\" or \"unix:/path\", or export = \"/dir\" alone to have usb9pfsd start a diod serving that directory",
+                            describe(&matcher)
+                        ),
+                    ));
+                }
             };
-            let (board_backend, hidden) = backend(board_backend)?;
-            warnings.extend(hidden);
             let buflen = match &b.buflen {
                 Some(v) => fits(v, in_range(v, BUFLEN_RANGE, "buflen").map_err(|m| err(Some(v.span()), m))?)?,
                 None => default_buflen,
@@ -428,6 +457,8 @@ impl Config {
             let recover_window = recover_window(&b.recover_window, default_recover_window)?;
             let keys = ConfineKeys { export: &b.export, read_only: b.read_only, uid: &b.uid, gid: &b.gid };
             let confine = confine(keys, &default_confine)?;
+            let (board_backend, hidden) = managed(board_backend, &confine, entry.span())?;
+            warnings.extend(hidden);
             let target = Target { backend: board_backend, buflen, request_timeout, recover_window, confine };
             boards.push(BoardRule { matcher, interface, target });
         }
@@ -452,6 +483,10 @@ impl Config {
                     Ok(export) => target.confine.export = Some(export),
                     Err(why) => return Decision::Refused { why },
                 }
+            }
+            // A managed server exports what the board is confined to.
+            if let (BackendAddr::Managed(dir), Some(export)) = (&mut target.backend, &target.confine.export) {
+                *dir = PathBuf::from(export);
             }
             Decision::Serve { target, why }
         };
@@ -599,10 +634,10 @@ fn check_port_path(p: &str) -> Result<(), String> {
 /// A `backend` value: `host:port`, `[ipv6]:port` or `unix:/path`, with the
 /// host a name or address and the port a number from 1 to 65535.
 pub fn parse_backend(s: &str) -> Result<BackendAddr, String> {
-    if s.starts_with("unix:") {
+    if s.starts_with("unix:") || s == BackendAddr::MANAGED {
         return s.parse();
     }
-    let form = "a backend is \"host:port\", \"[ipv6]:port\" or \"unix:/path/to/socket\"";
+    let form = "a backend is \"host:port\", \"[ipv6]:port\", \"unix:/path/to/socket\" or \"managed\" (a diod this daemon starts for the entry's export)";
     let Some((host, port)) = s.rsplit_once(':') else {
         return Err(format!("backend = {s:?} has no port: {form}, like \"127.0.0.1:564\""));
     };
@@ -639,13 +674,24 @@ pub fn parse_backend(s: &str) -> Result<BackendAddr, String> {
 /// Where usb9pfsd.service cannot see a unix socket: its sandbox gives it a
 /// private /tmp and /var/tmp and hides /home, /root and /run/user.
 fn sandbox_hides(b: &BackendAddr) -> Option<String> {
-    let BackendAddr::Unix(p) = b else { return None };
     let hidden = ["/tmp", "/var/tmp", "/home", "/root", "/run/user"];
-    let under = hidden.iter().find(|h| p.starts_with(h))?;
-    Some(format!(
-        "unix socket {} is under {under}, which usb9pfsd.service cannot see (its sandbox: PrivateTmp=, ProtectHome=): the board's mount would fail as if the server were down; have the server listen under /run or /srv",
-        p.display()
-    ))
+    match b {
+        BackendAddr::Unix(p) => {
+            let under = hidden.iter().find(|h| p.starts_with(h))?;
+            Some(format!(
+                "unix socket {} is under {under}, which usb9pfsd.service cannot see (its sandbox: PrivateTmp=, ProtectHome=): the board's mount would fail as if the server were down; have the server listen under /run or /srv",
+                p.display()
+            ))
+        }
+        BackendAddr::Managed(dir) => {
+            let under = hidden.iter().find(|h| dir.starts_with(h))?;
+            Some(format!(
+                "managed export {} is under {under}, which usb9pfsd.service cannot see (its sandbox: PrivateTmp=, ProtectHome=): serve it from /srv, or allow it with the drop-in in packaging/README.md \"Managed exports\"",
+                dir.display()
+            ))
+        }
+        BackendAddr::Tcp { .. } => None,
+    }
 }
 
 /// A TOML parser's message about a value of the wrong kind, in TOML's words
@@ -749,6 +795,45 @@ buflen = 65536
         assert_eq!(target(c.resolve(&gadget(Some("0001-BOARD-A"), "1-1.2", 1, 2))), ("buildhost:5640".into(), 16384, "serial"));
         assert_eq!(target(c.resolve(&gadget(Some("other"), "1-1.2", 1, 2))), ("unix:/run/diod-b.sock".into(), 65536, "path"));
         assert_eq!(target(c.resolve(&gadget(None, "1-1.3", 1, 2))), ("127.0.0.1:564".into(), 16384, "defaults"));
+    }
+
+    #[test]
+    fn a_directory_with_no_server_is_served_by_a_managed_diod_confined_to_it() {
+        let c = parse(
+            r#"
+[[board]]
+serial = "A"
+export = "/srv/rootfs-a"
+
+[[board]]
+serial = "B"
+backend = "managed"
+export = "/srv/boards/{serial}"
+read_only = true
+
+[defaults]
+backend = "managed"
+export = "/srv/boards/{path}"
+"#,
+        )
+        .expect("parse");
+        let target = |serial: &str| match c.resolve(&gadget(Some(serial), "1-4", 1, 2)) {
+            Decision::Serve { target, .. } => (target.backend, target.confine.export, target.confine.read_only),
+            other => panic!("{other:?}"),
+        };
+        let managed = |d: &str| BackendAddr::Managed(PathBuf::from(d));
+        assert_eq!(target("A"), (managed("/srv/rootfs-a"), Some("/srv/rootfs-a".into()), false));
+        assert_eq!(target("B"), (managed("/srv/boards/B"), Some("/srv/boards/B".into()), true), "the template expanded for both");
+        assert_eq!(target("C"), (managed("/srv/boards/1-4"), Some("/srv/boards/1-4".into()), false), "defaults");
+        assert_eq!(managed("/srv/x").to_string(), "managed:/srv/x");
+
+        let e = parse("[[board]]\nserial = \"A\"\nbackend = \"managed\"\n").expect_err("no export");
+        assert!(e.message.contains("needs export"), "{e}");
+        let e = parse("[[board]]\nserial = \"A\"\n").expect_err("neither");
+        assert!(e.message.contains("export = \"/dir\" alone"), "{e}");
+        let (_, warnings) =
+            Config::parse_checked("[[board]]\nserial = \"A\"\nexport = \"/home/dev/rootfs\"\n", Path::new("t.toml")).expect("parse");
+        assert!(warnings.iter().any(|w| w.message.contains("Managed exports")), "{warnings:?}");
     }
 
     #[test]

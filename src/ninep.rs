@@ -10,6 +10,7 @@ pub mod confine;
 pub mod fids;
 pub mod forward;
 pub mod frame;
+pub mod managed;
 pub mod recover;
 pub mod track;
 pub mod wire;

@@ -279,7 +279,9 @@ impl BackendPolicy for BoardBackend {
             Err(e) => {
                 *lock(&self.live) = Live::Idle;
                 let err = ConnectError::from_io(&e, format!("cannot connect to 9P server {addr}"));
-                let hint = if e.kind() == std::io::ErrorKind::TimedOut {
+                let hint = if matches!(addr, BackendAddr::Managed(_)) {
+                    "usb9pfsd starts that server itself: the error says what to change".to_string()
+                } else if e.kind() == std::io::ErrorKind::TimedOut {
                     format!("the server did not accept within {:?}: check whether it is wedged, stopped (SIGSTOP) or overloaded, or its host unreachable", self.connect_timeout)
                 } else {
                     "is the server running and reachable?".to_string()
