@@ -6,13 +6,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
-use serde::Serialize;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 use usb9pfsd::board::{GadgetInfo, GadgetKey};
 use usb9pfsd::cli::{self, Cli, Command, Failure};
-use usb9pfsd::config::{self, Config, Decision};
+use usb9pfsd::config::{self, Config};
 use usb9pfsd::daemon::status::IN_FLIGHT;
 use usb9pfsd::daemon::supervisor::{Input, Notify, Silent, Spawn, Supervisor};
 use usb9pfsd::daemon::{control, logging, notify, status, succession};
@@ -280,34 +279,12 @@ fn reexec(socket: &Path) -> Result<(), Failure> {
     }
 }
 
-/// `forward` serves one gadget (every usb9pfs interface of it): refuse to
-/// guess among several.
+/// `forward` serves one gadget: refuse to guess among several.
 fn check_single(c: &Config) -> Result<(), String> {
-    let mut matching: Vec<GadgetInfo> =
-        Sysfs::default().scan().into_iter().filter(|g| matches!(c.resolve(g), Decision::Serve { .. })).collect();
-    matching.dedup_by_key(|g| g.busaddr);
-    if matching.len() > 1 {
-        let which: Vec<String> = matching.iter().map(|g| format!("{} {} ({})", g.port_path, g.id, g.serial_or_none())).collect();
-        return Err(format!("{} usb9pfs gadgets match; pick one with --path or --serial: {}", matching.len(), which.join(", ")));
-    }
-    if matching.is_empty() {
+    if !usb9pfsd::list::single_gadget(c, &Sysfs::default().scan())? {
         tracing::info!("no matching usb9pfs gadget yet; waiting for one to be plugged in");
     }
     Ok(())
-}
-
-#[derive(Serialize)]
-struct Listed<'a> {
-    #[serde(flatten)]
-    gadget: &'a GadgetInfo,
-    backend: Option<String>,
-    matched_by: Option<&'static str>,
-    /// What the board's entry confines it to (null: nothing).
-    confine: Option<usb9pfsd::daemon::status::ConfineStatus>,
-    /// Why the config refuses to serve it (an export template it cannot
-    /// expand safely for this board).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    refused: Option<String>,
 }
 
 fn list(json: bool, config_path: Option<&Path>) -> Result<(), String> {
@@ -319,56 +296,11 @@ fn list(json: bool, config_path: Option<&Path>) -> Result<(), String> {
         }),
         None => Config::empty(),
     };
-    let gadgets = Sysfs::default().scan();
-    let rows: Vec<Listed> = gadgets
-        .iter()
-        .map(|g| match config.resolve(g) {
-            Decision::Serve { target, why } => Listed {
-                gadget: g,
-                backend: Some(target.backend.to_string()),
-                matched_by: Some(why),
-                confine: usb9pfsd::daemon::status::ConfineStatus::of(&target.confine),
-                refused: None,
-            },
-            Decision::Refused { why } => Listed { gadget: g, backend: None, matched_by: None, confine: None, refused: Some(why) },
-            _ => Listed { gadget: g, backend: None, matched_by: None, confine: None, refused: None },
-        })
-        .collect();
+    let rows = usb9pfsd::list::rows(&config, &Sysfs::default().scan());
     if json {
-        let text = serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?;
-        println!("{text}");
-        return Ok(());
-    }
-    if rows.is_empty() {
-        println!("no usb9pfs gadgets present");
-        return Ok(());
-    }
-    let dash = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".into());
-    println!(
-        "{:<3} {:<4} {:<10} {:<5} {:<9} {:<20} {:<16} {:<20} BACKEND",
-        "BUS", "ADDR", "PORT", "IFACE", "ID", "SERIAL", "MANUFACTURER", "PRODUCT"
-    );
-    for r in &rows {
-        let g = r.gadget;
-        let backend = match (&r.backend, r.matched_by, &r.confine) {
-            (Some(b), Some(why), Some(c)) => format!("{b} (by {why}; confined: {c})"),
-            (Some(b), Some(why), None) => format!("{b} (by {why})"),
-            _ => match &r.refused {
-                Some(why) => format!("- (not served: {why})"),
-                None => "- (not served)".into(),
-            },
-        };
-        println!(
-            "{:<3} {:<4} {:<10} {:<5} {:<9} {:<20} {:<16} {:<20} {backend}",
-            g.bus,
-            g.address,
-            g.port_path,
-            g.interface,
-            g.id,
-            dash(&g.serial),
-            dash(&g.manufacturer),
-            dash(&g.product)
-        );
+        println!("{}", serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?);
+    } else {
+        print!("{}", usb9pfsd::list::table(&rows));
     }
     Ok(())
 }
@@ -436,7 +368,7 @@ fn probe(
                 recover_window: config::DEFAULT_RECOVER_WINDOW,
                 confine,
             };
-            vec![probe::Plan { entry: "--backend".into(), target: Ok(target) }]
+            vec![probe::Plan { entry: "--backend".into(), board: None, target: Ok(target) }]
         }
         None => {
             let c = Config::load(config_path).map_err(|e| e.to_string())?;

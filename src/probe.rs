@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::board::GadgetInfo;
+use crate::board::{BoardIdentity, GadgetInfo};
 use crate::config::{expand_export, Config, Decision, Match, Target};
 use crate::ninep::backend::{Backend, BackendAddr};
 use crate::ninep::confine::{After, Confine, Verdict, TATTACH};
@@ -50,6 +50,11 @@ pub struct BoardAttach {
 pub struct Report {
     /// Which config entry (or `--backend`) this is.
     pub entry: String,
+    /// For a board plugged in now: serial, busaddr, interface, port_path,
+    /// id, the board identity every JSON output shares (absent for a
+    /// config entry probed without its board).
+    #[serde(flatten)]
+    pub board: Option<BoardIdentity>,
     pub backend: String,
     /// The aname the board sends, and the one the server is asked for
     /// (they differ for a confined board).
@@ -74,6 +79,7 @@ impl Report {
     fn new(entry: &str, backend: &BackendAddr, board_aname: &str) -> Report {
         Report {
             entry: entry.to_string(),
+            board: None,
             backend: backend.to_string(),
             board_aname: board_aname.to_string(),
             server_aname: None,
@@ -136,15 +142,18 @@ fn quoted(s: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub entry: String,
+    /// The board plugged in now this plan is for (None: a config entry).
+    pub board: Option<BoardIdentity>,
     pub target: Result<Target, String>,
 }
 
 impl Plan {
     pub fn run(&self, board: &BoardAttach) -> Report {
-        match &self.target {
+        let report = match &self.target {
             Ok(t) => probe(&self.entry, t, board, PROBE_TIMEOUT),
             Err(why) => Report {
                 entry: self.entry.clone(),
+                board: None,
                 backend: "-".into(),
                 board_aname: board.aname.clone().unwrap_or_default(),
                 server_aname: None,
@@ -157,7 +166,8 @@ impl Plan {
                 error: Some(why.clone()),
                 hint: Some("probe with --backend ADDR --export PATH (the export as it expands for the board)".into()),
             },
-        }
+        };
+        Report { board: self.board.clone(), ..report }
     }
 }
 
@@ -167,7 +177,7 @@ impl Plan {
 pub fn plans(c: &Config) -> Vec<Plan> {
     let mut out = Vec::new();
     if let Some(t) = &c.default {
-        out.push(Plan { entry: "[defaults]".into(), target: expanded(t, None, None, 0) });
+        out.push(Plan { entry: "[defaults]".into(), board: None, target: expanded(t, None, None, 0) });
     }
     for r in &c.boards {
         let (entry, serial, path) = match &r.matcher {
@@ -179,7 +189,7 @@ pub fn plans(c: &Config) -> Vec<Plan> {
             Some(i) => format!("{entry} interface {i}"),
             None => entry,
         };
-        out.push(Plan { entry, target: expanded(&r.target, serial, path, r.interface.unwrap_or(0)) });
+        out.push(Plan { entry, board: None, target: expanded(&r.target, serial, path, r.interface.unwrap_or(0)) });
     }
     out
 }
@@ -192,9 +202,10 @@ pub fn plugged_plans(c: &Config, gadgets: &[GadgetInfo]) -> Vec<Plan> {
         .iter()
         .filter_map(|g| {
             let entry = format!("plugged board {} at {}#{}", g.serial_or_none(), g.busaddr, g.interface);
+            let board = Some(g.identity());
             match c.resolve(g) {
-                Decision::Serve { target, why } => Some(Plan { entry: format!("{entry} (by {why})"), target: Ok(target) }),
-                Decision::Refused { why } => Some(Plan { entry, target: Err(format!("not served: {why}")) }),
+                Decision::Serve { target, why } => Some(Plan { entry: format!("{entry} (by {why})"), board, target: Ok(target) }),
+                Decision::Refused { why } => Some(Plan { entry, board, target: Err(format!("not served: {why}")) }),
                 Decision::NoBackend | Decision::NotAllowed => None,
             }
         })
@@ -485,6 +496,31 @@ mod tests {
         assert_eq!(plugged.len(), 1);
         assert_eq!(plugged[0].entry, "plugged board B at 003-007#0 (by defaults)");
         assert_eq!(plugged[0].target.as_ref().expect("B").confine.export.as_deref(), Some("/srv/3-1"));
+    }
+
+    /// `probe --json` names a plugged board as `list --json` and `status
+    /// --json` do; a config entry without its board has no identity.
+    #[test]
+    fn a_plugged_boards_report_carries_the_shared_board_identity() {
+        let c = Config::parse("[defaults]\nbackend = \"h:1\"\nexport = \"/srv/{path}\"\n", std::path::Path::new("t.toml")).expect("config");
+        let attach = BoardAttach { aname: None, uname: "nobody".into(), uid: None };
+        let entry = serde_json::to_value(plans(&c)[0].run(&attach)).expect("json");
+        assert!(entry.get("busaddr").is_none() && entry.get("serial").is_none(), "{entry}");
+        // The board's export template cannot expand safely: the plan fails
+        // without a connection, and still names the board.
+        let g = GadgetInfo { port_path: "3-1.9".into(), ..GadgetInfo::example(Some("../B"), 3, 7) };
+        let c =
+            Config::parse("[defaults]\nbackend = \"h:1\"\nexport = \"/srv/{serial}\"\n", std::path::Path::new("t.toml")).expect("config");
+        let plugged = plugged_plans(&c, &[g]);
+        let report = serde_json::to_value(plugged[0].run(&attach)).expect("json");
+        let identity: serde_json::Map<String, serde_json::Value> =
+            ["serial", "busaddr", "interface", "port_path", "id"].iter().map(|k| (k.to_string(), report[*k].clone())).collect();
+        assert_eq!(
+            serde_json::Value::Object(identity),
+            serde_json::json!({"serial": "../B", "busaddr": "003-007", "interface": 0, "port_path": "3-1.9", "id": "1d6b:0109"}),
+            "{report}"
+        );
+        assert_eq!(report["ok"], false, "{report}");
     }
 
     #[test]
