@@ -874,8 +874,8 @@ export = "/srv/boards/{path}"
              [[board]]\npath = \"2-1\"\ninterface = 1\nbackend = \"p:1\"\n",
         )
         .expect("parse");
-        let on = |serial: Option<&str>, port: &str, iface: u8| {
-            let g = GadgetInfo { interface: iface, ..gadget(serial, port, 1, 2) };
+        let on = |serial: Option<&str>, port: &str, interface: u8| {
+            let g = GadgetInfo { interface, ..gadget(serial, port, 1, 2) };
             match c.resolve(&g) {
                 Decision::Serve { target, why } => format!("{} {why}", target.backend),
                 other => format!("{other:?}"),

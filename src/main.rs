@@ -55,12 +55,12 @@ fn main() -> ExitCode {
                             usb9pfsd::usb::pipe::NUDGE_EVERY.as_secs()
                         );
                     }
-                    let inherited = passed.adopt();
+                    let taken = passed.take_over();
                     // Reloads re-read this file; status shows it.
                     let path = std::env::current_dir().map(|d| d.join(&path)).unwrap_or(path);
                     let socket =
                         control_socket.or_else(|| c.control_socket.clone()).unwrap_or_else(|| PathBuf::from(control::DEFAULT_SOCKET));
-                    serve(c, Box::new(notify::Systemd), Some(Control { config_path: path, socket }), inherited).map_err(Failure::from)
+                    serve(c, Box::new(notify::Systemd), Some(Control { config_path: path, socket }), taken).map_err(Failure::from)
                 }
             }
         }
@@ -73,7 +73,7 @@ fn main() -> ExitCode {
                 .map(|b| cli::forward_config(b, &selection, buflen, request_timeout))
                 .and_then(|c| check_single(&c).map(|()| c));
             match config {
-                Ok(c) => serve(c, Box::new(Silent), None, passed.adopt()).map_err(Failure::from),
+                Ok(c) => serve(c, Box::new(Silent), None, passed.take_over()).map_err(Failure::from),
                 Err(e) => {
                     let kept = passed.refuse(&e);
                     Err(Failure::usage(format!("{e}{kept}")))
@@ -191,15 +191,15 @@ struct Control {
 /// Runs the supervisor, hotplug and the control socket until SIGTERM/SIGINT;
 /// SIGHUP reloads the config; SIGUSR2 re-executes in place with every
 /// board's session.
-fn serve(config: Config, notify: Box<dyn Notify>, control: Option<Control>, inherited: succession::Adopted) -> Result<(), String> {
+fn serve(config: Config, notify: Box<dyn Notify>, control: Option<Control>, taken: succession::TakenOver) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("cannot start the runtime: {e}"))?;
     rt.block_on(async {
         let (tx, rx) = mpsc::unbounded_channel();
         let config_path = control.as_ref().map(|c| c.config_path.clone());
         let mut supervisor = Supervisor::new(config, Threads, notify, tx.clone())
-            .with_inherited(inherited.sessions)
-            .with_inherited_serials(inherited.serials)
-            .with_lost(inherited.lost);
+            .with_handed_over(taken.sessions)
+            .with_handed_over_serials(taken.serials)
+            .with_lost(taken.lost);
         if let Some(path) = &config_path {
             supervisor = supervisor.with_config_path(path.clone());
         }

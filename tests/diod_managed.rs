@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use common::*;
 use usb9pfsd::ninep::backend::BackendAddr;
+use usb9pfsd::ninep::board_backend::BoardBackend;
 use usb9pfsd::ninep::confine::Policy;
 use usb9pfsd::ninep::forward::Limits;
-use usb9pfsd::ninep::reconnect::BoardBackend;
 
 const RLERROR: u8 = 7;
 

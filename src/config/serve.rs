@@ -65,7 +65,7 @@ fn parse_at(s: &str) -> Option<GadgetKey> {
     if !all_digits(bus) || !all_digits(addr) || !all_digits(interface) {
         return None;
     }
-    Some(GadgetKey { busaddr: BusAddr { bus: bus.parse().ok()?, addr: addr.parse().ok()? }, iface: interface.parse().ok()? })
+    Some(GadgetKey { busaddr: BusAddr { bus: bus.parse().ok()?, addr: addr.parse().ok()? }, interface: interface.parse().ok()? })
 }
 
 impl FromStr for BoardSel {

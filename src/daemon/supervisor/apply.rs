@@ -19,7 +19,7 @@ use crate::config::serve::{BoardSel, Serve};
 use crate::config::{Config, ConfigError, Decision, Target};
 use crate::daemon::reload::{self, Action, Summary};
 use crate::daemon::status::Stamped;
-use crate::ninep::reconnect::BoardBackend;
+use crate::ninep::board_backend::BoardBackend;
 use crate::worker::End;
 
 /// The key of the supervisor's board map: one usb9pfs interface.
