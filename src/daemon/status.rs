@@ -477,8 +477,12 @@ mod tests {
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines[0], "usb9pfsd 0.1.0 (pid 42), up 1h02m, config /etc/usb9pfsd/config.toml loaded 2026-11-26T00:10:00Z");
         assert!(lines[1].starts_with("last reload FAILED at 2026-11-26T00:12:00Z") && lines[1].ends_with(":3:11: bad"), "{t}");
-        assert!(lines[2].starts_with("SERIAL"), "{t}");
-        let row: Vec<&str> = lines[3].split_whitespace().collect();
+        assert_eq!(
+            lines[2],
+            "usb9pfsd serve 1-1.2: /srv/rootfs (managed diod) (by uid 1000 at 2026-11-26T00:11:00Z; usb9pfsd unserve 1-1.2 undoes it)"
+        );
+        assert!(lines[3].starts_with("SERIAL"), "{t}");
+        let row: Vec<&str> = lines[4].split_whitespace().collect();
         assert_eq!(
             row,
             [
