@@ -191,7 +191,9 @@ struct Control {
 /// Runs the supervisor, hotplug and the control socket until SIGTERM/SIGINT;
 /// SIGHUP reloads the config; SIGUSR2 re-executes in place with every
 /// board's session.
-fn serve(config: Config, notify: Box<dyn Notify>, control: Option<Control>, taken: succession::TakenOver) -> Result<(), String> {
+fn serve(mut config: Config, notify: Box<dyn Notify>, control: Option<Control>, taken: succession::TakenOver) -> Result<(), String> {
+    // `usb9pfsd serve` mappings a predecessor handed over stay in force.
+    config.serves = taken.serves;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("cannot start the runtime: {e}"))?;
     rt.block_on(async {
         let (tx, rx) = mpsc::unbounded_channel();
