@@ -20,6 +20,8 @@ use crate::board::GadgetInfo;
 use crate::ninep::backend::BackendAddr;
 use crate::ninep::confine::Policy;
 
+pub mod serve;
+
 /// Default path of the config file.
 pub const DEFAULT_PATH: &str = "/etc/usb9pfsd/config.toml";
 /// The kernel's default usb9pfs `buflen` (DEFAULT_BUFLEN in trans_usbg.c).
@@ -150,6 +152,9 @@ pub struct Config {
     pub control_socket: Option<PathBuf>,
     /// Shorter USB waits for the VM rig's fault scenario; empty in any real config.
     pub test_waits: TestWaits,
+    /// `usb9pfsd serve`'s runtime mappings, before every entry; never in a
+    /// file (the supervisor carries them from config to config).
+    pub serves: Vec<serve::Serve>,
 }
 
 /// `[daemon] test_partial_frame_wait` and `test_nudge_every` (seconds): the
@@ -222,6 +227,7 @@ impl Config {
             boards: Vec::new(),
             control_socket: None,
             test_waits: TestWaits::default(),
+            serves: Vec::new(),
         }
     }
 
@@ -462,7 +468,7 @@ impl Config {
             let target = Target { backend: board_backend, buflen, request_timeout, recover_window, confine };
             boards.push(BoardRule { matcher, interface, target });
         }
-        Ok((Config { max_frame, allow_ids, default, boards, control_socket, test_waits }, warnings))
+        Ok((Config { max_frame, allow_ids, default, boards, control_socket, test_waits, serves: Vec::new() }, warnings))
     }
 
     /// Which backend serves `g`: serial, then port path, then defaults; an
@@ -473,23 +479,24 @@ impl Config {
                 return Decision::NotAllowed;
             }
         }
+        let serve = |target: Target, why: &'static str| expanded(target, why, g);
+        if let Some(s) = self.serves.iter().rev().find(|s| s.board.matches(g)) {
+            let base = match self.resolve_file(g) {
+                Decision::Serve { target, .. } => Some(target),
+                _ => self.default.clone(),
+            };
+            return serve(s.spec.target(base.as_ref()), "usb9pfsd serve");
+        }
+        self.resolve_file(g)
+    }
+
+    /// What the file alone says about `g` (after `allow_ids`).
+    fn resolve_file(&self, g: &GadgetInfo) -> Decision {
         let by = |m: &Match| {
             let rules = || self.boards.iter().filter(|r| &r.matcher == m);
             rules().find(|r| r.interface == Some(g.interface)).or_else(|| rules().find(|r| r.interface.is_none())).map(|r| r.target.clone())
         };
-        let serve = |mut target: Target, why: &'static str| {
-            if let Some(template) = &target.confine.export {
-                match expand_export(template, g) {
-                    Ok(export) => target.confine.export = Some(export),
-                    Err(why) => return Decision::Refused { why },
-                }
-            }
-            // A managed server exports what the board is confined to.
-            if let (BackendAddr::Managed(dir), Some(export)) = (&mut target.backend, &target.confine.export) {
-                *dir = PathBuf::from(export);
-            }
-            Decision::Serve { target, why }
-        };
+        let serve = |target: Target, why: &'static str| expanded(target, why, g);
         let both = g.serial.as_ref().and_then(|s| by(&Match::SerialAt { serial: s.clone(), path: g.port_path.clone() }));
         if let Some(target) = both {
             return serve(target, "serial and path");
@@ -505,6 +512,21 @@ impl Config {
             None => Decision::NoBackend,
         }
     }
+}
+
+/// `target` for `g`: its export template expanded, and a managed server
+/// exporting what the board is confined to.
+fn expanded(mut target: Target, why: &'static str, g: &GadgetInfo) -> Decision {
+    if let Some(template) = &target.confine.export {
+        match expand_export(template, g) {
+            Ok(export) => target.confine.export = Some(export),
+            Err(why) => return Decision::Refused { why },
+        }
+    }
+    if let (BackendAddr::Managed(dir), Some(export)) = (&mut target.backend, &target.confine.export) {
+        *dir = PathBuf::from(export);
+    }
+    Decision::Serve { target, why }
 }
 
 /// The placeholders an `export` may hold.

@@ -86,6 +86,13 @@ fn main() -> ExitCode {
         Command::Status { json, socket } => show_status(json, &socket),
         Command::Reload { socket } => reload(&socket),
         Command::Reexec { socket } => reexec(&socket),
+        Command::Serve { board, backend, export, read_only, uid, gid, json, socket } => {
+            serve_board(&socket, board, backend.as_deref(), export, read_only, uid, gid, json)
+        }
+        Command::Unserve { board, json, socket } => {
+            let req = control::Request { board: Some(board), ..control::Request::new("unserve") };
+            send_serve(&socket, &req, json)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -99,9 +106,54 @@ fn main() -> ExitCode {
     }
 }
 
+/// `usb9pfsd serve`: the arguments checked here (exit status 2), then asked.
+#[allow(clippy::too_many_arguments)]
+fn serve_board(
+    socket: &Path,
+    board: String,
+    backend: Option<&str>,
+    export: Option<String>,
+    read_only: bool,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    json: bool,
+) -> Result<(), Failure> {
+    let usage = |m: String| Failure { code: 2, message: m };
+    board.parse::<usb9pfsd::config::serve::BoardSel>().map_err(usage)?;
+    let backend = backend.map(|b| config::parse_backend(b).map_err(|m| usage(format!("--backend: {m}")))).transpose()?;
+    let spec = usb9pfsd::config::serve::ServeSpec { backend, export, read_only, uid, gid };
+    spec.check().map_err(usage)?;
+    let req = control::Request { board: Some(board), serve: Some(spec), ..control::Request::new("serve") };
+    send_serve(socket, &req, json)
+}
+
+/// Sends a `serve` or `unserve` and says what it did.
+fn send_serve(socket: &Path, req: &control::Request, json: bool) -> Result<(), Failure> {
+    let r = ask_with(socket, req)?;
+    if !r.ok {
+        return Err(Failure::from(r.error.unwrap_or_else(|| format!("{} failed", req.command))));
+    }
+    let answer = r.served.unwrap_or_default();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&answer).map_err(|e| e.to_string())?);
+        return Ok(());
+    }
+    let board = req.board.as_deref().unwrap_or("?");
+    let present = if answer.boards.is_empty() { "no such board is plugged in now".to_string() } else { answer.boards.join(", ") };
+    match &req.serve {
+        Some(spec) => println!("{board}: serves {spec} from the board's next mount ({present}); a live session keeps what it began with"),
+        None => println!("{board}: the config decides again from the board's next mount ({present})"),
+    }
+    Ok(())
+}
+
 /// Asks the running daemon; "not running" is exit status 3.
 fn ask(socket: &Path, command: &str) -> Result<control::Response, Failure> {
-    control::request(socket, command).map_err(|e| {
+    ask_with(socket, &control::Request::new(command))
+}
+
+fn ask_with(socket: &Path, req: &control::Request) -> Result<control::Response, Failure> {
+    control::send(socket, req).map_err(|e| {
         if control::absent(socket) {
             Failure::not_running(format!(
                 "usb9pfsd is not running (nothing listens on {}); udev starts it when a usb9pfs board appears, or: systemctl start usb9pfsd",
@@ -138,7 +190,9 @@ struct Control {
 /// Runs the supervisor, hotplug and the control socket until SIGTERM/SIGINT;
 /// SIGHUP reloads the config; SIGUSR2 re-executes in place with every
 /// board's session.
-fn serve(config: Config, notify: Box<dyn Notify>, control: Option<Control>, taken: succession::TakenOver) -> Result<(), String> {
+fn serve(mut config: Config, notify: Box<dyn Notify>, control: Option<Control>, taken: succession::TakenOver) -> Result<(), String> {
+    // `usb9pfsd serve` mappings a predecessor handed over stay in force.
+    config.serves = taken.serves;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("cannot start the runtime: {e}"))?;
     rt.block_on(async {
         let (tx, rx) = mpsc::unbounded_channel();

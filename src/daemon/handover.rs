@@ -37,6 +37,7 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use serde::{Deserialize, Serialize};
 
 use crate::board::{BusAddr, GadgetKey};
+use crate::config::serve::Serve;
 use crate::daemon::supervisor::handover::HandedBoard;
 use crate::ninep::backend::Backend;
 use crate::ninep::fids::TableRecord;
@@ -103,6 +104,10 @@ pub struct State {
     /// status. Absent from a predecessor that did not record them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lost: Vec<LostRecord>,
+    /// `usb9pfsd serve`'s runtime mappings, kept by the successor. Absent
+    /// from a predecessor without them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub serves: Vec<Serve>,
 }
 
 /// A board whose session did not cross.
@@ -117,7 +122,7 @@ pub struct LostRecord {
 
 impl State {
     pub fn new(boards: Vec<BoardRecord>) -> State {
-        State { version: VERSION, writer: env!("CARGO_PKG_VERSION").to_string(), boards, lost: Vec::new() }
+        State { version: VERSION, writer: env!("CARGO_PKG_VERSION").to_string(), boards, lost: Vec::new(), serves: Vec::new() }
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -242,6 +247,8 @@ pub struct Unpacked {
     pub names: Vec<String>,
     /// Boards the predecessor could not hand over (busy at its deadline).
     pub lost: Vec<GadgetKey>,
+    /// The predecessor's `usb9pfsd serve` mappings.
+    pub serves: Vec<Serve>,
 }
 
 pub struct UnpackedBoard {
@@ -280,6 +287,7 @@ pub fn unpack(named: Vec<(String, OwnedFd)>) -> Unpacked {
         .map(|l| GadgetKey { busaddr: BusAddr { bus: l.bus, addr: l.addr }, interface: l.interface })
         .take(1024)
         .collect();
+    out.serves = state.serves;
     for record in state.boards {
         let key = record.key();
         let Some(node) = fds.remove(&usb_name(key)) else {
@@ -375,7 +383,7 @@ pub fn parse_fds_env(v: &str) -> Vec<(String, RawFd)> {
 
 /// What crosses for `boards`: the state memfd (keep it open until the
 /// successor has it) and every descriptor by name, the state first.
-pub fn pack(boards: &[HandedBoard], lost: &[GadgetKey]) -> io::Result<(OwnedFd, Vec<(String, RawFd)>)> {
+pub fn pack(boards: &[HandedBoard], lost: &[GadgetKey], serves: &[Serve]) -> io::Result<(OwnedFd, Vec<(String, RawFd)>)> {
     let live: Vec<bool> = boards.iter().map(clean_live).collect();
     let records = boards
         .iter()
@@ -400,6 +408,7 @@ pub fn pack(boards: &[HandedBoard], lost: &[GadgetKey]) -> io::Result<(OwnedFd, 
         })
         .collect();
     let mut state = fit_state(records);
+    state.serves = serves.to_vec();
     state.lost = lost.iter().map(|k| LostRecord { bus: k.busaddr.bus, addr: k.busaddr.addr, interface: k.interface }).collect();
     let state = state_memfd(&state)?;
     let mut fds = vec![(STATE_NAME.to_string(), state.as_raw_fd())];
@@ -631,6 +640,24 @@ mod tests {
     }
 
     #[test]
+    fn serves_cross_a_hand_over_even_with_no_board_and_an_older_state_has_none() {
+        let serve = Serve {
+            board: "1-1.2".parse().expect("board"),
+            spec: crate::config::serve::ServeSpec { export: Some("/srv/rootfs".into()), read_only: true, ..Default::default() },
+            by_uid: 1000,
+            since: "2026-12-06T05:00:00Z".into(),
+        };
+        let (state, fds) = pack(&[], &[], std::slice::from_ref(&serve)).expect("pack");
+        assert_eq!(fds.len(), 1, "the state alone");
+        let got = unpack(vec![(STATE_NAME.into(), state)]);
+        assert_eq!(got.serves, vec![serve]);
+        assert!(got.refused.is_empty(), "{:?}", got.refused);
+        // A predecessor that knew no serves: none, and the state is good.
+        let old = serde_json::to_vec(&serde_json::json!({"version": VERSION, "writer": "0.0.9", "boards": []})).expect("json");
+        assert_eq!(State::decode(&old).expect("older state").serves, vec![]);
+    }
+
+    #[test]
     fn a_successor_closes_what_it_cannot_use_and_starts_clean() {
         // No state: passed descriptors are closed, nothing taken over.
         let (a, _b) = std::os::unix::net::UnixStream::pair().expect("pair");
@@ -715,11 +742,11 @@ mod tests {
     fn a_session_whose_server_sent_unasked_bytes_does_not_cross_as_live() {
         let (ours, mut server) = std::os::unix::net::UnixStream::pair().expect("pair");
         let clean = handed(live_session(ours));
-        let (_state, fds) = pack(std::slice::from_ref(&clean), &[]).expect("pack");
+        let (_state, fds) = pack(std::slice::from_ref(&clean), &[], &[]).expect("pack");
         assert!(fds.iter().any(|(n, _)| n.starts_with("srv-")), "a clean live session crosses with its server: {fds:?}");
         // The server speaks out of turn (no request is out at a boundary).
         server.write_all(b"\x0b\x00\x00\x00\x07\x01\x00\x05\x00\x00\x00").expect("write");
-        let (state, fds) = pack(std::slice::from_ref(&clean), &[]).expect("pack");
+        let (state, fds) = pack(std::slice::from_ref(&clean), &[], &[]).expect("pack");
         assert!(!fds.iter().any(|(n, _)| n.starts_with("srv-")), "{fds:?}");
         assert!(!read_state(state).expect("state").boards[0].session.live);
         // The successor checks too (bytes that came after the pack).

@@ -53,6 +53,8 @@ pub struct TakenOver {
     pub lost: Vec<GadgetKey>,
     /// The serial each session was recorded with.
     pub serials: BTreeMap<GadgetKey, Option<String>>,
+    /// The predecessor's `usb9pfsd serve` mappings.
+    pub serves: Vec<crate::config::serve::Serve>,
 }
 
 impl Passed {
@@ -132,7 +134,10 @@ impl Passed {
             );
         }
         let serials = unpacked.boards.iter().map(|(k, i)| (*k, i.record.serial.clone())).collect();
-        TakenOver { sessions: handover::sessions(unpacked.boards), lost: unpacked.lost, serials }
+        for s in &unpacked.serves {
+            tracing::info!(board = %s.board, "usb9pfsd serve from the previous usb9pfsd kept: {} serves {} (set by uid {} at {})", s.board, s.spec, s.by_uid, s.since);
+        }
+        TakenOver { sessions: handover::sessions(unpacked.boards), lost: unpacked.lost, serials, serves: unpacked.serves }
     }
 
     /// This image cannot run (`why`: its config does not load). Takes
@@ -209,9 +214,10 @@ pub async fn reexec(
             .map_err(|e| format!("{e}; not re-executing: every board is still served by this process with the config in force"))?;
     }
     let exe = handover::own_path().map_err(|e| format!("cannot find this program's path: {e}"))?;
-    let boards = stop_all(tx, Mode::AllOrNothing).await?.boards;
+    let handed = stop_all(tx, Mode::AllOrNothing).await?;
+    let boards = handed.boards;
     let n = boards.len();
-    let (state, mut fds) = match handover::pack(&boards, &[]) {
+    let (state, mut fds) = match handover::pack(&boards, &[], &handed.serves) {
         Ok(p) => p,
         Err(e) => {
             let _ = tx.send(Input::Resume(boards));
@@ -247,7 +253,7 @@ pub async fn to_fd_store(tx: &mpsc::UnboundedSender<Input>) -> Result<Stored, St
     let handed = stop_all(tx, Mode::Ready).await?;
     let busy = handed.busy;
     let boards = handed.boards;
-    let (state, fds) = handover::pack(&boards, &busy).map_err(|e| format!("cannot write the hand-over state: {e}"))?;
+    let (state, fds) = handover::pack(&boards, &busy, &handed.serves).map_err(|e| format!("cannot write the hand-over state: {e}"))?;
     // The state last: a successor that finds descriptors without it closes
     // them all, so a store that fails half-way leaves nothing half-taken.
     for (name, fd) in fds.iter().skip(1).chain(fds.iter().take(1)) {

@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, Instant};
 
 use crate::board::{BusAddr, GadgetInfo, GadgetKey};
+use crate::config::serve::{BoardSel, Serve};
 use crate::config::{Config, ConfigError, Decision, Target};
 use crate::daemon::reload;
 use crate::daemon::status::{self, Activity, BoardState, BoardStatus, Counters, DaemonStatus, Stamped, StatusReport};
@@ -29,6 +30,7 @@ use crate::ninep::board_backend::BoardBackend;
 use crate::ninep::forward::Limits;
 use crate::usb::pipe::{nudge_every, StopSwitch};
 use crate::worker::{End, HandedSession, Job, Report, Reporter, WorkerEvent};
+pub use apply::ServeAnswer;
 
 pub mod handover;
 
@@ -51,6 +53,10 @@ pub enum Input {
     /// Apply a re-read config (or record why it could not be read): the
     /// reply says what changed, or the error with file:line:column.
     Reload(Result<Config, ConfigError>, oneshot::Sender<Result<reload::Summary, String>>),
+    /// `usb9pfsd serve`: map one board over the config until unserved.
+    Serve(Serve, oneshot::Sender<Result<ServeAnswer, String>>),
+    /// `usb9pfsd unserve`: drop a board's runtime mapping.
+    Unserve(BoardSel, oneshot::Sender<Result<ServeAnswer, String>>),
     /// Stop every served board at a message boundary and hand back what
     /// each handed back (see [`handover`]).
     HandOver(handover::HandOverReply, handover::Mode),
@@ -264,6 +270,12 @@ impl<S: Spawn> Supervisor<S> {
                 }
                 Some(Input::Reload(config, reply)) => {
                     let _ = reply.send(self.reload(config));
+                }
+                Some(Input::Serve(serve, reply)) => {
+                    let _ = reply.send(self.serve(serve));
+                }
+                Some(Input::Unserve(board, reply)) => {
+                    let _ = reply.send(self.unserve(&board));
                 }
                 Some(Input::HandOver(reply, mode)) => self.on_hand_over(reply, mode),
                 Some(Input::Resume(boards)) => self.resume(boards),
@@ -669,6 +681,7 @@ impl<S: Spawn> Supervisor<S> {
                 config_loaded_at: status::rfc3339(self.config_loaded_at),
                 last_reload_error: self.last_reload_error.as_ref().map(|e| e.message.clone()),
                 last_reload_error_at: self.last_reload_error.as_ref().map(|e| status::rfc3339(e.at)),
+                serves: self.config.serves.clone(),
             },
             boards: self.status(),
         }

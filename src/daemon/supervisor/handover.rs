@@ -16,6 +16,7 @@
 //!
 //! [`Input::Resume`]: super::Input::Resume
 
+use crate::config::serve::Serve;
 use std::collections::BTreeSet;
 use std::mem;
 use std::time::Duration;
@@ -59,6 +60,8 @@ pub struct HandOver {
     /// Boards still busy at the deadline ([`Mode::Ready`] only): not handed
     /// over; this process still serves them until it stops.
     pub busy: Vec<GadgetKey>,
+    /// `usb9pfsd serve`'s mappings, for the successor to keep.
+    pub serves: Vec<Serve>,
 }
 
 /// The answer to a hand-over request.
@@ -156,7 +159,7 @@ impl<S: Spawn> Supervisor<S> {
         }
         if let Some(mut h) = self.handing.take() {
             tracing::info!("{} board(s) stopped at a message boundary, ready to hand over", h.handed.len());
-            let handed = HandOver { boards: mem::take(&mut h.handed), busy: Vec::new() };
+            let handed = HandOver { boards: mem::take(&mut h.handed), busy: Vec::new(), serves: self.config.serves.clone() };
             self.answer_hand_over(&mut h, handed);
         }
     }
@@ -188,7 +191,11 @@ impl<S: Spawn> Supervisor<S> {
                 busy.join(", "),
                 h.handed.len()
             );
-            let handed = HandOver { boards: mem::take(&mut h.handed), busy: h.waiting.iter().copied().collect() };
+            let handed = HandOver {
+                boards: mem::take(&mut h.handed),
+                busy: h.waiting.iter().copied().collect(),
+                serves: self.config.serves.clone(),
+            };
             self.answer_hand_over(&mut h, handed);
             return;
         }

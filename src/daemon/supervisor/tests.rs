@@ -934,3 +934,78 @@ async fn a_handed_over_session_is_bounded_by_the_max_frame_in_force_and_kept_onl
     assert_eq!(a.session.ceiling, 65536, "the handed-over ceiling (1 MiB) is bounded by the max_frame in force");
     assert!(jobs[1].handed.is_none(), "B does not get the session recorded for another serial at its address");
 }
+
+// --- usb9pfsd serve / unserve: runtime mappings over the config. ---
+
+impl Rig {
+    async fn serve_with(&self, board: &str, spec: crate::config::serve::ServeSpec) -> Result<ServeAnswer, String> {
+        let (reply, rx) = oneshot::channel();
+        let serve = Serve { board: board.parse().expect("board"), spec, by_uid: 1000, since: "2026-12-06T00:00:00Z".into() };
+        self.tx.send(Input::Serve(serve, reply)).expect("supervisor alive");
+        rx.await.expect("serve reply")
+    }
+
+    async fn unserve(&self, board: &str) -> Result<ServeAnswer, String> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Input::Unserve(board.parse().expect("board"), reply)).expect("supervisor alive");
+        rx.await.expect("unserve reply")
+    }
+}
+
+fn export(dir: &str) -> crate::config::serve::ServeSpec {
+    crate::config::serve::ServeSpec { export: Some(dir.into()), ..Default::default() }
+}
+
+#[tokio::test(start_paused = true)]
+async fn serve_maps_a_board_over_the_config_until_unserved_and_survives_a_reload() {
+    let r = rig(CONFIG);
+    r.send(HotplugEvent::Present(gadget("A", 1, 2)));
+    r.send(HotplugEvent::Present(gadget("stranger", 2, 2)));
+    r.send(HotplugEvent::ColdplugDone);
+    let _ = r.status().await;
+    assert_eq!(r.spawned(), 1, "the stranger is not in the config");
+
+    // A board nobody mapped gets a worker, serving the directory.
+    let answer = r.serve_with("stranger", export("/srv/rootfs")).await.expect("served");
+    assert_eq!(answer.summary.started, 1);
+    assert_eq!(answer.boards, vec!["stranger at 002-002#0".to_string()]);
+    assert_eq!(r.spawned(), 2);
+    let s = r.board("002-002").await.expect("listed");
+    assert_eq!(s.backend.as_deref(), Some("managed:/srv/rootfs"));
+    assert_eq!(s.confine.as_ref().and_then(|c| c.export.as_deref()), Some("/srv/rootfs"));
+    let report = r.report().await;
+    assert_eq!(report.daemon.serves.len(), 1);
+    assert_eq!((report.daemon.serves[0].board.to_string(), report.daemon.serves[0].by_uid), ("stranger".into(), 1000));
+
+    // A mapped board moves at its next mount; its live session is not cut.
+    let answer = r
+        .serve_with(
+            "001-002#0",
+            crate::config::serve::ServeSpec { backend: Some("10.0.0.9:564".parse().expect("addr")), ..Default::default() },
+        )
+        .await
+        .expect("served");
+    assert_eq!(answer.summary.swapped, 1);
+    let a = r.board("001-002").await.expect("listed");
+    assert_eq!((a.backend_pending.as_deref(), a.starts), (Some("10.0.0.9:564"), 1), "same worker, new server pending");
+    assert!(!r.job(0, |j| j.stop.requested()));
+
+    // A reload of the file keeps both serves.
+    let summary = r.reload(CONFIG).await.expect("reloaded");
+    assert_eq!(summary.swapped + summary.started + summary.released, 0, "{summary:?}");
+    assert_eq!(r.report().await.daemon.serves.len(), 2);
+    assert_eq!(r.board("002-002").await.expect("listed").backend.as_deref(), Some("managed:/srv/rootfs"));
+
+    // Unserve: the config decides again — the stranger is let go, A goes back.
+    let answer = r.unserve("stranger").await.expect("unserved");
+    assert_eq!(answer.summary.released, 1);
+    assert!(r.job(1, |j| j.stop.requested()), "the stranger's worker stops at a boundary");
+    r.unserve("001-002#0").await.expect("unserved");
+    let a = r.board("001-002").await.expect("listed");
+    assert_eq!((a.backend.as_deref(), a.backend_pending), (Some("127.0.0.1:5640"), None), "back on its own server, never having left it");
+    let err = r.unserve("stranger").await.expect_err("nothing to undo");
+    assert!(err.contains("no serve is set for stranger"), "{err}");
+    assert!(r.report().await.daemon.serves.is_empty());
+    // Refused: a serve with nothing to serve.
+    assert!(r.serve_with("A", Default::default()).await.is_err());
+}
