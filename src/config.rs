@@ -761,7 +761,7 @@ fn sandbox_hides(b: &BackendAddr) -> Option<String> {
         BackendAddr::Managed(dir) => {
             let under = hidden.iter().find(|h| dir.starts_with(h))?;
             Some(format!(
-                "managed export {} is under {under}, which usb9pfsd.service cannot see (its sandbox: PrivateTmp=, ProtectHome=): serve it from /srv, or allow it with the drop-in in packaging/README.md \"Managed exports\"",
+                "managed export {} is under {under}, which usb9pfsd.service cannot see (its sandbox: PrivateTmp=, ProtectHome=): serve it from /srv, or allow it with the drop-in in docs/serve.md \"Privileges\" (/usr/share/doc/usb9pfsd/serve.md)",
                 dir.display()
             ))
         }
@@ -908,7 +908,7 @@ export = "/srv/boards/{path}"
         assert!(e.message.contains("export = \"/dir\" alone"), "{e}");
         let (_, warnings) =
             Config::parse_checked("[[board]]\nserial = \"A\"\nexport = \"/home/dev/rootfs\"\n", Path::new("t.toml")).expect("parse");
-        assert!(warnings.iter().any(|w| w.message.contains("Managed exports")), "{warnings:?}");
+        assert!(warnings.iter().any(|w| w.message.contains("docs/serve.md")), "{warnings:?}");
     }
 
     #[test]

@@ -372,6 +372,18 @@ fn limits(t: &config::Target) -> String {
 
 fn check_config(path: &Path, probe_as: Option<&cli::AttachArgs>) -> Result<(), Failure> {
     let (c, warnings) = Config::load_checked(path).map_err(|e| e.to_string())?;
+    let mut warnings: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+    // A managed export that cannot be served (missing, root's): said now,
+    // not at the board's first mount.
+    for t in c.default.iter().chain(c.boards.iter().map(|r| &r.target)) {
+        if let usb9pfsd::ninep::backend::BackendAddr::Managed(dir) = &t.backend {
+            if !dir.to_string_lossy().contains('{') {
+                if let Err(e) = usb9pfsd::ninep::managed::owner(dir) {
+                    warnings.push(format!("{}: {e}", path.display()));
+                }
+            }
+        }
+    }
     println!("{}: OK{}", path.display(), if warnings.is_empty() { String::new() } else { format!(", {} warning(s)", warnings.len()) });
     for w in &warnings {
         eprintln!("usb9pfsd: warning: {w}");

@@ -46,13 +46,21 @@ fn diods_serving(dir: &Path) -> Vec<u32> {
     pids
 }
 
-/// A tree owned by a normal user, as a developer's rootfs is: uid 1000 when
-/// the test runs as root (the service's case with the drop-in), else ours.
+/// A tree owned by a user other than root, as a developer's rootfs is:
+/// `nobody`, which every Debian machine has, when the test runs as root (the
+/// service's case with the drop-in), else ours.
 fn developer_tree() -> (tempfile::TempDir, std::path::PathBuf, u32) {
     let dir = tempfile::tempdir().expect("tmp");
     let export = dir.path().canonicalize().expect("canon");
     std::fs::write(export.join("data.bin"), content(100_000)).expect("write");
-    let owner = if unsafe { libc::geteuid() } == 0 { 1000 } else { unsafe { libc::geteuid() } };
+    let owner = if unsafe { libc::geteuid() } == 0 {
+        // SAFETY: getpwnam with a NUL-terminated name; the entry is read at once.
+        let pw = unsafe { libc::getpwnam(c"nobody".as_ptr()) };
+        assert!(!pw.is_null(), "this machine has no user nobody");
+        unsafe { (*pw).pw_uid }
+    } else {
+        unsafe { libc::geteuid() }
+    };
     for p in [export.clone(), export.join("data.bin")] {
         std::os::unix::fs::chown(&p, Some(owner), Some(owner)).expect("chown");
     }

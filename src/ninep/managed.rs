@@ -14,7 +14,7 @@
 //! resolves paths on the host, and a board can plant symlinks; as root that
 //! would reach the whole host). To run diod as another user the daemon
 //! needs CAP_SETUID and CAP_SETGID (root has them; the hardened unit does
-//! not, see packaging/README.md "Managed exports"); the child drops every
+//! not, see docs/serve.md "Privileges"); the child drops every
 //! capability before diod starts.
 //!
 //! It must never start a server as root, leave one running after its
@@ -68,7 +68,7 @@ pub fn owner(dir: &Path) -> io::Result<(u32, u32)> {
         io::Error::new(
             e.kind(),
             format!(
-                "managed export {}: {e}; the directory must exist and be visible to the daemon (under the systemd unit, /home, /root and /tmp are hidden unless a drop-in allows them: packaging/README.md \"Managed exports\")",
+                "managed export {}: {e}; the directory must exist and be visible to the daemon (under the systemd unit, /home, /root and /tmp are hidden unless a drop-in allows them: docs/serve.md \"Privileges\" (/usr/share/doc/usb9pfsd/serve.md))",
                 dir.display()
             ),
         )
@@ -86,7 +86,36 @@ pub fn owner(dir: &Path) -> io::Result<(u32, u32)> {
             ),
         ));
     }
+    if !has_account(meta.uid()) {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "managed export {}: its owner, uid {}, has no user account on this host, and diod refuses to run as a uid it cannot look up; chown the tree to an existing user (getent passwd shows them)",
+                dir.display(),
+                meta.uid()
+            ),
+        ));
+    }
     Ok((meta.uid(), meta.gid()))
+}
+
+/// Whether `uid` has a passwd entry (getpwuid_r): diod running as a user
+/// looks itself up and exits if it cannot.
+fn has_account(uid: u32) -> bool {
+    let mut len = 1024;
+    while len <= 1 << 20 {
+        let mut buf = vec![0 as libc::c_char; len];
+        // SAFETY: a zeroed `passwd` is a valid out-parameter; getpwuid_r
+        // writes only into it and into `buf`, whose length we pass.
+        let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        match unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut found) } {
+            0 => return !found.is_null(),
+            libc::ERANGE => len *= 2,
+            _ => return false,
+        }
+    }
+    false
 }
 
 /// The diod to run: [`DIOD`] if it is there, else whatever `diod` PATH finds.
@@ -147,7 +176,7 @@ pub fn spawn(dir: &Path) -> io::Result<(UnixStream, ManagedServer)> {
     let child = cmd.spawn().map_err(|e| {
         let why = if e.kind() == io::ErrorKind::PermissionDenied && switch_user {
             format!(
-                "cannot run diod as uid {uid} gid {gid}, the owner of {}: {e}; the daemon needs CAP_SETUID and CAP_SETGID for that (run it as root, or add the unit drop-in in packaging/README.md \"Managed exports\"), or chown the tree to the daemon's own user",
+                "cannot run diod as uid {uid} gid {gid}, the owner of {}: {e}; the daemon needs CAP_SETUID and CAP_SETGID for that (run it as root, or add the unit drop-in in docs/serve.md \"Privileges\" (/usr/share/doc/usb9pfsd/serve.md)), or chown the tree to the daemon's own user",
                 dir.display()
             )
         } else if e.kind() == io::ErrorKind::NotFound {
@@ -176,6 +205,12 @@ mod tests {
         }
         let e = owner(Path::new("/nonexistent/usb9pfsd-managed")).expect_err("missing");
         assert!(e.to_string().contains("must exist"), "{e}");
+        if unsafe { libc::geteuid() } == 0 {
+            let orphan = tempfile::tempdir().expect("tempdir");
+            std::os::unix::fs::chown(orphan.path(), Some(4_000_000_007), Some(4_000_000_007)).expect("chown");
+            let e = owner(orphan.path()).expect_err("no such user");
+            assert!(e.to_string().contains("no user account"), "{e}");
+        }
         let e = owner(Path::new("/etc/hostname")).expect_err("a file");
         assert!(e.to_string().contains("not a directory") || e.to_string().contains("owned by root"), "{e}");
     }

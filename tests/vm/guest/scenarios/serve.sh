@@ -18,7 +18,9 @@
 # SERVE_PLANT=1 serves B's second tree as root:root-owned: the checks that
 # the managed server runs as the tree's owner must turn red.
 SERVE_PLANT=${SERVE_PLANT:-0}
-DEV_UID=1000
+# a user other than root whom diod can look up (its own uid): 1000 if the
+# machine has one, else nobody
+DEV_UID=$(getent passwd 1000 >/dev/null && echo 1000 || id -u nobody)
 
 # managed_diods DIR: pids of diod processes exporting DIR.
 managed_diods() { pgrep -f -- "diod .*--export $1\$" || true; }
