@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 
 use usb9pfsd::board::{GadgetInfo, GadgetKey};
@@ -208,9 +208,7 @@ fn serve(mut config: Config, notify: Box<dyn Notify>, control: Option<Control>, 
         // A daemon without its socket still serves its boards.
         let listener = control.as_ref().and_then(|c| {
             control::bind(&c.socket)
-                .map_err(|e| {
-                    tracing::warn!("{e}; `usb9pfsd status` and `usb9pfsd reload` cannot reach this daemon (SIGHUP still reloads)")
-                })
+                .map_err(|e| tracing::warn!("{e}; `usb9pfsd status` and `usb9pfsd reload` cannot reach this daemon (SIGHUP still reloads)"))
                 .ok()
         });
         let controlling = async {
@@ -221,59 +219,15 @@ fn serve(mut config: Config, notify: Box<dyn Notify>, control: Option<Control>, 
         };
         let to_supervisor = tx.clone();
         let hotplug = hotplug::run(Sysfs::default(), move |ev| to_supervisor.send(Input::Hotplug(ev)).is_ok());
-        let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-        let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-        let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
-        let mut usr2 = signal(SignalKind::user_defined2()).map_err(|e| e.to_string())?;
+        let mut signals = Signals::register()?;
         // What SIGTERM left in the store: held until the process exits.
         let mut stored = None;
-        let signals = async {
-            loop {
-                tokio::select! {
-                    _ = term.recv() => {
-                        if succession::fd_store_enabled() {
-                            // A restart (systemctl restart, a package
-                            // upgrade) must not cost the boards their
-                            // sessions: leave them with systemd for the next
-                            // start. Inside this future, so the supervisor
-                            // (polled beside it) can answer the hand-over.
-                            if let Some(Err(e)) = config_path.as_deref().map(Config::load) {
-                                tracing::error!("SIGTERM: the next start will fail, its config does not load: {e}; the sessions wait in the store until a start with a fixed config (or a stop)");
-                            }
-                            match succession::to_fd_store(&tx).await {
-                                Ok(s) => {
-                                    let list = |keys: &[GadgetKey]| keys.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(", ");
-                                    tracing::info!("SIGTERM: left {} board session(s) in systemd's descriptor store for the next start: {}", s.kept.len(), list(&s.kept));
-                                    if !s.busy.is_empty() {
-                                        tracing::warn!("SIGTERM: board(s) {} were still waiting for their server: their request gets EIO and their 9P session ends", list(&s.busy));
-                                    }
-                                    stored = Some(s);
-                                }
-                                Err(e) => tracing::warn!("SIGTERM: cannot keep the sessions for the next start: {e}"),
-                            }
-                        }
-                        break "SIGTERM";
-                    }
-                    _ = int.recv() => break "SIGINT",
-                    // The supervisor logs what changed, or the error with
-                    // file:line:column and keeps the old config.
-                    _ = hup.recv() => if let Err(e) = control::reload(&tx, config_path.as_deref()).await {
-                        tracing::debug!("SIGHUP: {e}");
-                    },
-                    _ = usr2.recv() => {
-                        tracing::info!("SIGUSR2: re-executing in place; boards keep their sessions");
-                        if let Err(e) = succession::reexec(&tx, config_path.as_deref(), &[]).await {
-                            tracing::error!("re-execution failed: {e}");
-                        }
-                    }
-                }
-            }
-        };
+        let stopping = signals.until_stop(&tx, config_path.as_deref(), &mut stored);
         tokio::select! {
             _ = &mut supervising => Ok(()),
             r = hotplug => r.map_err(|e| e.to_string()),
             _ = controlling => Ok(()),
-            s = signals => {
+            s = stopping => {
                 tracing::info!("{s}: stopping; boards with a request in flight get EIO");
                 let _ = tx.send(Input::Shutdown);
                 supervising.await;
@@ -286,6 +240,92 @@ fn serve(mut config: Config, notify: Box<dyn Notify>, control: Option<Control>, 
             }
         }
     })
+}
+
+/// The signals the daemon answers, registered before it serves a board.
+struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+    usr2: Signal,
+}
+
+impl Signals {
+    fn register() -> Result<Signals, String> {
+        let on = |kind| signal(kind).map_err(|e| format!("cannot handle signals: {e}"));
+        Ok(Signals {
+            term: on(SignalKind::terminate())?,
+            int: on(SignalKind::interrupt())?,
+            hup: on(SignalKind::hangup())?,
+            usr2: on(SignalKind::user_defined2())?,
+        })
+    }
+
+    /// Answers SIGHUP (reload) and SIGUSR2 (re-exec) until SIGTERM or
+    /// SIGINT, and names the one that came. Runs beside the supervisor, so
+    /// it can answer the hand-overs these start; what a SIGTERM leaves in
+    /// systemd's store goes to `stored`.
+    async fn until_stop(
+        &mut self,
+        tx: &mpsc::UnboundedSender<Input>,
+        config_path: Option<&Path>,
+        stored: &mut Option<succession::Stored>,
+    ) -> &'static str {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => {
+                    if succession::fd_store_enabled() {
+                        *stored = leave_in_fd_store(tx, config_path).await;
+                    }
+                    break "SIGTERM";
+                }
+                _ = self.int.recv() => break "SIGINT",
+                // The supervisor logs what changed, or the error with
+                // file:line:column and keeps the old config.
+                _ = self.hup.recv() => if let Err(e) = control::reload(tx, config_path).await {
+                    tracing::debug!("SIGHUP: {e}");
+                },
+                _ = self.usr2.recv() => {
+                    tracing::info!("SIGUSR2: re-executing in place; boards keep their sessions");
+                    if let Err(e) = succession::reexec(tx, config_path, &[]).await {
+                        tracing::error!("re-execution failed: {e}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A restart (systemctl restart, a package upgrade) must not cost the
+/// boards their sessions: on SIGTERM under systemd's descriptor store,
+/// leave them there for the next start.
+async fn leave_in_fd_store(tx: &mpsc::UnboundedSender<Input>, config_path: Option<&Path>) -> Option<succession::Stored> {
+    if let Some(Err(e)) = config_path.map(Config::load) {
+        tracing::error!(
+            "SIGTERM: the next start will fail, its config does not load: {e}; the sessions wait in the store until a start with a fixed config (or a stop)"
+        );
+    }
+    match succession::to_fd_store(tx).await {
+        Ok(s) => {
+            let list = |keys: &[GadgetKey]| keys.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(", ");
+            tracing::info!(
+                "SIGTERM: left {} board session(s) in systemd's descriptor store for the next start: {}",
+                s.kept.len(),
+                list(&s.kept)
+            );
+            if !s.busy.is_empty() {
+                tracing::warn!(
+                    "SIGTERM: board(s) {} were still waiting for their server: their request gets EIO and their 9P session ends",
+                    list(&s.busy)
+                );
+            }
+            Some(s)
+        }
+        Err(e) => {
+            tracing::warn!("SIGTERM: cannot keep the sessions for the next start: {e}");
+            None
+        }
+    }
 }
 
 /// `usb9pfsd status`: ask the running daemon.
