@@ -20,6 +20,8 @@ use crate::board::GadgetInfo;
 use crate::ninep::backend::BackendAddr;
 use crate::ninep::confine::Policy;
 
+pub mod serve;
+
 /// Default path of the config file.
 pub const DEFAULT_PATH: &str = "/etc/usb9pfsd/config.toml";
 /// The kernel's default usb9pfs `buflen` (DEFAULT_BUFLEN in trans_usbg.c).
@@ -150,6 +152,9 @@ pub struct Config {
     pub control_socket: Option<PathBuf>,
     /// Shorter USB waits for the VM rig's fault scenario; empty in any real config.
     pub test_waits: TestWaits,
+    /// `usb9pfsd serve`'s runtime mappings, before every entry; never in a
+    /// file (the supervisor carries them from config to config).
+    pub serves: Vec<serve::Serve>,
 }
 
 /// `[daemon] test_partial_frame_wait` and `test_nudge_every` (seconds): the
@@ -222,6 +227,7 @@ impl Config {
             boards: Vec::new(),
             control_socket: None,
             test_waits: TestWaits::default(),
+            serves: Vec::new(),
         }
     }
 
@@ -246,192 +252,20 @@ impl Config {
     /// placeholder serial, a unix socket the service's sandbox hides), each
     /// with its place in the file and what to do.
     pub fn parse_checked(text: &str, path: &Path) -> Result<(Config, Vec<ConfigError>), ConfigError> {
-        let err = |span: Option<std::ops::Range<usize>>, message: String| {
-            let (line, column) = span.map(|s| line_col(text, s.start)).unwrap_or((0, 0));
-            ConfigError { path: path.to_path_buf(), line, column, message }
-        };
-        let mut warnings = Vec::new();
+        let mut c = Checker { text, path, warnings: Vec::new(), max_frame: DEFAULT_MAX_FRAME };
         let file: FileSchema = toml::from_str(text).map_err(|e| {
             let span = e.span();
-            err(span.clone(), in_toml_words(e.message(), text, span))
+            c.err(span.clone(), in_toml_words(e.message(), text, span))
         })?;
-
-        let max_frame = match &file.daemon.max_frame {
-            Some(v) => in_range(v, FRAME_RANGE, "max_frame").map_err(|m| err(Some(v.span()), m))?,
-            None => DEFAULT_MAX_FRAME,
-        };
-        let allow_ids = match &file.daemon.allow_ids {
-            None => None,
-            Some(ids) if ids.get_ref().is_empty() => {
-                return Err(err(
-                    Some(ids.span()),
-                    "allow_ids = [] lets no board in: list the VID:PIDs to serve, like [\"1d6b:0109\"], or remove the key to serve every usb9pfs gadget".into(),
-                ))
-            }
-            Some(ids) => Some(
-                ids.get_ref()
-                    .iter()
-                    .map(|s| parse_usb_id(s.get_ref()).map_err(|m| err(Some(s.span()), m)))
-                    .collect::<Result<Vec<_>, _>>()?,
-            ),
-        };
-        let control_socket = match &file.daemon.control_socket {
-            Some(p) if !p.get_ref().starts_with('/') => {
-                return Err(err(Some(p.span()), format!("control_socket = {:?} must be an absolute path", p.get_ref())))
-            }
-            Some(p) => Some(PathBuf::from(p.get_ref())),
-            None => None,
-        };
-        let test_wait = |v: &Option<Spanned<i64>>, max: Duration, name: &str| match v {
-            Some(v) => in_range(v, (1, max.as_secs() as u32), name)
-                .map(|s| Some(Duration::from_secs(s.into())))
-                .map_err(|m| err(Some(v.span()), m)),
-            None => Ok(None),
-        };
-        let test_waits = TestWaits {
-            partial_frame_wait: test_wait(
-                &file.daemon.test_partial_frame_wait,
-                crate::usb::pipe::PARTIAL_FRAME_WAIT,
-                "test_partial_frame_wait",
-            )?,
-            nudge_every: test_wait(&file.daemon.test_nudge_every, crate::usb::pipe::NUDGE_EVERY, "test_nudge_every")?,
-        };
-        // A board's frames are as long as its buflen (its mount's msize):
-        // a ceiling below it refuses them all.
-        let fits = |v: &Spanned<i64>, buflen: u32| {
-            if buflen > max_frame {
-                return Err(err(
-                    Some(v.span()),
-                    format!(
-                        "buflen = {buflen} is larger than max_frame = {max_frame}: the board's messages (up to its buflen) would be refused; raise [daemon] max_frame to at least {buflen}"
-                    ),
-                ));
-            }
-            Ok(buflen)
-        };
-        let default_buflen = match &file.defaults.buflen {
-            Some(v) => fits(v, in_range(v, BUFLEN_RANGE, "buflen").map_err(|m| err(Some(v.span()), m))?)?,
-            None => DEFAULT_BUFLEN,
-        };
-        let request_timeout = |v: &Option<Spanned<i64>>, inherited: Option<Duration>| match v {
-            Some(v) => in_range(v, REQUEST_TIMEOUT_RANGE, "request_timeout")
-                .map(|s| Some(Duration::from_secs(s.into())))
-                .map_err(|m| err(Some(v.span()), m)),
-            None => Ok(inherited),
-        };
-        let default_request_timeout = request_timeout(&file.defaults.request_timeout, None)?;
-        let recover_window = |v: &Option<Spanned<i64>>, inherited: Duration| match v {
-            Some(v) => in_range(v, RECOVER_WINDOW_RANGE, "recover_window")
-                .map(|s| Duration::from_secs(s.into()))
-                .map_err(|m| err(Some(v.span()), m)),
-            None => Ok(inherited),
-        };
-        let default_recover_window = recover_window(&file.defaults.recover_window, DEFAULT_RECOVER_WINDOW)?;
-        let confine = |c: ConfineKeys, inherited: &Policy| -> Result<Policy, ConfigError> {
-            let mut p = inherited.clone();
-            if let Some(e) = &c.export {
-                check_export(e.get_ref()).map_err(|m| err(Some(e.span()), m))?;
-                p.export = Some(e.get_ref().clone());
-            }
-            if let Some(ro) = c.read_only {
-                p.read_only = ro;
-            }
-            for (v, slot, name) in [(c.uid, &mut p.uid, "uid"), (c.gid, &mut p.gid, "gid")] {
-                if let Some(v) = v {
-                    if *v.get_ref() == i64::from(u32::MAX) {
-                        return Err(err(Some(v.span()), format!("{name} = {} is 9P's \"no user\": pick a real id", u32::MAX)));
-                    }
-                    *slot = Some(in_range(v, (0, u32::MAX - 1), name).map_err(|m| err(Some(v.span()), m))?);
-                }
-            }
-            Ok(p)
-        };
-        // The address, and a warning if the service cannot reach it.
-        let backend = |v: &Spanned<String>| -> Result<(BackendAddr, Option<ConfigError>), ConfigError> {
-            let b = parse_backend(v.get_ref()).map_err(|m| err(Some(v.span()), m))?;
-            let hidden = sandbox_hides(&b).map(|w| err(Some(v.span()), w));
-            Ok((b, hidden))
-        };
-        let d = &file.defaults;
-        let keys = ConfineKeys { export: &d.export, read_only: d.read_only, uid: &d.uid, gid: &d.gid };
-        let default_confine = confine(keys, &Policy::default())?;
-        let default = match &file.defaults.backend {
-            None => None,
-            Some(b) => Some(Target {
-                backend: {
-                    let (b, hidden) = backend(b)?;
-                    warnings.extend(hidden);
-                    b
-                },
-                buflen: default_buflen,
-                request_timeout: default_request_timeout,
-                recover_window: default_recover_window,
-                confine: default_confine.clone(),
-            }),
-        };
-
+        let (allow_ids, control_socket, test_waits) = c.daemon(&file.daemon)?;
+        let (defaults, default) = c.defaults(&file.defaults)?;
         let mut seen = HashSet::new();
         let mut boards = Vec::new();
         for entry in &file.board {
-            let b = entry.get_ref();
-            let matcher = match (&b.serial, &b.path) {
-                (Some(s), None) => {
-                    check_serial(s.get_ref()).map_err(|m| err(Some(s.span()), m))?;
-                    if s.get_ref().starts_with(PLACEHOLDER_SERIAL) {
-                        warnings.push(err(
-                            Some(s.span()),
-                            format!(
-                                "serial = {:?} is the shipped placeholder: no board has it; replace it with your board's serial (the SERIAL column of `usb9pfsd list`), or delete this [[board]] entry",
-                                s.get_ref()
-                            ),
-                        ));
-                    }
-                    (Match::Serial(s.get_ref().clone()), s.span())
-                }
-                (None, Some(p)) => {
-                    check_port_path(p.get_ref()).map_err(|m| err(Some(p.span()), m))?;
-                    (Match::Path(p.get_ref().clone()), p.span())
-                }
-                (Some(_), Some(p)) => return Err(err(Some(p.span()), "a [[board]] entry matches by serial or by path, not both".into())),
-                (None, None) => {
-                    return Err(err(
-                        Some(entry.span()),
-                        "this [[board]] entry has neither serial nor path: add serial = \"...\" (see `usb9pfsd list`)".into(),
-                    ))
-                }
-            };
-            let (matcher, span) = matcher;
-            let interface = match &b.interface {
-                Some(i) => Some(in_range(i, (0, 255), "interface").map_err(|m| err(Some(i.span()), m))? as u8),
-                None => None,
-            };
-            if !seen.insert((matcher.clone(), interface)) {
-                let what = match interface {
-                    Some(i) => format!("{} interface {i}", describe(&matcher)),
-                    None => describe(&matcher),
-                };
-                return Err(err(Some(span), format!("{what} is listed twice")));
-            }
-            let Some(board_backend) = &b.backend else {
-                return Err(err(
-                    Some(entry.span()),
-                    format!("this [[board]] entry ({}) has no backend: add backend = \"host:port\" or \"unix:/path\"", describe(&matcher)),
-                ));
-            };
-            let (board_backend, hidden) = backend(board_backend)?;
-            warnings.extend(hidden);
-            let buflen = match &b.buflen {
-                Some(v) => fits(v, in_range(v, BUFLEN_RANGE, "buflen").map_err(|m| err(Some(v.span()), m))?)?,
-                None => default_buflen,
-            };
-            let request_timeout = request_timeout(&b.request_timeout, default_request_timeout)?;
-            let recover_window = recover_window(&b.recover_window, default_recover_window)?;
-            let keys = ConfineKeys { export: &b.export, read_only: b.read_only, uid: &b.uid, gid: &b.gid };
-            let confine = confine(keys, &default_confine)?;
-            let target = Target { backend: board_backend, buflen, request_timeout, recover_window, confine };
-            boards.push(BoardRule { matcher, interface, target });
+            boards.push(c.board(entry, &defaults, &mut seen)?);
         }
-        Ok((Config { max_frame, allow_ids, default, boards, control_socket, test_waits }, warnings))
+        let config = Config { max_frame: c.max_frame, allow_ids, default, boards, control_socket, test_waits, serves: Vec::new() };
+        Ok((config, c.warnings))
     }
 
     /// Which backend serves `g`: serial, then port path, then defaults; an
@@ -442,19 +276,24 @@ impl Config {
                 return Decision::NotAllowed;
             }
         }
+        let serve = |target: Target, why: &'static str| expanded(target, why, g);
+        if let Some(s) = self.serves.iter().rev().find(|s| s.board.matches(g)) {
+            let base = match self.resolve_file(g) {
+                Decision::Serve { target, .. } => Some(target),
+                _ => self.default.clone(),
+            };
+            return serve(s.spec.target(base.as_ref()), "usb9pfsd serve");
+        }
+        self.resolve_file(g)
+    }
+
+    /// What the file alone says about `g` (after `allow_ids`).
+    fn resolve_file(&self, g: &GadgetInfo) -> Decision {
         let by = |m: &Match| {
             let rules = || self.boards.iter().filter(|r| &r.matcher == m);
             rules().find(|r| r.interface == Some(g.interface)).or_else(|| rules().find(|r| r.interface.is_none())).map(|r| r.target.clone())
         };
-        let serve = |mut target: Target, why: &'static str| {
-            if let Some(template) = &target.confine.export {
-                match expand_export(template, g) {
-                    Ok(export) => target.confine.export = Some(export),
-                    Err(why) => return Decision::Refused { why },
-                }
-            }
-            Decision::Serve { target, why }
-        };
+        let serve = |target: Target, why: &'static str| expanded(target, why, g);
         let both = g.serial.as_ref().and_then(|s| by(&Match::SerialAt { serial: s.clone(), path: g.port_path.clone() }));
         if let Some(target) = both {
             return serve(target, "serial and path");
@@ -470,6 +309,21 @@ impl Config {
             None => Decision::NoBackend,
         }
     }
+}
+
+/// `target` for `g`: its export template expanded, and a managed server
+/// exporting what the board is confined to.
+fn expanded(mut target: Target, why: &'static str, g: &GadgetInfo) -> Decision {
+    if let Some(template) = &target.confine.export {
+        match expand_export(template, g) {
+            Ok(export) => target.confine.export = Some(export),
+            Err(why) => return Decision::Refused { why },
+        }
+    }
+    if let (BackendAddr::Managed(dir), Some(export)) = (&mut target.backend, &target.confine.export) {
+        *dir = PathBuf::from(export);
+    }
+    Decision::Serve { target, why }
 }
 
 /// The placeholders an `export` may hold.
@@ -548,6 +402,262 @@ fn describe(m: &Match) -> String {
     }
 }
 
+/// One config text being checked: where its errors point, the warnings so
+/// far, and `max_frame` (every buflen must fit under it).
+struct Checker<'a> {
+    text: &'a str,
+    path: &'a Path,
+    warnings: Vec<ConfigError>,
+    max_frame: u32,
+}
+
+/// What `[defaults]` gives every `[[board]]` entry that does not say.
+struct Defaults {
+    buflen: u32,
+    request_timeout: Option<Duration>,
+    recover_window: Duration,
+    confine: Policy,
+}
+
+type Span = std::ops::Range<usize>;
+
+impl Checker<'_> {
+    /// An error (or warning) at `span` of the text, with what to do.
+    fn err(&self, span: Option<Span>, message: String) -> ConfigError {
+        let (line, column) = span.map(|s| line_col(self.text, s.start)).unwrap_or((0, 0));
+        ConfigError { path: self.path.to_path_buf(), line, column, message }
+    }
+
+    /// `v` within `range`, or an error at it.
+    fn in_range(&self, v: &Spanned<i64>, range: (u32, u32), name: &str) -> Result<u32, ConfigError> {
+        in_range(v, range, name).map_err(|m| self.err(Some(v.span()), m))
+    }
+
+    /// `[daemon]`: sets `max_frame`; the allowed VID:PIDs, the control
+    /// socket and the rig's test waits.
+    #[allow(clippy::type_complexity)]
+    fn daemon(&mut self, d: &DaemonSchema) -> Result<(Option<Vec<(u16, u16)>>, Option<PathBuf>, TestWaits), ConfigError> {
+        if let Some(v) = &d.max_frame {
+            self.max_frame = self.in_range(v, FRAME_RANGE, "max_frame")?;
+        }
+        let allow_ids = match &d.allow_ids {
+            None => None,
+            Some(ids) if ids.get_ref().is_empty() => {
+                return Err(self.err(
+                    Some(ids.span()),
+                    "allow_ids = [] lets no board in: list the VID:PIDs to serve, like [\"1d6b:0109\"], or remove the key to serve every usb9pfs gadget".into(),
+                ))
+            }
+            Some(ids) => Some(
+                ids.get_ref()
+                    .iter()
+                    .map(|s| parse_usb_id(s.get_ref()).map_err(|m| self.err(Some(s.span()), m)))
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
+        let control_socket = match &d.control_socket {
+            Some(p) if !p.get_ref().starts_with('/') => {
+                return Err(self.err(Some(p.span()), format!("control_socket = {:?} must be an absolute path", p.get_ref())))
+            }
+            Some(p) => Some(PathBuf::from(p.get_ref())),
+            None => None,
+        };
+        let test_wait = |v: &Option<Spanned<i64>>, max: Duration, name: &str| match v {
+            Some(v) => self.in_range(v, (1, max.as_secs() as u32), name).map(|s| Some(Duration::from_secs(s.into()))),
+            None => Ok(None),
+        };
+        let test_waits = TestWaits {
+            partial_frame_wait: test_wait(&d.test_partial_frame_wait, crate::usb::pipe::PARTIAL_FRAME_WAIT, "test_partial_frame_wait")?,
+            nudge_every: test_wait(&d.test_nudge_every, crate::usb::pipe::NUDGE_EVERY, "test_nudge_every")?,
+        };
+        Ok((allow_ids, control_socket, test_waits))
+    }
+
+    /// `[defaults]`: what entries inherit, and the target of boards no
+    /// entry names (None without a backend).
+    fn defaults(&mut self, d: &DefaultsSchema) -> Result<(Defaults, Option<Target>), ConfigError> {
+        let keys = ConfineKeys { export: &d.export, read_only: d.read_only, uid: &d.uid, gid: &d.gid };
+        let defaults = Defaults {
+            buflen: self.buflen(&d.buflen, DEFAULT_BUFLEN)?,
+            request_timeout: self.request_timeout(&d.request_timeout, None)?,
+            recover_window: self.recover_window(&d.recover_window, DEFAULT_RECOVER_WINDOW)?,
+            confine: self.confine(keys, &Policy::default())?,
+        };
+        let target = match &d.backend {
+            None => None,
+            Some(b) => {
+                let addr = self.backend(b)?;
+                Some(Target {
+                    backend: self.managed(addr, &defaults.confine, b.span())?,
+                    buflen: defaults.buflen,
+                    request_timeout: defaults.request_timeout,
+                    recover_window: defaults.recover_window,
+                    confine: defaults.confine.clone(),
+                })
+            }
+        };
+        Ok((defaults, target))
+    }
+
+    /// One `[[board]]` entry; `seen` holds the matches of the entries above
+    /// it (each may appear once).
+    fn board(
+        &mut self,
+        entry: &Spanned<BoardSchema>,
+        defaults: &Defaults,
+        seen: &mut HashSet<(Match, Option<u8>)>,
+    ) -> Result<BoardRule, ConfigError> {
+        let b = entry.get_ref();
+        let (matcher, span) = self.matcher(entry)?;
+        let interface = match &b.interface {
+            Some(i) => Some(self.in_range(i, (0, 255), "interface")? as u8),
+            None => None,
+        };
+        if !seen.insert((matcher.clone(), interface)) {
+            let what = match interface {
+                Some(i) => format!("{} interface {i}", describe(&matcher)),
+                None => describe(&matcher),
+            };
+            return Err(self.err(Some(span), format!("{what} is listed twice")));
+        }
+        let board_backend = match &b.backend {
+            Some(v) => self.backend(v)?,
+            // A directory and no server: a managed diod serves it.
+            None if b.export.is_some() => BackendAddr::Managed(PathBuf::new()),
+            None => {
+                return Err(self.err(
+                    Some(entry.span()),
+                    format!(
+                        "this [[board]] entry ({}) has no backend: add backend = \"host:port\" or \"unix:/path\", or export = \"/dir\" alone to have usb9pfsd start a diod serving that directory",
+                        describe(&matcher)
+                    ),
+                ));
+            }
+        };
+        let buflen = self.buflen(&b.buflen, defaults.buflen)?;
+        let request_timeout = self.request_timeout(&b.request_timeout, defaults.request_timeout)?;
+        let recover_window = self.recover_window(&b.recover_window, defaults.recover_window)?;
+        let keys = ConfineKeys { export: &b.export, read_only: b.read_only, uid: &b.uid, gid: &b.gid };
+        let confine = self.confine(keys, &defaults.confine)?;
+        let board_backend = self.managed(board_backend, &confine, entry.span())?;
+        let target = Target { backend: board_backend, buflen, request_timeout, recover_window, confine };
+        Ok(BoardRule { matcher, interface, target })
+    }
+
+    /// What an entry matches by (serial or path), and where it says so.
+    fn matcher(&mut self, entry: &Spanned<BoardSchema>) -> Result<(Match, Span), ConfigError> {
+        let b = entry.get_ref();
+        match (&b.serial, &b.path) {
+            (Some(s), None) => {
+                check_serial(s.get_ref()).map_err(|m| self.err(Some(s.span()), m))?;
+                if s.get_ref().starts_with(PLACEHOLDER_SERIAL) {
+                    let w = self.err(
+                        Some(s.span()),
+                        format!(
+                            "serial = {:?} is the shipped placeholder: no board has it; replace it with your board's serial (the SERIAL column of `usb9pfsd list`), or delete this [[board]] entry",
+                            s.get_ref()
+                        ),
+                    );
+                    self.warnings.push(w);
+                }
+                Ok((Match::Serial(s.get_ref().clone()), s.span()))
+            }
+            (None, Some(p)) => {
+                check_port_path(p.get_ref()).map_err(|m| self.err(Some(p.span()), m))?;
+                Ok((Match::Path(p.get_ref().clone()), p.span()))
+            }
+            (Some(_), Some(p)) => Err(self.err(Some(p.span()), "a [[board]] entry matches by serial or by path, not both".into())),
+            (None, None) => Err(self.err(
+                Some(entry.span()),
+                "this [[board]] entry has neither serial nor path: add serial = \"...\" (see `usb9pfsd list`)".into(),
+            )),
+        }
+    }
+
+    /// A buflen (`default` if not given): in range, and not above
+    /// `max_frame` (a board's frames are as long as its buflen, its mount's
+    /// msize: a ceiling below it refuses them all).
+    fn buflen(&self, v: &Option<Spanned<i64>>, default: u32) -> Result<u32, ConfigError> {
+        let Some(v) = v else { return Ok(default) };
+        let buflen = self.in_range(v, BUFLEN_RANGE, "buflen")?;
+        if buflen > self.max_frame {
+            let max_frame = self.max_frame;
+            return Err(self.err(
+                Some(v.span()),
+                format!(
+                    "buflen = {buflen} is larger than max_frame = {max_frame}: the board's messages (up to its buflen) would be refused; raise [daemon] max_frame to at least {buflen}"
+                ),
+            ));
+        }
+        Ok(buflen)
+    }
+
+    fn request_timeout(&self, v: &Option<Spanned<i64>>, inherited: Option<Duration>) -> Result<Option<Duration>, ConfigError> {
+        match v {
+            Some(v) => self.in_range(v, REQUEST_TIMEOUT_RANGE, "request_timeout").map(|s| Some(Duration::from_secs(s.into()))),
+            None => Ok(inherited),
+        }
+    }
+
+    fn recover_window(&self, v: &Option<Spanned<i64>>, inherited: Duration) -> Result<Duration, ConfigError> {
+        match v {
+            Some(v) => self.in_range(v, RECOVER_WINDOW_RANGE, "recover_window").map(|s| Duration::from_secs(s.into())),
+            None => Ok(inherited),
+        }
+    }
+
+    /// The confinement keys of a table over what it inherits.
+    fn confine(&self, c: ConfineKeys, inherited: &Policy) -> Result<Policy, ConfigError> {
+        let mut p = inherited.clone();
+        if let Some(e) = &c.export {
+            check_export(e.get_ref()).map_err(|m| self.err(Some(e.span()), m))?;
+            p.export = Some(e.get_ref().clone());
+        }
+        if let Some(ro) = c.read_only {
+            p.read_only = ro;
+        }
+        for (v, slot, name) in [(c.uid, &mut p.uid, "uid"), (c.gid, &mut p.gid, "gid")] {
+            if let Some(v) = v {
+                if *v.get_ref() == i64::from(u32::MAX) {
+                    return Err(self.err(Some(v.span()), format!("{name} = {} is 9P's \"no user\": pick a real id", u32::MAX)));
+                }
+                *slot = Some(self.in_range(v, (0, u32::MAX - 1), name)?);
+            }
+        }
+        Ok(p)
+    }
+
+    /// The address, with a warning if the service cannot reach it.
+    fn backend(&mut self, v: &Spanned<String>) -> Result<BackendAddr, ConfigError> {
+        let b = parse_backend(v.get_ref()).map_err(|m| self.err(Some(v.span()), m))?;
+        if let Some(w) = sandbox_hides(&b) {
+            let w = self.err(Some(v.span()), w);
+            self.warnings.push(w);
+        }
+        Ok(b)
+    }
+
+    /// A managed server exports the entry's `export`: it must have one (a
+    /// template is expanded per board by `resolve`).
+    fn managed(&mut self, b: BackendAddr, c: &Policy, span: Span) -> Result<BackendAddr, ConfigError> {
+        match (&b, &c.export) {
+            (BackendAddr::Managed(_), None) => Err(self.err(
+                Some(span),
+                "backend = \"managed\" needs export = \"/dir\": the directory the managed diod serves to the board".into(),
+            )),
+            (BackendAddr::Managed(_), Some(e)) => {
+                let dir = BackendAddr::Managed(PathBuf::from(e));
+                if let Some(w) = sandbox_hides(&dir) {
+                    let w = self.err(Some(span), w);
+                    self.warnings.push(w);
+                }
+                Ok(dir)
+            }
+            _ => Ok(b),
+        }
+    }
+}
+
 fn in_range(v: &Spanned<i64>, (lo, hi): (u32, u32), name: &str) -> Result<u32, String> {
     let x = *v.get_ref();
     match u32::try_from(x) {
@@ -599,10 +709,10 @@ fn check_port_path(p: &str) -> Result<(), String> {
 /// A `backend` value: `host:port`, `[ipv6]:port` or `unix:/path`, with the
 /// host a name or address and the port a number from 1 to 65535.
 pub fn parse_backend(s: &str) -> Result<BackendAddr, String> {
-    if s.starts_with("unix:") {
+    if s.starts_with("unix:") || s == BackendAddr::MANAGED {
         return s.parse();
     }
-    let form = "a backend is \"host:port\", \"[ipv6]:port\" or \"unix:/path/to/socket\"";
+    let form = "a backend is \"host:port\", \"[ipv6]:port\", \"unix:/path/to/socket\" or \"managed\" (a diod this daemon starts for the entry's export)";
     let Some((host, port)) = s.rsplit_once(':') else {
         return Err(format!("backend = {s:?} has no port: {form}, like \"127.0.0.1:564\""));
     };
@@ -639,13 +749,24 @@ pub fn parse_backend(s: &str) -> Result<BackendAddr, String> {
 /// Where usb9pfsd.service cannot see a unix socket: its sandbox gives it a
 /// private /tmp and /var/tmp and hides /home, /root and /run/user.
 fn sandbox_hides(b: &BackendAddr) -> Option<String> {
-    let BackendAddr::Unix(p) = b else { return None };
     let hidden = ["/tmp", "/var/tmp", "/home", "/root", "/run/user"];
-    let under = hidden.iter().find(|h| p.starts_with(h))?;
-    Some(format!(
-        "unix socket {} is under {under}, which usb9pfsd.service cannot see (its sandbox: PrivateTmp=, ProtectHome=): the board's mount would fail as if the server were down; have the server listen under /run or /srv",
-        p.display()
-    ))
+    match b {
+        BackendAddr::Unix(p) => {
+            let under = hidden.iter().find(|h| p.starts_with(h))?;
+            Some(format!(
+                "unix socket {} is under {under}, which usb9pfsd.service cannot see (its sandbox: PrivateTmp=, ProtectHome=): the board's mount would fail as if the server were down; have the server listen under /run or /srv",
+                p.display()
+            ))
+        }
+        BackendAddr::Managed(dir) => {
+            let under = hidden.iter().find(|h| dir.starts_with(h))?;
+            Some(format!(
+                "managed export {} is under {under}, which usb9pfsd.service cannot see (its sandbox: PrivateTmp=, ProtectHome=): serve it from /srv, or allow it with the drop-in in docs/serve.md \"Privileges\" (/usr/share/doc/usb9pfsd/serve.md)",
+                dir.display()
+            ))
+        }
+        BackendAddr::Tcp { .. } => None,
+    }
 }
 
 /// A TOML parser's message about a value of the wrong kind, in TOML's words
@@ -752,6 +873,45 @@ buflen = 65536
     }
 
     #[test]
+    fn a_directory_with_no_server_is_served_by_a_managed_diod_confined_to_it() {
+        let c = parse(
+            r#"
+[[board]]
+serial = "A"
+export = "/srv/rootfs-a"
+
+[[board]]
+serial = "B"
+backend = "managed"
+export = "/srv/boards/{serial}"
+read_only = true
+
+[defaults]
+backend = "managed"
+export = "/srv/boards/{path}"
+"#,
+        )
+        .expect("parse");
+        let target = |serial: &str| match c.resolve(&gadget(Some(serial), "1-4", 1, 2)) {
+            Decision::Serve { target, .. } => (target.backend, target.confine.export, target.confine.read_only),
+            other => panic!("{other:?}"),
+        };
+        let managed = |d: &str| BackendAddr::Managed(PathBuf::from(d));
+        assert_eq!(target("A"), (managed("/srv/rootfs-a"), Some("/srv/rootfs-a".into()), false));
+        assert_eq!(target("B"), (managed("/srv/boards/B"), Some("/srv/boards/B".into()), true), "the template expanded for both");
+        assert_eq!(target("C"), (managed("/srv/boards/1-4"), Some("/srv/boards/1-4".into()), false), "defaults");
+        assert_eq!(managed("/srv/x").to_string(), "managed:/srv/x");
+
+        let e = parse("[[board]]\nserial = \"A\"\nbackend = \"managed\"\n").expect_err("no export");
+        assert!(e.message.contains("needs export"), "{e}");
+        let e = parse("[[board]]\nserial = \"A\"\n").expect_err("neither");
+        assert!(e.message.contains("export = \"/dir\" alone"), "{e}");
+        let (_, warnings) =
+            Config::parse_checked("[[board]]\nserial = \"A\"\nexport = \"/home/dev/rootfs\"\n", Path::new("t.toml")).expect("parse");
+        assert!(warnings.iter().any(|w| w.message.contains("docs/serve.md")), "{warnings:?}");
+    }
+
+    #[test]
     fn no_defaults_leaves_unknown_boards_alone_and_allow_list_filters() {
         let c = parse("[daemon]\nallow_ids = [\"1d6b:0109\"]\n[[board]]\nserial = \"A\"\nbackend = \"h:1\"\n").expect("parse");
         assert_eq!(c.resolve(&gadget(Some("B"), "1-1", 0x1d6b, 0x0109)), Decision::NoBackend);
@@ -767,8 +927,8 @@ buflen = 65536
              [[board]]\npath = \"2-1\"\ninterface = 1\nbackend = \"p:1\"\n",
         )
         .expect("parse");
-        let on = |serial: Option<&str>, port: &str, iface: u8| {
-            let g = GadgetInfo { interface: iface, ..gadget(serial, port, 1, 2) };
+        let on = |serial: Option<&str>, port: &str, interface: u8| {
+            let g = GadgetInfo { interface, ..gadget(serial, port, 1, 2) };
             match c.resolve(&g) {
                 Decision::Serve { target, why } => format!("{} {why}", target.backend),
                 other => format!("{other:?}"),

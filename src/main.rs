@@ -6,13 +6,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
-use serde::Serialize;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 
 use usb9pfsd::board::{GadgetInfo, GadgetKey};
 use usb9pfsd::cli::{self, Cli, Command, Failure};
-use usb9pfsd::config::{self, Config, Decision};
+use usb9pfsd::config::{self, Config};
 use usb9pfsd::daemon::status::IN_FLIGHT;
 use usb9pfsd::daemon::supervisor::{Input, Notify, Silent, Spawn, Supervisor};
 use usb9pfsd::daemon::{control, logging, notify, status, succession};
@@ -55,12 +54,12 @@ fn main() -> ExitCode {
                             usb9pfsd::usb::pipe::NUDGE_EVERY.as_secs()
                         );
                     }
-                    let inherited = passed.adopt();
+                    let taken = passed.take_over();
                     // Reloads re-read this file; status shows it.
                     let path = std::env::current_dir().map(|d| d.join(&path)).unwrap_or(path);
                     let socket =
                         control_socket.or_else(|| c.control_socket.clone()).unwrap_or_else(|| PathBuf::from(control::DEFAULT_SOCKET));
-                    serve(c, Box::new(notify::Systemd), Some(Control { config_path: path, socket }), inherited).map_err(Failure::from)
+                    serve(c, Box::new(notify::Systemd), Some(Control { config_path: path, socket }), taken).map_err(Failure::from)
                 }
             }
         }
@@ -73,7 +72,7 @@ fn main() -> ExitCode {
                 .map(|b| cli::forward_config(b, &selection, buflen, request_timeout))
                 .and_then(|c| check_single(&c).map(|()| c));
             match config {
-                Ok(c) => serve(c, Box::new(Silent), None, passed.adopt()).map_err(Failure::from),
+                Ok(c) => serve(c, Box::new(Silent), None, passed.take_over()).map_err(Failure::from),
                 Err(e) => {
                     let kept = passed.refuse(&e);
                     Err(Failure::usage(format!("{e}{kept}")))
@@ -87,6 +86,13 @@ fn main() -> ExitCode {
         Command::Status { json, socket } => show_status(json, &socket),
         Command::Reload { socket } => reload(&socket),
         Command::Reexec { socket } => reexec(&socket),
+        Command::Serve { board, backend, export, read_only, uid, gid, json, socket } => {
+            serve_board(&socket, board, backend.as_deref(), export, read_only, uid, gid, json)
+        }
+        Command::Unserve { board, json, socket } => {
+            let req = control::Request { board: Some(board), ..control::Request::new("unserve") };
+            send_serve(&socket, &req, json)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -100,9 +106,54 @@ fn main() -> ExitCode {
     }
 }
 
+/// `usb9pfsd serve`: the arguments checked here (exit status 2), then asked.
+#[allow(clippy::too_many_arguments)]
+fn serve_board(
+    socket: &Path,
+    board: String,
+    backend: Option<&str>,
+    export: Option<String>,
+    read_only: bool,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    json: bool,
+) -> Result<(), Failure> {
+    let usage = |m: String| Failure { code: 2, message: m };
+    board.parse::<usb9pfsd::config::serve::BoardSel>().map_err(usage)?;
+    let backend = backend.map(|b| config::parse_backend(b).map_err(|m| usage(format!("--backend: {m}")))).transpose()?;
+    let spec = usb9pfsd::config::serve::ServeSpec { backend, export, read_only, uid, gid };
+    spec.check().map_err(usage)?;
+    let req = control::Request { board: Some(board), serve: Some(spec), ..control::Request::new("serve") };
+    send_serve(socket, &req, json)
+}
+
+/// Sends a `serve` or `unserve` and says what it did.
+fn send_serve(socket: &Path, req: &control::Request, json: bool) -> Result<(), Failure> {
+    let r = ask_with(socket, req)?;
+    if !r.ok {
+        return Err(Failure::from(r.error.unwrap_or_else(|| format!("{} failed", req.command))));
+    }
+    let answer = r.served.unwrap_or_default();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&answer).map_err(|e| e.to_string())?);
+        return Ok(());
+    }
+    let board = req.board.as_deref().unwrap_or("?");
+    let present = if answer.boards.is_empty() { "no such board is plugged in now".to_string() } else { answer.boards.join(", ") };
+    match &req.serve {
+        Some(spec) => println!("{board}: serves {spec} from the board's next mount ({present}); a live session keeps what it began with"),
+        None => println!("{board}: the config decides again from the board's next mount ({present})"),
+    }
+    Ok(())
+}
+
 /// Asks the running daemon; "not running" is exit status 3.
 fn ask(socket: &Path, command: &str) -> Result<control::Response, Failure> {
-    control::request(socket, command).map_err(|e| {
+    ask_with(socket, &control::Request::new(command))
+}
+
+fn ask_with(socket: &Path, req: &control::Request) -> Result<control::Response, Failure> {
+    control::send(socket, req).map_err(|e| {
         if control::absent(socket) {
             Failure::not_running(format!(
                 "usb9pfsd is not running (nothing listens on {}); udev starts it when a usb9pfs board appears, or: systemctl start usb9pfsd",
@@ -139,15 +190,17 @@ struct Control {
 /// Runs the supervisor, hotplug and the control socket until SIGTERM/SIGINT;
 /// SIGHUP reloads the config; SIGUSR2 re-executes in place with every
 /// board's session.
-fn serve(config: Config, notify: Box<dyn Notify>, control: Option<Control>, inherited: succession::Adopted) -> Result<(), String> {
+fn serve(mut config: Config, notify: Box<dyn Notify>, control: Option<Control>, taken: succession::TakenOver) -> Result<(), String> {
+    // `usb9pfsd serve` mappings a predecessor handed over stay in force.
+    config.serves = taken.serves;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("cannot start the runtime: {e}"))?;
     rt.block_on(async {
         let (tx, rx) = mpsc::unbounded_channel();
         let config_path = control.as_ref().map(|c| c.config_path.clone());
         let mut supervisor = Supervisor::new(config, Threads, notify, tx.clone())
-            .with_inherited(inherited.sessions)
-            .with_inherited_serials(inherited.serials)
-            .with_lost(inherited.lost);
+            .with_handed_over(taken.sessions)
+            .with_handed_over_serials(taken.serials)
+            .with_lost(taken.lost);
         if let Some(path) = &config_path {
             supervisor = supervisor.with_config_path(path.clone());
         }
@@ -155,9 +208,7 @@ fn serve(config: Config, notify: Box<dyn Notify>, control: Option<Control>, inhe
         // A daemon without its socket still serves its boards.
         let listener = control.as_ref().and_then(|c| {
             control::bind(&c.socket)
-                .map_err(|e| {
-                    tracing::warn!("{e}; `usb9pfsd status` and `usb9pfsd reload` cannot reach this daemon (SIGHUP still reloads)")
-                })
+                .map_err(|e| tracing::warn!("{e}; `usb9pfsd status` and `usb9pfsd reload` cannot reach this daemon (SIGHUP still reloads)"))
                 .ok()
         });
         let controlling = async {
@@ -168,59 +219,15 @@ fn serve(config: Config, notify: Box<dyn Notify>, control: Option<Control>, inhe
         };
         let to_supervisor = tx.clone();
         let hotplug = hotplug::run(Sysfs::default(), move |ev| to_supervisor.send(Input::Hotplug(ev)).is_ok());
-        let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-        let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-        let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
-        let mut usr2 = signal(SignalKind::user_defined2()).map_err(|e| e.to_string())?;
+        let mut signals = Signals::register()?;
         // What SIGTERM left in the store: held until the process exits.
         let mut stored = None;
-        let signals = async {
-            loop {
-                tokio::select! {
-                    _ = term.recv() => {
-                        if succession::fd_store_enabled() {
-                            // A restart (systemctl restart, a package
-                            // upgrade) must not cost the boards their
-                            // sessions: leave them with systemd for the next
-                            // start. Inside this future, so the supervisor
-                            // (polled beside it) can answer the hand-over.
-                            if let Some(Err(e)) = config_path.as_deref().map(Config::load) {
-                                tracing::error!("SIGTERM: the next start will fail, its config does not load: {e}; the sessions wait in the store until a start with a fixed config (or a stop)");
-                            }
-                            match succession::to_fd_store(&tx).await {
-                                Ok(s) => {
-                                    let list = |keys: &[GadgetKey]| keys.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(", ");
-                                    tracing::info!("SIGTERM: left {} board session(s) in systemd's descriptor store for the next start: {}", s.kept.len(), list(&s.kept));
-                                    if !s.busy.is_empty() {
-                                        tracing::warn!("SIGTERM: board(s) {} were still waiting for their server: their request gets EIO and their 9P session ends", list(&s.busy));
-                                    }
-                                    stored = Some(s);
-                                }
-                                Err(e) => tracing::warn!("SIGTERM: cannot keep the sessions for the next start: {e}"),
-                            }
-                        }
-                        break "SIGTERM";
-                    }
-                    _ = int.recv() => break "SIGINT",
-                    // The supervisor logs what changed, or the error with
-                    // file:line:column and keeps the old config.
-                    _ = hup.recv() => if let Err(e) = control::reload(&tx, config_path.as_deref()).await {
-                        tracing::debug!("SIGHUP: {e}");
-                    },
-                    _ = usr2.recv() => {
-                        tracing::info!("SIGUSR2: re-executing in place; boards keep their sessions");
-                        if let Err(e) = succession::reexec(&tx, config_path.as_deref(), &[]).await {
-                            tracing::error!("re-execution failed: {e}");
-                        }
-                    }
-                }
-            }
-        };
+        let stopping = signals.until_stop(&tx, config_path.as_deref(), &mut stored);
         tokio::select! {
             _ = &mut supervising => Ok(()),
             r = hotplug => r.map_err(|e| e.to_string()),
             _ = controlling => Ok(()),
-            s = signals => {
+            s = stopping => {
                 tracing::info!("{s}: stopping; boards with a request in flight get EIO");
                 let _ = tx.send(Input::Shutdown);
                 supervising.await;
@@ -233,6 +240,92 @@ fn serve(config: Config, notify: Box<dyn Notify>, control: Option<Control>, inhe
             }
         }
     })
+}
+
+/// The signals the daemon answers, registered before it serves a board.
+struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+    usr2: Signal,
+}
+
+impl Signals {
+    fn register() -> Result<Signals, String> {
+        let on = |kind| signal(kind).map_err(|e| format!("cannot handle signals: {e}"));
+        Ok(Signals {
+            term: on(SignalKind::terminate())?,
+            int: on(SignalKind::interrupt())?,
+            hup: on(SignalKind::hangup())?,
+            usr2: on(SignalKind::user_defined2())?,
+        })
+    }
+
+    /// Answers SIGHUP (reload) and SIGUSR2 (re-exec) until SIGTERM or
+    /// SIGINT, and names the one that came. Runs beside the supervisor, so
+    /// it can answer the hand-overs these start; what a SIGTERM leaves in
+    /// systemd's store goes to `stored`.
+    async fn until_stop(
+        &mut self,
+        tx: &mpsc::UnboundedSender<Input>,
+        config_path: Option<&Path>,
+        stored: &mut Option<succession::Stored>,
+    ) -> &'static str {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => {
+                    if succession::fd_store_enabled() {
+                        *stored = leave_in_fd_store(tx, config_path).await;
+                    }
+                    break "SIGTERM";
+                }
+                _ = self.int.recv() => break "SIGINT",
+                // The supervisor logs what changed, or the error with
+                // file:line:column and keeps the old config.
+                _ = self.hup.recv() => if let Err(e) = control::reload(tx, config_path).await {
+                    tracing::debug!("SIGHUP: {e}");
+                },
+                _ = self.usr2.recv() => {
+                    tracing::info!("SIGUSR2: re-executing in place; boards keep their sessions");
+                    if let Err(e) = succession::reexec(tx, config_path, &[]).await {
+                        tracing::error!("re-execution failed: {e}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A restart (systemctl restart, a package upgrade) must not cost the
+/// boards their sessions: on SIGTERM under systemd's descriptor store,
+/// leave them there for the next start.
+async fn leave_in_fd_store(tx: &mpsc::UnboundedSender<Input>, config_path: Option<&Path>) -> Option<succession::Stored> {
+    if let Some(Err(e)) = config_path.map(Config::load) {
+        tracing::error!(
+            "SIGTERM: the next start will fail, its config does not load: {e}; the sessions wait in the store until a start with a fixed config (or a stop)"
+        );
+    }
+    match succession::to_fd_store(tx).await {
+        Ok(s) => {
+            let list = |keys: &[GadgetKey]| keys.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(", ");
+            tracing::info!(
+                "SIGTERM: left {} board session(s) in systemd's descriptor store for the next start: {}",
+                s.kept.len(),
+                list(&s.kept)
+            );
+            if !s.busy.is_empty() {
+                tracing::warn!(
+                    "SIGTERM: board(s) {} were still waiting for their server: their request gets EIO and their 9P session ends",
+                    list(&s.busy)
+                );
+            }
+            Some(s)
+        }
+        Err(e) => {
+            tracing::warn!("SIGTERM: cannot keep the sessions for the next start: {e}");
+            None
+        }
+    }
 }
 
 /// `usb9pfsd status`: ask the running daemon.
@@ -280,34 +373,12 @@ fn reexec(socket: &Path) -> Result<(), Failure> {
     }
 }
 
-/// `forward` serves one gadget (every usb9pfs interface of it): refuse to
-/// guess among several.
+/// `forward` serves one gadget: refuse to guess among several.
 fn check_single(c: &Config) -> Result<(), String> {
-    let mut matching: Vec<GadgetInfo> =
-        Sysfs::default().scan().into_iter().filter(|g| matches!(c.resolve(g), Decision::Serve { .. })).collect();
-    matching.dedup_by_key(|g| g.busaddr);
-    if matching.len() > 1 {
-        let which: Vec<String> = matching.iter().map(|g| format!("{} {} ({})", g.port_path, g.id, g.serial_or_none())).collect();
-        return Err(format!("{} usb9pfs gadgets match; pick one with --path or --serial: {}", matching.len(), which.join(", ")));
-    }
-    if matching.is_empty() {
+    if !usb9pfsd::list::single_gadget(c, &Sysfs::default().scan())? {
         tracing::info!("no matching usb9pfs gadget yet; waiting for one to be plugged in");
     }
     Ok(())
-}
-
-#[derive(Serialize)]
-struct Listed<'a> {
-    #[serde(flatten)]
-    gadget: &'a GadgetInfo,
-    backend: Option<String>,
-    matched_by: Option<&'static str>,
-    /// What the board's entry confines it to (null: nothing).
-    confine: Option<usb9pfsd::daemon::status::ConfineStatus>,
-    /// Why the config refuses to serve it (an export template it cannot
-    /// expand safely for this board).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    refused: Option<String>,
 }
 
 fn list(json: bool, config_path: Option<&Path>) -> Result<(), String> {
@@ -319,56 +390,11 @@ fn list(json: bool, config_path: Option<&Path>) -> Result<(), String> {
         }),
         None => Config::empty(),
     };
-    let gadgets = Sysfs::default().scan();
-    let rows: Vec<Listed> = gadgets
-        .iter()
-        .map(|g| match config.resolve(g) {
-            Decision::Serve { target, why } => Listed {
-                gadget: g,
-                backend: Some(target.backend.to_string()),
-                matched_by: Some(why),
-                confine: usb9pfsd::daemon::status::ConfineStatus::of(&target.confine),
-                refused: None,
-            },
-            Decision::Refused { why } => Listed { gadget: g, backend: None, matched_by: None, confine: None, refused: Some(why) },
-            _ => Listed { gadget: g, backend: None, matched_by: None, confine: None, refused: None },
-        })
-        .collect();
+    let rows = usb9pfsd::list::rows(&config, &Sysfs::default().scan());
     if json {
-        let text = serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?;
-        println!("{text}");
-        return Ok(());
-    }
-    if rows.is_empty() {
-        println!("no usb9pfs gadgets present");
-        return Ok(());
-    }
-    let dash = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".into());
-    println!(
-        "{:<3} {:<4} {:<10} {:<5} {:<9} {:<20} {:<16} {:<20} BACKEND",
-        "BUS", "ADDR", "PORT", "IFACE", "ID", "SERIAL", "MANUFACTURER", "PRODUCT"
-    );
-    for r in &rows {
-        let g = r.gadget;
-        let backend = match (&r.backend, r.matched_by, &r.confine) {
-            (Some(b), Some(why), Some(c)) => format!("{b} (by {why}; confined: {c})"),
-            (Some(b), Some(why), None) => format!("{b} (by {why})"),
-            _ => match &r.refused {
-                Some(why) => format!("- (not served: {why})"),
-                None => "- (not served)".into(),
-            },
-        };
-        println!(
-            "{:<3} {:<4} {:<10} {:<5} {:<9} {:<20} {:<16} {:<20} {backend}",
-            g.bus,
-            g.address,
-            g.port_path,
-            g.interface,
-            g.id,
-            dash(&g.serial),
-            dash(&g.manufacturer),
-            dash(&g.product)
-        );
+        println!("{}", serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?);
+    } else {
+        print!("{}", usb9pfsd::list::table(&rows));
     }
     Ok(())
 }
@@ -386,6 +412,18 @@ fn limits(t: &config::Target) -> String {
 
 fn check_config(path: &Path, probe_as: Option<&cli::AttachArgs>) -> Result<(), Failure> {
     let (c, warnings) = Config::load_checked(path).map_err(|e| e.to_string())?;
+    let mut warnings: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+    // A managed export that cannot be served (missing, root's): said now,
+    // not at the board's first mount.
+    for t in c.default.iter().chain(c.boards.iter().map(|r| &r.target)) {
+        if let usb9pfsd::ninep::backend::BackendAddr::Managed(dir) = &t.backend {
+            if !dir.to_string_lossy().contains('{') {
+                if let Err(e) = usb9pfsd::ninep::managed::owner(dir) {
+                    warnings.push(format!("{}: {e}", path.display()));
+                }
+            }
+        }
+    }
     println!("{}: OK{}", path.display(), if warnings.is_empty() { String::new() } else { format!(", {} warning(s)", warnings.len()) });
     for w in &warnings {
         eprintln!("usb9pfsd: warning: {w}");
@@ -436,7 +474,7 @@ fn probe(
                 recover_window: config::DEFAULT_RECOVER_WINDOW,
                 confine,
             };
-            vec![probe::Plan { entry: "--backend".into(), target: Ok(target) }]
+            vec![probe::Plan { entry: "--backend".into(), board: None, target: Ok(target) }]
         }
         None => {
             let c = Config::load(config_path).map_err(|e| e.to_string())?;

@@ -33,14 +33,18 @@ use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt}
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::config::serve::{BoardSel, Serve};
 use crate::config::Config;
 use crate::daemon::reload;
 use crate::daemon::status::StatusReport;
-use crate::daemon::supervisor::Input;
+use crate::daemon::supervisor::{Input, ServeAnswer};
+
+/// The wire format (requests, answers, the protocol version) lives in
+/// [`crate::daemon::protocol`], which a re-executed image answers with too.
+pub use crate::daemon::protocol::{ReexecSummary, Request, Response, PROTOCOL, REPLY_NAME};
 
 /// Where the daemon listens unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/usb9pfsd/control";
@@ -50,8 +54,6 @@ pub const GROUP: &str = "usb9pfsd";
 pub const ADMIN_GROUP: &str = "usb9pfsd-admin";
 /// Connections served at once; more are refused on the spot.
 pub const MAX_CONNECTIONS: usize = 16;
-/// The protocol version both sides put in every message.
-pub const PROTOCOL: u32 = 1;
 /// The longest request line the daemon reads.
 pub const MAX_REQUEST: usize = 4096;
 /// How much of an oversized request is read and dropped before answering.
@@ -63,69 +65,6 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest answer the client reads (a status of many boards).
 const MAX_ANSWER: u64 = 64 << 20;
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Request {
-    pub version: u32,
-    /// `status` or `reload`.
-    pub command: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Response {
-    pub version: u32,
-    pub ok: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<StatusReport>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reload: Option<reload::Summary>,
-    /// The answer to `reexec`, written by the *new* image.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reexec: Option<ReexecSummary>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-/// What a re-executed daemon took over from its predecessor.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReexecSummary {
-    /// Boards whose sessions the new image took over.
-    pub boards: usize,
-    /// What it could not use (closed; those boards start afresh).
-    pub refused: Vec<String>,
-}
-
-/// The name the requester's connection crosses a re-exec under, so the new
-/// image answers it.
-pub const REPLY_NAME: &str = "usb9pfsd-control-reply";
-
-impl Response {
-    fn ok() -> Response {
-        Response { version: PROTOCOL, ok: true, status: None, reload: None, reexec: None, error: None }
-    }
-
-    /// The new image's answer to the `reexec` that started it.
-    pub fn reexec_done(summary: ReexecSummary) -> Response {
-        Response { ok: summary.refused.is_empty(), reexec: Some(summary), ..Response::ok() }
-    }
-
-    /// The line the daemon writes for this response.
-    pub fn to_line(&self) -> Vec<u8> {
-        let mut text = serde_json::to_vec(self)
-            .unwrap_or_else(|e| serde_json::to_vec(&Response::error(format!("cannot encode the answer: {e}"))).unwrap_or_default());
-        text.push(b'\n');
-        text
-    }
-
-    /// A failure with its reason (the new image's answer when it cannot run).
-    pub fn failed(message: impl Into<String>) -> Response {
-        Response::error(message)
-    }
-
-    fn error(message: impl Into<String>) -> Response {
-        Response { ok: false, error: Some(message.into()), ..Response::ok() }
-    }
-}
 
 /// Re-reads the config file and has the supervisor apply it (the same path
 /// for SIGHUP and `usb9pfsd reload`). A file that does not parse still goes
@@ -378,21 +317,21 @@ async fn answer(stream: UnixStream, inputs: &mpsc::UnboundedSender<Input>, confi
     let response = match tokio::time::timeout(REQUEST_TIMEOUT, read_line(&stream)).await {
         Err(_) => Response::error(format!("no request line within {} s", REQUEST_TIMEOUT.as_secs())),
         Ok(Err(why)) => Response::error(why),
-        Ok(Ok(line)) => match parse(&line).and_then(|command| {
+        Ok(Ok(line)) => match parse(&line).and_then(|req| {
             let peer = Peer::of(&stream).map_err(|e| format!("cannot tell who is asking (SO_PEERCRED): {e}"))?;
-            if KNOWN.contains(&command.as_str()) {
-                access.check(&peer, &command).map_err(|why| {
+            if KNOWN.contains(&req.command.as_str()) {
+                access.check(&peer, &req.command).map_err(|why| {
                     tracing::warn!("control socket: {why}");
                     why
                 })?;
             }
-            Ok(command)
+            Ok((req, peer))
         }) {
             Err(why) => Response::error(why),
             // Returns only if the re-exec failed (every board is then still
             // served here); otherwise the new image answers on this
             // connection, which crosses the exec.
-            Ok(command) if command == "reexec" => {
+            Ok((req, _)) if req.command == "reexec" => {
                 use std::os::fd::AsFd;
                 let reply = [(REPLY_NAME.to_string(), stream.as_fd())];
                 match crate::daemon::succession::reexec(inputs, config_path, &reply).await {
@@ -400,7 +339,7 @@ async fn answer(stream: UnixStream, inputs: &mpsc::UnboundedSender<Input>, confi
                     Err(e) => Response::error(e),
                 }
             }
-            Ok(command) => run(&command, inputs, config_path).await,
+            Ok((req, peer)) => run(req, &peer, inputs, config_path).await,
         },
     };
     let text = response.to_line();
@@ -410,18 +349,39 @@ async fn answer(stream: UnixStream, inputs: &mpsc::UnboundedSender<Input>, confi
 }
 
 /// The commands this daemon answers.
-const KNOWN: [&str; 3] = ["status", "reload", "reexec"];
+const KNOWN: [&str; 5] = ["status", "reload", "reexec", "serve", "unserve"];
 
-fn parse(line: &[u8]) -> Result<String, String> {
+fn parse(line: &[u8]) -> Result<Request, String> {
     let req: Request = serde_json::from_slice(line).map_err(|e| format!("not a usb9pfsd control request: {e}"))?;
     if req.version != PROTOCOL {
         return Err(format!("protocol version {} is not supported (this usb9pfsd speaks version {PROTOCOL})", req.version));
     }
-    Ok(req.command)
+    Ok(req)
 }
 
-async fn run(command: &str, inputs: &mpsc::UnboundedSender<Input>, config_path: Option<&Path>) -> Response {
-    match command {
+/// `serve` and `unserve`: the board and spec checked here, applied by the
+/// supervisor.
+async fn serve(req: Request, peer: &Peer, inputs: &mpsc::UnboundedSender<Input>) -> Result<ServeAnswer, String> {
+    let board: BoardSel = req.board.as_deref().ok_or_else(|| format!("`{}` needs a board", req.command))?.parse()?;
+    let (reply, answer) = oneshot::channel();
+    let input = if req.command == "serve" {
+        let spec = req.serve.ok_or("`serve` needs what to serve: a backend, an export, or both")?;
+        spec.check()?;
+        let since = crate::counters::rfc3339(std::time::SystemTime::now());
+        Input::Serve(Serve { board, spec, by_uid: peer.uid, since }, reply)
+    } else {
+        Input::Unserve(board, reply)
+    };
+    inputs.send(input).map_err(|_| gone())?;
+    answer.await.map_err(|_| gone())?
+}
+
+async fn run(req: Request, peer: &Peer, inputs: &mpsc::UnboundedSender<Input>, config_path: Option<&Path>) -> Response {
+    match req.command.as_str() {
+        "serve" | "unserve" => match serve(req, peer, inputs).await {
+            Ok(answer) => Response { served: Some(answer), ..Response::ok() },
+            Err(e) => Response::error(e),
+        },
         "status" => match status(inputs).await {
             Ok(report) => Response { status: Some(report), ..Response::ok() },
             Err(e) => Response::error(e),
@@ -430,7 +390,7 @@ async fn run(command: &str, inputs: &mpsc::UnboundedSender<Input>, config_path: 
             Ok(summary) => Response { reload: Some(summary), ..Response::ok() },
             Err(e) => Response::error(e),
         },
-        other => Response::error(format!("unknown command {other:?} (this usb9pfsd knows status, reload, reexec)")),
+        other => Response::error(format!("unknown command {other:?} (this usb9pfsd knows {})", KNOWN.join(", "))),
     }
 }
 
@@ -479,6 +439,11 @@ async fn write_all(stream: &UnixStream, mut data: &[u8]) -> io::Result<()> {
 /// The client's side: sends one command, returns the daemon's answer, or a
 /// sentence saying why the daemon could not be asked.
 pub fn request(path: &Path, command: &str) -> Result<Response, String> {
+    send(path, &Request::new(command))
+}
+
+/// The client's side for any request (`serve` carries arguments).
+pub fn send(path: &Path, req: &Request) -> Result<Response, String> {
     let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| connect_error(path, &e))?;
     // A daemon that went away mid-request: for `reexec`, the new image
     // exited before it could answer (its log says why).
@@ -494,7 +459,7 @@ pub fn request(path: &Path, command: &str) -> Result<Response, String> {
     };
     stream.set_read_timeout(Some(ANSWER_TIMEOUT)).map_err(io_err)?;
     stream.set_write_timeout(Some(ANSWER_TIMEOUT)).map_err(io_err)?;
-    let mut line = serde_json::to_vec(&Request { version: PROTOCOL, command: command.into() }).map_err(|e| e.to_string())?;
+    let mut line = serde_json::to_vec(req).map_err(|e| e.to_string())?;
     line.push(b'\n');
     stream.write_all(&line).map_err(io_err)?;
     let mut text = Vec::new();

@@ -11,6 +11,9 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use crate::board::BoardIdentity;
+use crate::table::{Align, Table};
+
 /// The counters live below the data path (`src/counters.rs`); the report
 /// types here name them.
 pub use crate::counters::{
@@ -54,12 +57,10 @@ impl BoardState {
 /// One board as `usb9pfsd status` shows it. Times are RFC 3339 UTC strings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BoardStatus {
-    pub busaddr: String,
-    /// bInterfaceNumber of this usb9pfs interface.
-    pub interface: u8,
-    pub port_path: String,
-    pub id: String,
-    pub serial: Option<String>,
+    /// serial, busaddr, interface, port_path, id: the board identity every
+    /// JSON output shares.
+    #[serde(flatten)]
+    pub board: BoardIdentity,
     pub backend: Option<String>,
     /// A reload's new backend, used from the board's next mount (Tversion) on.
     pub backend_pending: Option<String>,
@@ -157,6 +158,10 @@ pub struct DaemonStatus {
     /// The last reload's error (file:line:column: what), cleared by a good one.
     pub last_reload_error: Option<String>,
     pub last_reload_error_at: Option<String>,
+    /// `usb9pfsd serve`'s runtime mappings: board, what, by which uid, since
+    /// when (empty from an older daemon).
+    #[serde(default)]
+    pub serves: Vec<crate::config::serve::Serve>,
 }
 
 /// Everything `usb9pfsd status` reports.
@@ -206,86 +211,92 @@ pub fn table(r: &StatusReport) -> String {
     if let (Some(e), Some(at)) = (&d.last_reload_error, &d.last_reload_error_at) {
         let _ = writeln!(out, "last reload FAILED at {at}, the config above stays in force: {e}");
     }
+    for s in &d.serves {
+        let _ = writeln!(
+            out,
+            "usb9pfsd serve {}: {} (by uid {} at {}; usb9pfsd unserve {} undoes it)",
+            s.board, s.spec, s.by_uid, s.since, s.board
+        );
+    }
     if r.boards.is_empty() {
         out.push_str("no usb9pfs gadgets present\n");
         return out;
     }
     let dash = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".into());
-    let _ = writeln!(
-        out,
-        "{:<20} {:<9} {:<3} {:<10} {:<11} {:<24} {:<20} {:>15} {:>15} {:>5} {:>8}",
-        "SERIAL", "BUSADDR", "IF", "PORT", "STATE", "BACKEND", "SESSION SINCE", "T/R MSGS", "T/R BYTES", "ERRS", "RESTARTS"
-    );
+    let mut t = Table::new(&[
+        ("SERIAL", Align::Left),
+        ("BUSADDR", Align::Left),
+        ("INTERFACE", Align::Right),
+        ("PORT", Align::Left),
+        ("STATE", Align::Left),
+        ("BACKEND", Align::Left),
+        ("SESSION SINCE", Align::Left),
+        ("T/R MSGS", Align::Right),
+        ("T/R BYTES", Align::Right),
+        ("ERRS", Align::Right),
+        ("RESTARTS", Align::Right),
+    ]);
     for b in &r.boards {
         let c = &b.counters;
-        let _ = writeln!(
-            out,
-            "{:<20} {:<9} {:<3} {:<10} {:<11} {:<24} {:<20} {:>15} {:>15} {:>5} {:>8}",
-            dash(&b.serial),
-            b.busaddr,
-            b.interface,
-            b.port_path,
-            b.state_word(),
+        let notes = t.row(vec![
+            dash(&b.board.serial),
+            b.board.busaddr.clone(),
+            b.board.interface.to_string(),
+            b.board.port_path.clone(),
+            b.state_word().to_string(),
             dash(&b.backend),
             dash(&b.session_started_at),
             format!("{}/{}", c.t_messages, c.r_messages),
             format!("{}/{}", size(c.t_bytes), size(c.r_bytes)),
-            c.error_replies,
-            b.restarts
-        );
-        let more = |out: &mut String, line: String| {
-            let _ = writeln!(out, "    {line}");
-        };
+            c.error_replies.to_string(),
+            b.restarts.to_string(),
+        ]);
+        let mut more = |line: String| notes.push(line);
         match &b.state {
-            BoardState::Ignored { reason } => more(&mut out, format!("ignored: {reason}")),
+            BoardState::Ignored { reason } => more(format!("ignored: {reason}")),
             BoardState::Backoff { retry_in_ms } => {
-                more(&mut out, format!("backing off until {} (in {})", dash(&b.backoff_until), span(retry_in_ms.div_ceil(1000))))
+                more(format!("backing off until {} (in {})", dash(&b.backoff_until), span(retry_in_ms.div_ceil(1000))))
             }
             _ => {}
         }
         if let Some(next) = &b.backend_pending {
-            more(&mut out, format!("backend changes to {next} at the board's next mount (config reload)"));
+            more(format!("backend changes to {next} at the board's next mount (config reload)"));
         }
         if b.release_pending {
-            more(&mut out, "no longer mapped (config reload): released once idle".into());
+            more("no longer mapped (config reload): released once idle".into());
         }
         if b.session_handed_over {
-            more(&mut out, "9P session kept across the last usb9pfsd restart (handed over)".into());
+            more("9P session kept across the last usb9pfsd restart (handed over)".into());
         }
         if c.rearms > 0 {
-            more(&mut out, format!("usb9pfs function re-armed {} time(s) after the board unmounted", c.rearms));
+            more(format!("usb9pfs function re-armed {} time(s) after the board unmounted", c.rearms));
         }
         if let Some(c) = &b.confine {
-            more(&mut out, format!("confined: {c}; {} request(s) refused", b.counters.refused));
+            more(format!("confined: {c}; {} request(s) refused", b.counters.refused));
         }
         if c.recoveries + c.recovery_failures > 0 {
-            more(
-                &mut out,
-                format!(
-                    "server restarts survived: {} (last took {} ms: {} fid(s) replayed, {} stale); given up: {}",
-                    c.recoveries, c.last_recovery_ms, c.last_recovery_fids_replayed, c.last_recovery_fids_stale, c.recovery_failures
-                ),
-            );
+            more(format!(
+                "server restarts survived: {} (last took {} ms: {} fid(s) replayed, {} stale); given up: {}",
+                c.recoveries, c.last_recovery_ms, c.last_recovery_fids_replayed, c.last_recovery_fids_stale, c.recovery_failures
+            ));
         }
         if c.recoverable == Some(false) {
-            more(&mut out, "this session cannot be recovered if its server restarts (see the journal for why)".into());
+            more("this session cannot be recovered if its server restarts (see the journal for why)".into());
         }
         if let Some(m) = b.mount.as_ref().filter(|m| m.state == "refused") {
             let uid = who(&m.uname, m.uid);
-            more(
-                &mut out,
-                format!(
-                    "mount refused at {}: the server answered the attach to aname {:?} as {uid} with {}; `usb9pfsd probe` says what it means",
-                    m.at,
-                    m.aname,
-                    m.error.as_deref().unwrap_or("an error")
-                ),
-            );
+            more(format!(
+                "mount refused at {}: the server answered the attach to aname {:?} as {uid} with {}; `usb9pfsd probe` says what it means",
+                m.at,
+                m.aname,
+                m.error.as_deref().unwrap_or("an error")
+            ));
         }
         if let Some(e) = &b.last_error {
-            more(&mut out, format!("last error at {}: {e}", dash(&b.last_error_at)));
+            more(format!("last error at {}: {e}", dash(&b.last_error_at)));
         }
     }
+    out.push_str(&t.render());
     out
 }
 
@@ -299,11 +310,13 @@ mod tests {
 
     fn board() -> BoardStatus {
         BoardStatus {
-            busaddr: "001-004".into(),
-            interface: 1,
-            port_path: "1-1.2".into(),
-            id: "1d6b:0109".into(),
-            serial: Some("0001-BOARD-A".into()),
+            board: BoardIdentity {
+                serial: Some("0001-BOARD-A".into()),
+                busaddr: "001-004".into(),
+                interface: 1,
+                port_path: "1-1.2".into(),
+                id: "1d6b:0109".into(),
+            },
             backend: Some("buildhost:5640".into()),
             backend_pending: Some("buildhost:5641".into()),
             release_pending: false,
@@ -372,6 +385,12 @@ mod tests {
                 config_loaded_at: "2026-11-26T00:10:00Z".into(),
                 last_reload_error: Some("/etc/usb9pfsd/config.toml:3:11: bad".into()),
                 last_reload_error_at: Some("2026-11-26T00:12:00Z".into()),
+                serves: vec![crate::config::serve::Serve {
+                    board: "1-1.2".parse().expect("board"),
+                    spec: crate::config::serve::ServeSpec { export: Some("/srv/rootfs".into()), ..Default::default() },
+                    by_uid: 1000,
+                    since: "2026-11-26T00:11:00Z".into(),
+                }],
             },
             boards: vec![board(), ignored, waiting],
         }
@@ -388,7 +407,9 @@ mod tests {
                 "version": "0.1.0", "pid": 42, "started_at": "2026-11-26T00:00:00Z", "uptime_s": 3725,
                 "config_path": "/etc/usb9pfsd/config.toml", "config_loaded_at": "2026-11-26T00:10:00Z",
                 "last_reload_error": "/etc/usb9pfsd/config.toml:3:11: bad",
-                "last_reload_error_at": "2026-11-26T00:12:00Z"
+                "last_reload_error_at": "2026-11-26T00:12:00Z",
+                "serves": [{"board": "1-1.2", "backend": null, "export": "/srv/rootfs", "read_only": false,
+                            "uid": null, "gid": null, "by_uid": 1000, "since": "2026-11-26T00:11:00Z"}]
             },
             "boards": [{
                 "busaddr": "001-004", "interface": 1, "port_path": "1-1.2", "id": "1d6b:0109",
@@ -458,8 +479,12 @@ mod tests {
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines[0], "usb9pfsd 0.1.0 (pid 42), up 1h02m, config /etc/usb9pfsd/config.toml loaded 2026-11-26T00:10:00Z");
         assert!(lines[1].starts_with("last reload FAILED at 2026-11-26T00:12:00Z") && lines[1].ends_with(":3:11: bad"), "{t}");
-        assert!(lines[2].starts_with("SERIAL"), "{t}");
-        let row: Vec<&str> = lines[3].split_whitespace().collect();
+        assert_eq!(
+            lines[2],
+            "usb9pfsd serve 1-1.2: /srv/rootfs (managed diod) (by uid 1000 at 2026-11-26T00:11:00Z; usb9pfsd unserve 1-1.2 undoes it)"
+        );
+        assert!(lines[3].starts_with("SERIAL"), "{t}");
+        let row: Vec<&str> = lines[4].split_whitespace().collect();
         assert_eq!(
             row,
             [
