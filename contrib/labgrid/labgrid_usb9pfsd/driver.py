@@ -73,7 +73,7 @@ class USB9PFSDriver(Driver):
     @property
     def key(self):
         """The BOARD argument usb9pfsd is given for this board."""
-        return u.board_key(self.board.path, self.board.interface)
+        return u.board_key(self.board.path, self.board.interface, self.board.busnum, self.board.devnum)
 
     def _run(self, args, stdin=None, timeout=COMMAND_TIMEOUT):
         cmd = self.board.wrap_command([self.tool] + args + ["--socket", self.board.socket])

@@ -26,7 +26,8 @@ import attr
 from labgrid.remote import exporter as lg_exporter
 
 from .resource import USB9PFSBoard
-from .usb9pfsd import board_key
+from .usb9pfsd import Usb9pfsdError, parse_status
+from .usb9pfsd import names_of as board_names
 
 EXPORT_NAME = "USB9PFSBoard"
 UNSERVE_TIMEOUT = 10.0
@@ -64,29 +65,42 @@ class USB9PFSBoardExport(lg_exporter.ResourceExport):
         self._unserve("released")
 
     def _unserve(self, why):
-        key = self._key()
-        if key is None:
+        """Forget every runtime mapping usb9pfsd has for this board, under
+        whichever name it was set (port path, serial, bus address)."""
+        local = self.local
+        if local.path is None:
             self.logger.info("%s while not on the bus: no mapping to forget", why)
             return
-        cmd = [self.usb9pfsd, "unserve", key, "--socket", self.local.socket]
+        names = board_names(local.path, local.interface, local.busnum, local.devnum, local.serial)
+        proc = self._usb9pfsd(why, ["status", "--json"])
+        if proc is None:
+            return
+        try:
+            serves = (parse_status(proc.stdout).get("daemon") or {}).get("serves") or []
+        except Usb9pfsdError as e:
+            self.logger.warning("%s: %s", why, e)
+            return
+        for s in serves:
+            if isinstance(s, dict) and s.get("board") in names:
+                if self._usb9pfsd(why, ["unserve", s["board"]]) is not None:
+                    self.logger.info("%s: usb9pfsd unserve %s done (it served %s, set by uid %s)",
+                                     why, s["board"], s.get("export") or s.get("backend"), s.get("by_uid"))
+
+    def _usb9pfsd(self, why, args):
+        cmd = [self.usb9pfsd] + args + ["--socket", self.local.socket]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=UNSERVE_TIMEOUT)
         except (OSError, subprocess.TimeoutExpired) as e:
             self.logger.warning("%s: could not run %s: %s", why, " ".join(cmd), e)
-            return
-        if proc.returncode == 0:
-            self.logger.info("%s: usb9pfsd unserve %s done", why, key)
-        else:
-            self.logger.warning(
-                "%s: usb9pfsd unserve %s exited %d: %s (is the exporter's user root, "
-                "usb9pfsd's user or in group usb9pfsd-admin?)",
-                why, key, proc.returncode, proc.stderr.strip(),
-            )
-
-    def _key(self):
-        if self.local.path is None:
             return None
-        return board_key(self.local.path, self.local.interface)
+        if proc.returncode != 0:
+            self.logger.warning(
+                "%s: usb9pfsd %s exited %d: %s (is usb9pfsd running, and the exporter's user root, "
+                "usb9pfsd's user or in group usb9pfsd-admin?)",
+                why, " ".join(args), proc.returncode, proc.stderr.strip(),
+            )
+            return None
+        return proc
 
 
 def register():

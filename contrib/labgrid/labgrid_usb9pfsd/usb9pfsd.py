@@ -27,14 +27,35 @@ class Usb9pfsdError(Exception):
         self.stderr = stderr
 
 
-def board_key(port_path, interface=None):
-    """The BOARD argument for serve/unserve: the port path, the one name of a
-    board that survives its re-enumeration (bus/device numbers do not) and
-    that this resource is matched by.  `PATH#IF` names one interface of a
-    gadget with several usb9pfs functions."""
+def board_key(port_path, interface=None, busnum=None, devnum=None):
+    """The BOARD argument for serve/unserve.
+
+    The port path: the one name of a board that survives its re-enumeration
+    (a reset, a power cycle: bus and device numbers change) and the one this
+    resource is matched by. usb9pfsd's port path names every usb9pfs
+    interface of the device, and it has no port-path-and-interface form, so
+    interface N > 0 (a gadget with several usb9pfs functions) is named
+    `BBB-DDD#N`, which holds only until the board re-enumerates."""
     if interface is None or interface == 0:
         return port_path
-    return f"{port_path}#{interface}"
+    if busnum is None or devnum is None:
+        raise Usb9pfsdError(f"board {port_path} interface {interface}: bus and device number unknown "
+                            "(is the board plugged?), and usb9pfsd names interface > 0 only by them")
+    return f"{int(busnum):03d}-{int(devnum):03d}#{interface}"
+
+
+def names_of(port_path, interface=None, busnum=None, devnum=None, serial=None):
+    """Every BOARD spelling usb9pfsd may have recorded a serve of this board
+    under (its `serves` list keeps the caller's spelling)."""
+    names = set()
+    if port_path:
+        if not interface:
+            names |= {port_path, f"path:{port_path}"}
+        if serial:
+            names |= {serial, f"serial:{serial}"}
+    if busnum is not None and devnum is not None and interface is not None:
+        names.add(f"{int(busnum):03d}-{int(devnum):03d}#{interface}")
+    return names
 
 
 def serve_args(key, export=None, backend=None, read_only=False, uid=None, gid=None):
@@ -44,10 +65,10 @@ def serve_args(key, export=None, backend=None, read_only=False, uid=None, gid=No
     args += ["--export", export] if export is not None else ["--backend", backend]
     if read_only:
         args.append("--read-only")
-    if (uid is None) != (gid is None):
-        raise ValueError("uid and gid go together (usb9pfsd squashes to both)")
     if uid is not None:
-        args += ["--uid", str(int(uid)), "--gid", str(int(gid))]
+        args += ["--uid", str(int(uid))]
+    if gid is not None:
+        args += ["--gid", str(int(gid))]
     return args
 
 

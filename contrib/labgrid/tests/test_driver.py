@@ -7,6 +7,7 @@ import pytest
 
 import labgrid_usb9pfsd.driver as driver_mod
 from labgrid_usb9pfsd import Usb9pfsdError
+from labgrid_usb9pfsd.usb9pfsd import serve_args
 
 SOCK = ["--socket", "/run/usb9pfsd/control"]
 
@@ -21,8 +22,10 @@ def test_serve_options(local_driver, fake):
     local_driver.serve("/srv/x", read_only=True, uid=1000, gid=1000)
     assert fake.calls[-1] == ["serve", "1-1", "--export", "/srv/x", "--read-only",
                               "--uid", "1000", "--gid", "1000"] + SOCK
-    with pytest.raises(ValueError):
-        local_driver.serve("/srv/x", uid=1000)
+    local_driver.serve("/srv/x", gid=100)
+    assert fake.calls[-1] == ["serve", "1-1", "--export", "/srv/x", "--gid", "100"] + SOCK
+    with pytest.raises(ValueError, match="exactly one"):
+        serve_args("1-1", export="/x", backend="h:1")
 
 
 def test_serve_backend(local_driver, fake):

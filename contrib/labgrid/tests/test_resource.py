@@ -50,7 +50,12 @@ def test_matches_usb9pfs_interfaces_by_port_and_number(kw, dev, want):
 def test_board_key():
     assert u.board_key("1-1.2", 0) == "1-1.2"
     assert u.board_key("1-1.2", None) == "1-1.2"
-    assert u.board_key("1-1.2", 2) == "1-1.2#2"
+    # usb9pfsd has no port-path-and-interface name: interface > 0 by bus address
+    assert u.board_key("1-1.2", 2, 1, 4) == "001-004#2"
+    with pytest.raises(u.Usb9pfsdError, match="bus and device number unknown"):
+        u.board_key("1-1.2", 2)
+    assert u.names_of("1-1.2", 0, 1, 4, "S") == {"1-1.2", "path:1-1.2", "S", "serial:S", "001-004#0"}
+    assert u.names_of("1-1.2", 1, 1, 4, None) == {"001-004#1"}
 
 
 def _export(monkeypatch, present=True):
@@ -76,18 +81,24 @@ def test_export_publishes_the_network_form(fake, monkeypatch):
 def test_export_unserves_on_acquire_and_release(fake, monkeypatch):
     exp = _export(monkeypatch)
     exp.acquire("place-a")
+    assert [c[0] for c in fake.calls] == ["status"]          # nothing served: nothing to forget
+    # Served under any of the board's names (here: by serial, by hand), then released.
+    fake.set(serves=[{"board": "0001-BOARD-A", "export": "/srv/x", "by_uid": 1000},
+                     {"board": "1-1.3", "export": "/srv/other", "by_uid": 1000}])
     exp.release()
-    assert [c[:2] for c in fake.calls] == [["unserve", "1-1.2"], ["unserve", "1-1.2"]]
+    assert fake.calls[1:] == [["status", "--json", "--socket", "/run/usb9pfsd/control"],
+                              ["unserve", "0001-BOARD-A", "--socket", "/run/usb9pfsd/control"]]
+    assert [s["board"] for s in fake.read()["serves"]] == ["1-1.3"]    # another board's: kept
     assert not exp.broken
 
 
 def test_export_survives_usb9pfsd_saying_no(fake, monkeypatch, caplog):
     exp = _export(monkeypatch)
-    fake.fail("unserve", 3, "no daemon")
+    fake.fail("status", 3, "no daemon")
     exp.acquire("place-a")
     exp.release()
     assert not exp.broken
-    assert "usb9pfsd unserve 1-1.2 exited 3" in caplog.text
+    assert "usb9pfsd status --json exited 3: no daemon" in caplog.text
 
 
 def test_export_board_absent_runs_nothing(fake, monkeypatch):
