@@ -19,6 +19,10 @@
 # makes the exporter unserve the board: its next mount gets the config's
 # server again. Ends its boot (it adds users, groups and an ssh config to
 # the guest's /etc).
+#
+# LABGRID_PLANT=1 runs the exporter as mallory, who may not unserve: the
+# release checks turn red (shown 2026-12-06: "board A still served after
+# the release", the exporter's log saying permission denied).
 scenario_main() {
     requires_usb9pfsd
     if [ -z "${RIG_LG_VENV:-}" ] || [ ! -x "$RIG_LG_VENV/bin/python" ]; then die "rig setup: no labgrid venv (tests/vm/run ensure_labgrid)"; fi
@@ -146,7 +150,12 @@ board-a:
   USB9PFSBoard:
     port_path: "$port"
 EOF
-    PATH=$STAGE:$PATH PYTHONPATH=$STAGE/labgrid "$PY" -m labgrid_usb9pfsd.exporter \
+    # LABGRID_PLANT=1: the exporter runs as mallory, not privileged on the
+    # control socket, so its unserve at the release is refused: the release
+    # checks must turn red.
+    local exp_user=root
+    [ "${LABGRID_PLANT:-0}" != 1 ] || { exp_user=mallory; log "PLANTED FAULT: the exporter runs as mallory"; }
+    runuser -u "$exp_user" -- env PATH="$STAGE:$PATH" PYTHONPATH="$STAGE/labgrid" "$PY" -m labgrid_usb9pfsd.exporter \
         -c 127.0.0.1:20408 -n exporter --hostname exporter "$LG/exporter.yaml" >>"$SC_OUT/lg-exporter.log" 2>&1 &
     for u in dev mallory; do
         cat > "/home/$u/env.yaml" <<EOF
@@ -170,12 +179,12 @@ EOF
     # dev runs two clients (labgrid-client commands, and the environment with
     # the driver: they cannot share a process, see lg_client.py); mallory one
     lgc_spawn devcli dev; lgc_spawn dev dev; lgc_spawn mallory mallory
-    wait_until 120 port_listening 20408 || die "labgrid-coordinator did not listen"
+    wait_until 300 port_listening 20408 || die "labgrid-coordinator did not listen in 300 s"
     lgc_connect devcli; lgc_connect dev; lgc_connect mallory
     local X="-x 127.0.0.1:20408"
     # shellcheck disable=SC2086
     published() { lgc devcli cli $X resources && jget 'r["rc"] == 0 and "exporter/board-a/NetworkUSB9PFSBoard" in r["out"].split()' | grep -qx True; }
-    if wait_until 180 published; then ok "labgrid: the exporter publishes board A as exporter/board-a/NetworkUSB9PFSBoard"
+    if wait_until 300 published; then ok "labgrid: the exporter publishes board A as exporter/board-a/NetworkUSB9PFSBoard"
     else die "labgrid: board A never published ($LGC_REPLY; $(tail -n5 "$SC_OUT/lg-exporter.log" | tr '\n' ' '))"; fi
     # shellcheck disable=SC2086
     lgc devcli cli $X -v resources exporter/board-a/NetworkUSB9PFSBoard
@@ -225,6 +234,7 @@ EOF
     # --- the board mounts dev's tree
     board_mount_retry A "$served" 60 || die "board A: mount of dev's tree failed"
     local got; got=$(cd "${B_MNT[A]}" && $T find . -type f -print0 | sort -z | xargs -0 sha256sum)
+    [ "$got" = "$want" ] || log "the board's view of dev's tree: $($T ls -laR "${B_MNT[A]}" 2>&1 | head -n 20 | tr '\n' '|'); dmesg: $(dmesg | tail -n 5 | tr '\n' '|')"
     expect_eq "the board reads dev's tree: every file's sha256 matches" "$want" "$got"
     expect_eq "the board sees dev's symlink" ../etc/hostname "$(readlink "${B_MNT[A]}/usr/link")"
     lgc dev wait 60
