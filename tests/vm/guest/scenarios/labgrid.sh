@@ -124,6 +124,10 @@ EOF
     B_BACKEND[A]=127.0.0.1:5640
     fwd_write_config "$LOCAL/usb9pfsd.toml"
     board_plug A
+    # usb9pfsd gives its socket's directory to group usb9pfsd only when it
+    # makes it; an earlier scenario of this boot made it before the group
+    # existed, so the users could not reach the socket
+    if [ -d /run/usb9pfsd ]; then chgrp usb9pfsd /run/usb9pfsd; fi
     fwd_start
     local port; port=$(host_dev_of 0001-BOARD-A) || die "board A not on the host side"
     # status JSON helpers: board A's entry, and its runtime mapping
