@@ -45,10 +45,10 @@ scenario_main() {
             "$PY" "$CLIENT" "/home/$2/env.yaml" "$d/in" "$d/out" 2>>"$SC_OUT/lg-client-$1.log" &
     }
     lgc_connect() {
-        local fi fo
-        exec {fi}<>"$LG/c-$1/in" {fo}<>"$LG/c-$1/out"
-        LGC_IN[$1]=$fi LGC_OUT[$1]=$fo
-        read -r -t 300 -u "$fo" LGC_REPLY || die "labgrid client $1 not ready in 300 s ($(tail -n3 "$SC_OUT/lg-client-$1.log" | tr '\n' ' '))"
+        local fd_in fd_out
+        exec {fd_in}<>"$LG/c-$1/in" {fd_out}<>"$LG/c-$1/out"
+        LGC_IN[$1]=$fd_in LGC_OUT[$1]=$fd_out
+        read -r -t 300 -u "$fd_out" LGC_REPLY || die "labgrid client $1 not ready in 300 s ($(tail -n3 "$SC_OUT/lg-client-$1.log" | tr '\n' ' '))"
         log "labgrid client $1 ready"
     }
     lgc() {
