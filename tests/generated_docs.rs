@@ -68,12 +68,8 @@ fn is_builtin(arg: &clap::Arg) -> bool {
 
 /// `[--name VALUE]`, `[-s|--server HOST]`, `[-v]...`, `[PATH]` in roff.
 fn synopsis_arg(arg: &clap::Arg) -> String {
-    let value = || {
-        arg.get_value_names()
-            .and_then(|v| v.first())
-            .map(|v| v.to_string())
-            .unwrap_or_else(|| arg.get_id().as_str().to_uppercase())
-    };
+    let value =
+        || arg.get_value_names().and_then(|v| v.first()).map(|v| v.to_string()).unwrap_or_else(|| arg.get_id().as_str().to_uppercase());
     if arg.is_positional() {
         return format!("[\\fI{}\\fR]", roff_escape(&value()));
     }
@@ -149,7 +145,8 @@ fn man_page() -> String {
     for marker in ["@SYNOPSIS@", "@OPTIONS@", "@VERSION@", "@DATE@"] {
         assert!(template.contains(marker), "{MAN_TEMPLATE} lost its {marker} marker");
     }
-    let mut out = String::from(".\\\" Generated from packaging/man/usb9pfsd.8.in and src/cli.rs by tests/generated_docs.rs: do not edit.\n");
+    let mut out =
+        String::from(".\\\" Generated from packaging/man/usb9pfsd.8.in and src/cli.rs by tests/generated_docs.rs: do not edit.\n");
     // the template's own header comment is about the template: left out
     let body = template.lines().skip_while(|l| l.starts_with(".\\\""));
     for line in body {
