@@ -340,9 +340,13 @@ scenario_main() {
     expect_eq "after purge: systemd no longer has the unit" not-found "$(unit_prop LoadState)"
     for f in /usr/lib/systemd/system/usb9pfsd.service /usr/lib/systemd/system/usb9pfsd-diod@.service \
              /usr/share/usb9pfsd /usr/lib/udev/rules.d/70-usb9pfsd.rules \
-             /usr/lib/sysusers.d/usb9pfsd.conf /usr/bin/usb9pfsd /etc/usb9pfsd; do
+             /usr/lib/sysusers.d/usb9pfsd.conf /usr/bin/usb9pfsd /etc/usb9pfsd/config.toml; do
         expect "after purge: $f is gone" test ! -e "$f"
     done
+    # The admin's diod config is not the package's: it stays, and so does
+    # /etc/usb9pfsd around it, with nothing else in it.
+    expect_eq "after purge: /etc/usb9pfsd holds only the admin's diod/rig.conf" "/etc/usb9pfsd/diod/rig.conf" \
+        "$(find /etc/usb9pfsd -type f 2>/dev/null | tr '\n' ' ' | sed 's/ $//')"
     expect_not "after purge: no usb9pfsd unit (nor $diod_unit's enablement) anywhere under /etc/systemd" \
         sh -c 'find /etc/systemd /run/systemd/system -name "usb9pfsd*" | grep -q .'
     expect_not "after purge: user usb9pfsd is gone" getent passwd usb9pfsd
