@@ -28,12 +28,12 @@ impl fmt::Display for BusAddr {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct GadgetKey {
     pub busaddr: BusAddr,
-    pub iface: u8,
+    pub interface: u8,
 }
 
 impl fmt::Display for GadgetKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}#{}", self.busaddr, self.iface)
+        write!(f, "{}#{}", self.busaddr, self.interface)
     }
 }
 
@@ -71,7 +71,7 @@ pub struct GadgetInfo {
 
 impl GadgetInfo {
     pub fn key(&self) -> GadgetKey {
-        GadgetKey { busaddr: self.busaddr, iface: self.interface }
+        GadgetKey { busaddr: self.busaddr, interface: self.interface }
     }
 
     pub fn serial_or_none(&self) -> &str {

@@ -122,6 +122,52 @@ pub enum Command {
         #[arg(long, default_value = control::DEFAULT_SOCKET)]
         socket: PathBuf,
     },
+    /// Serve a directory or a 9P server to one board, over the config file,
+    /// until `unserve` or the daemon stops (a reload or hand-over keeps it).
+    /// Takes effect at the board's next mount; a live session is never cut.
+    /// Only root, the daemon's user and group usb9pfsd-admin may.
+    Serve {
+        /// The board: its serial, its port path (1-1.2) or
+        /// BUS-ADDRESS#INTERFACE (001-004#0, as `status` shows it);
+        /// `serial:X` or `path:X` where a serial looks like a port path.
+        board: String,
+        /// The 9P server (host:port, [ipv6]:port, unix:/path). Without it,
+        /// usb9pfsd starts its own diod for --export DIR at each mount.
+        #[arg(long, value_name = "ADDR", required_unless_present = "export")]
+        backend: Option<String>,
+        /// The directory the board is confined to: on --backend's server,
+        /// or served by a diod usb9pfsd starts (running as the directory's
+        /// owner, every board user squashed to it).
+        #[arg(long, value_name = "DIR")]
+        export: Option<String>,
+        /// The board may only read.
+        #[arg(long)]
+        read_only: bool,
+        /// Attach as this uid whatever user the board mounts as (squash).
+        #[arg(long, value_name = "N")]
+        uid: Option<u32>,
+        /// Attach with this gid (squash).
+        #[arg(long, value_name = "N")]
+        gid: Option<u32>,
+        /// Print the answer as JSON.
+        #[arg(long)]
+        json: bool,
+        /// The daemon's control socket.
+        #[arg(long, default_value = control::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Drop a board's `serve`: its config entry (if any) decides again, from
+    /// its next mount.
+    Unserve {
+        /// The board, as `serve` named it.
+        board: String,
+        /// Print the answer as JSON.
+        #[arg(long)]
+        json: bool,
+        /// The daemon's control socket.
+        #[arg(long, default_value = control::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
     /// Make the running daemon re-execute its binary in place (same PID),
     /// handing every board's live session to the new image: how a package
     /// upgrade takes effect without a board noticing. Fails if any board

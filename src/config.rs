@@ -20,6 +20,8 @@ use crate::board::GadgetInfo;
 use crate::ninep::backend::BackendAddr;
 use crate::ninep::confine::Policy;
 
+pub mod serve;
+
 /// Default path of the config file.
 pub const DEFAULT_PATH: &str = "/etc/usb9pfsd/config.toml";
 /// The kernel's default usb9pfs `buflen` (DEFAULT_BUFLEN in trans_usbg.c).
@@ -150,6 +152,9 @@ pub struct Config {
     pub control_socket: Option<PathBuf>,
     /// Shorter USB waits for the VM rig's fault scenario; empty in any real config.
     pub test_waits: TestWaits,
+    /// `usb9pfsd serve`'s runtime mappings, before every entry; never in a
+    /// file (the supervisor carries them from config to config).
+    pub serves: Vec<serve::Serve>,
 }
 
 /// `[daemon] test_partial_frame_wait` and `test_nudge_every` (seconds): the
@@ -222,6 +227,7 @@ impl Config {
             boards: Vec::new(),
             control_socket: None,
             test_waits: TestWaits::default(),
+            serves: Vec::new(),
         }
     }
 
@@ -355,13 +361,32 @@ impl Config {
         let d = &file.defaults;
         let keys = ConfineKeys { export: &d.export, read_only: d.read_only, uid: &d.uid, gid: &d.gid };
         let default_confine = confine(keys, &Policy::default())?;
+        // A managed server exports the entry's `export`: it must have one
+        // (a template is expanded per board by `resolve`).
+        let managed =
+            |b: BackendAddr, c: &Policy, span: std::ops::Range<usize>| -> Result<(BackendAddr, Option<ConfigError>), ConfigError> {
+                match (&b, &c.export) {
+                    (BackendAddr::Managed(_), None) => Err(err(
+                        Some(span),
+                        "backend = \"managed\" needs export = \"/dir\": the directory the managed diod serves to the board".into(),
+                    )),
+                    (BackendAddr::Managed(_), Some(e)) => {
+                        let dir = BackendAddr::Managed(PathBuf::from(e));
+                        let hidden = sandbox_hides(&dir).map(|w| err(Some(span), w));
+                        Ok((dir, hidden))
+                    }
+                    _ => Ok((b, None)),
+                }
+            };
         let default = match &file.defaults.backend {
             None => None,
             Some(b) => Some(Target {
                 backend: {
-                    let (b, hidden) = backend(b)?;
+                    let (addr, hidden) = backend(b)?;
                     warnings.extend(hidden);
-                    b
+                    let (addr, hidden) = managed(addr, &default_confine, b.span())?;
+                    warnings.extend(hidden);
+                    addr
                 },
                 buflen: default_buflen,
                 request_timeout: default_request_timeout,
@@ -412,14 +437,24 @@ impl Config {
                 };
                 return Err(err(Some(span), format!("{what} is listed twice")));
             }
-            let Some(board_backend) = &b.backend else {
-                return Err(err(
-                    Some(entry.span()),
-                    format!("this [[board]] entry ({}) has no backend: add backend = \"host:port\" or \"unix:/path\"", describe(&matcher)),
-                ));
+            let board_backend = match &b.backend {
+                Some(v) => {
+                    let (addr, hidden) = backend(v)?;
+                    warnings.extend(hidden);
+                    addr
+                }
+                // A directory and no server: a managed diod serves it.
+                None if b.export.is_some() => BackendAddr::Managed(PathBuf::new()),
+                None => {
+                    return Err(err(
+                        Some(entry.span()),
+                        format!(
+                            "this [[board]] entry ({}) has no backend: add backend = \"host:port\" or \"unix:/path\", or export = \"/dir\" alone to have usb9pfsd start a diod serving that directory",
+                            describe(&matcher)
+                        ),
+                    ));
+                }
             };
-            let (board_backend, hidden) = backend(board_backend)?;
-            warnings.extend(hidden);
             let buflen = match &b.buflen {
                 Some(v) => fits(v, in_range(v, BUFLEN_RANGE, "buflen").map_err(|m| err(Some(v.span()), m))?)?,
                 None => default_buflen,
@@ -428,10 +463,12 @@ impl Config {
             let recover_window = recover_window(&b.recover_window, default_recover_window)?;
             let keys = ConfineKeys { export: &b.export, read_only: b.read_only, uid: &b.uid, gid: &b.gid };
             let confine = confine(keys, &default_confine)?;
+            let (board_backend, hidden) = managed(board_backend, &confine, entry.span())?;
+            warnings.extend(hidden);
             let target = Target { backend: board_backend, buflen, request_timeout, recover_window, confine };
             boards.push(BoardRule { matcher, interface, target });
         }
-        Ok((Config { max_frame, allow_ids, default, boards, control_socket, test_waits }, warnings))
+        Ok((Config { max_frame, allow_ids, default, boards, control_socket, test_waits, serves: Vec::new() }, warnings))
     }
 
     /// Which backend serves `g`: serial, then port path, then defaults; an
@@ -442,19 +479,24 @@ impl Config {
                 return Decision::NotAllowed;
             }
         }
+        let serve = |target: Target, why: &'static str| expanded(target, why, g);
+        if let Some(s) = self.serves.iter().rev().find(|s| s.board.matches(g)) {
+            let base = match self.resolve_file(g) {
+                Decision::Serve { target, .. } => Some(target),
+                _ => self.default.clone(),
+            };
+            return serve(s.spec.target(base.as_ref()), "usb9pfsd serve");
+        }
+        self.resolve_file(g)
+    }
+
+    /// What the file alone says about `g` (after `allow_ids`).
+    fn resolve_file(&self, g: &GadgetInfo) -> Decision {
         let by = |m: &Match| {
             let rules = || self.boards.iter().filter(|r| &r.matcher == m);
             rules().find(|r| r.interface == Some(g.interface)).or_else(|| rules().find(|r| r.interface.is_none())).map(|r| r.target.clone())
         };
-        let serve = |mut target: Target, why: &'static str| {
-            if let Some(template) = &target.confine.export {
-                match expand_export(template, g) {
-                    Ok(export) => target.confine.export = Some(export),
-                    Err(why) => return Decision::Refused { why },
-                }
-            }
-            Decision::Serve { target, why }
-        };
+        let serve = |target: Target, why: &'static str| expanded(target, why, g);
         let both = g.serial.as_ref().and_then(|s| by(&Match::SerialAt { serial: s.clone(), path: g.port_path.clone() }));
         if let Some(target) = both {
             return serve(target, "serial and path");
@@ -470,6 +512,21 @@ impl Config {
             None => Decision::NoBackend,
         }
     }
+}
+
+/// `target` for `g`: its export template expanded, and a managed server
+/// exporting what the board is confined to.
+fn expanded(mut target: Target, why: &'static str, g: &GadgetInfo) -> Decision {
+    if let Some(template) = &target.confine.export {
+        match expand_export(template, g) {
+            Ok(export) => target.confine.export = Some(export),
+            Err(why) => return Decision::Refused { why },
+        }
+    }
+    if let (BackendAddr::Managed(dir), Some(export)) = (&mut target.backend, &target.confine.export) {
+        *dir = PathBuf::from(export);
+    }
+    Decision::Serve { target, why }
 }
 
 /// The placeholders an `export` may hold.
@@ -599,10 +656,10 @@ fn check_port_path(p: &str) -> Result<(), String> {
 /// A `backend` value: `host:port`, `[ipv6]:port` or `unix:/path`, with the
 /// host a name or address and the port a number from 1 to 65535.
 pub fn parse_backend(s: &str) -> Result<BackendAddr, String> {
-    if s.starts_with("unix:") {
+    if s.starts_with("unix:") || s == BackendAddr::MANAGED {
         return s.parse();
     }
-    let form = "a backend is \"host:port\", \"[ipv6]:port\" or \"unix:/path/to/socket\"";
+    let form = "a backend is \"host:port\", \"[ipv6]:port\", \"unix:/path/to/socket\" or \"managed\" (a diod this daemon starts for the entry's export)";
     let Some((host, port)) = s.rsplit_once(':') else {
         return Err(format!("backend = {s:?} has no port: {form}, like \"127.0.0.1:564\""));
     };
@@ -639,13 +696,24 @@ pub fn parse_backend(s: &str) -> Result<BackendAddr, String> {
 /// Where usb9pfsd.service cannot see a unix socket: its sandbox gives it a
 /// private /tmp and /var/tmp and hides /home, /root and /run/user.
 fn sandbox_hides(b: &BackendAddr) -> Option<String> {
-    let BackendAddr::Unix(p) = b else { return None };
     let hidden = ["/tmp", "/var/tmp", "/home", "/root", "/run/user"];
-    let under = hidden.iter().find(|h| p.starts_with(h))?;
-    Some(format!(
-        "unix socket {} is under {under}, which usb9pfsd.service cannot see (its sandbox: PrivateTmp=, ProtectHome=): the board's mount would fail as if the server were down; have the server listen under /run or /srv",
-        p.display()
-    ))
+    match b {
+        BackendAddr::Unix(p) => {
+            let under = hidden.iter().find(|h| p.starts_with(h))?;
+            Some(format!(
+                "unix socket {} is under {under}, which usb9pfsd.service cannot see (its sandbox: PrivateTmp=, ProtectHome=): the board's mount would fail as if the server were down; have the server listen under /run or /srv",
+                p.display()
+            ))
+        }
+        BackendAddr::Managed(dir) => {
+            let under = hidden.iter().find(|h| dir.starts_with(h))?;
+            Some(format!(
+                "managed export {} is under {under}, which usb9pfsd.service cannot see (its sandbox: PrivateTmp=, ProtectHome=): serve it from /srv, or allow it with the drop-in in docs/serve.md \"Privileges\" (/usr/share/doc/usb9pfsd/serve.md)",
+                dir.display()
+            ))
+        }
+        BackendAddr::Tcp { .. } => None,
+    }
 }
 
 /// A TOML parser's message about a value of the wrong kind, in TOML's words
@@ -752,6 +820,45 @@ buflen = 65536
     }
 
     #[test]
+    fn a_directory_with_no_server_is_served_by_a_managed_diod_confined_to_it() {
+        let c = parse(
+            r#"
+[[board]]
+serial = "A"
+export = "/srv/rootfs-a"
+
+[[board]]
+serial = "B"
+backend = "managed"
+export = "/srv/boards/{serial}"
+read_only = true
+
+[defaults]
+backend = "managed"
+export = "/srv/boards/{path}"
+"#,
+        )
+        .expect("parse");
+        let target = |serial: &str| match c.resolve(&gadget(Some(serial), "1-4", 1, 2)) {
+            Decision::Serve { target, .. } => (target.backend, target.confine.export, target.confine.read_only),
+            other => panic!("{other:?}"),
+        };
+        let managed = |d: &str| BackendAddr::Managed(PathBuf::from(d));
+        assert_eq!(target("A"), (managed("/srv/rootfs-a"), Some("/srv/rootfs-a".into()), false));
+        assert_eq!(target("B"), (managed("/srv/boards/B"), Some("/srv/boards/B".into()), true), "the template expanded for both");
+        assert_eq!(target("C"), (managed("/srv/boards/1-4"), Some("/srv/boards/1-4".into()), false), "defaults");
+        assert_eq!(managed("/srv/x").to_string(), "managed:/srv/x");
+
+        let e = parse("[[board]]\nserial = \"A\"\nbackend = \"managed\"\n").expect_err("no export");
+        assert!(e.message.contains("needs export"), "{e}");
+        let e = parse("[[board]]\nserial = \"A\"\n").expect_err("neither");
+        assert!(e.message.contains("export = \"/dir\" alone"), "{e}");
+        let (_, warnings) =
+            Config::parse_checked("[[board]]\nserial = \"A\"\nexport = \"/home/dev/rootfs\"\n", Path::new("t.toml")).expect("parse");
+        assert!(warnings.iter().any(|w| w.message.contains("docs/serve.md")), "{warnings:?}");
+    }
+
+    #[test]
     fn no_defaults_leaves_unknown_boards_alone_and_allow_list_filters() {
         let c = parse("[daemon]\nallow_ids = [\"1d6b:0109\"]\n[[board]]\nserial = \"A\"\nbackend = \"h:1\"\n").expect("parse");
         assert_eq!(c.resolve(&gadget(Some("B"), "1-1", 0x1d6b, 0x0109)), Decision::NoBackend);
@@ -767,8 +874,8 @@ buflen = 65536
              [[board]]\npath = \"2-1\"\ninterface = 1\nbackend = \"p:1\"\n",
         )
         .expect("parse");
-        let on = |serial: Option<&str>, port: &str, iface: u8| {
-            let g = GadgetInfo { interface: iface, ..gadget(serial, port, 1, 2) };
+        let on = |serial: Option<&str>, port: &str, interface: u8| {
+            let g = GadgetInfo { interface, ..gadget(serial, port, 1, 2) };
             match c.resolve(&g) {
                 Decision::Serve { target, why } => format!("{} {why}", target.backend),
                 other => format!("{other:?}"),

@@ -55,12 +55,12 @@ fn main() -> ExitCode {
                             usb9pfsd::usb::pipe::NUDGE_EVERY.as_secs()
                         );
                     }
-                    let inherited = passed.adopt();
+                    let taken = passed.take_over();
                     // Reloads re-read this file; status shows it.
                     let path = std::env::current_dir().map(|d| d.join(&path)).unwrap_or(path);
                     let socket =
                         control_socket.or_else(|| c.control_socket.clone()).unwrap_or_else(|| PathBuf::from(control::DEFAULT_SOCKET));
-                    serve(c, Box::new(notify::Systemd), Some(Control { config_path: path, socket }), inherited).map_err(Failure::from)
+                    serve(c, Box::new(notify::Systemd), Some(Control { config_path: path, socket }), taken).map_err(Failure::from)
                 }
             }
         }
@@ -73,7 +73,7 @@ fn main() -> ExitCode {
                 .map(|b| cli::forward_config(b, &selection, buflen, request_timeout))
                 .and_then(|c| check_single(&c).map(|()| c));
             match config {
-                Ok(c) => serve(c, Box::new(Silent), None, passed.adopt()).map_err(Failure::from),
+                Ok(c) => serve(c, Box::new(Silent), None, passed.take_over()).map_err(Failure::from),
                 Err(e) => {
                     let kept = passed.refuse(&e);
                     Err(Failure::usage(format!("{e}{kept}")))
@@ -87,6 +87,13 @@ fn main() -> ExitCode {
         Command::Status { json, socket } => show_status(json, &socket),
         Command::Reload { socket } => reload(&socket),
         Command::Reexec { socket } => reexec(&socket),
+        Command::Serve { board, backend, export, read_only, uid, gid, json, socket } => {
+            serve_board(&socket, board, backend.as_deref(), export, read_only, uid, gid, json)
+        }
+        Command::Unserve { board, json, socket } => {
+            let req = control::Request { board: Some(board), ..control::Request::new("unserve") };
+            send_serve(&socket, &req, json)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -100,9 +107,54 @@ fn main() -> ExitCode {
     }
 }
 
+/// `usb9pfsd serve`: the arguments checked here (exit status 2), then asked.
+#[allow(clippy::too_many_arguments)]
+fn serve_board(
+    socket: &Path,
+    board: String,
+    backend: Option<&str>,
+    export: Option<String>,
+    read_only: bool,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    json: bool,
+) -> Result<(), Failure> {
+    let usage = |m: String| Failure { code: 2, message: m };
+    board.parse::<usb9pfsd::config::serve::BoardSel>().map_err(usage)?;
+    let backend = backend.map(|b| config::parse_backend(b).map_err(|m| usage(format!("--backend: {m}")))).transpose()?;
+    let spec = usb9pfsd::config::serve::ServeSpec { backend, export, read_only, uid, gid };
+    spec.check().map_err(usage)?;
+    let req = control::Request { board: Some(board), serve: Some(spec), ..control::Request::new("serve") };
+    send_serve(socket, &req, json)
+}
+
+/// Sends a `serve` or `unserve` and says what it did.
+fn send_serve(socket: &Path, req: &control::Request, json: bool) -> Result<(), Failure> {
+    let r = ask_with(socket, req)?;
+    if !r.ok {
+        return Err(Failure::from(r.error.unwrap_or_else(|| format!("{} failed", req.command))));
+    }
+    let answer = r.served.unwrap_or_default();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&answer).map_err(|e| e.to_string())?);
+        return Ok(());
+    }
+    let board = req.board.as_deref().unwrap_or("?");
+    let present = if answer.boards.is_empty() { "no such board is plugged in now".to_string() } else { answer.boards.join(", ") };
+    match &req.serve {
+        Some(spec) => println!("{board}: serves {spec} from the board's next mount ({present}); a live session keeps what it began with"),
+        None => println!("{board}: the config decides again from the board's next mount ({present})"),
+    }
+    Ok(())
+}
+
 /// Asks the running daemon; "not running" is exit status 3.
 fn ask(socket: &Path, command: &str) -> Result<control::Response, Failure> {
-    control::request(socket, command).map_err(|e| {
+    ask_with(socket, &control::Request::new(command))
+}
+
+fn ask_with(socket: &Path, req: &control::Request) -> Result<control::Response, Failure> {
+    control::send(socket, req).map_err(|e| {
         if control::absent(socket) {
             Failure::not_running(format!(
                 "usb9pfsd is not running (nothing listens on {}); udev starts it when a usb9pfs board appears, or: systemctl start usb9pfsd",
@@ -139,15 +191,17 @@ struct Control {
 /// Runs the supervisor, hotplug and the control socket until SIGTERM/SIGINT;
 /// SIGHUP reloads the config; SIGUSR2 re-executes in place with every
 /// board's session.
-fn serve(config: Config, notify: Box<dyn Notify>, control: Option<Control>, inherited: succession::Adopted) -> Result<(), String> {
+fn serve(mut config: Config, notify: Box<dyn Notify>, control: Option<Control>, taken: succession::TakenOver) -> Result<(), String> {
+    // `usb9pfsd serve` mappings a predecessor handed over stay in force.
+    config.serves = taken.serves;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("cannot start the runtime: {e}"))?;
     rt.block_on(async {
         let (tx, rx) = mpsc::unbounded_channel();
         let config_path = control.as_ref().map(|c| c.config_path.clone());
         let mut supervisor = Supervisor::new(config, Threads, notify, tx.clone())
-            .with_inherited(inherited.sessions)
-            .with_inherited_serials(inherited.serials)
-            .with_lost(inherited.lost);
+            .with_handed_over(taken.sessions)
+            .with_handed_over_serials(taken.serials)
+            .with_lost(taken.lost);
         if let Some(path) = &config_path {
             supervisor = supervisor.with_config_path(path.clone());
         }
@@ -386,6 +440,18 @@ fn limits(t: &config::Target) -> String {
 
 fn check_config(path: &Path, probe_as: Option<&cli::AttachArgs>) -> Result<(), Failure> {
     let (c, warnings) = Config::load_checked(path).map_err(|e| e.to_string())?;
+    let mut warnings: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+    // A managed export that cannot be served (missing, root's): said now,
+    // not at the board's first mount.
+    for t in c.default.iter().chain(c.boards.iter().map(|r| &r.target)) {
+        if let usb9pfsd::ninep::backend::BackendAddr::Managed(dir) = &t.backend {
+            if !dir.to_string_lossy().contains('{') {
+                if let Err(e) = usb9pfsd::ninep::managed::owner(dir) {
+                    warnings.push(format!("{}: {e}", path.display()));
+                }
+            }
+        }
+    }
     println!("{}: OK{}", path.display(), if warnings.is_empty() { String::new() } else { format!(", {} warning(s)", warnings.len()) });
     for w in &warnings {
         eprintln!("usb9pfsd: warning: {w}");

@@ -5,11 +5,12 @@
 //! Nothing here touches USB except through the `UsbPipe` trait.
 
 pub mod backend;
+pub mod board_backend;
 pub mod confine;
 pub mod fids;
 pub mod forward;
 pub mod frame;
-pub mod reconnect;
+pub mod managed;
 pub mod recover;
 pub mod track;
 pub mod wire;

@@ -377,6 +377,7 @@ fn connect_failed(addr: &BackendAddr, e: &io::Error) -> (String, String) {
         (BackendAddr::Tcp { host, .. }, _) if e.raw_os_error().is_none() => {
             format!("is {host:?} a host name this machine can resolve (getent hosts {host})?")
         }
+        (BackendAddr::Managed(_), _) => "usb9pfsd starts this server itself: the error says what to change (docs/serve.md)".into(),
         _ => "check the backend address".into(),
     };
     (error, hint)

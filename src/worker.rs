@@ -13,35 +13,35 @@ use std::sync::Arc;
 
 use crate::board::{GadgetInfo, GadgetKey};
 use crate::counters::Counters;
-use crate::ninep::forward::{self, Backends, Exit, Limits, Session};
+use crate::ninep::forward::{self, BackendPolicy, Exit, Limits, Session};
 use crate::usb::device::{Device, OpenError};
 use crate::usb::pipe::{StopSwitch, UsbPipe};
 
 /// Everything a worker needs, prepared by the supervisor.
 pub struct Job {
     pub info: GadgetInfo,
-    pub backends: Arc<dyn Backends>,
+    pub board_backend: Arc<dyn BackendPolicy>,
     pub counters: Arc<Counters>,
     pub limits: Limits,
     /// Stops the worker at its next message boundary.
     pub stop: Arc<StopSwitch>,
     /// A session to carry on with (hand-over from a predecessor, or a
     /// hand-over that was called off), instead of opening afresh.
-    pub adopt: Option<Carry>,
+    pub handed: Option<HandedSession>,
     pub reporter: Reporter,
 }
 
 /// What a worker stopped at a message boundary leaves behind: the usbfs
 /// file that holds the interface's claim (None for in-memory gadgets) and the
 /// 9P session with its server connection.
-pub struct Carry {
+pub struct HandedSession {
     pub node: Option<File>,
     pub session: Session,
 }
 
-impl std::fmt::Debug for Carry {
+impl std::fmt::Debug for HandedSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Carry")
+        f.debug_struct("HandedSession")
             .field("node", &self.node.as_ref().map(|n| n.as_raw_fd()))
             .field("live", &self.session.live)
             .field("server", &self.session.backend.as_ref().map(|b| b.raw_fd()))
@@ -56,7 +56,7 @@ pub enum WorkerEvent {
     Serving,
     /// Stopped on request at a message boundary; here is what it held
     /// (followed by `Ended(End::Stopped)`).
-    Carried(Carry),
+    Handed(HandedSession),
     /// The worker ended; it will not touch the device again.
     Ended(End),
 }
@@ -104,11 +104,11 @@ pub fn serve<P: UsbPipe + ?Sized>(pipe: &mut P, job: &Job) -> End {
 pub fn serve_session<P: UsbPipe + ?Sized>(pipe: &mut P, job: &Job, session: &mut Session) -> End {
     job.reporter.send(WorkerEvent::Serving);
     if session.live {
-        // A session carried over (from a predecessor process, too): status
+        // A session handed over (from a predecessor process, too): status
         // keeps saying when the board mounted.
         job.counters.session_resumed(session.began_ms);
     }
-    let exit = forward::run(pipe, job.backends.as_ref(), &job.counters, job.limits, session);
+    let exit = forward::run(pipe, job.board_backend.as_ref(), &job.counters, job.limits, session);
     if exit != Exit::Stopped {
         // The loop's server connection went with it (a stopped loop's
         // session lives on for its successor).
@@ -142,15 +142,15 @@ pub fn spawn(mut job: Job) -> std::io::Result<()> {
 }
 
 fn open_and_serve(job: &mut Job) -> End {
-    let (opened, mut session) = match job.adopt.take() {
-        Some(Carry { node: Some(node), session }) => {
+    let (opened, mut session) = match job.handed.take() {
+        Some(HandedSession { node: Some(node), session }) => {
             if let Some(b) = &session.backend {
-                job.backends.adopted(b);
+                job.board_backend.took_over(b);
             }
 
             let live = if session.live { "a live 9P session" } else { "no live 9P session" };
             tracing::info!(alt = job.info.alt, "took over the claimed usb9pfs interface with {live}");
-            (Device::adopt(&job.info, node, job.stop.clone()), session)
+            (Device::take_over(&job.info, node, job.stop.clone()), session)
         }
         _ => {
             let opened = Device::open(&job.info, job.stop.clone());
@@ -175,7 +175,7 @@ fn open_and_serve(job: &mut Job) -> End {
         Ok(mut dev) => {
             let end = serve_session(&mut dev, job, &mut session);
             if end == End::Stopped {
-                job.reporter.send(WorkerEvent::Carried(Carry { node: dev.into_node(), session }));
+                job.reporter.send(WorkerEvent::Handed(HandedSession { node: dev.into_node(), session }));
             }
             end
         }

@@ -45,10 +45,10 @@ fn usb9pfs_in_sysfs(devices: &Path) -> (Interfaces, Interfaces) {
         if class != ("ff".into(), "ff".into(), "09".into()) {
             continue;
         }
-        let iface = u8::from_str_radix(&attr(&dir, "bInterfaceNumber"), 16).expect("sysfs bInterfaceNumber is hex");
-        any.insert((port.to_string(), iface));
+        let interface = u8::from_str_radix(&attr(&dir, "bInterfaceNumber"), 16).expect("sysfs bInterfaceNumber is hex");
+        any.insert((port.to_string(), interface));
         if attr(&dir, "bNumEndpoints") == "02" {
-            with_endpoints.insert((port.to_string(), iface));
+            with_endpoints.insert((port.to_string(), interface));
         }
     }
     (any, with_endpoints)
@@ -69,8 +69,8 @@ fn list_shows_what_sysfs_shows() {
         .iter()
         .map(|r| {
             let port = r["port_path"].as_str().unwrap_or_else(|| panic!("no port_path in {r}")).to_string();
-            let iface = r["interface"].as_u64().and_then(|i| u8::try_from(i).ok()).unwrap_or_else(|| panic!("no interface in {r}"));
-            (port, iface)
+            let interface = r["interface"].as_u64().and_then(|i| u8::try_from(i).ok()).unwrap_or_else(|| panic!("no interface in {r}"));
+            (port, interface)
         })
         .collect();
     assert_eq!(listed.len(), rows.len(), "an interface listed twice:\n{out}");

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use usb9pfsd::board::GadgetInfo;
 use usb9pfsd::daemon::status::Counters;
+use usb9pfsd::ninep::board_backend::BoardBackend;
 use usb9pfsd::ninep::confine::Policy;
 use usb9pfsd::ninep::forward::Limits;
-use usb9pfsd::ninep::reconnect::BoardBackend;
 use usb9pfsd::usb::sim::{self, Board};
 use usb9pfsd::worker::{self, End, Job, Reporter};
 
@@ -166,11 +166,11 @@ fn rig(port: u16, policy: &Policy) -> Rig {
     backend.set_policy(policy);
     let job = Job {
         info: gadget.clone(),
-        backends: backend.clone(),
+        board_backend: backend.clone(),
         counters: counters.clone(),
         limits: Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None, recover_window: std::time::Duration::ZERO },
         stop: host.stop_switch(),
-        adopt: None,
+        handed: None,
         reporter: Reporter { key: gadget.key(), generation: 1, sink: Arc::new(|_| {}) },
     };
     let worker = std::thread::spawn(move || {

@@ -119,8 +119,8 @@ fn every_config_entry_is_probed_as_its_confinement_rewrites_the_attach() {
 #[test]
 fn status_says_mounted_only_after_rattach_and_shows_a_refused_attach() {
     use common::{errno_of, rpc, serve, Msg, NOFID};
+    use usb9pfsd::ninep::board_backend::BoardBackend;
     use usb9pfsd::ninep::forward::Limits;
-    use usb9pfsd::ninep::reconnect::BoardBackend;
 
     let export = tempfile::tempdir().expect("tmp");
     let diod = start_diod(export.path());

@@ -10,8 +10,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use usb9pfsd::ninep::board_backend::BoardBackend;
 use usb9pfsd::ninep::forward::Limits;
-use usb9pfsd::ninep::reconnect::BoardBackend;
 
 const RLERROR: u8 = 7;
 const ESTALE: u32 = libc::ESTALE as u32;

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use common::{content, gadget, start_diod, start_diod_on, Msg, NOFID};
 
 use usb9pfsd::daemon::status::Counters;
+use usb9pfsd::ninep::board_backend::BoardBackend;
 use usb9pfsd::ninep::forward::Limits;
-use usb9pfsd::ninep::reconnect::BoardBackend;
 use usb9pfsd::usb::sim::{self, Board};
 use usb9pfsd::worker::{self, End, Job, Reporter};
 
@@ -58,11 +58,11 @@ fn real_9p_session_through_a_worker_to_diod() {
     let (end_tx, end_rx) = std::sync::mpsc::channel();
     let job = Job {
         info: gadget(),
-        backends: backend.clone(),
+        board_backend: backend.clone(),
         counters: counters.clone(),
         limits: Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None, recover_window: std::time::Duration::ZERO },
         stop: host.stop_switch(),
-        adopt: None,
+        handed: None,
         reporter: Reporter { key: gadget().key(), generation: 1, sink: Arc::new(|_| {}) },
     };
     let worker = std::thread::spawn(move || {
@@ -133,11 +133,11 @@ fn server_coming_back_serves_a_new_mount() {
     let backend = Arc::new(BoardBackend::new(format!("127.0.0.1:{port}").parse().expect("addr")));
     let job = Job {
         info: gadget(),
-        backends: backend,
+        board_backend: backend,
         counters: Arc::new(Counters::default()),
         limits: Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None, recover_window: std::time::Duration::ZERO },
         stop: host.stop_switch(),
-        adopt: None,
+        handed: None,
         reporter: Reporter { key: gadget().key(), generation: 1, sink: Arc::new(|_| {}) },
     };
     let worker = std::thread::spawn(move || {
@@ -187,13 +187,13 @@ fn a_live_diod_session_crosses_a_hand_over_mid_file() {
     let (host, board) = sim::gadget(512, 16384);
     let counters = Arc::new(Counters::default());
     let backend = Arc::new(BoardBackend::new(format!("127.0.0.1:{}", diod.port).parse().expect("addr")));
-    let job = |stop, adopt| Job {
+    let job = |stop, handed| Job {
         info: gadget(),
-        backends: backend.clone(),
+        board_backend: backend.clone(),
         counters: counters.clone(),
         limits: Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None, recover_window: std::time::Duration::ZERO },
         stop,
-        adopt,
+        handed,
         reporter: Reporter { key: gadget().key(), generation: 1, sink: Arc::new(|_| {}) },
     };
     let first = job(host.stop_switch(), None);
@@ -228,7 +228,7 @@ fn a_live_diod_session_crosses_a_hand_over_mid_file() {
     let dup = unsafe { BorrowedFd::borrow_raw(old.raw_fd()) }.try_clone_to_owned().expect("dup");
     assert_ne!(dup.as_raw_fd(), old.raw_fd());
     drop(old);
-    session.backend = Some(Backend::from_fd(dup).expect("adopt the socket"));
+    session.backend = Some(Backend::from_fd(dup).expect("take the socket"));
     let began = counters.session_started().expect("the live session's start");
     // A successor process starts with fresh counters.
     counters.session_ended();

@@ -43,8 +43,14 @@ _usb9pfsd() {
             usb9pfsd,run)
                 cmd="usb9pfsd__subcmd__run"
                 ;;
+            usb9pfsd,serve)
+                cmd="usb9pfsd__subcmd__serve"
+                ;;
             usb9pfsd,status)
                 cmd="usb9pfsd__subcmd__status"
+                ;;
+            usb9pfsd,unserve)
+                cmd="usb9pfsd__subcmd__unserve"
                 ;;
             usb9pfsd__subcmd__help,check-config)
                 cmd="usb9pfsd__subcmd__help__subcmd__check__subcmd__config"
@@ -70,8 +76,14 @@ _usb9pfsd() {
             usb9pfsd__subcmd__help,run)
                 cmd="usb9pfsd__subcmd__help__subcmd__run"
                 ;;
+            usb9pfsd__subcmd__help,serve)
+                cmd="usb9pfsd__subcmd__help__subcmd__serve"
+                ;;
             usb9pfsd__subcmd__help,status)
                 cmd="usb9pfsd__subcmd__help__subcmd__status"
+                ;;
+            usb9pfsd__subcmd__help,unserve)
+                cmd="usb9pfsd__subcmd__help__subcmd__unserve"
                 ;;
             *)
                 ;;
@@ -80,7 +92,7 @@ _usb9pfsd() {
 
     case "${cmd}" in
         usb9pfsd)
-            opts="-v -h -V --verbose --id --path --serial --help --version run status reload reexec list forward connect check-config probe help"
+            opts="-v -h -V --verbose --id --path --serial --help --version run status reload serve unserve reexec list forward connect check-config probe help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -186,7 +198,7 @@ _usb9pfsd() {
             return 0
             ;;
         usb9pfsd__subcmd__help)
-            opts="run status reload reexec list forward check-config probe help"
+            opts="run status reload serve unserve reexec list forward check-config probe help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -311,7 +323,35 @@ _usb9pfsd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        usb9pfsd__subcmd__help__subcmd__serve)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         usb9pfsd__subcmd__help__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        usb9pfsd__subcmd__help__subcmd__unserve)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -443,7 +483,59 @@ _usb9pfsd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        usb9pfsd__subcmd__serve)
+            opts="-v -h --backend --export --read-only --uid --gid --json --socket --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --backend)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --export)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --uid)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --gid)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         usb9pfsd__subcmd__status)
+            opts="-v -h --json --socket --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        usb9pfsd__subcmd__unserve)
             opts="-v -h --json --socket --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -37,10 +37,11 @@ use serde::{Deserialize, Serialize};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::config::serve::{BoardSel, Serve, ServeSpec};
 use crate::config::Config;
 use crate::daemon::reload;
 use crate::daemon::status::StatusReport;
-use crate::daemon::supervisor::Input;
+use crate::daemon::supervisor::{Input, ServeAnswer};
 
 /// Where the daemon listens unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/usb9pfsd/control";
@@ -67,8 +68,22 @@ const MAX_ANSWER: u64 = 64 << 20;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
     pub version: u32,
-    /// `status` or `reload`.
+    /// `status`, `reload`, `reexec`, `serve` or `unserve`.
     pub command: String,
+    /// `serve` and `unserve`: which board (serial, port path or
+    /// BUS-ADDRESS#INTERFACE).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub board: Option<String>,
+    /// `serve`: what to serve it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serve: Option<ServeSpec>,
+}
+
+impl Request {
+    /// A request with no arguments.
+    pub fn new(command: &str) -> Request {
+        Request { version: PROTOCOL, command: command.into(), board: None, serve: None }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +97,9 @@ pub struct Response {
     /// The answer to `reexec`, written by the *new* image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reexec: Option<ReexecSummary>,
+    /// The answer to `serve` and `unserve`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served: Option<ServeAnswer>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -101,7 +119,7 @@ pub const REPLY_NAME: &str = "usb9pfsd-control-reply";
 
 impl Response {
     fn ok() -> Response {
-        Response { version: PROTOCOL, ok: true, status: None, reload: None, reexec: None, error: None }
+        Response { version: PROTOCOL, ok: true, status: None, reload: None, reexec: None, served: None, error: None }
     }
 
     /// The new image's answer to the `reexec` that started it.
@@ -378,21 +396,21 @@ async fn answer(stream: UnixStream, inputs: &mpsc::UnboundedSender<Input>, confi
     let response = match tokio::time::timeout(REQUEST_TIMEOUT, read_line(&stream)).await {
         Err(_) => Response::error(format!("no request line within {} s", REQUEST_TIMEOUT.as_secs())),
         Ok(Err(why)) => Response::error(why),
-        Ok(Ok(line)) => match parse(&line).and_then(|command| {
+        Ok(Ok(line)) => match parse(&line).and_then(|req| {
             let peer = Peer::of(&stream).map_err(|e| format!("cannot tell who is asking (SO_PEERCRED): {e}"))?;
-            if KNOWN.contains(&command.as_str()) {
-                access.check(&peer, &command).map_err(|why| {
+            if KNOWN.contains(&req.command.as_str()) {
+                access.check(&peer, &req.command).map_err(|why| {
                     tracing::warn!("control socket: {why}");
                     why
                 })?;
             }
-            Ok(command)
+            Ok((req, peer))
         }) {
             Err(why) => Response::error(why),
             // Returns only if the re-exec failed (every board is then still
             // served here); otherwise the new image answers on this
             // connection, which crosses the exec.
-            Ok(command) if command == "reexec" => {
+            Ok((req, _)) if req.command == "reexec" => {
                 use std::os::fd::AsFd;
                 let reply = [(REPLY_NAME.to_string(), stream.as_fd())];
                 match crate::daemon::succession::reexec(inputs, config_path, &reply).await {
@@ -400,7 +418,7 @@ async fn answer(stream: UnixStream, inputs: &mpsc::UnboundedSender<Input>, confi
                     Err(e) => Response::error(e),
                 }
             }
-            Ok(command) => run(&command, inputs, config_path).await,
+            Ok((req, peer)) => run(req, &peer, inputs, config_path).await,
         },
     };
     let text = response.to_line();
@@ -410,18 +428,39 @@ async fn answer(stream: UnixStream, inputs: &mpsc::UnboundedSender<Input>, confi
 }
 
 /// The commands this daemon answers.
-const KNOWN: [&str; 3] = ["status", "reload", "reexec"];
+const KNOWN: [&str; 5] = ["status", "reload", "reexec", "serve", "unserve"];
 
-fn parse(line: &[u8]) -> Result<String, String> {
+fn parse(line: &[u8]) -> Result<Request, String> {
     let req: Request = serde_json::from_slice(line).map_err(|e| format!("not a usb9pfsd control request: {e}"))?;
     if req.version != PROTOCOL {
         return Err(format!("protocol version {} is not supported (this usb9pfsd speaks version {PROTOCOL})", req.version));
     }
-    Ok(req.command)
+    Ok(req)
 }
 
-async fn run(command: &str, inputs: &mpsc::UnboundedSender<Input>, config_path: Option<&Path>) -> Response {
-    match command {
+/// `serve` and `unserve`: the board and spec checked here, applied by the
+/// supervisor.
+async fn serve(req: Request, peer: &Peer, inputs: &mpsc::UnboundedSender<Input>) -> Result<ServeAnswer, String> {
+    let board: BoardSel = req.board.as_deref().ok_or_else(|| format!("`{}` needs a board", req.command))?.parse()?;
+    let (reply, answer) = oneshot::channel();
+    let input = if req.command == "serve" {
+        let spec = req.serve.ok_or("`serve` needs what to serve: a backend, an export, or both")?;
+        spec.check()?;
+        let since = crate::counters::rfc3339(std::time::SystemTime::now());
+        Input::Serve(Serve { board, spec, by_uid: peer.uid, since }, reply)
+    } else {
+        Input::Unserve(board, reply)
+    };
+    inputs.send(input).map_err(|_| gone())?;
+    answer.await.map_err(|_| gone())?
+}
+
+async fn run(req: Request, peer: &Peer, inputs: &mpsc::UnboundedSender<Input>, config_path: Option<&Path>) -> Response {
+    match req.command.as_str() {
+        "serve" | "unserve" => match serve(req, peer, inputs).await {
+            Ok(answer) => Response { served: Some(answer), ..Response::ok() },
+            Err(e) => Response::error(e),
+        },
         "status" => match status(inputs).await {
             Ok(report) => Response { status: Some(report), ..Response::ok() },
             Err(e) => Response::error(e),
@@ -430,7 +469,7 @@ async fn run(command: &str, inputs: &mpsc::UnboundedSender<Input>, config_path: 
             Ok(summary) => Response { reload: Some(summary), ..Response::ok() },
             Err(e) => Response::error(e),
         },
-        other => Response::error(format!("unknown command {other:?} (this usb9pfsd knows status, reload, reexec)")),
+        other => Response::error(format!("unknown command {other:?} (this usb9pfsd knows {})", KNOWN.join(", "))),
     }
 }
 
@@ -479,6 +518,11 @@ async fn write_all(stream: &UnixStream, mut data: &[u8]) -> io::Result<()> {
 /// The client's side: sends one command, returns the daemon's answer, or a
 /// sentence saying why the daemon could not be asked.
 pub fn request(path: &Path, command: &str) -> Result<Response, String> {
+    send(path, &Request::new(command))
+}
+
+/// The client's side for any request (`serve` carries arguments).
+pub fn send(path: &Path, req: &Request) -> Result<Response, String> {
     let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| connect_error(path, &e))?;
     // A daemon that went away mid-request: for `reexec`, the new image
     // exited before it could answer (its log says why).
@@ -494,7 +538,7 @@ pub fn request(path: &Path, command: &str) -> Result<Response, String> {
     };
     stream.set_read_timeout(Some(ANSWER_TIMEOUT)).map_err(io_err)?;
     stream.set_write_timeout(Some(ANSWER_TIMEOUT)).map_err(io_err)?;
-    let mut line = serde_json::to_vec(&Request { version: PROTOCOL, command: command.into() }).map_err(|e| e.to_string())?;
+    let mut line = serde_json::to_vec(req).map_err(|e| e.to_string())?;
     line.push(b'\n');
     stream.write_all(&line).map_err(io_err)?;
     let mut text = Vec::new();

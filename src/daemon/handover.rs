@@ -14,7 +14,7 @@
 //! `FDNAME=`), which hands them to the next start the same way. So one
 //! reader serves both.
 //!
-//! The successor trusts nothing it inherits: a record must parse, carry the
+//! The successor trusts nothing handed to it: a record must parse, carry the
 //! known version and name descriptors that exist; a usbfs descriptor must be
 //! the character device of the bus and address it claims to be; anything
 //! else is closed and the board starts clean. This module must never talk to
@@ -25,7 +25,7 @@
 //! descriptors and pass them to the next start; `stop` then `start` closes
 //! them; a stored usbfs node of an unplugged device is dropped (POLLHUP);
 //! systemd keeps its own copy while the service runs, so a successor removes
-//! every name it inherited from the store (`FDSTOREREMOVE=1`) once it holds
+//! every name it was passed from the store (`FDSTOREREMOVE=1`) once it holds
 //! them, or closing a server connection would not end its session.
 
 use std::collections::BTreeMap;
@@ -37,12 +37,13 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use serde::{Deserialize, Serialize};
 
 use crate::board::{BusAddr, GadgetKey};
+use crate::config::serve::Serve;
 use crate::daemon::supervisor::handover::HandedBoard;
 use crate::ninep::backend::Backend;
 use crate::ninep::fids::TableRecord;
 use crate::ninep::forward::Session;
 use crate::ninep::frame::Dialect;
-use crate::worker::Carry;
+use crate::worker::HandedSession;
 
 /// Format of the state record; a successor refuses any other.
 pub const VERSION: u32 = 1;
@@ -79,14 +80,16 @@ pub struct SessionRecord {
 pub struct BoardRecord {
     pub bus: u8,
     pub addr: u8,
-    pub iface: u8,
+    /// Named `iface` in the state, as every earlier version wrote it.
+    #[serde(rename = "iface")]
+    pub interface: u8,
     pub serial: Option<String>,
     pub session: SessionRecord,
 }
 
 impl BoardRecord {
     pub fn key(&self) -> GadgetKey {
-        GadgetKey { busaddr: BusAddr { bus: self.bus, addr: self.addr }, iface: self.iface }
+        GadgetKey { busaddr: BusAddr { bus: self.bus, addr: self.addr }, interface: self.interface }
     }
 }
 
@@ -101,6 +104,10 @@ pub struct State {
     /// status. Absent from a predecessor that did not record them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lost: Vec<LostRecord>,
+    /// `usb9pfsd serve`'s runtime mappings, kept by the successor. Absent
+    /// from a predecessor without them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub serves: Vec<Serve>,
 }
 
 /// A board whose session did not cross.
@@ -108,12 +115,14 @@ pub struct State {
 pub struct LostRecord {
     pub bus: u8,
     pub addr: u8,
-    pub iface: u8,
+    /// Named `iface` in the state, as every earlier version wrote it.
+    #[serde(rename = "iface")]
+    pub interface: u8,
 }
 
 impl State {
     pub fn new(boards: Vec<BoardRecord>) -> State {
-        State { version: VERSION, writer: env!("CARGO_PKG_VERSION").to_string(), boards, lost: Vec::new() }
+        State { version: VERSION, writer: env!("CARGO_PKG_VERSION").to_string(), boards, lost: Vec::new(), serves: Vec::new() }
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -163,12 +172,12 @@ pub fn dialect_from(s: &str) -> Option<Dialect> {
 
 /// Descriptor name of a board's usbfs node.
 pub fn usb_name(key: GadgetKey) -> String {
-    format!("usb-{:03}-{:03}-{}", key.busaddr.bus, key.busaddr.addr, key.iface)
+    format!("usb-{:03}-{:03}-{}", key.busaddr.bus, key.busaddr.addr, key.interface)
 }
 
 /// Descriptor name of a board's server connection.
 pub fn server_name(key: GadgetKey) -> String {
-    format!("srv-{:03}-{:03}-{}", key.busaddr.bus, key.busaddr.addr, key.iface)
+    format!("srv-{:03}-{:03}-{}", key.busaddr.bus, key.busaddr.addr, key.interface)
 }
 
 /// The state as a sealed memfd: the successor can read it but nobody can
@@ -229,27 +238,29 @@ pub fn is_stream_socket(fd: &impl AsFd) -> bool {
 
 /// What a successor found waiting for it.
 #[derive(Default)]
-pub struct Inherited {
-    /// Boards to adopt, with their descriptors, checked.
-    pub boards: BTreeMap<GadgetKey, Inheritance>,
-    /// Why something inherited was refused (logged; its descriptors closed).
+pub struct Unpacked {
+    /// Boards to take over, with their descriptors, checked.
+    pub boards: BTreeMap<GadgetKey, UnpackedBoard>,
+    /// Why something passed was refused (logged; its descriptors closed).
     pub refused: Vec<String>,
     /// Every descriptor name seen (to remove them from systemd's store).
     pub names: Vec<String>,
     /// Boards the predecessor could not hand over (busy at its deadline).
     pub lost: Vec<GadgetKey>,
+    /// The predecessor's `usb9pfsd serve` mappings.
+    pub serves: Vec<Serve>,
 }
 
-pub struct Inheritance {
+pub struct UnpackedBoard {
     pub record: BoardRecord,
     pub node: OwnedFd,
     pub server: Option<OwnedFd>,
 }
 
 /// Sorts named descriptors (from `LISTEN_FDS`/`LISTEN_FDNAMES`) into boards
-/// to adopt. Descriptors that no valid record claims are closed.
-pub fn inherit(named: Vec<(String, OwnedFd)>) -> Inherited {
-    let mut out = Inherited { names: named.iter().map(|(n, _)| n.clone()).collect(), ..Inherited::default() };
+/// to take over. Descriptors that no valid record claims are closed.
+pub fn unpack(named: Vec<(String, OwnedFd)>) -> Unpacked {
+    let mut out = Unpacked { names: named.iter().map(|(n, _)| n.clone()).collect(), ..Unpacked::default() };
     let mut fds: BTreeMap<String, OwnedFd> = BTreeMap::new();
     for (name, fd) in named {
         if fds.insert(name.clone(), fd).is_some() {
@@ -258,7 +269,7 @@ pub fn inherit(named: Vec<(String, OwnedFd)>) -> Inherited {
     }
     let Some(state_fd) = fds.remove(STATE_NAME) else {
         if !fds.is_empty() {
-            out.refused.push(format!("{} inherited descriptors without a hand-over state; closing them", fds.len()));
+            out.refused.push(format!("{} passed descriptors without a hand-over state; closing them", fds.len()));
         }
         return out;
     };
@@ -273,9 +284,10 @@ pub fn inherit(named: Vec<(String, OwnedFd)>) -> Inherited {
         .lost
         .iter()
         .filter(|l| l.bus != 0 && l.addr != 0 && l.addr <= 127)
-        .map(|l| GadgetKey { busaddr: BusAddr { bus: l.bus, addr: l.addr }, iface: l.iface })
+        .map(|l| GadgetKey { busaddr: BusAddr { bus: l.bus, addr: l.addr }, interface: l.interface })
         .take(1024)
         .collect();
+    out.serves = state.serves;
     for record in state.boards {
         let key = record.key();
         let Some(node) = fds.remove(&usb_name(key)) else {
@@ -295,7 +307,7 @@ pub fn inherit(named: Vec<(String, OwnedFd)>) -> Inherited {
             }
             _ => None,
         };
-        out.boards.insert(key, Inheritance { record, node, server });
+        out.boards.insert(key, UnpackedBoard { record, node, server });
     }
     for name in fds.keys() {
         out.refused.push(format!("descriptor {name} belongs to no board in the hand-over state; closing it"));
@@ -371,17 +383,17 @@ pub fn parse_fds_env(v: &str) -> Vec<(String, RawFd)> {
 
 /// What crosses for `boards`: the state memfd (keep it open until the
 /// successor has it) and every descriptor by name, the state first.
-pub fn pack(boards: &[HandedBoard], lost: &[GadgetKey]) -> io::Result<(OwnedFd, Vec<(String, RawFd)>)> {
+pub fn pack(boards: &[HandedBoard], lost: &[GadgetKey], serves: &[Serve]) -> io::Result<(OwnedFd, Vec<(String, RawFd)>)> {
     let live: Vec<bool> = boards.iter().map(clean_live).collect();
     let records = boards
         .iter()
         .zip(&live)
         .map(|(hb, &live)| {
-            let s = &hb.carry.session;
+            let s = &hb.handed.session;
             BoardRecord {
                 bus: hb.info.busaddr.bus,
                 addr: hb.info.busaddr.addr,
-                iface: hb.info.interface,
+                interface: hb.info.interface,
                 serial: hb.info.serial.clone(),
                 session: SessionRecord {
                     dialect: dialect_name(s.dialect).to_string(),
@@ -396,15 +408,16 @@ pub fn pack(boards: &[HandedBoard], lost: &[GadgetKey]) -> io::Result<(OwnedFd, 
         })
         .collect();
     let mut state = fit_state(records);
-    state.lost = lost.iter().map(|k| LostRecord { bus: k.busaddr.bus, addr: k.busaddr.addr, iface: k.iface }).collect();
+    state.serves = serves.to_vec();
+    state.lost = lost.iter().map(|k| LostRecord { bus: k.busaddr.bus, addr: k.busaddr.addr, interface: k.interface }).collect();
     let state = state_memfd(&state)?;
     let mut fds = vec![(STATE_NAME.to_string(), state.as_raw_fd())];
     for (hb, live) in boards.iter().zip(live) {
         let key = hb.info.key();
-        if let Some(node) = &hb.carry.node {
+        if let Some(node) = &hb.handed.node {
             fds.push((usb_name(key), node.as_raw_fd()));
         }
-        if let (true, Some(b)) = (live, &hb.carry.session.backend) {
+        if let (true, Some(b)) = (live, &hb.handed.session.backend) {
             fds.push((server_name(key), b.raw_fd()));
         }
     }
@@ -416,7 +429,7 @@ pub fn pack(boards: &[HandedBoard], lost: &[GadgetKey]) -> io::Result<(OwnedFd, 
 /// so any byte from the server is unsolicited, and a successor reading it
 /// as the next reply would be out of step with the server).
 fn clean_live(hb: &HandedBoard) -> bool {
-    let s = &hb.carry.session;
+    let s = &hb.handed.session;
     let Some(b) = s.backend.as_ref().filter(|_| s.live) else { return false };
     let extra = b.unsolicited() + unread(b.raw_fd());
     if extra > 0 {
@@ -440,25 +453,25 @@ fn unread(fd: RawFd) -> usize {
     n.max(0) as usize
 }
 
-/// Turns checked inheritances into sessions to carry on with. A server
+/// Turns checked boards into sessions to carry on with. A server
 /// descriptor that is no usable socket loses the session (the board's next
 /// request fails with EIO until it mounts again), never the board.
-pub fn adoptable(inherited: BTreeMap<GadgetKey, Inheritance>) -> BTreeMap<GadgetKey, Carry> {
-    inherited
+pub fn sessions(boards: BTreeMap<GadgetKey, UnpackedBoard>) -> BTreeMap<GadgetKey, HandedSession> {
+    boards
         .into_iter()
         .map(|(key, inh)| {
             let r = &inh.record.session;
             let server = inh.server.filter(|fd| match unread(fd.as_raw_fd()) {
                 0 => true,
                 n => {
-                    tracing::warn!(busaddr = %key.busaddr, iface = key.iface, "the handed-over server connection holds {n} byte(s) nobody asked for; the session is lost");
+                    tracing::warn!(busaddr = %key.busaddr, iface = key.interface, "the handed-over server connection holds {n} byte(s) nobody asked for; the session is lost");
                     false
                 }
             });
             let backend = server.and_then(|fd| match Backend::from_fd(fd) {
                 Ok(b) => Some(b),
                 Err(e) => {
-                    tracing::warn!(busaddr = %key.busaddr, iface = key.iface, "the handed-over server connection is unusable ({e}); the session is lost");
+                    tracing::warn!(busaddr = %key.busaddr, iface = key.interface, "the handed-over server connection is unusable ({e}); the session is lost");
                     None
                 }
             });
@@ -469,12 +482,12 @@ pub fn adoptable(inherited: BTreeMap<GadgetKey, Inheritance>) -> BTreeMap<Gadget
                 ceiling: r.ceiling,
                 board_rx: r.board_rx,
                 began_ms: r.began_ms,
-                // Made from `carried_fids` once the loop knows the policy.
+                // Made from `handed_fids` once the loop knows the policy.
                 confine: None,
-                carried_fids: r.fids.clone(),
+                handed_fids: r.fids.clone(),
                 track: None,
             };
-            (key, Carry { node: Some(File::from(inh.node)), session })
+            (key, HandedSession { node: Some(File::from(inh.node)), session })
         })
         .collect()
 }
@@ -518,11 +531,11 @@ pub fn own_path() -> io::Result<std::path::PathBuf> {
 mod tests {
     use super::*;
 
-    fn record(bus: u8, addr: u8, iface: u8) -> BoardRecord {
+    fn record(bus: u8, addr: u8, interface: u8) -> BoardRecord {
         BoardRecord {
             bus,
             addr,
-            iface,
+            interface,
             serial: Some("A".into()),
             session: SessionRecord {
                 dialect: "9P2000.L".into(),
@@ -590,6 +603,20 @@ mod tests {
         assert_eq!(state.boards[0].session.began_ms, 0, "not known");
     }
 
+    /// A predecessor of another version wrote this; the field names are the
+    /// hand-over's interface between versions (Rust names may change).
+    #[test]
+    fn the_state_a_predecessor_wrote_is_read_and_written_the_same() {
+        let text = r#"{"version":1,"writer":"0.1.0","boards":[{"bus":1,"addr":4,"iface":2,"serial":"A","session":{"dialect":"9P2000.L","ceiling":16384,"live":true,"board_rx":65536,"backend":"127.0.0.1:564","began_ms":1764115200000}}],"lost":[{"bus":3,"addr":17,"iface":10}]}"#;
+        let state = State::decode(text.as_bytes()).expect("decodes");
+        assert_eq!(state.boards, vec![record(1, 4, 2)]);
+        assert_eq!(state.lost, vec![LostRecord { bus: 3, addr: 17, interface: 10 }]);
+        let again: serde_json::Value = serde_json::from_slice(&state.encode()).expect("json");
+        let text: serde_json::Value = serde_json::from_str(text).expect("json");
+        assert_eq!(again["boards"], text["boards"]);
+        assert_eq!(again["lost"], text["lost"]);
+    }
+
     #[test]
     fn malformed_truncated_or_foreign_state_is_refused_not_trusted() {
         let good = State::new(vec![record(1, 4, 0)]).encode();
@@ -613,16 +640,34 @@ mod tests {
     }
 
     #[test]
+    fn serves_cross_a_hand_over_even_with_no_board_and_an_older_state_has_none() {
+        let serve = Serve {
+            board: "1-1.2".parse().expect("board"),
+            spec: crate::config::serve::ServeSpec { export: Some("/srv/rootfs".into()), read_only: true, ..Default::default() },
+            by_uid: 1000,
+            since: "2026-12-06T05:00:00Z".into(),
+        };
+        let (state, fds) = pack(&[], &[], std::slice::from_ref(&serve)).expect("pack");
+        assert_eq!(fds.len(), 1, "the state alone");
+        let got = unpack(vec![(STATE_NAME.into(), state)]);
+        assert_eq!(got.serves, vec![serve]);
+        assert!(got.refused.is_empty(), "{:?}", got.refused);
+        // A predecessor that knew no serves: none, and the state is good.
+        let old = serde_json::to_vec(&serde_json::json!({"version": VERSION, "writer": "0.0.9", "boards": []})).expect("json");
+        assert_eq!(State::decode(&old).expect("older state").serves, vec![]);
+    }
+
+    #[test]
     fn a_successor_closes_what_it_cannot_use_and_starts_clean() {
-        // No state: inherited descriptors are closed, nothing adopted.
+        // No state: passed descriptors are closed, nothing taken over.
         let (a, _b) = std::os::unix::net::UnixStream::pair().expect("pair");
-        let got = inherit(vec![("usb-001-004-0".into(), a.into())]);
+        let got = unpack(vec![("usb-001-004-0".into(), a.into())]);
         assert!(got.boards.is_empty());
         assert_eq!(got.refused.len(), 1);
-        // A record whose "usbfs node" is a socket: refused, not adopted.
+        // A record whose "usbfs node" is a socket: refused, not taken over.
         let state = state_memfd(&State::new(vec![record(1, 4, 0)])).expect("memfd");
         let (a, b) = std::os::unix::net::UnixStream::pair().expect("pair");
-        let got = inherit(vec![(STATE_NAME.into(), state), ("usb-001-004-0".into(), a.into()), ("srv-001-004-0".into(), b.into())]);
+        let got = unpack(vec![(STATE_NAME.into(), state), ("usb-001-004-0".into(), a.into()), ("srv-001-004-0".into(), b.into())]);
         assert!(got.boards.is_empty());
         assert!(got.refused.iter().any(|r| r.contains("not its usbfs node")), "{:?}", got.refused);
         assert!(got.refused.iter().any(|r| r.contains("srv-001-004-0")), "{:?}", got.refused);
@@ -630,7 +675,7 @@ mod tests {
         let junk = state_memfd(&State::new(vec![])).expect("memfd");
         let mut f = File::from(junk);
         f.rewind().expect("rewind");
-        let got = inherit(vec![(STATE_NAME.into(), {
+        let got = unpack(vec![(STATE_NAME.into(), {
             let mut raw = Vec::new();
             f.read_to_end(&mut raw).expect("read");
             // A memfd with a future version in it.
@@ -673,7 +718,11 @@ mod tests {
     }
 
     fn handed(session: Session) -> HandedBoard {
-        HandedBoard { info: crate::board::GadgetInfo::example(Some("A"), 1, 4), backend: None, carry: Carry { node: None, session } }
+        HandedBoard {
+            info: crate::board::GadgetInfo::example(Some("A"), 1, 4),
+            backend: None,
+            handed: HandedSession { node: None, session },
+        }
     }
 
     fn live_session(server: std::os::unix::net::UnixStream) -> Session {
@@ -693,26 +742,26 @@ mod tests {
     fn a_session_whose_server_sent_unasked_bytes_does_not_cross_as_live() {
         let (ours, mut server) = std::os::unix::net::UnixStream::pair().expect("pair");
         let clean = handed(live_session(ours));
-        let (_state, fds) = pack(std::slice::from_ref(&clean), &[]).expect("pack");
+        let (_state, fds) = pack(std::slice::from_ref(&clean), &[], &[]).expect("pack");
         assert!(fds.iter().any(|(n, _)| n.starts_with("srv-")), "a clean live session crosses with its server: {fds:?}");
         // The server speaks out of turn (no request is out at a boundary).
         server.write_all(b"\x0b\x00\x00\x00\x07\x01\x00\x05\x00\x00\x00").expect("write");
-        let (state, fds) = pack(std::slice::from_ref(&clean), &[]).expect("pack");
+        let (state, fds) = pack(std::slice::from_ref(&clean), &[], &[]).expect("pack");
         assert!(!fds.iter().any(|(n, _)| n.starts_with("srv-")), "{fds:?}");
         assert!(!read_state(state).expect("state").boards[0].session.live);
         // The successor checks too (bytes that came after the pack).
         let (ours, mut server) = std::os::unix::net::UnixStream::pair().expect("pair");
         server.write_all(b"late").expect("write");
         let node: OwnedFd = File::open("/dev/null").expect("null").into();
-        let inheritance = Inheritance { record: record(1, 4, 0), node, server: Some(ours.into()) };
-        let key = inheritance.record.key();
-        let carried = adoptable([(key, inheritance)].into_iter().collect());
-        assert!(!carried[&key].session.live && carried[&key].session.backend.is_none());
+        let unpacked = UnpackedBoard { record: record(1, 4, 0), node, server: Some(ours.into()) };
+        let key = unpacked.record.key();
+        let handed = sessions([(key, unpacked)].into_iter().collect());
+        assert!(!handed[&key].session.live && handed[&key].session.backend.is_none());
     }
 
     #[test]
     fn names_are_stable() {
-        let k = GadgetKey { busaddr: BusAddr { bus: 3, addr: 17 }, iface: 10 };
+        let k = GadgetKey { busaddr: BusAddr { bus: 3, addr: 17 }, interface: 10 };
         assert_eq!((usb_name(k), server_name(k)), ("usb-003-017-10".to_string(), "srv-003-017-10".to_string()));
     }
 }

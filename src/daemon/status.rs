@@ -157,6 +157,10 @@ pub struct DaemonStatus {
     /// The last reload's error (file:line:column: what), cleared by a good one.
     pub last_reload_error: Option<String>,
     pub last_reload_error_at: Option<String>,
+    /// `usb9pfsd serve`'s runtime mappings: board, what, by which uid, since
+    /// when (empty from an older daemon).
+    #[serde(default)]
+    pub serves: Vec<crate::config::serve::Serve>,
 }
 
 /// Everything `usb9pfsd status` reports.
@@ -205,6 +209,13 @@ pub fn table(r: &StatusReport) -> String {
     out.push('\n');
     if let (Some(e), Some(at)) = (&d.last_reload_error, &d.last_reload_error_at) {
         let _ = writeln!(out, "last reload FAILED at {at}, the config above stays in force: {e}");
+    }
+    for s in &d.serves {
+        let _ = writeln!(
+            out,
+            "usb9pfsd serve {}: {} (by uid {} at {}; usb9pfsd unserve {} undoes it)",
+            s.board, s.spec, s.by_uid, s.since, s.board
+        );
     }
     if r.boards.is_empty() {
         out.push_str("no usb9pfs gadgets present\n");
@@ -372,6 +383,12 @@ mod tests {
                 config_loaded_at: "2026-11-26T00:10:00Z".into(),
                 last_reload_error: Some("/etc/usb9pfsd/config.toml:3:11: bad".into()),
                 last_reload_error_at: Some("2026-11-26T00:12:00Z".into()),
+                serves: vec![crate::config::serve::Serve {
+                    board: "1-1.2".parse().expect("board"),
+                    spec: crate::config::serve::ServeSpec { export: Some("/srv/rootfs".into()), ..Default::default() },
+                    by_uid: 1000,
+                    since: "2026-11-26T00:11:00Z".into(),
+                }],
             },
             boards: vec![board(), ignored, waiting],
         }
@@ -388,7 +405,9 @@ mod tests {
                 "version": "0.1.0", "pid": 42, "started_at": "2026-11-26T00:00:00Z", "uptime_s": 3725,
                 "config_path": "/etc/usb9pfsd/config.toml", "config_loaded_at": "2026-11-26T00:10:00Z",
                 "last_reload_error": "/etc/usb9pfsd/config.toml:3:11: bad",
-                "last_reload_error_at": "2026-11-26T00:12:00Z"
+                "last_reload_error_at": "2026-11-26T00:12:00Z",
+                "serves": [{"board": "1-1.2", "backend": null, "export": "/srv/rootfs", "read_only": false,
+                            "uid": null, "gid": null, "by_uid": 1000, "since": "2026-11-26T00:11:00Z"}]
             },
             "boards": [{
                 "busaddr": "001-004", "interface": 1, "port_path": "1-1.2", "id": "1d6b:0109",
@@ -458,8 +477,12 @@ mod tests {
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines[0], "usb9pfsd 0.1.0 (pid 42), up 1h02m, config /etc/usb9pfsd/config.toml loaded 2026-11-26T00:10:00Z");
         assert!(lines[1].starts_with("last reload FAILED at 2026-11-26T00:12:00Z") && lines[1].ends_with(":3:11: bad"), "{t}");
-        assert!(lines[2].starts_with("SERIAL"), "{t}");
-        let row: Vec<&str> = lines[3].split_whitespace().collect();
+        assert_eq!(
+            lines[2],
+            "usb9pfsd serve 1-1.2: /srv/rootfs (managed diod) (by uid 1000 at 2026-11-26T00:11:00Z; usb9pfsd unserve 1-1.2 undoes it)"
+        );
+        assert!(lines[3].starts_with("SERIAL"), "{t}");
+        let row: Vec<&str> = lines[4].split_whitespace().collect();
         assert_eq!(
             row,
             [

@@ -5,7 +5,7 @@
 //! restart, a crash with `Restart=`).
 //!
 //! The supervisor stops the boards at a message boundary and gives back what
-//! each carried ([`crate::daemon::supervisor::handover`]); [`crate::daemon::handover`] packs
+//! each hands back ([`crate::daemon::supervisor::handover`]); [`crate::daemon::handover`] packs
 //! and checks it. This module only sequences those steps and the process
 //! edges (exec, sd_notify). It must never decide which board is served, and
 //! never leave a board without a process serving it: whatever cannot be
@@ -23,7 +23,7 @@ use crate::daemon::control;
 use crate::daemon::handover;
 use crate::daemon::supervisor::handover::{HandOver, HandedBoard, Mode};
 use crate::daemon::supervisor::Input;
-use crate::worker::Carry;
+use crate::worker::HandedSession;
 
 /// Whether a stop should leave the sessions in systemd's descriptor store:
 /// `$FDSTORE` (what systemd ≥ 254 sets to FileDescriptorStoreMax=; the
@@ -35,7 +35,7 @@ pub fn fd_store_enabled() -> bool {
 
 /// Descriptors a predecessor passed to this process, not yet looked at:
 /// taken first thing in `main` (before any thread, as it edits the
-/// environment), and used only once the config has loaded ([`Passed::adopt`]),
+/// environment), and used only once the config has loaded ([`Passed::take_over`]),
 /// or given back if it cannot ([`Passed::refuse`]).
 pub struct Passed {
     named: Vec<(String, OwnedFd)>,
@@ -44,15 +44,17 @@ pub struct Passed {
     by_exec: bool,
 }
 
-/// What a successor carries on with.
+/// What a successor takes over.
 #[derive(Default)]
-pub struct Adopted {
-    /// The boards' sessions, adopted when each board shows up.
-    pub sessions: BTreeMap<GadgetKey, Carry>,
+pub struct TakenOver {
+    /// The boards' sessions, taken over when each board shows up.
+    pub sessions: BTreeMap<GadgetKey, HandedSession>,
     /// Boards the predecessor could not hand over (busy when it stopped).
     pub lost: Vec<GadgetKey>,
     /// The serial each session was recorded with.
     pub serials: BTreeMap<GadgetKey, Option<String>>,
+    /// The predecessor's `usb9pfsd serve` mappings.
+    pub serves: Vec<crate::config::serve::Serve>,
 }
 
 impl Passed {
@@ -96,43 +98,46 @@ impl Passed {
     /// The config loaded: checks what was passed and turns it into sessions,
     /// answers the `reexec` that started this image, and takes the names out
     /// of systemd's store. Everything refused is logged and closed.
-    pub fn adopt(self) -> Adopted {
+    pub fn take_over(self) -> TakenOver {
         if self.named.is_empty() {
-            return Adopted::default();
+            return TakenOver::default();
         }
         // The connection of a `usb9pfsd reexec` that started this image: it
         // gets the answer once the descriptors are sorted.
         let (replies, named): (Vec<_>, Vec<_>) = self.named.into_iter().partition(|(name, _)| name == control::REPLY_NAME);
-        let inherited = handover::inherit(named);
+        let unpacked = handover::unpack(named);
         for (_, fd) in replies {
-            let summary = control::ReexecSummary { boards: inherited.boards.len(), refused: inherited.refused.clone() };
+            let summary = control::ReexecSummary { boards: unpacked.boards.len(), refused: unpacked.refused.clone() };
             answer(fd, &control::Response::reexec_done(summary));
         }
-        for why in &inherited.refused {
+        for why in &unpacked.refused {
             tracing::warn!("hand-over: {why}");
         }
         // systemd keeps its own copy of every stored descriptor: take them
         // out of the store so closing ours really ends a connection.
         if fd_store_enabled() {
-            for name in &inherited.names {
+            for name in &unpacked.names {
                 if let Err(e) = sd_notify::notify(&[NotifyState::FdStoreRemove, NotifyState::FdName(name)]) {
                     tracing::debug!("FDSTOREREMOVE {name}: {e}");
                 }
             }
         }
-        let live: Vec<String> = inherited.boards.iter().filter(|(_, i)| i.record.session.live).map(|(k, _)| k.to_string()).collect();
+        let live: Vec<String> = unpacked.boards.iter().filter(|(_, i)| i.record.session.live).map(|(k, _)| k.to_string()).collect();
         tracing::info!(
             "taking over {} board(s) from the previous usb9pfsd; live 9P sessions kept: {}",
-            inherited.boards.len(),
+            unpacked.boards.len(),
             if live.is_empty() { "none".to_string() } else { live.join(", ") }
         );
-        for key in &inherited.lost {
+        for key in &unpacked.lost {
             tracing::warn!(
                 "board {key} was busy past the hand-over deadline when the previous usb9pfsd stopped: its request got EIO and its 9P session is lost (the board must mount again)"
             );
         }
-        let serials = inherited.boards.iter().map(|(k, i)| (*k, i.record.serial.clone())).collect();
-        Adopted { sessions: handover::adoptable(inherited.boards), lost: inherited.lost, serials }
+        let serials = unpacked.boards.iter().map(|(k, i)| (*k, i.record.serial.clone())).collect();
+        for s in &unpacked.serves {
+            tracing::info!(board = %s.board, "usb9pfsd serve from the previous usb9pfsd kept: {} serves {} (set by uid {} at {})", s.board, s.spec, s.by_uid, s.since);
+        }
+        TakenOver { sessions: handover::sessions(unpacked.boards), lost: unpacked.lost, serials, serves: unpacked.serves }
     }
 
     /// This image cannot run (`why`: its config does not load). Takes
@@ -209,9 +214,10 @@ pub async fn reexec(
             .map_err(|e| format!("{e}; not re-executing: every board is still served by this process with the config in force"))?;
     }
     let exe = handover::own_path().map_err(|e| format!("cannot find this program's path: {e}"))?;
-    let boards = stop_all(tx, Mode::AllOrNothing).await?.boards;
+    let handed = stop_all(tx, Mode::AllOrNothing).await?;
+    let boards = handed.boards;
     let n = boards.len();
-    let (state, mut fds) = match handover::pack(&boards, &[]) {
+    let (state, mut fds) = match handover::pack(&boards, &[], &handed.serves) {
         Ok(p) => p,
         Err(e) => {
             let _ = tx.send(Input::Resume(boards));
@@ -247,9 +253,9 @@ pub async fn to_fd_store(tx: &mpsc::UnboundedSender<Input>) -> Result<Stored, St
     let handed = stop_all(tx, Mode::Ready).await?;
     let busy = handed.busy;
     let boards = handed.boards;
-    let (state, fds) = handover::pack(&boards, &busy).map_err(|e| format!("cannot write the hand-over state: {e}"))?;
+    let (state, fds) = handover::pack(&boards, &busy, &handed.serves).map_err(|e| format!("cannot write the hand-over state: {e}"))?;
     // The state last: a successor that finds descriptors without it closes
-    // them all, so a store that fails half-way leaves nothing half-adopted.
+    // them all, so a store that fails half-way leaves nothing half-taken.
     for (name, fd) in fds.iter().skip(1).chain(fds.iter().take(1)) {
         // SAFETY: each descriptor stays open (held by `boards`/`state`) for
         // the duration of the call.

@@ -22,13 +22,15 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, Instant};
 
 use crate::board::{BusAddr, GadgetInfo, GadgetKey};
+use crate::config::serve::{BoardSel, Serve};
 use crate::config::{Config, ConfigError, Decision, Target};
 use crate::daemon::reload;
 use crate::daemon::status::{self, Activity, BoardState, BoardStatus, Counters, DaemonStatus, Stamped, StatusReport};
+use crate::ninep::board_backend::BoardBackend;
 use crate::ninep::forward::Limits;
-use crate::ninep::reconnect::BoardBackend;
 use crate::usb::pipe::{nudge_every, StopSwitch};
-use crate::worker::{Carry, End, Job, Report, Reporter, WorkerEvent};
+use crate::worker::{End, HandedSession, Job, Report, Reporter, WorkerEvent};
+pub use apply::ServeAnswer;
 
 pub mod handover;
 
@@ -51,8 +53,12 @@ pub enum Input {
     /// Apply a re-read config (or record why it could not be read): the
     /// reply says what changed, or the error with file:line:column.
     Reload(Result<Config, ConfigError>, oneshot::Sender<Result<reload::Summary, String>>),
+    /// `usb9pfsd serve`: map one board over the config until unserved.
+    Serve(Serve, oneshot::Sender<Result<ServeAnswer, String>>),
+    /// `usb9pfsd unserve`: drop a board's runtime mapping.
+    Unserve(BoardSel, oneshot::Sender<Result<ServeAnswer, String>>),
     /// Stop every served board at a message boundary and hand back what
-    /// each carried (see [`handover`]).
+    /// each handed back (see [`handover`]).
     HandOver(handover::HandOverReply, handover::Mode),
     /// Serve handed-over boards again (their successor could not start).
     Resume(Vec<handover::HandedBoard>),
@@ -102,7 +108,7 @@ enum Slot {
     /// Due to start (with the session to carry on with, if any) while a
     /// hand-over is under way: starts if the hand-over is called off or its
     /// boards are given back, never before.
-    Deferred(Option<Carry>),
+    Deferred(Option<HandedSession>),
 }
 
 struct Board {
@@ -147,11 +153,11 @@ pub struct Supervisor<S: Spawn> {
     /// Boards the predecessor could not hand over (busy when it stopped):
     /// said in their status when they show up.
     lost: BTreeSet<GadgetKey>,
-    /// Sessions a predecessor handed over, adopted when their board shows up.
-    inherited: BTreeMap<GadgetKey, Carry>,
+    /// Sessions a predecessor handed over, taken over when their board shows up.
+    handed_over: BTreeMap<GadgetKey, HandedSession>,
     /// The serial each handed-over session was recorded with: a different
     /// board at the same address does not get it.
-    inherited_serials: BTreeMap<GadgetKey, Option<String>>,
+    handed_over_serials: BTreeMap<GadgetKey, Option<String>>,
     /// The file a reload re-reads (None for `usb9pfsd forward`).
     config_path: Option<PathBuf>,
     config_loaded_at: SystemTime,
@@ -179,8 +185,8 @@ impl<S: Spawn> Supervisor<S> {
             handing: None,
             hand_over_pending: false,
             lost: BTreeSet::new(),
-            inherited: BTreeMap::new(),
-            inherited_serials: BTreeMap::new(),
+            handed_over: BTreeMap::new(),
+            handed_over_serials: BTreeMap::new(),
             config_path: None,
             config_loaded_at: SystemTime::now(),
             last_reload_error: None,
@@ -193,15 +199,15 @@ impl<S: Spawn> Supervisor<S> {
     /// Sessions handed over by a predecessor: each board carries on with its
     /// own when it is reported present (and still mapped); the rest are
     /// closed once coldplug is done.
-    pub fn with_inherited(mut self, inherited: BTreeMap<GadgetKey, Carry>) -> Self {
-        self.inherited = inherited;
+    pub fn with_handed_over(mut self, sessions: BTreeMap<GadgetKey, HandedSession>) -> Self {
+        self.handed_over = sessions;
         self
     }
 
     /// The serial each handed-over session was recorded with (a board at
     /// that address with another serial starts afresh).
-    pub fn with_inherited_serials(mut self, serials: BTreeMap<GadgetKey, Option<String>>) -> Self {
-        self.inherited_serials = serials;
+    pub fn with_handed_over_serials(mut self, serials: BTreeMap<GadgetKey, Option<String>>) -> Self {
+        self.handed_over_serials = serials;
         self
     }
 
@@ -265,6 +271,12 @@ impl<S: Spawn> Supervisor<S> {
                 Some(Input::Reload(config, reply)) => {
                     let _ = reply.send(self.reload(config));
                 }
+                Some(Input::Serve(serve, reply)) => {
+                    let _ = reply.send(self.serve(serve));
+                }
+                Some(Input::Unserve(board, reply)) => {
+                    let _ = reply.send(self.unserve(&board));
+                }
                 Some(Input::HandOver(reply, mode)) => self.on_hand_over(reply, mode),
                 Some(Input::Resume(boards)) => self.resume(boards),
                 Some(Input::Shutdown) | None => break,
@@ -296,9 +308,9 @@ impl<S: Spawn> Supervisor<S> {
                 }
             }
             HotplugEvent::ColdplugDone => {
-                self.inherited_serials.clear();
-                for (key, _) in std::mem::take(&mut self.inherited) {
-                    tracing::warn!(busaddr = %key.busaddr, iface = key.iface, "a handed-over board is gone; closing its session");
+                self.handed_over_serials.clear();
+                for (key, _) in std::mem::take(&mut self.handed_over) {
+                    tracing::warn!(busaddr = %key.busaddr, iface = key.interface, "a handed-over board is gone; closing its session");
                 }
                 if !self.ready {
                     self.ready = true;
@@ -314,8 +326,11 @@ impl<S: Spawn> Supervisor<S> {
     /// workers (blocked on the server or the board) and remember each one
     /// until it reports its end, so the interface is known to be released.
     fn on_gone(&mut self, at: BusAddr) {
-        let keys: Vec<GadgetKey> =
-            self.boards.range(GadgetKey { busaddr: at, iface: 0 }..=GadgetKey { busaddr: at, iface: u8::MAX }).map(|(k, _)| *k).collect();
+        let keys: Vec<GadgetKey> = self
+            .boards
+            .range(GadgetKey { busaddr: at, interface: 0 }..=GadgetKey { busaddr: at, interface: u8::MAX })
+            .map(|(k, _)| *k)
+            .collect();
         if keys.is_empty() {
             return;
         }
@@ -332,7 +347,7 @@ impl<S: Spawn> Supervisor<S> {
             }
             self.forget_handing(key);
             if b.target.is_some() {
-                tracing::info!(serial = %b.info.serial_or_none(), busaddr = %at, iface = key.iface, "board removed");
+                tracing::info!(serial = %b.info.serial_or_none(), busaddr = %at, iface = key.interface, "board removed");
             }
         }
         self.report_status();
@@ -406,26 +421,26 @@ impl<S: Spawn> Supervisor<S> {
                 });
             }
         }
-        let mut inherited = self.inherited.remove(&at);
-        if let (Some(recorded), Some(b)) = (self.inherited_serials.remove(&at), self.boards.get(&at)) {
-            if inherited.is_some() && recorded != b.info.serial {
+        let mut handed = self.handed_over.remove(&at);
+        if let (Some(recorded), Some(b)) = (self.handed_over_serials.remove(&at), self.boards.get(&at)) {
+            if handed.is_some() && recorded != b.info.serial {
                 tracing::warn!(
-                    serial = %b.info.serial_or_none(), busaddr = %at.busaddr, iface = at.iface,
+                    serial = %b.info.serial_or_none(), busaddr = %at.busaddr, iface = at.interface,
                     "the session handed over for this address belongs to serial {}, not to the board there now; closing it, the board starts afresh",
                     recorded.as_deref().unwrap_or("(none)")
                 );
-                inherited = None;
+                handed = None;
             }
         }
-        if let (Some(c), Some(b)) = (&inherited, self.boards.get_mut(&at)) {
+        if let (Some(c), Some(b)) = (&handed, self.boards.get_mut(&at)) {
             if c.session.live && b.target.is_some() {
                 b.handed_session = Some(b.counters.snapshot().sessions);
             }
         }
         match self.boards.get(&at).map(|b| &b.slot) {
-            Some(Slot::Running) => self.start_with(at, inherited),
-            _ if inherited.is_some() => {
-                tracing::info!(busaddr = %at.busaddr, iface = at.iface, "the config no longer maps this handed-over board; releasing it");
+            Some(Slot::Running) => self.start_with(at, handed),
+            _ if handed.is_some() => {
+                tracing::info!(busaddr = %at.busaddr, iface = at.interface, "the config no longer maps this handed-over board; releasing it");
             }
             _ => {}
         }
@@ -437,12 +452,12 @@ impl<S: Spawn> Supervisor<S> {
         self.start_with(at, None);
     }
 
-    /// Starts a worker, carrying on with `adopt` if given.
-    fn start_with(&mut self, at: GadgetKey, mut adopt: Option<Carry>) {
-        if let Some(c) = adopt.as_mut().filter(|c| c.session.ceiling > self.config.max_frame) {
-            // A session carried over from a process (or a config) with a
+    /// Starts a worker, carrying on with `handed` if given.
+    fn start_with(&mut self, at: GadgetKey, mut handed: Option<HandedSession>) {
+        if let Some(c) = handed.as_mut().filter(|c| c.session.ceiling > self.config.max_frame) {
+            // A session handed over from a process (or a config) with a
             // larger max_frame: the config in force bounds it too.
-            tracing::info!(busaddr = %at.busaddr, iface = at.iface, "max_frame {} applies to the carried session (negotiated up to {})", self.config.max_frame, c.session.ceiling);
+            tracing::info!(busaddr = %at.busaddr, iface = at.interface, "max_frame {} applies to the handed-over session (negotiated up to {})", self.config.max_frame, c.session.ceiling);
             c.session.ceiling = self.config.max_frame;
         }
         let generation = self.next_generation;
@@ -455,10 +470,10 @@ impl<S: Spawn> Supervisor<S> {
         };
         if self.hand_over_pending {
             // A worker started now would be neither handed over nor drained.
-            tracing::debug!(busaddr = %at.busaddr, iface = at.iface, "a hand-over is under way; the worker starts if it is called off");
+            tracing::debug!(busaddr = %at.busaddr, iface = at.interface, "a hand-over is under way; the worker starts if it is called off");
             // Reports of a worker before it are not for us any more.
             b.generation = generation;
-            b.slot = Slot::Deferred(adopt);
+            b.slot = Slot::Deferred(handed);
             return;
         }
         b.generation = generation;
@@ -468,7 +483,7 @@ impl<S: Spawn> Supervisor<S> {
         b.stop = Arc::new(StopSwitch::default());
         let job = Job {
             info: b.info.clone(),
-            backends: backend.clone(),
+            board_backend: backend.clone(),
             counters: b.counters.clone(),
             limits: Limits {
                 max_frame: self.config.max_frame,
@@ -477,7 +492,7 @@ impl<S: Spawn> Supervisor<S> {
                 recover_window: target.recover_window,
             },
             stop: b.stop.clone(),
-            adopt,
+            handed,
             reporter: Reporter {
                 key: at,
                 generation,
@@ -499,7 +514,7 @@ impl<S: Spawn> Supervisor<S> {
         if let WorkerEvent::Ended(end) = &r.event {
             if self.orphans.get(&r.key) == Some(&r.generation) {
                 self.orphans.remove(&r.key);
-                tracing::debug!(busaddr = %r.key.busaddr, iface = r.key.iface, "worker of a removed board ended: {end:?}");
+                tracing::debug!(busaddr = %r.key.busaddr, iface = r.key.interface, "worker of a removed board ended: {end:?}");
                 return;
             }
         }
@@ -511,7 +526,7 @@ impl<S: Spawn> Supervisor<S> {
         }
         let end = match r.event {
             WorkerEvent::Serving => return,
-            WorkerEvent::Carried(carry) => return self.on_carried(r.key, carry),
+            WorkerEvent::Handed(handed) => return self.on_handed(r.key, handed),
             WorkerEvent::Ended(end) => end,
         };
         if self.on_handing_end(r.key, &end) {
@@ -532,7 +547,7 @@ impl<S: Spawn> Supervisor<S> {
         b.failures += 1;
         let delay = FIRST_RESTART.saturating_mul(1 << (b.failures - 1).min(16)).min(MAX_RESTART);
         b.slot = Slot::Waiting(Instant::now() + delay);
-        let (serial, at, iface) = (b.info.serial_or_none().to_string(), r.key.busaddr, r.key.iface);
+        let (serial, at, iface) = (b.info.serial_or_none().to_string(), r.key.busaddr, r.key.interface);
         // An unplug usually fails the pending transfer a moment before udev
         // reports the removal: say why only if the board is still there when
         // its restart comes (see restart_due), not on every unplug.
@@ -571,14 +586,14 @@ impl<S: Spawn> Supervisor<S> {
                 // Unplugged, and udev's removal has not arrived yet: it is a
                 // removal, not a fault to restart and warn about.
                 tracing::debug!(
-                    serial = %b.info.serial_or_none(), busaddr = %at.busaddr, iface = at.iface,
+                    serial = %b.info.serial_or_none(), busaddr = %at.busaddr, iface = at.interface,
                     "the board left the bus before its removal was reported; forgetting it"
                 );
                 self.on_gone(at.busaddr);
                 continue;
             }
             tracing::warn!(
-                serial = %b.info.serial_or_none(), busaddr = %at.busaddr, iface = at.iface,
+                serial = %b.info.serial_or_none(), busaddr = %at.busaddr, iface = at.interface,
                 "restarting the worker (start {}) after: {}", b.starts + 1,
                 b.last_error.as_ref().map_or("the board stopped answering on USB", |e| e.message.as_str())
             );
@@ -670,6 +685,7 @@ impl<S: Spawn> Supervisor<S> {
                 config_loaded_at: status::rfc3339(self.config_loaded_at),
                 last_reload_error: self.last_reload_error.as_ref().map(|e| e.message.clone()),
                 last_reload_error_at: self.last_reload_error.as_ref().map(|e| status::rfc3339(e.at)),
+                serves: self.config.serves.clone(),
             },
             boards: self.status(),
         }

@@ -21,6 +21,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use crate::ninep::frame::{self, FrameError};
+use crate::ninep::managed::{self, ManagedServer};
 
 /// The longest unix socket path the kernel can connect to: `sun_path` is 108
 /// bytes including the terminating NUL.
@@ -33,6 +34,15 @@ pub enum BackendAddr {
     Tcp { host: String, port: u16 },
     /// `unix:/path/to/socket`.
     Unix(PathBuf),
+    /// `managed`: a diod this daemon starts for each connection, exporting
+    /// this directory (`ninep/managed.rs`). The config gives it the board's
+    /// `export` (`Config::resolve`); empty until then.
+    Managed(PathBuf),
+}
+
+impl BackendAddr {
+    /// The word a config or `serve --backend` writes for a managed server.
+    pub const MANAGED: &'static str = "managed";
 }
 
 impl fmt::Display for BackendAddr {
@@ -42,6 +52,8 @@ impl fmt::Display for BackendAddr {
             BackendAddr::Tcp { host, port } if host.contains(':') || host == "unix" => write!(f, "[{host}]:{port}"),
             BackendAddr::Tcp { host, port } => write!(f, "{host}:{port}"),
             BackendAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+            BackendAddr::Managed(dir) if dir.as_os_str().is_empty() => f.write_str(BackendAddr::MANAGED),
+            BackendAddr::Managed(dir) => write!(f, "{}:{}", BackendAddr::MANAGED, dir.display()),
         }
     }
 }
@@ -50,6 +62,15 @@ impl FromStr for BackendAddr {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
+        if s == BackendAddr::MANAGED {
+            return Ok(BackendAddr::Managed(PathBuf::new()));
+        }
+        if let Some(dir) = s.strip_prefix("managed:") {
+            if !dir.starts_with('/') || dir.contains('\0') {
+                return Err(format!("backend {s:?}: a managed export must be an absolute directory, like managed:/srv/rootfs"));
+            }
+            return Ok(BackendAddr::Managed(PathBuf::from(dir)));
+        }
         if let Some(path) = s.strip_prefix("unix:") {
             if !path.starts_with('/') {
                 return Err(format!("backend {s:?}: a unix socket path must be absolute, like unix:/run/diod.sock"));
@@ -157,6 +178,10 @@ pub struct Backend {
     /// Bytes the server sent past the end of the last reply (read together
     /// with it): the next exchange fails instead of taking them as its answer.
     unsolicited: usize,
+    /// The managed diod at the other end, if this daemon started it. Declared
+    /// after `stream`, so the socket closes (diod sees EOF) before the server
+    /// is reaped.
+    server: Option<ManagedServer>,
 }
 
 /// A handle that can wake a worker blocked on its backend socket, without
@@ -184,6 +209,10 @@ impl Backend {
     pub fn connect(addr: &BackendAddr, timeout: Duration) -> io::Result<Backend> {
         let deadline = Instant::now() + timeout;
         let stream = match addr {
+            BackendAddr::Managed(dir) => {
+                let (stream, server) = managed::spawn(dir)?;
+                return Ok(Backend { stream: Arc::new(Stream::Unix(stream)), unsolicited: 0, server: Some(server) });
+            }
             BackendAddr::Unix(path) => Stream::Unix(connect_unix(path, deadline)?),
             BackendAddr::Tcp { host, port } => {
                 let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{host} resolved to no address"));
@@ -209,7 +238,7 @@ impl Backend {
                 Stream::Tcp(s)
             }
         };
-        Ok(Backend { stream: Arc::new(stream), unsolicited: 0 })
+        Ok(Backend { stream: Arc::new(stream), unsolicited: 0, server: None })
     }
 
     /// A live connection a predecessor handed over: a connected stream
@@ -228,7 +257,7 @@ impl Backend {
                 return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("socket of address family {f} is no 9P server connection")))
             }
         };
-        Ok(Backend { stream: Arc::new(stream), unsolicited: 0 })
+        Ok(Backend { stream: Arc::new(stream), unsolicited: 0, server: None })
     }
 
     /// Bytes the server sent past its last reply, already read (a session
@@ -249,7 +278,12 @@ impl Backend {
     /// targets, which play the server on the other end of a socket pair.
     #[doc(hidden)]
     pub fn from_unix(stream: UnixStream) -> Backend {
-        Backend { stream: Arc::new(Stream::Unix(stream)), unsolicited: 0 }
+        Backend { stream: Arc::new(Stream::Unix(stream)), unsolicited: 0, server: None }
+    }
+
+    /// The managed diod's process id, if this daemon started the server.
+    pub fn managed_pid(&self) -> Option<u32> {
+        self.server.as_ref().map(ManagedServer::pid)
     }
 
     /// A handle that can abort this connection from another thread.
@@ -683,12 +717,12 @@ mod tests {
         t[4] = 118;
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let mut b = Backend { stream: Arc::new(Stream::Unix(a)), unsolicited: 0 };
+            let mut b = Backend::from_unix(a);
             let mut buf = [0u8; 64];
             let send = b.exchange(&t, &mut buf, 64, Some(Duration::from_millis(200))).map(|_| ());
             // A server that takes the request but never answers.
             let (a, _silent) = UnixStream::pair().expect("pair");
-            let mut b = Backend { stream: Arc::new(Stream::Unix(a)), unsolicited: 0 };
+            let mut b = Backend::from_unix(a);
             let reply = b.exchange(&[7, 0, 0, 0, 120, 1, 0], &mut buf, 64, Some(Duration::from_millis(200))).map(|_| ());
             let _ = tx.send((send, reply));
         });
@@ -702,7 +736,7 @@ mod tests {
     fn exchange_checks_the_reply_type() {
         use std::os::unix::net::UnixStream;
         let (a, mut server) = UnixStream::pair().expect("pair");
-        let mut b = Backend { stream: Arc::new(Stream::Unix(a)), unsolicited: 0 };
+        let mut b = Backend::from_unix(a);
         let tclunk = [7, 0, 0, 0, 120, 3, 0];
         let mut buf = [0u8; 64];
         // Rlerror and Rerror answer anything.
@@ -719,7 +753,7 @@ mod tests {
     fn exchange_checks_size_and_tag() {
         use std::os::unix::net::UnixStream;
         let (a, mut server) = UnixStream::pair().expect("pair");
-        let mut b = Backend { stream: Arc::new(Stream::Unix(a)), unsolicited: 0 };
+        let mut b = Backend::from_unix(a);
         let t = [7, 0, 0, 0, 120, 3, 0];
         let mut buf = [0u8; 64];
         server.write_all(&[7, 0, 0, 0, 121, 3, 0]).expect("w");
@@ -729,7 +763,7 @@ mod tests {
         server.write_all(&[200, 0, 0, 0, 121, 3, 0]).expect("w");
         assert!(matches!(b.exchange(&t, &mut buf, 64, None), Err(BackendError::Frame(FrameError::TooLarge { .. }))));
         let (a, server) = UnixStream::pair().expect("pair");
-        let mut b = Backend { stream: Arc::new(Stream::Unix(a)), unsolicited: 0 };
+        let mut b = Backend::from_unix(a);
         drop(server);
         assert!(b.exchange(&t, &mut buf, 64, None).is_err());
     }

@@ -11,7 +11,7 @@
 //! a new one with Tversion (umount + mount), which opens a fresh connection.
 //!
 //! It must never decide policy — which server, when to retry, what to log
-//! about connection attempts: it asks [`Backends`] and reports to it. It must
+//! about connection attempts: it asks [`BackendPolicy`] and reports to it. It must
 //! never allocate per message: both buffers are allocated once per worker,
 //! and the in-place transfer memory (usbfs's mapped buffers, which spare a
 //! copy and a kernel allocation per transfer) once per session, sized to the
@@ -64,9 +64,10 @@ impl ConnectError {
     }
 }
 
-/// The supervisor's side of a board's backend: where to connect, whether to
-/// try now, and what to do about failures.
-pub trait Backends: Send + Sync {
+/// The supervisor's side of a board's backend, as the frame loop sees it:
+/// where to connect, whether to try now, and what to do about failures.
+/// `board_backend::BoardBackend` is the daemon's; tests bring their own.
+pub trait BackendPolicy: Send + Sync {
     /// A fresh connection for a new 9P session.
     fn connect(&self) -> Result<Backend, ConnectError>;
     /// The live session's connection failed.
@@ -89,7 +90,7 @@ pub trait Backends: Send + Sync {
         false
     }
     /// A live connection handed over by a predecessor now serves the board.
-    fn adopted(&self, _backend: &Backend) {}
+    fn took_over(&self, _backend: &Backend) {}
     /// What the board's next 9P session is confined to (None: nothing). Asked
     /// at each Tversion, so a reload applies from the board's next mount.
     fn policy(&self) -> Option<Arc<Policy>> {
@@ -133,7 +134,7 @@ pub struct Session {
     pub confine: Option<Box<Confine>>,
     /// A predecessor's fid table for this live session (hand-over), until
     /// the loop knows the board's policy and makes it `confine` or `track`.
-    pub carried_fids: Option<fids::TableRecord>,
+    pub handed_fids: Option<fids::TableRecord>,
     /// The fid table of a session confinement keeps none for (no export),
     /// for recovery; None when recovery is off or confinement keeps it.
     pub track: Option<Box<Tracker>>,
@@ -150,7 +151,7 @@ impl Session {
             board_rx: limits.board_buflen,
             began_ms: 0,
             confine: None,
-            carried_fids: None,
+            handed_fids: None,
             track: None,
         }
     }
@@ -186,7 +187,7 @@ impl Session {
 
     /// Starts (or restarts) the tracker for a session confinement keeps no
     /// table for, when recovery is on and the dialect is 9P2000.L.
-    fn start_tracking(&mut self, limits: &Limits, carried: Option<&fids::TableRecord>, resumed: bool) {
+    fn start_tracking(&mut self, limits: &Limits, handed: Option<&fids::TableRecord>, resumed: bool) {
         if limits.recover_window.is_zero() || self.dialect != Dialect::Linux || self.confine_tracks() {
             self.track = None;
             return;
@@ -194,7 +195,7 @@ impl Session {
         match (&mut self.track, resumed) {
             (Some(t), false) => t.reset(),
             (_, false) => self.track = Some(Box::new(Tracker::new(fids::Limits::default()))),
-            (_, true) => self.track = Some(Box::new(Tracker::resumed(fids::Limits::default(), carried))),
+            (_, true) => self.track = Some(Box::new(Tracker::resumed(fids::Limits::default(), handed))),
         }
     }
 
@@ -259,7 +260,13 @@ fn pick<'a>(mem: &'a mut Option<TransferMem>, heap: &'a mut [u8], need: usize) -
 
 /// Runs the loop until the board goes away, breaks the protocol, or the loop
 /// is stopped at a message boundary (then `s` holds the live session).
-pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters: &Counters, limits: Limits, s: &mut Session) -> Exit {
+pub fn run<P: UsbPipe + ?Sized>(
+    pipe: &mut P,
+    board_backend: &dyn BackendPolicy,
+    counters: &Counters,
+    limits: Limits,
+    s: &mut Session,
+) -> Exit {
     let mps = pipe.max_packet_size();
     let mut tbuf = vec![0u8; pipe::request_len(limits.max_frame, mps)];
     let mut rbuf = vec![0u8; (limits.max_frame as usize).max(ERROR_REPLY_MAX)];
@@ -271,17 +278,17 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
         // A live session this process did not see begin (handed over): its
         // predecessor's fid table if it came and fits the policy, else no
         // table, and its fids can only do what needs none.
-        let carried = s.carried_fids.take();
+        let handed = s.handed_fids.take();
         if s.confine.is_none() {
-            s.confine = backends.policy().filter(|p| p.confines()).map(|p| {
-                Box::new(match &carried {
+            s.confine = board_backend.policy().filter(|p| p.confines()).map(|p| {
+                Box::new(match &handed {
                     Some(record) => Confine::resumed(p, fids::Limits::default(), record),
                     None => Confine::untracked(p, fids::Limits::default()),
                 })
             });
         }
         if s.track.is_none() {
-            s.start_tracking(&limits, carried.as_ref(), true);
+            s.start_tracking(&limits, handed.as_ref(), true);
         }
         note_recoverable(s, &limits, counters);
     }
@@ -335,7 +342,7 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
                 s.ceiling = s.ceiling.min(v.msize.max(frame::HEADER_LEN as u32));
                 s.board_rx = s.board_rx.max(v.msize);
             }
-            match backends.policy().filter(|p| p.confines()) {
+            match board_backend.policy().filter(|p| p.confines()) {
                 None => s.confine = None,
                 Some(p) => match &mut s.confine {
                     Some(c) if Arc::ptr_eq(c.policy(), &p) => c.reset(),
@@ -357,7 +364,7 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
                 continue;
             }
             counters.set_activity(Activity::Connecting);
-            let connected = backends.connect();
+            let connected = board_backend.connect();
             counters.set_activity(Activity::Forwarding);
             match connected {
                 Ok(b) => {
@@ -433,7 +440,7 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
                 Err(e) if h.kind == TVERSION => break Err(Failed::Lost(e)),
                 Err(e) => {
                     let since = *attempt_since.get_or_insert_with(Instant::now);
-                    match recover_session(backends, counters, s, &e, &limits, since) {
+                    match recover_session(board_backend, counters, s, &e, &limits, since) {
                         Recovery::Off => break Err(Failed::Lost(e)),
                         Recovery::GaveUp => break Err(Failed::Answer(e.errno())),
                         Recovery::Done => {}
@@ -467,7 +474,7 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
             Err(f) => {
                 let answer = match f {
                     Failed::Lost(e) => {
-                        lose_session(backends, counters, s, &e);
+                        lose_session(board_backend, counters, s, &e);
                         reply_error(pipe, &mut rbuf, s, h.tag, e.errno(), counters)
                     }
                     Failed::Answer(errno) => reply_error(pipe, &mut rbuf, s, h.tag, errno, counters),
@@ -500,7 +507,7 @@ pub fn run<P: UsbPipe + ?Sized>(pipe: &mut P, backends: &dyn Backends, counters:
                     continue;
                 }
                 Err(Answer::Lost(e)) => {
-                    lose_session(backends, counters, s, &e);
+                    lose_session(board_backend, counters, s, &e);
                     if let Err(exit) = reply_error(pipe, &mut rbuf, s, h.tag, e.errno(), counters) {
                         return exit;
                     }
@@ -623,8 +630,8 @@ fn confined_reply(
 
 /// The live server session broke: tell the policy, count it, and drop the
 /// connection, so every request fails fast until the board's next Tversion.
-fn lose_session(backends: &dyn Backends, counters: &Counters, s: &mut Session, e: &BackendError) {
-    backends.lost(e);
+fn lose_session(board_backend: &dyn BackendPolicy, counters: &Counters, s: &mut Session, e: &BackendError) {
+    board_backend.lost(e);
     counters.backend_failures.fetch_add(1, Ordering::Relaxed);
     counters.session_ended();
     s.backend = None;
@@ -656,14 +663,14 @@ enum Recovery {
 /// connection within the board's recover window, counted from `since`
 /// (the first loss of this request), while the board's request waits.
 fn recover_session(
-    backends: &dyn Backends,
+    board_backend: &dyn BackendPolicy,
     counters: &Counters,
     s: &mut Session,
     e: &BackendError,
     limits: &Limits,
     since: Instant,
 ) -> Recovery {
-    if backends.stopping() {
+    if board_backend.stopping() {
         return Recovery::Off;
     }
     if let Some(why) = s.unrecoverable(limits) {
@@ -685,9 +692,9 @@ fn recover_session(
     let started = Instant::now();
     let mut attempt = 0;
     let result = loop {
-        let b = match backends.reconnect(attempt, until) {
+        let b = match board_backend.reconnect(attempt, until) {
             Ok(b) => b,
-            Err(c) if Instant::now() >= until || backends.stopping() => break Err(c.message),
+            Err(c) if Instant::now() >= until || board_backend.stopping() => break Err(c.message),
             Err(_) => {
                 attempt += 1;
                 continue;
@@ -710,7 +717,7 @@ fn recover_session(
     let took = started.elapsed();
     match result {
         Ok((b, o)) => {
-            backends.adopted(&b);
+            board_backend.took_over(&b);
             s.backend = Some(b);
             counters.recoveries.fetch_add(1, Ordering::Relaxed);
             counters.last_recovery_ms.store(took.as_millis() as u64, Ordering::Relaxed);
@@ -732,7 +739,7 @@ fn recover_session(
             tracing::error!(
                 "{message}; the board's requests fail with EIO until it mounts again (umount + mount, or a reboot for a root file system)"
             );
-            backends.recovery_failed(&message);
+            board_backend.recovery_failed(&message);
             counters.recovery_failures.fetch_add(1, Ordering::Relaxed);
             counters.backend_failures.fetch_add(1, Ordering::Relaxed);
             counters.session_ended();
@@ -891,7 +898,7 @@ mod tests {
 
     struct Direct(BackendAddr);
 
-    impl Backends for Direct {
+    impl BackendPolicy for Direct {
         fn connect(&self) -> Result<Backend, ConnectError> {
             Backend::connect(&self.0, std::time::Duration::from_secs(5)).map_err(|e| ConnectError::from_io(&e, "connect".into()))
         }
@@ -945,9 +952,9 @@ mod tests {
         let (mut host, board) = sim::gadget(512, 16384);
         let counters = Arc::new(Counters::default());
         let c = counters.clone();
-        let backends = Direct(server.addr.clone());
+        let board_backend = Direct(server.addr.clone());
         let limits = Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout, recover_window: std::time::Duration::ZERO };
-        let exit = std::thread::spawn(move || run(&mut host, &backends, &c, limits, &mut Session::new(limits)));
+        let exit = std::thread::spawn(move || run(&mut host, &board_backend, &c, limits, &mut Session::new(limits)));
         Running { board, counters, exit, connections: server.connections.clone(), _server: server }
     }
 
@@ -1060,8 +1067,8 @@ mod tests {
         let stop = host.stop_switch();
         let counters = Arc::new(Counters::default());
         let limits = Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None, recover_window: std::time::Duration::ZERO };
-        let backends = Arc::new(Direct(server.addr.clone()));
-        let (b, c) = (backends.clone(), counters.clone());
+        let board_backend = Arc::new(Direct(server.addr.clone()));
+        let (b, c) = (board_backend.clone(), counters.clone());
         let first = std::thread::spawn(move || {
             let mut s = Session::new(limits);
             let exit = run(&mut host, b.as_ref(), &c, limits, &mut s);
@@ -1080,7 +1087,7 @@ mod tests {
         // board sees nothing happen, and the server sees no new session.
         host.renew_stop_switch();
         let c = counters.clone();
-        let second = std::thread::spawn(move || run(&mut host, backends.as_ref(), &c, limits, &mut session));
+        let second = std::thread::spawn(move || run(&mut host, board_backend.as_ref(), &c, limits, &mut session));
         board.send(&msg(110, 5, &[9; 20]));
         assert_eq!(board.recv(), msg(111, 5, &[9; 20]));
         assert_eq!(server.connections.load(Ordering::SeqCst), 1);
@@ -1095,10 +1102,10 @@ mod tests {
         // The board's receive request is 64 KiB; the config still says 16 KiB.
         let (mut host, board) = sim::gadget(512, 65536);
         let limits = Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None, recover_window: std::time::Duration::ZERO };
-        let backends = Direct(server.addr.clone());
+        let board_backend = Direct(server.addr.clone());
         let counters = Arc::new(Counters::default());
         let c = counters.clone();
-        let worker = std::thread::spawn(move || run(&mut host, &backends, &c, limits, &mut Session::new(limits)));
+        let worker = std::thread::spawn(move || run(&mut host, &board_backend, &c, limits, &mut Session::new(limits)));
         board.send(&tversion(65536, "9P2000.L"));
         assert_eq!(board.recv()[4], RVERSION);
         for len in [16384usize, 16384 + 512, 32768, 49152, 65536 - 512, 65536, 4096, 511, 513] {
@@ -1120,8 +1127,8 @@ mod tests {
         let (mut host, board) = sim::gadget(512, 1 << 20);
         host.offer_transfer_mem(limit);
         let limits = Limits { max_frame: 1 << 20, board_buflen: 1 << 20, request_timeout: None, recover_window: std::time::Duration::ZERO };
-        let backends = Direct(server.addr.clone());
-        let worker = std::thread::spawn(move || run(&mut host, &backends, &Counters::default(), limits, &mut Session::new(limits)));
+        let board_backend = Direct(server.addr.clone());
+        let worker = std::thread::spawn(move || run(&mut host, &board_backend, &Counters::default(), limits, &mut Session::new(limits)));
         (board, worker, server)
     }
 

@@ -178,7 +178,7 @@ impl Device {
     /// no detach, no SET_INTERFACE, no clear-halt — the board's session is
     /// live and must not notice. Claiming again on the same file is a no-op
     /// for usbfs; it only tells libusb the interface is ours.
-    pub fn adopt(info: &GadgetInfo, node: File, stop: Arc<StopSwitch>) -> Result<Device, OpenError> {
+    pub fn take_over(info: &GadgetInfo, node: File, stop: Arc<StopSwitch>) -> Result<Device, OpenError> {
         let path = info.busaddr.devnode();
         let ctx = context().map_err(|e| OpenError::Failed(format!("cannot initialise libusb: {e}")))?;
         // SAFETY: `node` outlives `handle` (field order in `Device`).
@@ -483,9 +483,9 @@ fn clear_halts(handle: &DeviceHandle<Context>, intf: Usb9pfsInterface) -> rusb::
 /// file, whose close releases it, so rusb need not track it — and must not,
 /// or it would release the claim when a worker hands its node to a successor
 /// (and refuse `into_raw`).
-fn claim(handle: &DeviceHandle<Context>, iface: u8) -> rusb::Result<()> {
+fn claim(handle: &DeviceHandle<Context>, interface: u8) -> rusb::Result<()> {
     // SAFETY: a valid open handle.
-    match unsafe { ffi::libusb_claim_interface(handle.as_raw(), iface as c_int) } {
+    match unsafe { ffi::libusb_claim_interface(handle.as_raw(), interface as c_int) } {
         0 => Ok(()),
         LIBUSB_ERROR_BUSY => Err(rusb::Error::Busy),
         LIBUSB_ERROR_NO_DEVICE => Err(rusb::Error::NoDevice),

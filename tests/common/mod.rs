@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use usb9pfsd::board::GadgetInfo;
 use usb9pfsd::daemon::status::Counters;
+use usb9pfsd::ninep::board_backend::BoardBackend;
 use usb9pfsd::ninep::forward::Limits;
-use usb9pfsd::ninep::reconnect::BoardBackend;
 use usb9pfsd::usb::sim::{self, Board};
 use usb9pfsd::worker::{self, End, Job, Reporter};
 
@@ -158,11 +158,11 @@ pub fn serve(backend: BoardBackend, limits: Limits) -> Served {
     let (end_tx, end) = std::sync::mpsc::channel();
     let job = Job {
         info: gadget(),
-        backends: backend.clone(),
+        board_backend: backend.clone(),
         counters: counters.clone(),
         limits,
         stop: host.stop_switch(),
-        adopt: None,
+        handed: None,
         reporter: Reporter { key: gadget().key(), generation: 1, sink: Arc::new(|_| {}) },
     };
     let worker = std::thread::spawn(move || {

@@ -210,9 +210,54 @@ async fn only_root_the_daemons_user_and_the_admin_group_may_change_things() {
         assert!(!r.ok && err.starts_with("permission denied"), "{command}: {err}");
         assert!(err.contains(ADMIN_GROUP), "{err}");
     }
+    // Nor may they say who serves a board.
+    for req in [serve_req("0001-A", "/srv/rootfs"), Request { board: Some("0001-A".into()), ..Request::new("unserve") }] {
+        let r = send_async(&d.socket, req.clone()).await.expect("answer");
+        let err = r.error.unwrap_or_default();
+        assert!(!r.ok && err.starts_with("permission denied"), "{}: {err}", req.command);
+    }
     // The refused reload did not happen: the file was not even read.
     let report = ask(&d.socket, "status").await.expect("status").status.expect("report");
     assert_eq!(report.daemon.last_reload_error, None);
+    assert!(report.daemon.serves.is_empty(), "the refused serve did not happen");
+}
+
+fn serve_req(board: &str, export: &str) -> Request {
+    let spec = ServeSpec { export: Some(export.into()), ..ServeSpec::default() };
+    Request { board: Some(board.into()), serve: Some(spec), ..Request::new("serve") }
+}
+
+async fn send_async(socket: &Path, req: Request) -> Result<Response, String> {
+    let socket = socket.to_path_buf();
+    tokio::task::spawn_blocking(move || send(&socket, &req)).await.expect("client thread")
+}
+
+#[tokio::test]
+async fn serve_and_unserve_round_trip_and_say_who_set_what() {
+    let d = daemon();
+    let r = send_async(&d.socket, serve_req("1-1.2", "/srv/rootfs")).await.expect("serve");
+    assert!(r.ok, "{:?}", r.error);
+    assert_eq!(r.served.expect("answer").boards, Vec::<String>::new(), "no such board plugged in");
+    let serves = ask(&d.socket, "status").await.expect("status").status.expect("report").daemon.serves;
+    assert_eq!(serves.len(), 1);
+    assert_eq!((serves[0].board.to_string(), serves[0].spec.export.as_deref()), ("1-1.2".into(), Some("/srv/rootfs")));
+    assert_eq!(serves[0].by_uid, unsafe { libc::geteuid() }, "SO_PEERCRED's uid");
+    // A reload of the file keeps it.
+    assert!(ask(&d.socket, "reload").await.expect("reload").ok);
+    assert_eq!(ask(&d.socket, "status").await.expect("status").status.expect("report").daemon.serves.len(), 1);
+    // Bad requests say what is wrong and change nothing.
+    for (req, want) in [
+        (Request { board: Some("1-1.2".into()), ..Request::new("serve") }, "needs what to serve"),
+        (serve_req("1-1.2", "relative/dir"), "--export"),
+        (Request { board: None, ..serve_req("x", "/srv/x") }, "needs a board"),
+        (serve_req("003-007#q", "/srv/x"), "BUS-ADDRESS#INTERFACE"),
+    ] {
+        let r = send_async(&d.socket, req).await.expect("answer");
+        assert!(!r.ok && r.error.as_deref().unwrap_or_default().contains(want), "{:?} / {want}", r.error);
+    }
+    let r = send_async(&d.socket, Request { board: Some("1-1.2".into()), ..Request::new("unserve") }).await.expect("unserve");
+    assert!(r.ok, "{:?}", r.error);
+    assert!(ask(&d.socket, "status").await.expect("status").status.expect("report").daemon.serves.is_empty());
 }
 
 #[test]

@@ -15,14 +15,23 @@ use std::time::SystemTime;
 
 use super::{Slot, Spawn, Supervisor};
 use crate::board::{GadgetInfo, GadgetKey};
+use crate::config::serve::{BoardSel, Serve};
 use crate::config::{Config, ConfigError, Decision, Target};
 use crate::daemon::reload::{self, Action, Summary};
 use crate::daemon::status::Stamped;
-use crate::ninep::reconnect::BoardBackend;
+use crate::ninep::board_backend::BoardBackend;
 use crate::worker::End;
 
 /// The key of the supervisor's board map: one usb9pfs interface.
 type Key = GadgetKey;
+
+/// What a `serve` or `unserve` did: the boards it touched, by action, and
+/// the boards present now that it names.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ServeAnswer {
+    pub summary: Summary,
+    pub boards: Vec<String>,
+}
 
 impl<S: Spawn> Supervisor<S> {
     /// Takes a re-read config into force, or keeps the old one when `new` is
@@ -45,8 +54,9 @@ impl<S: Spawn> Supervisor<S> {
                 self.last_reload_error = Some(Stamped { message: e.to_string(), at: SystemTime::now() });
                 Err(format!("{e}; the old config stays in force"))
             }
-            Ok(new) => {
-                let actions = reload::plan(&self.config, &new, self.boards.iter().map(|(at, b)| (*at, &b.info)));
+            Ok(mut new) => {
+                // `usb9pfsd serve`'s mappings stay over any file.
+                new.serves = self.config.serves.clone();
                 if new.max_frame != self.config.max_frame {
                     tracing::info!("max_frame {} applies to workers started from now on", new.max_frame);
                 }
@@ -56,11 +66,7 @@ impl<S: Spawn> Supervisor<S> {
                 if new.test_waits != self.config.test_waits {
                     tracing::warn!("[daemon] test_partial_frame_wait / test_nudge_every changed: they apply from the next start only");
                 }
-                self.config = new;
-                let summary = Summary::of(&actions);
-                for (at, action) in actions {
-                    self.apply(at, action);
-                }
+                let summary = self.take(new);
                 self.config_loaded_at = SystemTime::now();
                 self.last_reload_error = None;
                 tracing::info!("config reloaded: {summary}");
@@ -73,6 +79,71 @@ impl<S: Spawn> Supervisor<S> {
         }
         self.report_status();
         result
+    }
+
+    /// Puts `new` in force, each board as the plan says; what it did.
+    fn take(&mut self, new: Config) -> Summary {
+        let actions = reload::plan(&self.config, &new, self.boards.iter().map(|(at, b)| (*at, &b.info)));
+        self.config = new;
+        let summary = Summary::of(&actions);
+        for (at, action) in actions {
+            self.apply(at, action);
+        }
+        summary
+    }
+
+    /// `usb9pfsd serve`: `s` replaces any serve for the same board and
+    /// applies like a reload (a live session keeps its server and
+    /// confinement until the board mounts again).
+    pub(super) fn serve(&mut self, s: Serve) -> Result<ServeAnswer, String> {
+        s.spec.check()?;
+        let board = s.board.clone();
+        self.change_serves(&board, |serves| {
+            serves.retain(|x| x.board != s.board);
+            tracing::info!(board = %s.board, by_uid = s.by_uid, "usb9pfsd serve: {} serves {}, from the board's next mount", s.board, s.spec);
+            serves.push(s.clone());
+            Ok(())
+        })
+    }
+
+    /// `usb9pfsd unserve`: the config file decides for the board again.
+    pub(super) fn unserve(&mut self, board: &BoardSel) -> Result<ServeAnswer, String> {
+        self.change_serves(board, |serves| {
+            let before = serves.len();
+            serves.retain(|x| &x.board != board);
+            if serves.len() == before {
+                let set: Vec<String> = serves.iter().map(|x| x.board.to_string()).collect();
+                return Err(format!(
+                    "no serve is set for {board} (set now: {})",
+                    if set.is_empty() { "none".into() } else { set.join(", ") }
+                ));
+            }
+            tracing::info!(board = %board, "usb9pfsd unserve: the config decides for {board} again, from the board's next mount");
+            Ok(())
+        })
+    }
+
+    fn change_serves(
+        &mut self,
+        board: &BoardSel,
+        change: impl FnOnce(&mut Vec<Serve>) -> Result<(), String>,
+    ) -> Result<ServeAnswer, String> {
+        if self.hand_over_pending {
+            return Err("a hand-over to a new usb9pfsd process is under way: nothing was changed; try again when it is done".into());
+        }
+        let mut new = self.config.clone();
+        change(&mut new.serves)?;
+        let summary = self.take(new);
+        let served = self.served();
+        self.notify.status(served, self.boards.len());
+        self.report_status();
+        let boards = self
+            .boards
+            .iter()
+            .filter(|(_, b)| board.matches(&b.info))
+            .map(|(at, b)| format!("{} at {at}", b.info.serial_or_none()))
+            .collect();
+        Ok(ServeAnswer { summary, boards })
     }
 
     fn apply(&mut self, at: Key, action: Action) {

@@ -1,5 +1,5 @@
 //! The supervisor's side of a hand-over: stop every served board at a
-//! message boundary, collect what each worker carried (its claimed usbfs file
+//! message boundary, collect what each worker hands back (its claimed usbfs file
 //! and 9P session), and give it all to the caller, who passes it to a
 //! successor process; or, when a board does not reach a boundary in time or
 //! the successor cannot be started, give every board its session back here.
@@ -12,10 +12,11 @@
 //! otherwise be neither handed over nor drained, and an exec would cut its
 //! request short), and reloads are refused (the successor reads the config
 //! file itself as it starts). This module must never touch descriptors
-//! itself: it only moves [`Carry`]s around.
+//! itself: it only moves [`HandedSession`]s around.
 //!
 //! [`Input::Resume`]: super::Input::Resume
 
+use crate::config::serve::Serve;
 use std::collections::BTreeSet;
 use std::mem;
 use std::time::Duration;
@@ -25,7 +26,7 @@ use tokio::time::Instant;
 
 use super::{Slot, Spawn, Supervisor};
 use crate::board::{GadgetInfo, GadgetKey};
-use crate::worker::{Carry, End};
+use crate::worker::{End, HandedSession};
 
 /// How long the boards get to reach a message boundary (a request waiting
 /// for its server holds its board until the reply comes).
@@ -37,7 +38,7 @@ pub struct HandedBoard {
     pub info: GadgetInfo,
     /// The server the live session talks to, for the successor's logs.
     pub backend: Option<String>,
-    pub carry: Carry,
+    pub handed: HandedSession,
 }
 
 /// What a hand-over does with boards still busy at its deadline.
@@ -54,11 +55,13 @@ pub enum Mode {
 /// What a hand-over gives the caller.
 #[derive(Debug, Default)]
 pub struct HandOver {
-    /// The boards stopped at a message boundary, with what each carried.
+    /// The boards stopped at a message boundary, with what each handed back.
     pub boards: Vec<HandedBoard>,
     /// Boards still busy at the deadline ([`Mode::Ready`] only): not handed
     /// over; this process still serves them until it stops.
     pub busy: Vec<GadgetKey>,
+    /// `usb9pfsd serve`'s mappings, for the successor to keep.
+    pub serves: Vec<Serve>,
 }
 
 /// The answer to a hand-over request.
@@ -68,7 +71,7 @@ pub(super) struct Handing {
     reply: Option<HandOverReply>,
     mode: Mode,
     waiting: BTreeSet<GadgetKey>,
-    carried: Vec<HandedBoard>,
+    handed: Vec<HandedBoard>,
     pub(super) deadline: Instant,
 }
 
@@ -88,36 +91,36 @@ impl<S: Spawn> Supervisor<S> {
             }
         }
         tracing::info!("handing over: stopping {} board(s) at their next message boundary", waiting.len());
-        self.handing = Some(Handing { reply: Some(reply), mode, waiting, carried: Vec::new(), deadline: Instant::now() + HANDOVER_WAIT });
+        self.handing = Some(Handing { reply: Some(reply), mode, waiting, handed: Vec::new(), deadline: Instant::now() + HANDOVER_WAIT });
         self.finish_hand_over();
     }
 
     /// A worker stopped and left its session behind.
-    pub(super) fn on_carried(&mut self, key: GadgetKey, carry: Carry) {
+    pub(super) fn on_handed(&mut self, key: GadgetKey, handed: HandedSession) {
         let Some(b) = self.boards.get(&key) else {
             return;
         }; // removed meanwhile: dropping closes it
-        let backend = b.backend.as_ref().filter(|_| carry.session.live).map(|be| be.addr().to_string());
+        let backend = b.backend.as_ref().filter(|_| handed.session.live).map(|be| be.addr().to_string());
         match &mut self.handing {
-            Some(h) if h.waiting.contains(&key) => h.carried.push(HandedBoard { info: b.info.clone(), backend, carry }),
+            Some(h) if h.waiting.contains(&key) => h.handed.push(HandedBoard { info: b.info.clone(), backend, handed }),
             // Stopped for another reason while a hand-over waits (a release
             // a reload asked for before it): it is at a boundary too, so it
             // crosses with the rest (the successor's config decides).
             Some(h) => {
-                h.carried.push(HandedBoard { info: b.info.clone(), backend, carry });
+                h.handed.push(HandedBoard { info: b.info.clone(), backend, handed });
                 if let Some(b) = self.boards.get_mut(&key) {
                     // Its worker's last words (Ended) are not for us.
                     b.generation = 0;
                     b.slot = Slot::HandedOver;
                 }
             }
-            // Stopped because a reload unmapped it: dropping the carry closes
+            // Stopped because a reload unmapped it: dropping the handed session closes
             // the usbfs file (releasing the interface) and the server
             // connection (ending its session).
-            _ if b.target.is_none() => drop(carry),
+            _ if b.target.is_none() => drop(handed),
             // Its hand-over was called off before it reached a boundary, or
             // a reload mapped it again meanwhile: it carries on here.
-            _ => self.start_with(key, Some(carry)),
+            _ => self.start_with(key, Some(handed)),
         }
     }
 
@@ -155,8 +158,8 @@ impl<S: Spawn> Supervisor<S> {
             return;
         }
         if let Some(mut h) = self.handing.take() {
-            tracing::info!("{} board(s) stopped at a message boundary, ready to hand over", h.carried.len());
-            let handed = HandOver { boards: mem::take(&mut h.carried), busy: Vec::new() };
+            tracing::info!("{} board(s) stopped at a message boundary, ready to hand over", h.handed.len());
+            let handed = HandOver { boards: mem::take(&mut h.handed), busy: Vec::new(), serves: self.config.serves.clone() };
             self.answer_hand_over(&mut h, handed);
         }
     }
@@ -186,9 +189,13 @@ impl<S: Spawn> Supervisor<S> {
                 "board(s) {} did not reach a message boundary within {HANDOVER_WAIT:?} (a request still waits for its server): \
                  not handed over, their requests get EIO and their 9P sessions end; {} board(s) handed over",
                 busy.join(", "),
-                h.carried.len()
+                h.handed.len()
             );
-            let handed = HandOver { boards: mem::take(&mut h.carried), busy: h.waiting.iter().copied().collect() };
+            let handed = HandOver {
+                boards: mem::take(&mut h.handed),
+                busy: h.waiting.iter().copied().collect(),
+                serves: self.config.serves.clone(),
+            };
             self.answer_hand_over(&mut h, handed);
             return;
         }
@@ -197,8 +204,8 @@ impl<S: Spawn> Supervisor<S> {
             busy.join(", ")
         );
         tracing::warn!("hand-over called off: {why}");
-        self.resume(mem::take(&mut h.carried));
-        // The busy ones stop when their request is answered; on_carried then
+        self.resume(mem::take(&mut h.handed));
+        // The busy ones stop when their request is answered; on_handed then
         // resumes them here.
         if let Some(reply) = h.reply.take() {
             let _ = reply.send(Err(why));
@@ -215,28 +222,28 @@ impl<S: Spawn> Supervisor<S> {
             let key = hb.info.key();
             let Some(b) = self.boards.get_mut(&key) else {
                 continue;
-            }; // removed meanwhile: dropping the carry closes it
+            }; // removed meanwhile: dropping the handed session closes it
             if !matches!(b.slot, Slot::HandedOver | Slot::Running | Slot::Deferred(_)) {
                 continue;
             }
             if b.target.is_none() {
                 // Unmapped while it was stopped: let it go for good.
-                drop(hb.carry);
+                drop(hb.handed);
                 self.let_go(key);
                 continue;
             }
-            self.start_with(key, Some(hb.carry));
+            self.start_with(key, Some(hb.handed));
         }
         let deferred: Vec<GadgetKey> = self.boards.iter().filter(|(_, b)| matches!(b.slot, Slot::Deferred(_))).map(|(k, _)| *k).collect();
         for key in deferred {
             let Some(b) = self.boards.get_mut(&key) else {
                 continue;
             };
-            let Slot::Deferred(carry) = mem::replace(&mut b.slot, Slot::HandedOver) else {
+            let Slot::Deferred(handed) = mem::replace(&mut b.slot, Slot::HandedOver) else {
                 continue;
             };
-            tracing::info!(busaddr = %key.busaddr, iface = key.iface, "starting the worker deferred during the hand-over");
-            self.start_with(key, carry);
+            tracing::info!(busaddr = %key.busaddr, iface = key.interface, "starting the worker deferred during the hand-over");
+            self.start_with(key, handed);
         }
         self.report_status();
     }

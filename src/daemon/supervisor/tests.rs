@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::*;
 use crate::board::usb_id;
 use crate::daemon::status::BoardState;
-use crate::worker::Carry;
+use crate::worker::HandedSession;
 
 type Jobs = Arc<Mutex<Vec<Job>>>;
 
@@ -159,7 +159,7 @@ async fn removal_forgets_the_board_and_a_reenumerated_board_gets_a_fresh_worker(
     assert_eq!(r.spawned(), 2);
     {
         let jobs = r.jobs.lock().expect("lock");
-        let (a, b) = (Arc::as_ptr(&jobs[0].backends) as *const (), Arc::as_ptr(&jobs[1].backends) as *const ());
+        let (a, b) = (Arc::as_ptr(&jobs[0].board_backend) as *const (), Arc::as_ptr(&jobs[1].board_backend) as *const ());
         assert_ne!(a, b, "a fresh backend for the new enumeration");
     }
     // Reports from the worker of the removed enumeration change nothing.
@@ -355,10 +355,10 @@ async fn shutdown_returns() {
 #[tokio::test(start_paused = true)]
 async fn each_usb9pfs_interface_is_a_board_and_removal_stops_them_all() {
     let r = rig(CONFIG);
-    let iface = |serial: &str, bus: u8, addr: u8, interface: u8| GadgetInfo { interface, ..gadget(serial, bus, addr) };
-    r.send(HotplugEvent::Present(iface("A", 1, 2, 2)));
-    r.send(HotplugEvent::Present(iface("A", 1, 2, 10)));
-    r.send(HotplugEvent::Present(iface("B", 2, 3, 0)));
+    let with_interface = |serial: &str, bus: u8, addr: u8, interface: u8| GadgetInfo { interface, ..gadget(serial, bus, addr) };
+    r.send(HotplugEvent::Present(with_interface("A", 1, 2, 2)));
+    r.send(HotplugEvent::Present(with_interface("A", 1, 2, 10)));
+    r.send(HotplugEvent::Present(with_interface("B", 2, 3, 0)));
     let s = r.status().await;
     let listed: Vec<_> = s.iter().map(|b| (b.busaddr.as_str(), b.interface, b.state.clone())).collect();
     assert_eq!(listed, vec![("001-002", 2, BoardState::Idle), ("001-002", 10, BoardState::Idle), ("002-003", 0, BoardState::Idle)]);
@@ -384,11 +384,11 @@ async fn each_usb9pfs_interface_is_a_board_and_removal_stops_them_all() {
     assert_eq!(r.spawned(), 3);
 }
 
-fn carry(live: bool) -> Carry {
+fn handed(live: bool) -> HandedSession {
     let limits = Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None, recover_window: std::time::Duration::ZERO };
     let mut session = crate::ninep::forward::Session::new(limits);
     session.live = live;
-    Carry { node: None, session }
+    HandedSession { node: None, session }
 }
 
 impl Rig {
@@ -401,8 +401,8 @@ impl Rig {
         reporter.send(event);
     }
 
-    fn adopted(&self, i: usize) -> bool {
-        self.jobs.lock().expect("lock")[i].adopt.is_some()
+    fn took_over(&self, i: usize) -> bool {
+        self.jobs.lock().expect("lock")[i].handed.is_some()
     }
 
     fn hand_over(&self) -> oneshot::Receiver<Result<handover::HandOver, String>> {
@@ -415,9 +415,9 @@ impl Rig {
         rx
     }
 
-    /// Worker `i` stopped at a message boundary, carrying a live session.
+    /// Worker `i` stopped at a message boundary, handing back a live session.
     fn stopped_at_boundary(&self, i: usize) {
-        self.tell(i, WorkerEvent::Carried(carry(true)));
+        self.tell(i, WorkerEvent::Handed(handed(true)));
         self.tell(i, WorkerEvent::Ended(End::Stopped));
     }
 
@@ -447,7 +447,7 @@ async fn a_hand_over_stops_every_served_board_at_a_boundary_and_gives_back_their
     let keys: Vec<String> = handed.iter().map(|h| h.info.key().to_string()).collect();
     assert_eq!(keys, vec!["001-002#0", "002-003#0"]);
     assert_eq!(handed[0].backend.as_deref(), Some("127.0.0.1:5640"));
-    assert!(handed.iter().all(|h| h.carry.session.live));
+    assert!(handed.iter().all(|h| h.handed.session.live));
     // Handed over boards are never restarted here.
     tokio::time::advance(MAX_RESTART * 2).await;
     assert_eq!(r.job_count(), 2);
@@ -456,7 +456,7 @@ async fn a_hand_over_stops_every_served_board_at_a_boundary_and_gives_back_their
     r.tx.send(Input::Resume(handed)).expect("alive");
     let _ = r.status().await;
     assert_eq!(r.job_count(), 4);
-    assert!(r.adopted(2) && r.adopted(3));
+    assert!(r.took_over(2) && r.took_over(3));
 }
 
 #[tokio::test(start_paused = true)]
@@ -474,12 +474,12 @@ async fn a_board_busy_past_the_deadline_calls_the_hand_over_off_and_nothing_is_l
     // A carries on here at once with its session.
     let _ = r.status().await;
     assert_eq!(r.job_count(), 3);
-    assert!(r.adopted(2));
+    assert!(r.took_over(2));
     // B stops when its reply came: it carries on here too.
     r.stopped_at_boundary(1);
     let _ = r.status().await;
     assert_eq!(r.job_count(), 4);
-    assert!(r.adopted(3));
+    assert!(r.took_over(3));
     // A second hand-over while one runs is refused, not queued.
     let first = r.hand_over();
     let second = r.hand_over();
@@ -488,17 +488,17 @@ async fn a_board_busy_past_the_deadline_calls_the_hand_over_off_and_nothing_is_l
 }
 
 #[tokio::test(start_paused = true)]
-async fn inherited_sessions_are_adopted_by_present_mapped_boards_only() {
+async fn handed_over_sessions_are_taken_over_by_present_mapped_boards_only() {
     let config = Config::parse(CONFIG, Path::new("t.toml")).expect("config");
     let (tx, rx) = mpsc::unbounded_channel();
     let jobs = Jobs::default();
-    let key = |bus, addr| GadgetKey { busaddr: BusAddr { bus, addr }, iface: 0 };
-    let inherited = [(key(1, 2), carry(true)), (key(2, 3), carry(true)), (key(3, 4), carry(false))].into_iter().collect();
+    let key = |bus, addr| GadgetKey { busaddr: BusAddr { bus, addr }, interface: 0 };
+    let sessions = [(key(1, 2), handed(true)), (key(2, 3), handed(true)), (key(3, 4), handed(false))].into_iter().collect();
     let sup = Supervisor::new(config, Recorder { jobs: jobs.clone(), ..Default::default() }, Box::new(Silent), tx.clone())
-        .with_inherited(inherited);
+        .with_handed_over(sessions);
     tokio::spawn(sup.run(rx));
     let send = |ev| tx.send(Input::Hotplug(ev)).expect("alive");
-    send(HotplugEvent::Present(gadget("A", 1, 2))); // mapped: adopts
+    send(HotplugEvent::Present(gadget("A", 1, 2))); // mapped: takes it over
     send(HotplugEvent::Present(gadget("stranger", 2, 3))); // unmapped now: released
     send(HotplugEvent::ColdplugDone); // 3-4 never showed up: closed
     let (reply, rx) = oneshot::channel();
@@ -506,7 +506,7 @@ async fn inherited_sessions_are_adopted_by_present_mapped_boards_only() {
     let _ = rx.await;
     let jobs = jobs.lock().expect("lock");
     assert_eq!(jobs.len(), 1);
-    assert!(jobs[0].adopt.as_ref().is_some_and(|c| c.session.live));
+    assert!(jobs[0].handed.as_ref().is_some_and(|c| c.session.live));
 }
 
 #[tokio::test(start_paused = true)]
@@ -595,7 +595,7 @@ async fn reload_touches_only_the_boards_whose_mapping_changed() {
     assert_eq!(same, generations);
 
     // B's next session (its next Tversion) goes to the new server.
-    let refused = r.job(1, |j| j.backends.connect()).err().expect("nothing listens on 5651");
+    let refused = r.job(1, |j| j.board_backend.connect()).err().expect("nothing listens on 5651");
     assert!(refused.message.contains("127.0.0.1:5651"), "{}", refused.message);
     assert_eq!(r.board("002-002").await.expect("listed").backend_pending, None);
 
@@ -700,7 +700,7 @@ async fn a_released_board_gives_up_its_session_and_a_remapped_one_keeps_it() {
     r.reload("").await.expect("applied");
     let stops: Vec<_> = r.jobs.lock().expect("lock").iter().map(|j| j.stop.clone()).collect();
     assert!(stops[0].requested() && stops[1].requested());
-    // A stops: its carried session is dropped (interface and server
+    // A stops: its handed-back session is dropped (interface and server
     // connection closed), and no worker takes it up again.
     r.stopped_at_boundary(0);
     let _ = r.status().await;
@@ -712,7 +712,7 @@ async fn a_released_board_gives_up_its_session_and_a_remapped_one_keeps_it() {
     r.stopped_at_boundary(1);
     let _ = r.status().await;
     assert_eq!(r.job_count(), 3);
-    assert!(r.adopted(2), "B's new worker adopts the session its old one carried");
+    assert!(r.took_over(2), "B's new worker takes over the session its old one handed back");
     assert_eq!(r.board("002-003").await.map(|b| b.state), Some(BoardState::Idle));
 }
 
@@ -804,7 +804,7 @@ async fn a_hand_over_called_off_starts_what_was_deferred() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_reload_during_a_hand_over_leaves_every_board_carried_or_served() {
+async fn a_reload_during_a_hand_over_leaves_every_board_handed_over_or_served() {
     let r = rig(CONFIG);
     r.two_boards().await;
     let answer = r.hand_over();
@@ -820,7 +820,7 @@ async fn a_reload_during_a_hand_over_leaves_every_board_carried_or_served() {
     let s = r.status().await;
     // Each board is served here again, with its own session...
     assert_eq!(r.job_count(), 4, "{s:?} / {reload:?}");
-    assert!(r.adopted(2) && r.adopted(3));
+    assert!(r.took_over(2) && r.took_over(3));
     // ...because the reload was refused, not half applied.
     let err = reload.expect_err("refused during the hand-over");
     assert!(err.contains("hand-over"), "{err}");
@@ -847,7 +847,7 @@ async fn a_board_released_before_a_failed_exec_is_let_go_not_stranded() {
     assert!(matches!(&s[0].state, BoardState::Ignored { .. }), "{:?}", s[0].state);
     assert_eq!(s[1].state, BoardState::Idle);
     assert_eq!(r.job_count(), 3);
-    assert!(r.adopted(2));
+    assert!(r.took_over(2));
 }
 
 #[tokio::test(start_paused = true)]
@@ -870,9 +870,9 @@ async fn a_stop_hands_over_every_board_ready_in_time_and_leaves_only_the_busy_on
     // The shutdown breaks only B's server connection (its request gets EIO).
     r.tx.send(Input::Shutdown).expect("alive");
     r.tx.closed().await;
-    let b = r.job(1, |j| j.backends.connect()).err().expect("stopped");
+    let b = r.job(1, |j| j.board_backend.connect()).err().expect("stopped");
     assert!(b.message.contains("letting go"), "{}", b.message);
-    let a = r.job(0, |j| j.backends.connect()).err().map(|e| e.message).unwrap_or_default();
+    let a = r.job(0, |j| j.board_backend.connect()).err().map(|e| e.message).unwrap_or_default();
     assert!(!a.contains("letting go"), "A's connection belongs to the successor: {a}");
 }
 
@@ -881,9 +881,9 @@ async fn a_successor_says_which_boards_kept_their_sessions_and_which_lost_theirs
     let config = Config::parse(CONFIG, Path::new("t.toml")).expect("config");
     let (tx, rx) = mpsc::unbounded_channel();
     let jobs = Jobs::default();
-    let key = |bus, addr| GadgetKey { busaddr: BusAddr { bus, addr }, iface: 0 };
+    let key = |bus, addr| GadgetKey { busaddr: BusAddr { bus, addr }, interface: 0 };
     let sup = Supervisor::new(config, Recorder { jobs: jobs.clone(), ..Default::default() }, Box::new(Silent), tx.clone())
-        .with_inherited([(key(1, 2), carry(true))].into_iter().collect())
+        .with_handed_over([(key(1, 2), handed(true))].into_iter().collect())
         .with_lost([key(2, 3)]);
     tokio::spawn(sup.run(rx));
     let send = |ev| tx.send(Input::Hotplug(ev)).expect("alive");
@@ -911,16 +911,16 @@ async fn a_successor_says_which_boards_kept_their_sessions_and_which_lost_theirs
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_carried_session_is_bounded_by_the_max_frame_in_force_and_kept_only_by_its_own_board() {
+async fn a_handed_over_session_is_bounded_by_the_max_frame_in_force_and_kept_only_by_its_own_board() {
     let text = format!("[daemon]\nmax_frame = 65536\n{CONFIG}");
     let config = Config::parse(&text, Path::new("t.toml")).expect("config");
     let (tx, rx) = mpsc::unbounded_channel();
     let jobs = Jobs::default();
-    let key = |bus, addr| GadgetKey { busaddr: BusAddr { bus, addr }, iface: 0 };
+    let key = |bus, addr| GadgetKey { busaddr: BusAddr { bus, addr }, interface: 0 };
     let serials = [(key(1, 2), Some("A".to_string())), (key(2, 3), Some("someone-else".to_string()))].into_iter().collect();
     let sup = Supervisor::new(config, Recorder { jobs: jobs.clone(), ..Default::default() }, Box::new(Silent), tx.clone())
-        .with_inherited([(key(1, 2), carry(true)), (key(2, 3), carry(true))].into_iter().collect())
-        .with_inherited_serials(serials);
+        .with_handed_over([(key(1, 2), handed(true)), (key(2, 3), handed(true))].into_iter().collect())
+        .with_handed_over_serials(serials);
     tokio::spawn(sup.run(rx));
     tx.send(Input::Hotplug(HotplugEvent::Present(gadget("A", 1, 2)))).expect("alive");
     // A different board (B) now sits at the address the session was for.
@@ -930,7 +930,82 @@ async fn a_carried_session_is_bounded_by_the_max_frame_in_force_and_kept_only_by
     let _ = rx.await;
     let jobs = jobs.lock().expect("lock");
     assert_eq!(jobs.len(), 2);
-    let a = jobs[0].adopt.as_ref().expect("A carries on with its session");
-    assert_eq!(a.session.ceiling, 65536, "the carried ceiling (1 MiB) is bounded by the max_frame in force");
-    assert!(jobs[1].adopt.is_none(), "B does not get the session recorded for another serial at its address");
+    let a = jobs[0].handed.as_ref().expect("A carries on with its session");
+    assert_eq!(a.session.ceiling, 65536, "the handed-over ceiling (1 MiB) is bounded by the max_frame in force");
+    assert!(jobs[1].handed.is_none(), "B does not get the session recorded for another serial at its address");
+}
+
+// --- usb9pfsd serve / unserve: runtime mappings over the config. ---
+
+impl Rig {
+    async fn serve_with(&self, board: &str, spec: crate::config::serve::ServeSpec) -> Result<ServeAnswer, String> {
+        let (reply, rx) = oneshot::channel();
+        let serve = Serve { board: board.parse().expect("board"), spec, by_uid: 1000, since: "2026-12-06T00:00:00Z".into() };
+        self.tx.send(Input::Serve(serve, reply)).expect("supervisor alive");
+        rx.await.expect("serve reply")
+    }
+
+    async fn unserve(&self, board: &str) -> Result<ServeAnswer, String> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Input::Unserve(board.parse().expect("board"), reply)).expect("supervisor alive");
+        rx.await.expect("unserve reply")
+    }
+}
+
+fn export(dir: &str) -> crate::config::serve::ServeSpec {
+    crate::config::serve::ServeSpec { export: Some(dir.into()), ..Default::default() }
+}
+
+#[tokio::test(start_paused = true)]
+async fn serve_maps_a_board_over_the_config_until_unserved_and_survives_a_reload() {
+    let r = rig(CONFIG);
+    r.send(HotplugEvent::Present(gadget("A", 1, 2)));
+    r.send(HotplugEvent::Present(gadget("stranger", 2, 2)));
+    r.send(HotplugEvent::ColdplugDone);
+    let _ = r.status().await;
+    assert_eq!(r.spawned(), 1, "the stranger is not in the config");
+
+    // A board nobody mapped gets a worker, serving the directory.
+    let answer = r.serve_with("stranger", export("/srv/rootfs")).await.expect("served");
+    assert_eq!(answer.summary.started, 1);
+    assert_eq!(answer.boards, vec!["stranger at 002-002#0".to_string()]);
+    assert_eq!(r.spawned(), 2);
+    let s = r.board("002-002").await.expect("listed");
+    assert_eq!(s.backend.as_deref(), Some("managed:/srv/rootfs"));
+    assert_eq!(s.confine.as_ref().and_then(|c| c.export.as_deref()), Some("/srv/rootfs"));
+    let report = r.report().await;
+    assert_eq!(report.daemon.serves.len(), 1);
+    assert_eq!((report.daemon.serves[0].board.to_string(), report.daemon.serves[0].by_uid), ("stranger".into(), 1000));
+
+    // A mapped board moves at its next mount; its live session is not cut.
+    let answer = r
+        .serve_with(
+            "001-002#0",
+            crate::config::serve::ServeSpec { backend: Some("10.0.0.9:564".parse().expect("addr")), ..Default::default() },
+        )
+        .await
+        .expect("served");
+    assert_eq!(answer.summary.swapped, 1);
+    let a = r.board("001-002").await.expect("listed");
+    assert_eq!((a.backend_pending.as_deref(), a.starts), (Some("10.0.0.9:564"), 1), "same worker, new server pending");
+    assert!(!r.job(0, |j| j.stop.requested()));
+
+    // A reload of the file keeps both serves.
+    let summary = r.reload(CONFIG).await.expect("reloaded");
+    assert_eq!(summary.swapped + summary.started + summary.released, 0, "{summary:?}");
+    assert_eq!(r.report().await.daemon.serves.len(), 2);
+    assert_eq!(r.board("002-002").await.expect("listed").backend.as_deref(), Some("managed:/srv/rootfs"));
+
+    // Unserve: the config decides again — the stranger is let go, A goes back.
+    let answer = r.unserve("stranger").await.expect("unserved");
+    assert_eq!(answer.summary.released, 1);
+    assert!(r.job(1, |j| j.stop.requested()), "the stranger's worker stops at a boundary");
+    r.unserve("001-002#0").await.expect("unserved");
+    let a = r.board("001-002").await.expect("listed");
+    assert_eq!((a.backend.as_deref(), a.backend_pending), (Some("127.0.0.1:5640"), None), "back on its own server, never having left it");
+    let err = r.unserve("stranger").await.expect_err("nothing to undo");
+    assert!(err.contains("no serve is set for stranger"), "{err}");
+    assert!(r.report().await.daemon.serves.is_empty());
+    // Refused: a serve with nothing to serve.
+    assert!(r.serve_with("A", Default::default()).await.is_err());
 }

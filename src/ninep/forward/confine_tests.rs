@@ -114,7 +114,7 @@ fn twalk(fid: u32, newfid: u32, names: &[&[u8]]) -> Vec<u8> {
 
 struct Confined(BackendAddr, Option<Arc<Policy>>);
 
-impl Backends for Confined {
+impl BackendPolicy for Confined {
     fn connect(&self) -> Result<Backend, ConnectError> {
         Backend::connect(&self.0, std::time::Duration::from_secs(5)).map_err(|e| ConnectError::from_io(&e, "connect".into()))
     }
@@ -129,9 +129,9 @@ fn start(policy: Option<Policy>) -> (sim::Board, Arc<Counters>, std::thread::Joi
     let (mut host, board) = sim::gadget(512, 16384);
     let counters = Arc::new(Counters::default());
     let c = counters.clone();
-    let backends = Confined(server.addr.clone(), policy.map(Arc::new));
+    let board_backend = Confined(server.addr.clone(), policy.map(Arc::new));
     let limits = Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None, recover_window: std::time::Duration::ZERO };
-    let exit = std::thread::spawn(move || run(&mut host, &backends, &c, limits, &mut Session::new(limits)));
+    let exit = std::thread::spawn(move || run(&mut host, &board_backend, &c, limits, &mut Session::new(limits)));
     (board, counters, exit, server)
 }
 
@@ -193,10 +193,14 @@ fn an_unconfined_board_is_carried_as_before() {
 }
 
 /// Runs a loop over `host` with `session` on another thread.
-fn resume(mut host: sim::HostEnd, backends: Arc<Confined>, mut session: Session) -> std::thread::JoinHandle<(Exit, Session, sim::HostEnd)> {
+fn resume(
+    mut host: sim::HostEnd,
+    board_backend: Arc<Confined>,
+    mut session: Session,
+) -> std::thread::JoinHandle<(Exit, Session, sim::HostEnd)> {
     let limits = Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None, recover_window: std::time::Duration::ZERO };
     std::thread::spawn(move || {
-        let exit = run(&mut host, backends.as_ref(), &Counters::default(), limits, &mut session);
+        let exit = run(&mut host, board_backend.as_ref(), &Counters::default(), limits, &mut session);
         (exit, session, host)
     })
 }
@@ -205,11 +209,11 @@ fn resume(mut host: sim::HostEnd, backends: Arc<Confined>, mut session: Session)
 fn a_confined_session_crosses_a_hand_over_with_its_fid_table() {
     let server = server();
     let policy = Arc::new(Policy { export: Some("/srv/boards/a".into()), ..Policy::default() });
-    let backends = Arc::new(Confined(server.addr.clone(), Some(policy)));
+    let board_backend = Arc::new(Confined(server.addr.clone(), Some(policy)));
     let limits = Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None, recover_window: std::time::Duration::ZERO };
     let (host, board) = sim::gadget(512, 16384);
     let stop = host.stop_switch();
-    let first = resume(host, backends.clone(), Session::new(limits));
+    let first = resume(host, board_backend.clone(), Session::new(limits));
     board.send(&tversion(b"9P2000.L"));
     assert_eq!(board.recv()[4], RVERSION);
     board.send(&tattach(0, b""));
@@ -229,8 +233,8 @@ fn a_confined_session_crosses_a_hand_over_with_its_fid_table() {
         s.dialect = session.dialect;
         s.ceiling = session.ceiling;
         s.backend = Some(Backend::connect(&server.addr, std::time::Duration::from_secs(5)).expect("connect"));
-        s.carried_fids = record;
-        resume(host, backends.clone(), s)
+        s.handed_fids = record;
+        resume(host, board_backend.clone(), s)
     };
     host.renew_stop_switch();
     let stop = host.stop_switch();

@@ -303,7 +303,7 @@ struct Run {
 
 struct Direct(BackendAddr);
 
-impl Backends for Direct {
+impl BackendPolicy for Direct {
     fn connect(&self) -> Result<Backend, ConnectError> {
         Backend::connect(&self.0, Duration::from_secs(5)).map_err(|e| ConnectError::from_io(&e, "connect".into()))
     }
@@ -314,9 +314,9 @@ fn start(srv: &Server, window: Duration) -> Run {
     let (mut host, board) = sim::gadget(512, 16384);
     let counters = Arc::new(Counters::default());
     let c = counters.clone();
-    let backends = Direct(srv.addr.clone());
+    let board_backend = Direct(srv.addr.clone());
     let limits = Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None, recover_window: window };
-    let exit = std::thread::spawn(move || run(&mut host, &backends, &c, limits, &mut Session::new(limits)));
+    let exit = std::thread::spawn(move || run(&mut host, &board_backend, &c, limits, &mut Session::new(limits)));
     Run { board, counters, exit }
 }
 
@@ -434,13 +434,13 @@ fn a_handed_over_session_stays_recoverable() {
     let srv = server();
     let (mut host, board) = sim::gadget(512, 16384);
     let counters = Arc::new(Counters::default());
-    let backends = Direct(srv.addr.clone());
+    let board_backend = Direct(srv.addr.clone());
     let limits = Limits { max_frame: 1 << 20, board_buflen: 16384, request_timeout: None, recover_window: Duration::from_secs(20) };
     let stop = host.stop_switch();
     let c = counters.clone();
     let first = std::thread::spawn(move || {
         let mut s = Session::new(limits);
-        let exit = run(&mut host, &backends, &c, limits, &mut s);
+        let exit = run(&mut host, &board_backend, &c, limits, &mut s);
         (exit, s, host)
     });
     let msgs = session();
@@ -458,12 +458,12 @@ fn a_handed_over_session_stays_recoverable() {
     s.backend = old.backend;
     s.live = true;
     s.ceiling = old.ceiling;
-    s.carried_fids = Some(record);
+    s.handed_fids = Some(record);
     let counters = Arc::new(Counters::default());
     let c = counters.clone();
-    let backends = Direct(srv.addr.clone());
+    let board_backend = Direct(srv.addr.clone());
     host.renew_stop_switch();
-    let second = std::thread::spawn(move || run(&mut host, &backends, &c, limits, &mut s));
+    let second = std::thread::spawn(move || run(&mut host, &board_backend, &c, limits, &mut s));
     {
         let mut w = srv.world.lock().expect("world");
         let at = w.count + 1;

@@ -23,6 +23,60 @@
 
 SERIAL=0001-BOARD-A
 
+# managed_export_under_the_unit: issue 22's managed diod under the packaged,
+# hardened unit with the shipped drop-in (docs/serve.md "Privileges"): a
+# developer's tree owned by uid 1000 under /srv, served with `usb9pfsd
+# serve`; the serve survives `systemctl restart` (the hand-over state); the
+# board's root reads it by checksum and what it writes belongs to uid 1000;
+# diod runs as uid 1000 with no capability and is gone after the umount.
+# Leaves the board unmounted and the drop-in removed.
+managed_export_under_the_unit() {
+    local tree=/srv/rootfs-dev dropin=/etc/systemd/system/usb9pfsd.service.d
+    # A developer's account (diod looks its own uid up: the tree's owner
+    # must be a real user).
+    getent passwd 1000 >/dev/null || useradd -u 1000 -M -s /usr/sbin/nologin rigdev || bad "managed: cannot add user 1000"
+    mkdir -p "$tree/etc"
+    dd if=/dev/urandom of="$tree/data.bin" bs=1M count=2 status=none
+    echo dev-tree > "$tree/etc/which"
+    chown -R 1000:1000 "$tree"
+    local out
+    out=$(usb9pfsd serve "$SERIAL" --export "$tree" 2>&1) || bad "usb9pfsd serve under the unit: $out"
+    mkdir -p "$dropin"
+    sed "s|^ReadWritePaths=.*|ReadWritePaths=$tree|" /usr/share/doc/usb9pfsd/examples/managed-exports.conf > "$dropin/managed-exports.conf" \
+        || bad "the package ships the managed-exports drop-in"
+    systemctl daemon-reload
+    systemctl restart usb9pfsd.service || bad "restart with the drop-in failed"
+    expect "managed: the service runs with the drop-in" wait_until 20 is_active
+    expect "managed: the serve survived systemctl restart (status lists it)" \
+        sh -c "usb9pfsd status | grep -q '^usb9pfsd serve $SERIAL: $tree (managed diod)'"
+    if board_mount_retry A "$tree" 60; then
+        managed_export_checks "$tree"
+    else
+        save_journal
+        bad "managed: the board could not mount the served tree under the unit"
+    fi
+    usb9pfsd unserve "$SERIAL" >/dev/null 2>&1 || bad "managed: unserve failed"
+    rm -rf "$dropin"
+    systemctl daemon-reload
+    save_journal
+}
+
+# managed_export_checks TREE: board A has TREE mounted through a managed diod.
+managed_export_checks() {
+    local tree=$1 mm=${B_MNT[A]} dp
+    expect_eq "managed: the board reads the tree by checksum" "$(sha "$tree/data.bin")" "$(timeout -s KILL 120 sha256sum "$mm/data.bin" | cut -d' ' -f1)"
+    echo "written by the board" > "$mm/etc/board-note" || bad "managed: the board could not write"
+    expect_eq "managed: what the board's root wrote belongs to uid 1000" "1000:1000 written by the board" \
+        "$(stat -c %u:%g "$tree/etc/board-note" 2>&1) $(cat "$tree/etc/board-note" 2>&1)"
+    dp=$(pgrep -f -- "--export $tree\$" | head -n1)
+    expect_eq "managed: diod runs as uid 1000" 1000 "$(stat -c %u "/proc/$dp" 2>&1)"
+    expect_eq "managed: diod has no capability (permitted, effective, ambient)" "0000000000000000 0000000000000000 0000000000000000" \
+        "$(awk '/^Cap(Eff|Prm|Amb):/ {printf "%s ", $2}' "/proc/$dp/status" 2>&1 | sed 's/ $//')"
+    expect "managed: diod is in the unit's cgroup (stopped with it)" grep -q usb9pfsd.service "/proc/$dp/cgroup"
+    board_umount A || bad "managed: umount failed"
+    expect "managed: diod is gone after the umount" wait_until 20 sh -c "! pgrep -f -- '--export $tree\$' >/dev/null"
+}
+
 # unit_prop PROP: one property of usb9pfsd.service as systemd sees it.
 unit_prop() { systemctl show -p "$1" --value usb9pfsd.service 2>/dev/null; }
 is_active() { [ "$(systemctl is-active usb9pfsd.service 2>/dev/null)" = active ]; }
@@ -325,6 +379,8 @@ scenario_main() {
     out=$(grep -iE 'EPERM|EACCES|Operation not permitted|Permission denied' "$SC_OUT/journal.txt" || true)
     if [ -z "$out" ]; then ok "journal after unplug/replug: still no permission error"
     else bad "journal after unplug/replug: permission errors: $(printf '%s\n' "$out" | head -n2 | tr '\n' ' ')"; fi
+
+    managed_export_under_the_unit
 
     # ---- dpkg -P with the service running and the board plugged
     cp "$gs" "$LOCAL/usb9pfs-gadget"    # for its `down` after the purge

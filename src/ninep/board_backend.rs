@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::counters::Stamped;
 use crate::ninep::backend::{AbortHandle, Backend, BackendAddr, BackendError, Dial};
 use crate::ninep::confine::Policy;
-use crate::ninep::forward::{Backends, ConnectError};
+use crate::ninep::forward::{BackendPolicy, ConnectError};
 
 /// New server sessions a board may open in a row (each Tversion is one)…
 pub const SESSION_BURST: u32 = 8;
@@ -247,7 +247,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl Backends for BoardBackend {
+impl BackendPolicy for BoardBackend {
     fn policy(&self) -> Option<Arc<Policy>> {
         lock(&self.policy).clone()
     }
@@ -279,7 +279,9 @@ impl Backends for BoardBackend {
             Err(e) => {
                 *lock(&self.live) = Live::Idle;
                 let err = ConnectError::from_io(&e, format!("cannot connect to 9P server {addr}"));
-                let hint = if e.kind() == std::io::ErrorKind::TimedOut {
+                let hint = if matches!(addr, BackendAddr::Managed(_)) {
+                    "usb9pfsd starts that server itself: the error says what to change".to_string()
+                } else if e.kind() == std::io::ErrorKind::TimedOut {
                     format!("the server did not accept within {:?}: check whether it is wedged, stopped (SIGSTOP) or overloaded, or its host unreachable", self.connect_timeout)
                 } else {
                     "is the server running and reachable?".to_string()
@@ -303,7 +305,7 @@ impl Backends for BoardBackend {
 
     /// Registers a live connection a predecessor handed over, so stop()
     /// wakes a worker blocked on it like on one this backend made.
-    fn adopted(&self, b: &Backend) {
+    fn took_over(&self, b: &Backend) {
         *lock(&self.live) = Live::Connected(b.abort_handle());
         if self.stopped.load(Ordering::SeqCst) {
             self.stop();
