@@ -6,7 +6,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Bus number and device address: unique while the device stays plugged;
 /// a reset or re-enumeration gives the board a new one.
@@ -44,19 +44,34 @@ impl BusAddr {
     }
 }
 
+/// Who a board is, in every JSON output that names one (`list --json`,
+/// `status --json`, `probe --json` for a plugged board): these five fields,
+/// flattened into the board's object (`#[serde(flatten)]`). The names and
+/// formats are an interface, documented in usb9pfsd(8): scripts and other
+/// programs (a labgrid driver) read them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BoardIdentity {
+    /// The device's serial string; null when it has none.
+    pub serial: Option<String>,
+    /// `BBB-DDD`: bus number and device address, zero-padded as in
+    /// `/dev/bus/usb/BBB/DDD` (a re-enumeration changes it).
+    pub busaddr: String,
+    /// bInterfaceNumber of the board's usb9pfs interface.
+    pub interface: u8,
+    /// The kernel's port path, e.g. `1-1.2` (stable on the same port).
+    pub port_path: String,
+    /// `vvvv:pppp`: VID:PID in lower-case hex.
+    pub id: String,
+}
+
 /// One usb9pfs interface of a USB device, with what the device says about
 /// itself.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GadgetInfo {
-    #[serde(skip)]
     pub busaddr: BusAddr,
-    pub bus: u8,
-    pub address: u8,
     /// Kernel port path, e.g. `1-1.2` (stable across resets on the same port).
     pub port_path: String,
-    #[serde(skip)]
     pub vid: u16,
-    #[serde(skip)]
     pub pid: u16,
     /// `vid:pid` in hex.
     pub id: String,
@@ -74,6 +89,17 @@ impl GadgetInfo {
         GadgetKey { busaddr: self.busaddr, interface: self.interface }
     }
 
+    /// The board as every JSON output names it.
+    pub fn identity(&self) -> BoardIdentity {
+        BoardIdentity {
+            serial: self.serial.clone(),
+            busaddr: self.busaddr.to_string(),
+            interface: self.interface,
+            port_path: self.port_path.clone(),
+            id: self.id.clone(),
+        }
+    }
+
     pub fn serial_or_none(&self) -> &str {
         self.serial.as_deref().unwrap_or("(no serial)")
     }
@@ -83,8 +109,6 @@ impl GadgetInfo {
     pub fn example(serial: Option<&str>, bus: u8, addr: u8) -> GadgetInfo {
         GadgetInfo {
             busaddr: BusAddr { bus, addr },
-            bus,
-            address: addr,
             port_path: format!("{bus}-1"),
             vid: 0x1d6b,
             pid: 0x0109,

@@ -252,223 +252,20 @@ impl Config {
     /// placeholder serial, a unix socket the service's sandbox hides), each
     /// with its place in the file and what to do.
     pub fn parse_checked(text: &str, path: &Path) -> Result<(Config, Vec<ConfigError>), ConfigError> {
-        let err = |span: Option<std::ops::Range<usize>>, message: String| {
-            let (line, column) = span.map(|s| line_col(text, s.start)).unwrap_or((0, 0));
-            ConfigError { path: path.to_path_buf(), line, column, message }
-        };
-        let mut warnings = Vec::new();
+        let mut c = Checker { text, path, warnings: Vec::new(), max_frame: DEFAULT_MAX_FRAME };
         let file: FileSchema = toml::from_str(text).map_err(|e| {
             let span = e.span();
-            err(span.clone(), in_toml_words(e.message(), text, span))
+            c.err(span.clone(), in_toml_words(e.message(), text, span))
         })?;
-
-        let max_frame = match &file.daemon.max_frame {
-            Some(v) => in_range(v, FRAME_RANGE, "max_frame").map_err(|m| err(Some(v.span()), m))?,
-            None => DEFAULT_MAX_FRAME,
-        };
-        let allow_ids = match &file.daemon.allow_ids {
-            None => None,
-            Some(ids) if ids.get_ref().is_empty() => {
-                return Err(err(
-                    Some(ids.span()),
-                    "allow_ids = [] lets no board in: list the VID:PIDs to serve, like [\"1d6b:0109\"], or remove the key to serve every usb9pfs gadget".into(),
-                ))
-            }
-            Some(ids) => Some(
-                ids.get_ref()
-                    .iter()
-                    .map(|s| parse_usb_id(s.get_ref()).map_err(|m| err(Some(s.span()), m)))
-                    .collect::<Result<Vec<_>, _>>()?,
-            ),
-        };
-        let control_socket = match &file.daemon.control_socket {
-            Some(p) if !p.get_ref().starts_with('/') => {
-                return Err(err(Some(p.span()), format!("control_socket = {:?} must be an absolute path", p.get_ref())))
-            }
-            Some(p) => Some(PathBuf::from(p.get_ref())),
-            None => None,
-        };
-        let test_wait = |v: &Option<Spanned<i64>>, max: Duration, name: &str| match v {
-            Some(v) => in_range(v, (1, max.as_secs() as u32), name)
-                .map(|s| Some(Duration::from_secs(s.into())))
-                .map_err(|m| err(Some(v.span()), m)),
-            None => Ok(None),
-        };
-        let test_waits = TestWaits {
-            partial_frame_wait: test_wait(
-                &file.daemon.test_partial_frame_wait,
-                crate::usb::pipe::PARTIAL_FRAME_WAIT,
-                "test_partial_frame_wait",
-            )?,
-            nudge_every: test_wait(&file.daemon.test_nudge_every, crate::usb::pipe::NUDGE_EVERY, "test_nudge_every")?,
-        };
-        // A board's frames are as long as its buflen (its mount's msize):
-        // a ceiling below it refuses them all.
-        let fits = |v: &Spanned<i64>, buflen: u32| {
-            if buflen > max_frame {
-                return Err(err(
-                    Some(v.span()),
-                    format!(
-                        "buflen = {buflen} is larger than max_frame = {max_frame}: the board's messages (up to its buflen) would be refused; raise [daemon] max_frame to at least {buflen}"
-                    ),
-                ));
-            }
-            Ok(buflen)
-        };
-        let default_buflen = match &file.defaults.buflen {
-            Some(v) => fits(v, in_range(v, BUFLEN_RANGE, "buflen").map_err(|m| err(Some(v.span()), m))?)?,
-            None => DEFAULT_BUFLEN,
-        };
-        let request_timeout = |v: &Option<Spanned<i64>>, inherited: Option<Duration>| match v {
-            Some(v) => in_range(v, REQUEST_TIMEOUT_RANGE, "request_timeout")
-                .map(|s| Some(Duration::from_secs(s.into())))
-                .map_err(|m| err(Some(v.span()), m)),
-            None => Ok(inherited),
-        };
-        let default_request_timeout = request_timeout(&file.defaults.request_timeout, None)?;
-        let recover_window = |v: &Option<Spanned<i64>>, inherited: Duration| match v {
-            Some(v) => in_range(v, RECOVER_WINDOW_RANGE, "recover_window")
-                .map(|s| Duration::from_secs(s.into()))
-                .map_err(|m| err(Some(v.span()), m)),
-            None => Ok(inherited),
-        };
-        let default_recover_window = recover_window(&file.defaults.recover_window, DEFAULT_RECOVER_WINDOW)?;
-        let confine = |c: ConfineKeys, inherited: &Policy| -> Result<Policy, ConfigError> {
-            let mut p = inherited.clone();
-            if let Some(e) = &c.export {
-                check_export(e.get_ref()).map_err(|m| err(Some(e.span()), m))?;
-                p.export = Some(e.get_ref().clone());
-            }
-            if let Some(ro) = c.read_only {
-                p.read_only = ro;
-            }
-            for (v, slot, name) in [(c.uid, &mut p.uid, "uid"), (c.gid, &mut p.gid, "gid")] {
-                if let Some(v) = v {
-                    if *v.get_ref() == i64::from(u32::MAX) {
-                        return Err(err(Some(v.span()), format!("{name} = {} is 9P's \"no user\": pick a real id", u32::MAX)));
-                    }
-                    *slot = Some(in_range(v, (0, u32::MAX - 1), name).map_err(|m| err(Some(v.span()), m))?);
-                }
-            }
-            Ok(p)
-        };
-        // The address, and a warning if the service cannot reach it.
-        let backend = |v: &Spanned<String>| -> Result<(BackendAddr, Option<ConfigError>), ConfigError> {
-            let b = parse_backend(v.get_ref()).map_err(|m| err(Some(v.span()), m))?;
-            let hidden = sandbox_hides(&b).map(|w| err(Some(v.span()), w));
-            Ok((b, hidden))
-        };
-        let d = &file.defaults;
-        let keys = ConfineKeys { export: &d.export, read_only: d.read_only, uid: &d.uid, gid: &d.gid };
-        let default_confine = confine(keys, &Policy::default())?;
-        // A managed server exports the entry's `export`: it must have one
-        // (a template is expanded per board by `resolve`).
-        let managed =
-            |b: BackendAddr, c: &Policy, span: std::ops::Range<usize>| -> Result<(BackendAddr, Option<ConfigError>), ConfigError> {
-                match (&b, &c.export) {
-                    (BackendAddr::Managed(_), None) => Err(err(
-                        Some(span),
-                        "backend = \"managed\" needs export = \"/dir\": the directory the managed diod serves to the board".into(),
-                    )),
-                    (BackendAddr::Managed(_), Some(e)) => {
-                        let dir = BackendAddr::Managed(PathBuf::from(e));
-                        let hidden = sandbox_hides(&dir).map(|w| err(Some(span), w));
-                        Ok((dir, hidden))
-                    }
-                    _ => Ok((b, None)),
-                }
-            };
-        let default = match &file.defaults.backend {
-            None => None,
-            Some(b) => Some(Target {
-                backend: {
-                    let (addr, hidden) = backend(b)?;
-                    warnings.extend(hidden);
-                    let (addr, hidden) = managed(addr, &default_confine, b.span())?;
-                    warnings.extend(hidden);
-                    addr
-                },
-                buflen: default_buflen,
-                request_timeout: default_request_timeout,
-                recover_window: default_recover_window,
-                confine: default_confine.clone(),
-            }),
-        };
-
+        let (allow_ids, control_socket, test_waits) = c.daemon(&file.daemon)?;
+        let (defaults, default) = c.defaults(&file.defaults)?;
         let mut seen = HashSet::new();
         let mut boards = Vec::new();
         for entry in &file.board {
-            let b = entry.get_ref();
-            let matcher = match (&b.serial, &b.path) {
-                (Some(s), None) => {
-                    check_serial(s.get_ref()).map_err(|m| err(Some(s.span()), m))?;
-                    if s.get_ref().starts_with(PLACEHOLDER_SERIAL) {
-                        warnings.push(err(
-                            Some(s.span()),
-                            format!(
-                                "serial = {:?} is the shipped placeholder: no board has it; replace it with your board's serial (the SERIAL column of `usb9pfsd list`), or delete this [[board]] entry",
-                                s.get_ref()
-                            ),
-                        ));
-                    }
-                    (Match::Serial(s.get_ref().clone()), s.span())
-                }
-                (None, Some(p)) => {
-                    check_port_path(p.get_ref()).map_err(|m| err(Some(p.span()), m))?;
-                    (Match::Path(p.get_ref().clone()), p.span())
-                }
-                (Some(_), Some(p)) => return Err(err(Some(p.span()), "a [[board]] entry matches by serial or by path, not both".into())),
-                (None, None) => {
-                    return Err(err(
-                        Some(entry.span()),
-                        "this [[board]] entry has neither serial nor path: add serial = \"...\" (see `usb9pfsd list`)".into(),
-                    ))
-                }
-            };
-            let (matcher, span) = matcher;
-            let interface = match &b.interface {
-                Some(i) => Some(in_range(i, (0, 255), "interface").map_err(|m| err(Some(i.span()), m))? as u8),
-                None => None,
-            };
-            if !seen.insert((matcher.clone(), interface)) {
-                let what = match interface {
-                    Some(i) => format!("{} interface {i}", describe(&matcher)),
-                    None => describe(&matcher),
-                };
-                return Err(err(Some(span), format!("{what} is listed twice")));
-            }
-            let board_backend = match &b.backend {
-                Some(v) => {
-                    let (addr, hidden) = backend(v)?;
-                    warnings.extend(hidden);
-                    addr
-                }
-                // A directory and no server: a managed diod serves it.
-                None if b.export.is_some() => BackendAddr::Managed(PathBuf::new()),
-                None => {
-                    return Err(err(
-                        Some(entry.span()),
-                        format!(
-                            "this [[board]] entry ({}) has no backend: add backend = \"host:port\" or \"unix:/path\", or export = \"/dir\" alone to have usb9pfsd start a diod serving that directory",
-                            describe(&matcher)
-                        ),
-                    ));
-                }
-            };
-            let buflen = match &b.buflen {
-                Some(v) => fits(v, in_range(v, BUFLEN_RANGE, "buflen").map_err(|m| err(Some(v.span()), m))?)?,
-                None => default_buflen,
-            };
-            let request_timeout = request_timeout(&b.request_timeout, default_request_timeout)?;
-            let recover_window = recover_window(&b.recover_window, default_recover_window)?;
-            let keys = ConfineKeys { export: &b.export, read_only: b.read_only, uid: &b.uid, gid: &b.gid };
-            let confine = confine(keys, &default_confine)?;
-            let (board_backend, hidden) = managed(board_backend, &confine, entry.span())?;
-            warnings.extend(hidden);
-            let target = Target { backend: board_backend, buflen, request_timeout, recover_window, confine };
-            boards.push(BoardRule { matcher, interface, target });
+            boards.push(c.board(entry, &defaults, &mut seen)?);
         }
-        Ok((Config { max_frame, allow_ids, default, boards, control_socket, test_waits, serves: Vec::new() }, warnings))
+        let config = Config { max_frame: c.max_frame, allow_ids, default, boards, control_socket, test_waits, serves: Vec::new() };
+        Ok((config, c.warnings))
     }
 
     /// Which backend serves `g`: serial, then port path, then defaults; an
@@ -602,6 +399,262 @@ fn describe(m: &Match) -> String {
         Match::Serial(s) => format!("serial {s:?}"),
         Match::Path(p) => format!("path {p:?}"),
         Match::SerialAt { serial, path } => format!("serial {serial:?} at path {path:?}"),
+    }
+}
+
+/// One config text being checked: where its errors point, the warnings so
+/// far, and `max_frame` (every buflen must fit under it).
+struct Checker<'a> {
+    text: &'a str,
+    path: &'a Path,
+    warnings: Vec<ConfigError>,
+    max_frame: u32,
+}
+
+/// What `[defaults]` gives every `[[board]]` entry that does not say.
+struct Defaults {
+    buflen: u32,
+    request_timeout: Option<Duration>,
+    recover_window: Duration,
+    confine: Policy,
+}
+
+type Span = std::ops::Range<usize>;
+
+impl Checker<'_> {
+    /// An error (or warning) at `span` of the text, with what to do.
+    fn err(&self, span: Option<Span>, message: String) -> ConfigError {
+        let (line, column) = span.map(|s| line_col(self.text, s.start)).unwrap_or((0, 0));
+        ConfigError { path: self.path.to_path_buf(), line, column, message }
+    }
+
+    /// `v` within `range`, or an error at it.
+    fn in_range(&self, v: &Spanned<i64>, range: (u32, u32), name: &str) -> Result<u32, ConfigError> {
+        in_range(v, range, name).map_err(|m| self.err(Some(v.span()), m))
+    }
+
+    /// `[daemon]`: sets `max_frame`; the allowed VID:PIDs, the control
+    /// socket and the rig's test waits.
+    #[allow(clippy::type_complexity)]
+    fn daemon(&mut self, d: &DaemonSchema) -> Result<(Option<Vec<(u16, u16)>>, Option<PathBuf>, TestWaits), ConfigError> {
+        if let Some(v) = &d.max_frame {
+            self.max_frame = self.in_range(v, FRAME_RANGE, "max_frame")?;
+        }
+        let allow_ids = match &d.allow_ids {
+            None => None,
+            Some(ids) if ids.get_ref().is_empty() => {
+                return Err(self.err(
+                    Some(ids.span()),
+                    "allow_ids = [] lets no board in: list the VID:PIDs to serve, like [\"1d6b:0109\"], or remove the key to serve every usb9pfs gadget".into(),
+                ))
+            }
+            Some(ids) => Some(
+                ids.get_ref()
+                    .iter()
+                    .map(|s| parse_usb_id(s.get_ref()).map_err(|m| self.err(Some(s.span()), m)))
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
+        let control_socket = match &d.control_socket {
+            Some(p) if !p.get_ref().starts_with('/') => {
+                return Err(self.err(Some(p.span()), format!("control_socket = {:?} must be an absolute path", p.get_ref())))
+            }
+            Some(p) => Some(PathBuf::from(p.get_ref())),
+            None => None,
+        };
+        let test_wait = |v: &Option<Spanned<i64>>, max: Duration, name: &str| match v {
+            Some(v) => self.in_range(v, (1, max.as_secs() as u32), name).map(|s| Some(Duration::from_secs(s.into()))),
+            None => Ok(None),
+        };
+        let test_waits = TestWaits {
+            partial_frame_wait: test_wait(&d.test_partial_frame_wait, crate::usb::pipe::PARTIAL_FRAME_WAIT, "test_partial_frame_wait")?,
+            nudge_every: test_wait(&d.test_nudge_every, crate::usb::pipe::NUDGE_EVERY, "test_nudge_every")?,
+        };
+        Ok((allow_ids, control_socket, test_waits))
+    }
+
+    /// `[defaults]`: what entries inherit, and the target of boards no
+    /// entry names (None without a backend).
+    fn defaults(&mut self, d: &DefaultsSchema) -> Result<(Defaults, Option<Target>), ConfigError> {
+        let keys = ConfineKeys { export: &d.export, read_only: d.read_only, uid: &d.uid, gid: &d.gid };
+        let defaults = Defaults {
+            buflen: self.buflen(&d.buflen, DEFAULT_BUFLEN)?,
+            request_timeout: self.request_timeout(&d.request_timeout, None)?,
+            recover_window: self.recover_window(&d.recover_window, DEFAULT_RECOVER_WINDOW)?,
+            confine: self.confine(keys, &Policy::default())?,
+        };
+        let target = match &d.backend {
+            None => None,
+            Some(b) => {
+                let addr = self.backend(b)?;
+                Some(Target {
+                    backend: self.managed(addr, &defaults.confine, b.span())?,
+                    buflen: defaults.buflen,
+                    request_timeout: defaults.request_timeout,
+                    recover_window: defaults.recover_window,
+                    confine: defaults.confine.clone(),
+                })
+            }
+        };
+        Ok((defaults, target))
+    }
+
+    /// One `[[board]]` entry; `seen` holds the matches of the entries above
+    /// it (each may appear once).
+    fn board(
+        &mut self,
+        entry: &Spanned<BoardSchema>,
+        defaults: &Defaults,
+        seen: &mut HashSet<(Match, Option<u8>)>,
+    ) -> Result<BoardRule, ConfigError> {
+        let b = entry.get_ref();
+        let (matcher, span) = self.matcher(entry)?;
+        let interface = match &b.interface {
+            Some(i) => Some(self.in_range(i, (0, 255), "interface")? as u8),
+            None => None,
+        };
+        if !seen.insert((matcher.clone(), interface)) {
+            let what = match interface {
+                Some(i) => format!("{} interface {i}", describe(&matcher)),
+                None => describe(&matcher),
+            };
+            return Err(self.err(Some(span), format!("{what} is listed twice")));
+        }
+        let board_backend = match &b.backend {
+            Some(v) => self.backend(v)?,
+            // A directory and no server: a managed diod serves it.
+            None if b.export.is_some() => BackendAddr::Managed(PathBuf::new()),
+            None => {
+                return Err(self.err(
+                    Some(entry.span()),
+                    format!(
+                        "this [[board]] entry ({}) has no backend: add backend = \"host:port\" or \"unix:/path\", or export = \"/dir\" alone to have usb9pfsd start a diod serving that directory",
+                        describe(&matcher)
+                    ),
+                ));
+            }
+        };
+        let buflen = self.buflen(&b.buflen, defaults.buflen)?;
+        let request_timeout = self.request_timeout(&b.request_timeout, defaults.request_timeout)?;
+        let recover_window = self.recover_window(&b.recover_window, defaults.recover_window)?;
+        let keys = ConfineKeys { export: &b.export, read_only: b.read_only, uid: &b.uid, gid: &b.gid };
+        let confine = self.confine(keys, &defaults.confine)?;
+        let board_backend = self.managed(board_backend, &confine, entry.span())?;
+        let target = Target { backend: board_backend, buflen, request_timeout, recover_window, confine };
+        Ok(BoardRule { matcher, interface, target })
+    }
+
+    /// What an entry matches by (serial or path), and where it says so.
+    fn matcher(&mut self, entry: &Spanned<BoardSchema>) -> Result<(Match, Span), ConfigError> {
+        let b = entry.get_ref();
+        match (&b.serial, &b.path) {
+            (Some(s), None) => {
+                check_serial(s.get_ref()).map_err(|m| self.err(Some(s.span()), m))?;
+                if s.get_ref().starts_with(PLACEHOLDER_SERIAL) {
+                    let w = self.err(
+                        Some(s.span()),
+                        format!(
+                            "serial = {:?} is the shipped placeholder: no board has it; replace it with your board's serial (the SERIAL column of `usb9pfsd list`), or delete this [[board]] entry",
+                            s.get_ref()
+                        ),
+                    );
+                    self.warnings.push(w);
+                }
+                Ok((Match::Serial(s.get_ref().clone()), s.span()))
+            }
+            (None, Some(p)) => {
+                check_port_path(p.get_ref()).map_err(|m| self.err(Some(p.span()), m))?;
+                Ok((Match::Path(p.get_ref().clone()), p.span()))
+            }
+            (Some(_), Some(p)) => Err(self.err(Some(p.span()), "a [[board]] entry matches by serial or by path, not both".into())),
+            (None, None) => Err(self.err(
+                Some(entry.span()),
+                "this [[board]] entry has neither serial nor path: add serial = \"...\" (see `usb9pfsd list`)".into(),
+            )),
+        }
+    }
+
+    /// A buflen (`default` if not given): in range, and not above
+    /// `max_frame` (a board's frames are as long as its buflen, its mount's
+    /// msize: a ceiling below it refuses them all).
+    fn buflen(&self, v: &Option<Spanned<i64>>, default: u32) -> Result<u32, ConfigError> {
+        let Some(v) = v else { return Ok(default) };
+        let buflen = self.in_range(v, BUFLEN_RANGE, "buflen")?;
+        if buflen > self.max_frame {
+            let max_frame = self.max_frame;
+            return Err(self.err(
+                Some(v.span()),
+                format!(
+                    "buflen = {buflen} is larger than max_frame = {max_frame}: the board's messages (up to its buflen) would be refused; raise [daemon] max_frame to at least {buflen}"
+                ),
+            ));
+        }
+        Ok(buflen)
+    }
+
+    fn request_timeout(&self, v: &Option<Spanned<i64>>, inherited: Option<Duration>) -> Result<Option<Duration>, ConfigError> {
+        match v {
+            Some(v) => self.in_range(v, REQUEST_TIMEOUT_RANGE, "request_timeout").map(|s| Some(Duration::from_secs(s.into()))),
+            None => Ok(inherited),
+        }
+    }
+
+    fn recover_window(&self, v: &Option<Spanned<i64>>, inherited: Duration) -> Result<Duration, ConfigError> {
+        match v {
+            Some(v) => self.in_range(v, RECOVER_WINDOW_RANGE, "recover_window").map(|s| Duration::from_secs(s.into())),
+            None => Ok(inherited),
+        }
+    }
+
+    /// The confinement keys of a table over what it inherits.
+    fn confine(&self, c: ConfineKeys, inherited: &Policy) -> Result<Policy, ConfigError> {
+        let mut p = inherited.clone();
+        if let Some(e) = &c.export {
+            check_export(e.get_ref()).map_err(|m| self.err(Some(e.span()), m))?;
+            p.export = Some(e.get_ref().clone());
+        }
+        if let Some(ro) = c.read_only {
+            p.read_only = ro;
+        }
+        for (v, slot, name) in [(c.uid, &mut p.uid, "uid"), (c.gid, &mut p.gid, "gid")] {
+            if let Some(v) = v {
+                if *v.get_ref() == i64::from(u32::MAX) {
+                    return Err(self.err(Some(v.span()), format!("{name} = {} is 9P's \"no user\": pick a real id", u32::MAX)));
+                }
+                *slot = Some(self.in_range(v, (0, u32::MAX - 1), name)?);
+            }
+        }
+        Ok(p)
+    }
+
+    /// The address, with a warning if the service cannot reach it.
+    fn backend(&mut self, v: &Spanned<String>) -> Result<BackendAddr, ConfigError> {
+        let b = parse_backend(v.get_ref()).map_err(|m| self.err(Some(v.span()), m))?;
+        if let Some(w) = sandbox_hides(&b) {
+            let w = self.err(Some(v.span()), w);
+            self.warnings.push(w);
+        }
+        Ok(b)
+    }
+
+    /// A managed server exports the entry's `export`: it must have one (a
+    /// template is expanded per board by `resolve`).
+    fn managed(&mut self, b: BackendAddr, c: &Policy, span: Span) -> Result<BackendAddr, ConfigError> {
+        match (&b, &c.export) {
+            (BackendAddr::Managed(_), None) => Err(self.err(
+                Some(span),
+                "backend = \"managed\" needs export = \"/dir\": the directory the managed diod serves to the board".into(),
+            )),
+            (BackendAddr::Managed(_), Some(e)) => {
+                let dir = BackendAddr::Managed(PathBuf::from(e));
+                if let Some(w) = sandbox_hides(&dir) {
+                    let w = self.err(Some(span), w);
+                    self.warnings.push(w);
+                }
+                Ok(dir)
+            }
+            _ => Ok(b),
+        }
     }
 }
 

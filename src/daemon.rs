@@ -7,6 +7,7 @@ pub mod control;
 pub mod handover;
 pub mod logging;
 pub mod notify;
+pub mod protocol;
 pub mod reload;
 pub mod status;
 pub mod succession;

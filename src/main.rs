@@ -6,13 +6,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
-use serde::Serialize;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 
 use usb9pfsd::board::{GadgetInfo, GadgetKey};
 use usb9pfsd::cli::{self, Cli, Command, Failure};
-use usb9pfsd::config::{self, Config, Decision};
+use usb9pfsd::config::{self, Config};
 use usb9pfsd::daemon::status::IN_FLIGHT;
 use usb9pfsd::daemon::supervisor::{Input, Notify, Silent, Spawn, Supervisor};
 use usb9pfsd::daemon::{control, logging, notify, status, succession};
@@ -209,9 +208,7 @@ fn serve(mut config: Config, notify: Box<dyn Notify>, control: Option<Control>, 
         // A daemon without its socket still serves its boards.
         let listener = control.as_ref().and_then(|c| {
             control::bind(&c.socket)
-                .map_err(|e| {
-                    tracing::warn!("{e}; `usb9pfsd status` and `usb9pfsd reload` cannot reach this daemon (SIGHUP still reloads)")
-                })
+                .map_err(|e| tracing::warn!("{e}; `usb9pfsd status` and `usb9pfsd reload` cannot reach this daemon (SIGHUP still reloads)"))
                 .ok()
         });
         let controlling = async {
@@ -222,59 +219,15 @@ fn serve(mut config: Config, notify: Box<dyn Notify>, control: Option<Control>, 
         };
         let to_supervisor = tx.clone();
         let hotplug = hotplug::run(Sysfs::default(), move |ev| to_supervisor.send(Input::Hotplug(ev)).is_ok());
-        let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-        let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-        let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
-        let mut usr2 = signal(SignalKind::user_defined2()).map_err(|e| e.to_string())?;
+        let mut signals = Signals::register()?;
         // What SIGTERM left in the store: held until the process exits.
         let mut stored = None;
-        let signals = async {
-            loop {
-                tokio::select! {
-                    _ = term.recv() => {
-                        if succession::fd_store_enabled() {
-                            // A restart (systemctl restart, a package
-                            // upgrade) must not cost the boards their
-                            // sessions: leave them with systemd for the next
-                            // start. Inside this future, so the supervisor
-                            // (polled beside it) can answer the hand-over.
-                            if let Some(Err(e)) = config_path.as_deref().map(Config::load) {
-                                tracing::error!("SIGTERM: the next start will fail, its config does not load: {e}; the sessions wait in the store until a start with a fixed config (or a stop)");
-                            }
-                            match succession::to_fd_store(&tx).await {
-                                Ok(s) => {
-                                    let list = |keys: &[GadgetKey]| keys.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(", ");
-                                    tracing::info!("SIGTERM: left {} board session(s) in systemd's descriptor store for the next start: {}", s.kept.len(), list(&s.kept));
-                                    if !s.busy.is_empty() {
-                                        tracing::warn!("SIGTERM: board(s) {} were still waiting for their server: their request gets EIO and their 9P session ends", list(&s.busy));
-                                    }
-                                    stored = Some(s);
-                                }
-                                Err(e) => tracing::warn!("SIGTERM: cannot keep the sessions for the next start: {e}"),
-                            }
-                        }
-                        break "SIGTERM";
-                    }
-                    _ = int.recv() => break "SIGINT",
-                    // The supervisor logs what changed, or the error with
-                    // file:line:column and keeps the old config.
-                    _ = hup.recv() => if let Err(e) = control::reload(&tx, config_path.as_deref()).await {
-                        tracing::debug!("SIGHUP: {e}");
-                    },
-                    _ = usr2.recv() => {
-                        tracing::info!("SIGUSR2: re-executing in place; boards keep their sessions");
-                        if let Err(e) = succession::reexec(&tx, config_path.as_deref(), &[]).await {
-                            tracing::error!("re-execution failed: {e}");
-                        }
-                    }
-                }
-            }
-        };
+        let stopping = signals.until_stop(&tx, config_path.as_deref(), &mut stored);
         tokio::select! {
             _ = &mut supervising => Ok(()),
             r = hotplug => r.map_err(|e| e.to_string()),
             _ = controlling => Ok(()),
-            s = signals => {
+            s = stopping => {
                 tracing::info!("{s}: stopping; boards with a request in flight get EIO");
                 let _ = tx.send(Input::Shutdown);
                 supervising.await;
@@ -287,6 +240,92 @@ fn serve(mut config: Config, notify: Box<dyn Notify>, control: Option<Control>, 
             }
         }
     })
+}
+
+/// The signals the daemon answers, registered before it serves a board.
+struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+    usr2: Signal,
+}
+
+impl Signals {
+    fn register() -> Result<Signals, String> {
+        let on = |kind| signal(kind).map_err(|e| format!("cannot handle signals: {e}"));
+        Ok(Signals {
+            term: on(SignalKind::terminate())?,
+            int: on(SignalKind::interrupt())?,
+            hup: on(SignalKind::hangup())?,
+            usr2: on(SignalKind::user_defined2())?,
+        })
+    }
+
+    /// Answers SIGHUP (reload) and SIGUSR2 (re-exec) until SIGTERM or
+    /// SIGINT, and names the one that came. Runs beside the supervisor, so
+    /// it can answer the hand-overs these start; what a SIGTERM leaves in
+    /// systemd's store goes to `stored`.
+    async fn until_stop(
+        &mut self,
+        tx: &mpsc::UnboundedSender<Input>,
+        config_path: Option<&Path>,
+        stored: &mut Option<succession::Stored>,
+    ) -> &'static str {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => {
+                    if succession::fd_store_enabled() {
+                        *stored = leave_in_fd_store(tx, config_path).await;
+                    }
+                    break "SIGTERM";
+                }
+                _ = self.int.recv() => break "SIGINT",
+                // The supervisor logs what changed, or the error with
+                // file:line:column and keeps the old config.
+                _ = self.hup.recv() => if let Err(e) = control::reload(tx, config_path).await {
+                    tracing::debug!("SIGHUP: {e}");
+                },
+                _ = self.usr2.recv() => {
+                    tracing::info!("SIGUSR2: re-executing in place; boards keep their sessions");
+                    if let Err(e) = succession::reexec(tx, config_path, &[]).await {
+                        tracing::error!("re-execution failed: {e}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A restart (systemctl restart, a package upgrade) must not cost the
+/// boards their sessions: on SIGTERM under systemd's descriptor store,
+/// leave them there for the next start.
+async fn leave_in_fd_store(tx: &mpsc::UnboundedSender<Input>, config_path: Option<&Path>) -> Option<succession::Stored> {
+    if let Some(Err(e)) = config_path.map(Config::load) {
+        tracing::error!(
+            "SIGTERM: the next start will fail, its config does not load: {e}; the sessions wait in the store until a start with a fixed config (or a stop)"
+        );
+    }
+    match succession::to_fd_store(tx).await {
+        Ok(s) => {
+            let list = |keys: &[GadgetKey]| keys.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(", ");
+            tracing::info!(
+                "SIGTERM: left {} board session(s) in systemd's descriptor store for the next start: {}",
+                s.kept.len(),
+                list(&s.kept)
+            );
+            if !s.busy.is_empty() {
+                tracing::warn!(
+                    "SIGTERM: board(s) {} were still waiting for their server: their request gets EIO and their 9P session ends",
+                    list(&s.busy)
+                );
+            }
+            Some(s)
+        }
+        Err(e) => {
+            tracing::warn!("SIGTERM: cannot keep the sessions for the next start: {e}");
+            None
+        }
+    }
 }
 
 /// `usb9pfsd status`: ask the running daemon.
@@ -334,34 +373,12 @@ fn reexec(socket: &Path) -> Result<(), Failure> {
     }
 }
 
-/// `forward` serves one gadget (every usb9pfs interface of it): refuse to
-/// guess among several.
+/// `forward` serves one gadget: refuse to guess among several.
 fn check_single(c: &Config) -> Result<(), String> {
-    let mut matching: Vec<GadgetInfo> =
-        Sysfs::default().scan().into_iter().filter(|g| matches!(c.resolve(g), Decision::Serve { .. })).collect();
-    matching.dedup_by_key(|g| g.busaddr);
-    if matching.len() > 1 {
-        let which: Vec<String> = matching.iter().map(|g| format!("{} {} ({})", g.port_path, g.id, g.serial_or_none())).collect();
-        return Err(format!("{} usb9pfs gadgets match; pick one with --path or --serial: {}", matching.len(), which.join(", ")));
-    }
-    if matching.is_empty() {
+    if !usb9pfsd::list::single_gadget(c, &Sysfs::default().scan())? {
         tracing::info!("no matching usb9pfs gadget yet; waiting for one to be plugged in");
     }
     Ok(())
-}
-
-#[derive(Serialize)]
-struct Listed<'a> {
-    #[serde(flatten)]
-    gadget: &'a GadgetInfo,
-    backend: Option<String>,
-    matched_by: Option<&'static str>,
-    /// What the board's entry confines it to (null: nothing).
-    confine: Option<usb9pfsd::daemon::status::ConfineStatus>,
-    /// Why the config refuses to serve it (an export template it cannot
-    /// expand safely for this board).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    refused: Option<String>,
 }
 
 fn list(json: bool, config_path: Option<&Path>) -> Result<(), String> {
@@ -373,56 +390,11 @@ fn list(json: bool, config_path: Option<&Path>) -> Result<(), String> {
         }),
         None => Config::empty(),
     };
-    let gadgets = Sysfs::default().scan();
-    let rows: Vec<Listed> = gadgets
-        .iter()
-        .map(|g| match config.resolve(g) {
-            Decision::Serve { target, why } => Listed {
-                gadget: g,
-                backend: Some(target.backend.to_string()),
-                matched_by: Some(why),
-                confine: usb9pfsd::daemon::status::ConfineStatus::of(&target.confine),
-                refused: None,
-            },
-            Decision::Refused { why } => Listed { gadget: g, backend: None, matched_by: None, confine: None, refused: Some(why) },
-            _ => Listed { gadget: g, backend: None, matched_by: None, confine: None, refused: None },
-        })
-        .collect();
+    let rows = usb9pfsd::list::rows(&config, &Sysfs::default().scan());
     if json {
-        let text = serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?;
-        println!("{text}");
-        return Ok(());
-    }
-    if rows.is_empty() {
-        println!("no usb9pfs gadgets present");
-        return Ok(());
-    }
-    let dash = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".into());
-    println!(
-        "{:<3} {:<4} {:<10} {:<5} {:<9} {:<20} {:<16} {:<20} BACKEND",
-        "BUS", "ADDR", "PORT", "IFACE", "ID", "SERIAL", "MANUFACTURER", "PRODUCT"
-    );
-    for r in &rows {
-        let g = r.gadget;
-        let backend = match (&r.backend, r.matched_by, &r.confine) {
-            (Some(b), Some(why), Some(c)) => format!("{b} (by {why}; confined: {c})"),
-            (Some(b), Some(why), None) => format!("{b} (by {why})"),
-            _ => match &r.refused {
-                Some(why) => format!("- (not served: {why})"),
-                None => "- (not served)".into(),
-            },
-        };
-        println!(
-            "{:<3} {:<4} {:<10} {:<5} {:<9} {:<20} {:<16} {:<20} {backend}",
-            g.bus,
-            g.address,
-            g.port_path,
-            g.interface,
-            g.id,
-            dash(&g.serial),
-            dash(&g.manufacturer),
-            dash(&g.product)
-        );
+        println!("{}", serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?);
+    } else {
+        print!("{}", usb9pfsd::list::table(&rows));
     }
     Ok(())
 }
@@ -502,7 +474,7 @@ fn probe(
                 recover_window: config::DEFAULT_RECOVER_WINDOW,
                 confine,
             };
-            vec![probe::Plan { entry: "--backend".into(), target: Ok(target) }]
+            vec![probe::Plan { entry: "--backend".into(), board: None, target: Ok(target) }]
         }
         None => {
             let c = Config::load(config_path).map_err(|e| e.to_string())?;

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::board::GadgetInfo;
+use crate::board::{BoardIdentity, GadgetInfo};
 use crate::config::{expand_export, Config, Decision, Match, Target};
 use crate::ninep::backend::{Backend, BackendAddr};
 use crate::ninep::confine::{After, Confine, Verdict, TATTACH};
@@ -50,6 +50,11 @@ pub struct BoardAttach {
 pub struct Report {
     /// Which config entry (or `--backend`) this is.
     pub entry: String,
+    /// For a board plugged in now: serial, busaddr, interface, port_path,
+    /// id, the board identity every JSON output shares (absent for a
+    /// config entry probed without its board).
+    #[serde(flatten)]
+    pub board: Option<BoardIdentity>,
     pub backend: String,
     /// The aname the board sends, and the one the server is asked for
     /// (they differ for a confined board).
@@ -74,6 +79,7 @@ impl Report {
     fn new(entry: &str, backend: &BackendAddr, board_aname: &str) -> Report {
         Report {
             entry: entry.to_string(),
+            board: None,
             backend: backend.to_string(),
             board_aname: board_aname.to_string(),
             server_aname: None,
@@ -136,15 +142,18 @@ fn quoted(s: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub entry: String,
+    /// The board plugged in now this plan is for (None: a config entry).
+    pub board: Option<BoardIdentity>,
     pub target: Result<Target, String>,
 }
 
 impl Plan {
     pub fn run(&self, board: &BoardAttach) -> Report {
-        match &self.target {
+        let report = match &self.target {
             Ok(t) => probe(&self.entry, t, board, PROBE_TIMEOUT),
             Err(why) => Report {
                 entry: self.entry.clone(),
+                board: None,
                 backend: "-".into(),
                 board_aname: board.aname.clone().unwrap_or_default(),
                 server_aname: None,
@@ -157,7 +166,8 @@ impl Plan {
                 error: Some(why.clone()),
                 hint: Some("probe with --backend ADDR --export PATH (the export as it expands for the board)".into()),
             },
-        }
+        };
+        Report { board: self.board.clone(), ..report }
     }
 }
 
@@ -167,7 +177,7 @@ impl Plan {
 pub fn plans(c: &Config) -> Vec<Plan> {
     let mut out = Vec::new();
     if let Some(t) = &c.default {
-        out.push(Plan { entry: "[defaults]".into(), target: expanded(t, None, None, 0) });
+        out.push(Plan { entry: "[defaults]".into(), board: None, target: expanded(t, None, None, 0) });
     }
     for r in &c.boards {
         let (entry, serial, path) = match &r.matcher {
@@ -179,7 +189,7 @@ pub fn plans(c: &Config) -> Vec<Plan> {
             Some(i) => format!("{entry} interface {i}"),
             None => entry,
         };
-        out.push(Plan { entry, target: expanded(&r.target, serial, path, r.interface.unwrap_or(0)) });
+        out.push(Plan { entry, board: None, target: expanded(&r.target, serial, path, r.interface.unwrap_or(0)) });
     }
     out
 }
@@ -192,9 +202,10 @@ pub fn plugged_plans(c: &Config, gadgets: &[GadgetInfo]) -> Vec<Plan> {
         .iter()
         .filter_map(|g| {
             let entry = format!("plugged board {} at {}#{}", g.serial_or_none(), g.busaddr, g.interface);
+            let board = Some(g.identity());
             match c.resolve(g) {
-                Decision::Serve { target, why } => Some(Plan { entry: format!("{entry} (by {why})"), target: Ok(target) }),
-                Decision::Refused { why } => Some(Plan { entry, target: Err(format!("not served: {why}")) }),
+                Decision::Serve { target, why } => Some(Plan { entry: format!("{entry} (by {why})"), board, target: Ok(target) }),
+                Decision::Refused { why } => Some(Plan { entry, board, target: Err(format!("not served: {why}")) }),
                 Decision::NoBackend | Decision::NotAllowed => None,
             }
         })
@@ -222,142 +233,183 @@ fn expanded(t: &Target, serial: Option<&str>, path: Option<&str>, interface: u8)
 pub fn probe(entry: &str, target: &Target, board: &BoardAttach, timeout: Duration) -> Report {
     let board_aname = board.aname.clone().or_else(|| target.confine.export.clone()).unwrap_or_default();
     let mut report = Report::new(entry, &target.backend, &board_aname);
-    let mut backend = match Backend::connect(&target.backend, timeout) {
-        Ok(b) => b,
-        Err(e) => {
-            let (error, hint) = connect_failed(&target.backend, &e);
-            return report.fail("connect", Some(e.raw_os_error().unwrap_or(libc::EIO) as u32), error, hint);
+    match mount_as_board(target, board, &board_aname, timeout, &mut report) {
+        Ok(()) => {
+            report.ok = true;
+            report.step = "attach";
+            report
         }
-    };
+        Err(f) => report.fail(f.step, f.errno, f.error, f.hint),
+    }
+}
+
+/// The step a probe failed at, the errno the board's mount would see, what
+/// happened and what to change.
+struct StepFailed {
+    step: &'static str,
+    errno: Option<u32>,
+    error: String,
+    hint: String,
+}
+
+fn failed(step: &'static str, errno: Option<u32>, error: String, hint: String) -> StepFailed {
+    StepFailed { step, errno, error, hint }
+}
+
+/// Connect, Tversion, Tattach: what the board's mount does; `report` learns
+/// the msize and the attach as sent on the way.
+fn mount_as_board(
+    target: &Target,
+    board: &BoardAttach,
+    board_aname: &str,
+    timeout: Duration,
+    report: &mut Report,
+) -> Result<(), StepFailed> {
+    let mut backend = Backend::connect(&target.backend, timeout).map_err(|e| {
+        let (error, hint) = connect_failed(&target.backend, &e);
+        failed("connect", Some(e.raw_os_error().unwrap_or(libc::EIO) as u32), error, hint)
+    })?;
     let msize = target.buflen;
     let mut t = vec![0u8; (msize as usize).max(8192)];
     let mut r = vec![0u8; (msize as usize).max(8192)];
+    let ceiling = version(&mut backend, &mut t, &mut r, msize, timeout)?;
+    report.msize = Some(ceiling);
+    attach(&mut backend, (&mut t, &mut r), ceiling, target, board, board_aname, timeout, report)?;
+    // Polite: the session ends with the connection anyway.
+    let n = tclunk(&mut t, 0);
+    let _ = backend.exchange(&t[..n], &mut r, ceiling, Some(timeout));
+    Ok(())
+}
 
-    // Tversion, as the board's kernel sends it.
-    let n = tversion(&mut t, msize);
-    let len = match backend.exchange(&t[..n], &mut r, msize, Some(timeout)) {
-        Ok(len) => len,
-        Err(e) => {
-            let hint = "the server took the connection but did not answer 9P: is it a 9P server (diod), and is this its port?".into();
-            return report.fail("version", Some(e.errno()), format!("no Rversion: {e}"), hint);
-        }
-    };
+/// Tversion, as the board's kernel sends it; the session's msize.
+fn version(backend: &mut Backend, t: &mut [u8], r: &mut [u8], msize: u32, timeout: Duration) -> Result<u32, StepFailed> {
+    let n = tversion(t, msize);
+    let len = backend.exchange(&t[..n], r, msize, Some(timeout)).map_err(|e| {
+        let hint = "the server took the connection but did not answer 9P: is it a 9P server (diod), and is this its port?".into();
+        failed("version", Some(e.errno()), format!("no Rversion: {e}"), hint)
+    })?;
     let reply = &r[..len];
     match reply[4] {
         RVERSION => {}
         RLERROR => {
             let errno = rlerror(reply);
-            return report.fail(
+            return Err(failed(
                 "version",
                 Some(errno),
                 format!("the server refused Tversion: {}", errno_name(errno)),
                 "the server does not take 9P2000.L sessions".into(),
-            );
+            ));
         }
         other => {
-            return report.fail(
+            return Err(failed(
                 "version",
                 None,
                 format!("the server answered Tversion with a {}", frame::type_name(other)),
                 "is this a 9P server?".into(),
-            )
+            ))
         }
     }
     let version = version_string(reply);
     if version != "9P2000.L" {
-        return report.fail(
+        return Err(failed(
             "version",
             None,
             format!("the server speaks {version:?}, not 9P2000.L"),
             "the board's kernel mounts with 9P2000.L (trans=usbg): use a server that speaks it, such as diod".into(),
-        );
+        ));
     }
-    let ceiling = frame::version(reply).map_or(msize, |v| v.msize.min(msize));
-    report.msize = Some(ceiling);
+    Ok(frame::version(reply).map_or(msize, |v| v.msize.min(msize)))
+}
 
-    // Tattach, as the board sends it, then as confinement rewrites it.
+/// Tattach, as the board sends it, then as confinement rewrites it (and
+/// the walks below the export confinement makes of its own).
+#[allow(clippy::too_many_arguments)]
+fn attach(
+    backend: &mut Backend,
+    (t, r): (&mut [u8], &mut [u8]),
+    ceiling: u32,
+    target: &Target,
+    board: &BoardAttach,
+    board_aname: &str,
+    timeout: Duration,
+    report: &mut Report,
+) -> Result<(), StepFailed> {
     let need = HEADER_LEN + 4 + 4 + 2 + board.uname.len() + 2 + board_aname.len() + 4;
     if need > ceiling as usize || board.uname.len() > usize::from(u16::MAX) || board_aname.len() > usize::from(u16::MAX) {
-        return report.fail(
+        return Err(failed(
             "attach",
             Some(libc::ENAMETOOLONG as u32),
             format!("a Tattach with this aname and uname is {need} bytes, more than the session's msize {ceiling}"),
             "the board's kernel could not send it either: use a shorter aname".into(),
-        );
+        ));
     }
-    let n = tattach(&mut t, &board.uname, &board_aname, board.uid.unwrap_or(NOFID));
+    let n = tattach(t, &board.uname, board_aname, board.uid.unwrap_or(NOFID));
     let policy = target.confine.confines().then(|| Arc::new(target.confine.clone()));
     let mut confine = policy.map(|p| Confine::new(p, fids::Limits::default()));
-    let n = match confine.as_mut().map(|c| c.request(&mut t, n, ceiling)) {
+    let n = match confine.as_mut().map(|c| c.request(t, n, ceiling)) {
         None => n,
         Some(Verdict::Forward(len)) => len,
         Some(Verdict::Refuse(errno)) => {
             let export = target.confine.export.as_deref().unwrap_or("/");
-            return report.fail(
+            return Err(failed(
                 "confine",
                 Some(errno),
                 format!("usb9pfsd itself refuses the board's aname {board_aname:?}: {}", errno_name(errno)),
                 format!("this entry confines the board to export {export:?}: mount with no aname, aname={export}, or a directory below it"),
-            );
+            ));
         }
     };
     let (uname, server_aname, n_uname) = attach_fields(&t[..n]);
     report.server_aname = Some(server_aname.clone());
     report.uname = Some(uname);
     report.n_uname = Some(n_uname);
-    let mut len = match backend.exchange(&t[..n], &mut r, ceiling, Some(timeout)) {
-        Ok(len) => len,
-        Err(e) => {
-            return report.fail(
-                "attach",
-                Some(e.errno()),
-                format!("no Rattach: {e}"),
-                "the server broke the connection at the attach: see its log".into(),
-            )
-        }
+    let len = backend.exchange(&t[..n], r, ceiling, Some(timeout)).map_err(|e| {
+        failed("attach", Some(e.errno()), format!("no Rattach: {e}"), "the server broke the connection at the attach: see its log".into())
+    })?;
+    let len = match confine.as_mut() {
+        Some(c) => below_export(c, backend, r, len, ceiling, board_aname, timeout)?,
+        None => len,
     };
-    // A confined attach below the export needs walks of its own.
-    if let Some(c) = confine.as_mut() {
-        let mut after = c.reply(&mut r, len, ceiling);
-        loop {
-            match after {
-                After::Reply(l) => {
-                    len = l;
-                    break;
-                }
-                After::Refuse(errno) | After::Fail(errno) => {
-                    return report.fail(
-                        "confine",
-                        Some(errno),
-                        format!("the walk below the export to {board_aname:?} failed: {}", errno_name(errno)),
-                        "the board's aname names a directory below the export that does not exist or is not a plain directory".into(),
-                    )
-                }
-                After::Send => match backend.exchange(c.out(), &mut r, ceiling, Some(timeout)) {
-                    Ok(l) => after = c.followed(&mut r, l, ceiling),
-                    Err(e) => {
-                        return report.fail("attach", Some(e.errno()), format!("the server broke the connection: {e}"), String::new())
-                    }
-                },
-            }
-        }
-    }
     let reply = &r[..len];
     match reply[4] {
-        RATTACH => {
-            report.ok = true;
-            report.step = "attach";
-            // Polite: the session ends with the connection anyway.
-            let n = tclunk(&mut t, 0);
-            let _ = backend.exchange(&t[..n], &mut r, ceiling, Some(timeout));
-            report
-        }
+        RATTACH => Ok(()),
         RLERROR => {
             let errno = rlerror(reply);
             let (error, hint) = attach_refused(errno, &server_aname, &report.user(), target);
-            report.fail("attach", Some(errno), error, hint)
+            Err(failed("attach", Some(errno), error, hint))
         }
-        other => report.fail("attach", None, format!("the server answered Tattach with a {}", frame::type_name(other)), String::new()),
+        other => Err(failed("attach", None, format!("the server answered Tattach with a {}", frame::type_name(other)), String::new())),
+    }
+}
+
+/// A confined attach below the export needs walks of its own: the reply's
+/// length once confinement has what it needs.
+fn below_export(
+    c: &mut Confine,
+    backend: &mut Backend,
+    r: &mut [u8],
+    len: usize,
+    ceiling: u32,
+    board_aname: &str,
+    timeout: Duration,
+) -> Result<usize, StepFailed> {
+    let mut after = c.reply(r, len, ceiling);
+    loop {
+        match after {
+            After::Reply(l) => return Ok(l),
+            After::Refuse(errno) | After::Fail(errno) => {
+                return Err(failed(
+                    "confine",
+                    Some(errno),
+                    format!("the walk below the export to {board_aname:?} failed: {}", errno_name(errno)),
+                    "the board's aname names a directory below the export that does not exist or is not a plain directory".into(),
+                ))
+            }
+            After::Send => match backend.exchange(c.out(), r, ceiling, Some(timeout)) {
+                Ok(l) => after = c.followed(r, l, ceiling),
+                Err(e) => return Err(failed("attach", Some(e.errno()), format!("the server broke the connection: {e}"), String::new())),
+            },
+        }
     }
 }
 
@@ -486,6 +538,31 @@ mod tests {
         assert_eq!(plugged.len(), 1);
         assert_eq!(plugged[0].entry, "plugged board B at 003-007#0 (by defaults)");
         assert_eq!(plugged[0].target.as_ref().expect("B").confine.export.as_deref(), Some("/srv/3-1"));
+    }
+
+    /// `probe --json` names a plugged board as `list --json` and `status
+    /// --json` do; a config entry without its board has no identity.
+    #[test]
+    fn a_plugged_boards_report_carries_the_shared_board_identity() {
+        let c = Config::parse("[defaults]\nbackend = \"h:1\"\nexport = \"/srv/{path}\"\n", std::path::Path::new("t.toml")).expect("config");
+        let attach = BoardAttach { aname: None, uname: "nobody".into(), uid: None };
+        let entry = serde_json::to_value(plans(&c)[0].run(&attach)).expect("json");
+        assert!(entry.get("busaddr").is_none() && entry.get("serial").is_none(), "{entry}");
+        // The board's export template cannot expand safely: the plan fails
+        // without a connection, and still names the board.
+        let g = GadgetInfo { port_path: "3-1.9".into(), ..GadgetInfo::example(Some("../B"), 3, 7) };
+        let c =
+            Config::parse("[defaults]\nbackend = \"h:1\"\nexport = \"/srv/{serial}\"\n", std::path::Path::new("t.toml")).expect("config");
+        let plugged = plugged_plans(&c, &[g]);
+        let report = serde_json::to_value(plugged[0].run(&attach)).expect("json");
+        let identity: serde_json::Map<String, serde_json::Value> =
+            ["serial", "busaddr", "interface", "port_path", "id"].iter().map(|k| (k.to_string(), report[*k].clone())).collect();
+        assert_eq!(
+            serde_json::Value::Object(identity),
+            serde_json::json!({"serial": "../B", "busaddr": "003-007", "interface": 0, "port_path": "3-1.9", "id": "1d6b:0109"}),
+            "{report}"
+        );
+        assert_eq!(report["ok"], false, "{report}");
     }
 
     #[test]

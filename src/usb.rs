@@ -1,7 +1,8 @@
 //! The board's side of the cable: finding usb9pfs interfaces (sysfs, udev
 //! hotplug, raw descriptors) and moving bulk transfers on a claimed one
-//! (libusb, or the in-memory gadget tests use). Nothing here knows 9P
-//! beyond a frame's size field, or which server a board maps to.
+//! (usbfs URBs, libusb for the rest; or the in-memory gadget tests use).
+//! Nothing here knows 9P beyond a frame's size field, or which server a
+//! board maps to.
 
 pub mod descriptors;
 pub mod device;

@@ -2,9 +2,9 @@
 //! interface, runs the frame loop until the board goes away, fails, or is
 //! asked to stop at a message boundary, and tells the supervisor.
 //!
-//! Blocking socket I/O and libusb event handling on a dedicated thread keep
-//! the hot path free of executor hops; the thread sleeps in the kernel
-//! between frames. A worker must never restart itself, read config or touch
+//! Blocking socket I/O and blocking usbfs reaps (`usb/device.rs`) on a
+//! dedicated thread keep the hot path free of executor hops; the thread
+//! sleeps in the kernel between frames. A worker must never restart itself, read config or touch
 //! another interface: that is the supervisor's job.
 
 use std::fs::File;

@@ -33,15 +33,18 @@ use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt}
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::serve::{BoardSel, Serve, ServeSpec};
+use crate::config::serve::{BoardSel, Serve};
 use crate::config::Config;
 use crate::daemon::reload;
 use crate::daemon::status::StatusReport;
 use crate::daemon::supervisor::{Input, ServeAnswer};
+
+/// The wire format (requests, answers, the protocol version) lives in
+/// [`crate::daemon::protocol`], which a re-executed image answers with too.
+pub use crate::daemon::protocol::{ReexecSummary, Request, Response, PROTOCOL, REPLY_NAME};
 
 /// Where the daemon listens unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/usb9pfsd/control";
@@ -51,8 +54,6 @@ pub const GROUP: &str = "usb9pfsd";
 pub const ADMIN_GROUP: &str = "usb9pfsd-admin";
 /// Connections served at once; more are refused on the spot.
 pub const MAX_CONNECTIONS: usize = 16;
-/// The protocol version both sides put in every message.
-pub const PROTOCOL: u32 = 1;
 /// The longest request line the daemon reads.
 pub const MAX_REQUEST: usize = 4096;
 /// How much of an oversized request is read and dropped before answering.
@@ -64,86 +65,6 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest answer the client reads (a status of many boards).
 const MAX_ANSWER: u64 = 64 << 20;
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Request {
-    pub version: u32,
-    /// `status`, `reload`, `reexec`, `serve` or `unserve`.
-    pub command: String,
-    /// `serve` and `unserve`: which board (serial, port path or
-    /// BUS-ADDRESS#INTERFACE).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub board: Option<String>,
-    /// `serve`: what to serve it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub serve: Option<ServeSpec>,
-}
-
-impl Request {
-    /// A request with no arguments.
-    pub fn new(command: &str) -> Request {
-        Request { version: PROTOCOL, command: command.into(), board: None, serve: None }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Response {
-    pub version: u32,
-    pub ok: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<StatusReport>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reload: Option<reload::Summary>,
-    /// The answer to `reexec`, written by the *new* image.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reexec: Option<ReexecSummary>,
-    /// The answer to `serve` and `unserve`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub served: Option<ServeAnswer>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-/// What a re-executed daemon took over from its predecessor.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReexecSummary {
-    /// Boards whose sessions the new image took over.
-    pub boards: usize,
-    /// What it could not use (closed; those boards start afresh).
-    pub refused: Vec<String>,
-}
-
-/// The name the requester's connection crosses a re-exec under, so the new
-/// image answers it.
-pub const REPLY_NAME: &str = "usb9pfsd-control-reply";
-
-impl Response {
-    fn ok() -> Response {
-        Response { version: PROTOCOL, ok: true, status: None, reload: None, reexec: None, served: None, error: None }
-    }
-
-    /// The new image's answer to the `reexec` that started it.
-    pub fn reexec_done(summary: ReexecSummary) -> Response {
-        Response { ok: summary.refused.is_empty(), reexec: Some(summary), ..Response::ok() }
-    }
-
-    /// The line the daemon writes for this response.
-    pub fn to_line(&self) -> Vec<u8> {
-        let mut text = serde_json::to_vec(self)
-            .unwrap_or_else(|e| serde_json::to_vec(&Response::error(format!("cannot encode the answer: {e}"))).unwrap_or_default());
-        text.push(b'\n');
-        text
-    }
-
-    /// A failure with its reason (the new image's answer when it cannot run).
-    pub fn failed(message: impl Into<String>) -> Response {
-        Response::error(message)
-    }
-
-    fn error(message: impl Into<String>) -> Response {
-        Response { ok: false, error: Some(message.into()), ..Response::ok() }
-    }
-}
 
 /// Re-reads the config file and has the supervisor apply it (the same path
 /// for SIGHUP and `usb9pfsd reload`). A file that does not parse still goes

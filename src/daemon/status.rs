@@ -11,6 +11,9 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use crate::board::BoardIdentity;
+use crate::table::{Align, Table};
+
 /// The counters live below the data path (`src/counters.rs`); the report
 /// types here name them.
 pub use crate::counters::{
@@ -54,12 +57,10 @@ impl BoardState {
 /// One board as `usb9pfsd status` shows it. Times are RFC 3339 UTC strings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BoardStatus {
-    pub busaddr: String,
-    /// bInterfaceNumber of this usb9pfs interface.
-    pub interface: u8,
-    pub port_path: String,
-    pub id: String,
-    pub serial: Option<String>,
+    /// serial, busaddr, interface, port_path, id: the board identity every
+    /// JSON output shares.
+    #[serde(flatten)]
+    pub board: BoardIdentity,
     pub backend: Option<String>,
     /// A reload's new backend, used from the board's next mount (Tversion) on.
     pub backend_pending: Option<String>,
@@ -222,81 +223,80 @@ pub fn table(r: &StatusReport) -> String {
         return out;
     }
     let dash = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".into());
-    let _ = writeln!(
-        out,
-        "{:<20} {:<9} {:<3} {:<10} {:<11} {:<24} {:<20} {:>15} {:>15} {:>5} {:>8}",
-        "SERIAL", "BUSADDR", "IF", "PORT", "STATE", "BACKEND", "SESSION SINCE", "T/R MSGS", "T/R BYTES", "ERRS", "RESTARTS"
-    );
+    let mut t = Table::new(&[
+        ("SERIAL", Align::Left),
+        ("BUSADDR", Align::Left),
+        ("INTERFACE", Align::Right),
+        ("PORT", Align::Left),
+        ("STATE", Align::Left),
+        ("BACKEND", Align::Left),
+        ("SESSION SINCE", Align::Left),
+        ("T/R MSGS", Align::Right),
+        ("T/R BYTES", Align::Right),
+        ("ERRS", Align::Right),
+        ("RESTARTS", Align::Right),
+    ]);
     for b in &r.boards {
         let c = &b.counters;
-        let _ = writeln!(
-            out,
-            "{:<20} {:<9} {:<3} {:<10} {:<11} {:<24} {:<20} {:>15} {:>15} {:>5} {:>8}",
-            dash(&b.serial),
-            b.busaddr,
-            b.interface,
-            b.port_path,
-            b.state_word(),
+        let notes = t.row(vec![
+            dash(&b.board.serial),
+            b.board.busaddr.clone(),
+            b.board.interface.to_string(),
+            b.board.port_path.clone(),
+            b.state_word().to_string(),
             dash(&b.backend),
             dash(&b.session_started_at),
             format!("{}/{}", c.t_messages, c.r_messages),
             format!("{}/{}", size(c.t_bytes), size(c.r_bytes)),
-            c.error_replies,
-            b.restarts
-        );
-        let more = |out: &mut String, line: String| {
-            let _ = writeln!(out, "    {line}");
-        };
+            c.error_replies.to_string(),
+            b.restarts.to_string(),
+        ]);
+        let mut more = |line: String| notes.push(line);
         match &b.state {
-            BoardState::Ignored { reason } => more(&mut out, format!("ignored: {reason}")),
+            BoardState::Ignored { reason } => more(format!("ignored: {reason}")),
             BoardState::Backoff { retry_in_ms } => {
-                more(&mut out, format!("backing off until {} (in {})", dash(&b.backoff_until), span(retry_in_ms.div_ceil(1000))))
+                more(format!("backing off until {} (in {})", dash(&b.backoff_until), span(retry_in_ms.div_ceil(1000))))
             }
             _ => {}
         }
         if let Some(next) = &b.backend_pending {
-            more(&mut out, format!("backend changes to {next} at the board's next mount (config reload)"));
+            more(format!("backend changes to {next} at the board's next mount (config reload)"));
         }
         if b.release_pending {
-            more(&mut out, "no longer mapped (config reload): released once idle".into());
+            more("no longer mapped (config reload): released once idle".into());
         }
         if b.session_handed_over {
-            more(&mut out, "9P session kept across the last usb9pfsd restart (handed over)".into());
+            more("9P session kept across the last usb9pfsd restart (handed over)".into());
         }
         if c.rearms > 0 {
-            more(&mut out, format!("usb9pfs function re-armed {} time(s) after the board unmounted", c.rearms));
+            more(format!("usb9pfs function re-armed {} time(s) after the board unmounted", c.rearms));
         }
         if let Some(c) = &b.confine {
-            more(&mut out, format!("confined: {c}; {} request(s) refused", b.counters.refused));
+            more(format!("confined: {c}; {} request(s) refused", b.counters.refused));
         }
         if c.recoveries + c.recovery_failures > 0 {
-            more(
-                &mut out,
-                format!(
-                    "server restarts survived: {} (last took {} ms: {} fid(s) replayed, {} stale); given up: {}",
-                    c.recoveries, c.last_recovery_ms, c.last_recovery_fids_replayed, c.last_recovery_fids_stale, c.recovery_failures
-                ),
-            );
+            more(format!(
+                "server restarts survived: {} (last took {} ms: {} fid(s) replayed, {} stale); given up: {}",
+                c.recoveries, c.last_recovery_ms, c.last_recovery_fids_replayed, c.last_recovery_fids_stale, c.recovery_failures
+            ));
         }
         if c.recoverable == Some(false) {
-            more(&mut out, "this session cannot be recovered if its server restarts (see the journal for why)".into());
+            more("this session cannot be recovered if its server restarts (see the journal for why)".into());
         }
         if let Some(m) = b.mount.as_ref().filter(|m| m.state == "refused") {
             let uid = who(&m.uname, m.uid);
-            more(
-                &mut out,
-                format!(
-                    "mount refused at {}: the server answered the attach to aname {:?} as {uid} with {}; `usb9pfsd probe` says what it means",
-                    m.at,
-                    m.aname,
-                    m.error.as_deref().unwrap_or("an error")
-                ),
-            );
+            more(format!(
+                "mount refused at {}: the server answered the attach to aname {:?} as {uid} with {}; `usb9pfsd probe` says what it means",
+                m.at,
+                m.aname,
+                m.error.as_deref().unwrap_or("an error")
+            ));
         }
         if let Some(e) = &b.last_error {
-            more(&mut out, format!("last error at {}: {e}", dash(&b.last_error_at)));
+            more(format!("last error at {}: {e}", dash(&b.last_error_at)));
         }
     }
+    out.push_str(&t.render());
     out
 }
 
@@ -310,11 +310,13 @@ mod tests {
 
     fn board() -> BoardStatus {
         BoardStatus {
-            busaddr: "001-004".into(),
-            interface: 1,
-            port_path: "1-1.2".into(),
-            id: "1d6b:0109".into(),
-            serial: Some("0001-BOARD-A".into()),
+            board: BoardIdentity {
+                serial: Some("0001-BOARD-A".into()),
+                busaddr: "001-004".into(),
+                interface: 1,
+                port_path: "1-1.2".into(),
+                id: "1d6b:0109".into(),
+            },
             backend: Some("buildhost:5640".into()),
             backend_pending: Some("buildhost:5641".into()),
             release_pending: false,

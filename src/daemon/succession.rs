@@ -19,8 +19,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::board::GadgetKey;
 use crate::config::Config;
-use crate::daemon::control;
 use crate::daemon::handover;
+use crate::daemon::protocol;
 use crate::daemon::supervisor::handover::{HandOver, HandedBoard, Mode};
 use crate::daemon::supervisor::Input;
 use crate::worker::HandedSession;
@@ -104,11 +104,11 @@ impl Passed {
         }
         // The connection of a `usb9pfsd reexec` that started this image: it
         // gets the answer once the descriptors are sorted.
-        let (replies, named): (Vec<_>, Vec<_>) = self.named.into_iter().partition(|(name, _)| name == control::REPLY_NAME);
+        let (replies, named): (Vec<_>, Vec<_>) = self.named.into_iter().partition(|(name, _)| name == protocol::REPLY_NAME);
         let unpacked = handover::unpack(named);
         for (_, fd) in replies {
-            let summary = control::ReexecSummary { boards: unpacked.boards.len(), refused: unpacked.refused.clone() };
-            answer(fd, &control::Response::reexec_done(summary));
+            let summary = protocol::ReexecSummary { boards: unpacked.boards.len(), refused: unpacked.refused.clone() };
+            answer(fd, &protocol::Response::reexec_done(summary));
         }
         for why in &unpacked.refused {
             tracing::warn!("hand-over: {why}");
@@ -150,7 +150,7 @@ impl Passed {
         if self.named.is_empty() {
             return String::new();
         }
-        let (replies, named): (Vec<_>, Vec<_>) = self.named.into_iter().partition(|(name, _)| name == control::REPLY_NAME);
+        let (replies, named): (Vec<_>, Vec<_>) = self.named.into_iter().partition(|(name, _)| name == protocol::REPLY_NAME);
         let fate = if named.is_empty() {
             String::new()
         } else if !self.by_exec {
@@ -172,14 +172,14 @@ impl Passed {
         };
         let message = format!("the re-executed usb9pfsd cannot run: {why}{fate}");
         for (_, fd) in replies {
-            answer(fd, &control::Response::failed(message.clone()));
+            answer(fd, &protocol::Response::failed(message.clone()));
         }
         fate
     }
 }
 
 /// Writes the `reexec` answer on the requester's connection, bounded.
-fn answer(fd: OwnedFd, response: &control::Response) {
+fn answer(fd: OwnedFd, response: &protocol::Response) {
     use std::io::Write;
     let mut conn = std::os::unix::net::UnixStream::from(fd);
     let sent = conn

@@ -649,11 +649,7 @@ impl<S: Spawn> Supervisor<S> {
                 let counters = b.counters.snapshot();
                 let session_started_at = b.counters.session_started().filter(|_| running);
                 BoardStatus {
-                    busaddr: b.info.busaddr.to_string(),
-                    interface: b.info.interface,
-                    port_path: b.info.port_path.clone(),
-                    id: b.info.id.clone(),
-                    serial: b.info.serial.clone(),
+                    board: b.info.identity(),
                     backend: b.target.as_ref().map(|t| t.backend.to_string()),
                     backend_pending: b.backend.as_ref().and_then(|be| be.pending()).map(|a| a.to_string()),
                     release_pending: b.releasing.is_some(),

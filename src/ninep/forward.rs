@@ -258,6 +258,29 @@ fn pick<'a>(mem: &'a mut Option<TransferMem>, heap: &'a mut [u8], need: usize) -
     }
 }
 
+/// What every step of the loop consults: the board's backend policy, its
+/// counters and its limits.
+struct Ctx<'a> {
+    board_backend: &'a dyn BackendPolicy,
+    counters: &'a Counters,
+    limits: Limits,
+}
+
+/// How one request ended for the board.
+struct Answered {
+    /// When its reply was handed to the board (the next message's wait
+    /// starts here).
+    at: Instant,
+    /// The reply was the server's Rversion: a new session, whose msize the
+    /// in-place memory must match.
+    new_session: bool,
+}
+
+/// The board got an answer of the loop's own (or the answer's send failed).
+fn answered_here(sent: Result<(), Exit>) -> Result<Answered, Exit> {
+    sent.map(|()| Answered { at: Instant::now(), new_session: false })
+}
+
 /// Runs the loop until the board goes away, breaks the protocol, or the loop
 /// is stopped at a message boundary (then `s` holds the live session).
 pub fn run<P: UsbPipe + ?Sized>(
@@ -267,6 +290,7 @@ pub fn run<P: UsbPipe + ?Sized>(
     limits: Limits,
     s: &mut Session,
 ) -> Exit {
+    let cx = Ctx { board_backend, counters, limits };
     let mps = pipe.max_packet_size();
     let mut tbuf = vec![0u8; pipe::request_len(limits.max_frame, mps)];
     let mut rbuf = vec![0u8; (limits.max_frame as usize).max(ERROR_REPLY_MAX)];
@@ -275,22 +299,7 @@ pub fn run<P: UsbPipe + ?Sized>(
     let (mut tmem, mut rmem) = (None, None);
     if s.live {
         fit_session_mem(pipe, &mut tmem, &mut rmem, s.ceiling);
-        // A live session this process did not see begin (handed over): its
-        // predecessor's fid table if it came and fits the policy, else no
-        // table, and its fids can only do what needs none.
-        let handed = s.handed_fids.take();
-        if s.confine.is_none() {
-            s.confine = board_backend.policy().filter(|p| p.confines()).map(|p| {
-                Box::new(match &handed {
-                    Some(record) => Confine::resumed(p, fids::Limits::default(), record),
-                    None => Confine::untracked(p, fids::Limits::default()),
-                })
-            });
-        }
-        if s.track.is_none() {
-            s.start_tracking(&limits, handed.as_ref(), true);
-        }
-        note_recoverable(s, &limits, counters);
+        resume_handed(&cx, s);
     }
     // The per-message time budget: three monotonic clock reads per message
     // (vDSO, no system call).
@@ -299,8 +308,7 @@ pub fn run<P: UsbPipe + ?Sized>(
     // after each is broken, not unmounted.
     let mut rearms_in_a_row = 0u32;
     loop {
-        let (tn, _) = mem_need(s.ceiling, mps);
-        let tb = pick(&mut tmem, &mut tbuf, tn);
+        let tb = pick(&mut tmem, &mut tbuf, mem_need(s.ceiling, mps).0);
         let n = match pipe::recv_message(pipe, tb, s.ceiling) {
             Ok(n) => n,
             Err(RecvError::Usb(UsbError::Gone)) => return Exit::BoardGone,
@@ -321,234 +329,276 @@ pub fn run<P: UsbPipe + ?Sized>(
         let _busy = counters.busy();
         let received = Instant::now();
         add_ns(&counters.time.board_ns, mark, received);
-        let t = &tb[..n];
-        tracing::trace!(target: "usb9pfsd::wire", "board → server {}", Decoded(t));
-        counters.t_messages.fetch_add(1, Ordering::Relaxed);
-        counters.t_bytes.fetch_add(n as u64, Ordering::Relaxed);
-        let Some(h) = frame::header(t) else {
-            return Exit::Violation(FrameError::TooSmall { size: n as u32 });
-        };
-
-        if h.kind == TVERSION {
-            // A new 9P session (mount, or umount + mount without replug):
-            // whatever the server knew of the old one is gone.
-            s.backend = None;
-            s.live = false;
-            counters.session_ended();
-            s.ceiling = limits.max_frame;
-            s.board_rx = limits.board_buflen;
-            if let Some(v) = frame::version(t) {
-                s.dialect = v.dialect;
-                s.ceiling = s.ceiling.min(v.msize.max(frame::HEADER_LEN as u32));
-                s.board_rx = s.board_rx.max(v.msize);
-            }
-            match board_backend.policy().filter(|p| p.confines()) {
-                None => s.confine = None,
-                Some(p) => match &mut s.confine {
-                    Some(c) if Arc::ptr_eq(c.policy(), &p) => c.reset(),
-                    _ => s.confine = Some(Box::new(Confine::new(p, fids::Limits::default()))),
-                },
-            }
-            s.start_tracking(&limits, None, false);
-            if let Some(c) = s.confine.as_mut().filter(|_| !Confine::version_ok(t)) {
-                // Confinement reads 9P2000.L only: another dialect is
-                // refused the 9P way, without asking the server.
-                c.dialect_refused();
-                counters.refused.fetch_add(1, Ordering::Relaxed);
-                let msize = frame::version(t).map_or(s.ceiling, |v| v.msize);
-                let len = confine::rversion_unknown(&mut rbuf, h.tag, msize);
-                if let Err(e) = pipe::send_message(pipe, &rbuf[..len], s.board_rx) {
-                    return usb_exit(e);
-                }
-                mark = Instant::now();
-                continue;
-            }
-            counters.set_activity(Activity::Connecting);
-            let connected = board_backend.connect();
-            counters.set_activity(Activity::Forwarding);
-            match connected {
-                Ok(b) => {
-                    s.backend = Some(b);
-                    s.live = true;
-                    counters.sessions.fetch_add(1, Ordering::Relaxed);
-                    s.began_ms = counters.session_began();
-                    note_recoverable(s, &limits, counters);
-                }
-                Err(e) => {
-                    if let Err(exit) = reply_error(pipe, &mut rbuf, s, h.tag, e.errno, counters) {
-                        return exit;
-                    }
-                    mark = Instant::now();
-                    continue;
+        match serve_request(pipe, &cx, s, tb, n, received, (&mut rmem, &mut rbuf)) {
+            Ok(done) => {
+                mark = done.at;
+                if done.new_session {
+                    fit_session_mem(pipe, &mut tmem, &mut rmem, s.ceiling);
                 }
             }
-        }
-
-        // A fid the last recovery lost: answered here, never forwarded (one
-        // branch on a counter while there is none).
-        if h.kind != TVERSION {
-            let gate = s.table().map_or(Gate::Pass, |tab| recover::gate(&tb[..n], tab));
-            if gate != Gate::Pass {
-                if let Err(exit) = answer_gate(pipe, &mut rbuf, s, h.tag, h.kind, gate, counters) {
-                    return exit;
-                }
-                mark = Instant::now();
-                continue;
-            }
-        }
-        // A confined board's request: refused here, or rewritten in place.
-        let mut t_len = n;
-        if let (Some(c), true, false) = (s.confine.as_mut(), s.live, h.kind == TVERSION) {
-            match c.request(tb, n, s.ceiling) {
-                Verdict::Forward(len) => t_len = len,
-                Verdict::Refuse(errno) => {
-                    counters.refused.fetch_add(1, Ordering::Relaxed);
-                    if let Err(exit) = reply_error(pipe, &mut rbuf, s, h.tag, errno, counters) {
-                        return exit;
-                    }
-                    mark = Instant::now();
-                    continue;
-                }
-            }
-        }
-        let t = &tb[..t_len];
-        if h.kind != TVERSION {
-            if let Some(tr) = s.track.as_mut() {
-                tr.request(t);
-            }
-        }
-
-        if s.backend.is_none() || !s.live {
-            // No Tversion since the worker started, or the server session was
-            // lost: nothing the server could answer. Fail fast.
-            if let Err(exit) = reply_error(pipe, &mut rbuf, s, h.tag, frame::EIO, counters) {
-                return exit;
-            }
-            mark = Instant::now();
-            continue;
-        }
-
-        let rb = pick(&mut rmem, &mut rbuf, mem_need(s.ceiling, mps).1);
-        // The exchange; a lost session is rebuilt (recover.rs) and the
-        // request sent again if that cannot change its result.
-        let mut attempt_since = None;
-        let mut resent = false;
-        let exchanged = loop {
-            let Some(backend) = s.backend.as_mut() else { break Err(Failed::Answer(frame::EIO)) };
-            match backend.exchange(t, rb, s.ceiling, limits.request_timeout) {
-                Ok(m) => break Ok(m),
-                Err(e) if h.kind == TVERSION => break Err(Failed::Lost(e)),
-                Err(e) => {
-                    let since = *attempt_since.get_or_insert_with(Instant::now);
-                    match recover_session(board_backend, counters, s, &e, &limits, since) {
-                        Recovery::Off => break Err(Failed::Lost(e)),
-                        Recovery::GaveUp => break Err(Failed::Answer(e.errno())),
-                        Recovery::Done => {}
-                    }
-                    let gate = s.table().map_or(Gate::Pass, |tab| recover::gate(t, tab));
-                    if gate != Gate::Pass {
-                        break Err(Failed::Gate(gate));
-                    }
-                    if !recover::repeatable(t, s.table()) {
-                        break Err(Failed::NotRepeated);
-                    }
-                    if resent {
-                        // The server broke the session on this very request
-                        // again: it is the request, not the server. The
-                        // session goes on; the request gets EIO.
-                        tracing::warn!(
-                            "the server broke the session again on the board's {} sent after recovery: answering it EIO instead of sending it a third time",
-                            frame::type_name(h.kind)
-                        );
-                        break Err(Failed::Answer(frame::EIO));
-                    }
-                    resent = true;
-                    tracing::debug!("sending the board's {} again on the recovered session", frame::type_name(h.kind));
-                }
-            }
-        };
-        let answered = Instant::now();
-        add_ns(&counters.time.server_ns, received, answered);
-        let r_len = match exchanged {
-            Ok(m) => m,
-            Err(f) => {
-                let answer = match f {
-                    Failed::Lost(e) => {
-                        lose_session(board_backend, counters, s, &e);
-                        reply_error(pipe, &mut rbuf, s, h.tag, e.errno(), counters)
-                    }
-                    Failed::Answer(errno) => reply_error(pipe, &mut rbuf, s, h.tag, errno, counters),
-                    Failed::Gate(g) => answer_gate(pipe, &mut rbuf, s, h.tag, h.kind, g, counters),
-                    Failed::NotRepeated => {
-                        not_repeated(s, t, limits.request_timeout);
-                        reply_error(pipe, &mut rbuf, s, h.tag, frame::EIO, counters)
-                    }
-                };
-                if let Err(exit) = answer {
-                    return exit;
-                }
-                mark = Instant::now();
-                continue;
-            }
-        };
-        let Some(backend) = s.backend.as_mut() else { unreachable!("an exchange answered on this connection") };
-        // A confined board's reply: the fid table learns from it, and it may
-        // be rewritten, or need an exchange of our own first.
-        let mut r_len = r_len;
-        if let (Some(c), false) = (s.confine.as_mut(), h.kind == TVERSION) {
-            match confined_reply(c, backend, rb, r_len, s.ceiling, limits.request_timeout, counters) {
-                Ok(Some(len)) => r_len = len,
-                Ok(None) => {}
-                Err(Answer::Error(errno)) => {
-                    if let Err(exit) = reply_error(pipe, &mut rbuf, s, h.tag, errno, counters) {
-                        return exit;
-                    }
-                    mark = Instant::now();
-                    continue;
-                }
-                Err(Answer::Lost(e)) => {
-                    lose_session(board_backend, counters, s, &e);
-                    if let Err(exit) = reply_error(pipe, &mut rbuf, s, h.tag, e.errno(), counters) {
-                        return exit;
-                    }
-                    mark = Instant::now();
-                    continue;
-                }
-            }
-        }
-        let r = &rb[..r_len];
-        if h.kind != TVERSION {
-            if let Some(tr) = s.track.as_mut() {
-                tr.reply(r);
-                if tr.broken().is_some() {
-                    counters.recoverable.store(2, Ordering::Relaxed);
-                }
-            }
-        }
-        if h.kind == TVERSION {
-            if let Some(v) = frame::version(r) {
-                s.ceiling = s.ceiling.min(v.msize.max(frame::HEADER_LEN as u32));
-            }
-        }
-        tracing::trace!(target: "usb9pfsd::wire", "server → board {}", Decoded(r));
-        counters.attach_answered(t, r);
-        // Counted before the transfer: once the board has the reply, anyone
-        // it tells must already see the count.
-        counters.r_messages.fetch_add(1, Ordering::Relaxed);
-        counters.r_bytes.fetch_add(r_len as u64, Ordering::Relaxed);
-        if h.kind != TVERSION {
-            counters.served.fetch_add(1, Ordering::Relaxed);
-        }
-        if let Err(e) = pipe::send_message(pipe, r, s.board_rx) {
-            return usb_exit(e);
-        }
-        mark = Instant::now();
-        add_ns(&counters.time.reply_ns, answered, mark);
-        if h.kind == TVERSION {
-            // A new session with its msize: in-place memory to match.
-            fit_session_mem(pipe, &mut tmem, &mut rmem, s.ceiling);
+            Err(exit) => return exit,
         }
     }
+}
+
+/// A live session this process did not see begin (handed over): its
+/// predecessor's fid table if it came and fits the policy, else no table,
+/// and its fids can only do what needs none.
+fn resume_handed(cx: &Ctx, s: &mut Session) {
+    let handed = s.handed_fids.take();
+    if s.confine.is_none() {
+        s.confine = cx.board_backend.policy().filter(|p| p.confines()).map(|p| {
+            Box::new(match &handed {
+                Some(record) => Confine::resumed(p, fids::Limits::default(), record),
+                None => Confine::untracked(p, fids::Limits::default()),
+            })
+        });
+    }
+    if s.track.is_none() {
+        s.start_tracking(&cx.limits, handed.as_ref(), true);
+    }
+    note_recoverable(s, &cx.limits, cx.counters);
+}
+
+/// One T-message, `n` bytes at the start of `tb`: answered by the server
+/// (exchanged, recovered if need be) or by the loop itself (a refusal, a
+/// lost fid, no session). `rbufs` are the in-place memory and the heap
+/// buffer for the reply.
+fn serve_request<P: UsbPipe + ?Sized>(
+    pipe: &mut P,
+    cx: &Ctx,
+    s: &mut Session,
+    tb: &mut [u8],
+    n: usize,
+    received: Instant,
+    rbufs: (&mut Option<TransferMem>, &mut Vec<u8>),
+) -> Result<Answered, Exit> {
+    let (rmem, rbuf) = rbufs;
+    let counters = cx.counters;
+    let t = &tb[..n];
+    tracing::trace!(target: "usb9pfsd::wire", "board → server {}", Decoded(t));
+    counters.t_messages.fetch_add(1, Ordering::Relaxed);
+    counters.t_bytes.fetch_add(n as u64, Ordering::Relaxed);
+    let Some(h) = frame::header(t) else {
+        return Err(Exit::Violation(FrameError::TooSmall { size: n as u32 }));
+    };
+    if h.kind == TVERSION {
+        if let Some(answer) = begin_session(pipe, cx, s, t, h.tag, rbuf) {
+            return answered_here(answer);
+        }
+    } else {
+        // A fid the last recovery lost: answered here, never forwarded (one
+        // branch on a counter while there is none).
+        let gate = s.table().map_or(Gate::Pass, |tab| recover::gate(t, tab));
+        if gate != Gate::Pass {
+            return answered_here(answer_gate(pipe, rbuf, s, h.tag, h.kind, gate, counters));
+        }
+    }
+    // A confined board's request: refused here, or rewritten in place.
+    let mut t_len = n;
+    if let (Some(c), true, false) = (s.confine.as_mut(), s.live, h.kind == TVERSION) {
+        match c.request(tb, n, s.ceiling) {
+            Verdict::Forward(len) => t_len = len,
+            Verdict::Refuse(errno) => {
+                counters.refused.fetch_add(1, Ordering::Relaxed);
+                return answered_here(reply_error(pipe, rbuf, s, h.tag, errno, counters));
+            }
+        }
+    }
+    let t = &tb[..t_len];
+    if h.kind != TVERSION {
+        if let Some(tr) = s.track.as_mut() {
+            tr.request(t);
+        }
+    }
+    if s.backend.is_none() || !s.live {
+        // No Tversion since the worker started, or the server session was
+        // lost: nothing the server could answer. Fail fast.
+        return answered_here(reply_error(pipe, rbuf, s, h.tag, frame::EIO, counters));
+    }
+    let rb = pick(rmem, rbuf, mem_need(s.ceiling, pipe.max_packet_size()).1);
+    let exchanged = exchange(cx, s, t, rb, h.kind);
+    let answered = Instant::now();
+    add_ns(&counters.time.server_ns, received, answered);
+    match exchanged {
+        Ok(r_len) => send_reply(pipe, cx, s, (h.tag, h.kind), t, rb, r_len, answered),
+        Err(f) => answered_here(answer_failed(pipe, cx, s, rb, t, (h.tag, h.kind), f)),
+    }
+}
+
+/// A Tversion: the board begins a new 9P session (mount, or umount + mount
+/// without replug), and whatever the server knew of the old one is gone.
+/// Sets the session up for it and connects; Some(the answer's send) when
+/// the board was answered here (a dialect confinement cannot read, no
+/// connection).
+fn begin_session<P: UsbPipe + ?Sized>(
+    pipe: &mut P,
+    cx: &Ctx,
+    s: &mut Session,
+    t: &[u8],
+    tag: u16,
+    rbuf: &mut [u8],
+) -> Option<Result<(), Exit>> {
+    let (counters, limits) = (cx.counters, &cx.limits);
+    s.backend = None;
+    s.live = false;
+    counters.session_ended();
+    s.ceiling = limits.max_frame;
+    s.board_rx = limits.board_buflen;
+    if let Some(v) = frame::version(t) {
+        s.dialect = v.dialect;
+        s.ceiling = s.ceiling.min(v.msize.max(frame::HEADER_LEN as u32));
+        s.board_rx = s.board_rx.max(v.msize);
+    }
+    match cx.board_backend.policy().filter(|p| p.confines()) {
+        None => s.confine = None,
+        Some(p) => match &mut s.confine {
+            Some(c) if Arc::ptr_eq(c.policy(), &p) => c.reset(),
+            _ => s.confine = Some(Box::new(Confine::new(p, fids::Limits::default()))),
+        },
+    }
+    s.start_tracking(limits, None, false);
+    if let Some(c) = s.confine.as_mut().filter(|_| !Confine::version_ok(t)) {
+        // Confinement reads 9P2000.L only: another dialect is refused the
+        // 9P way, without asking the server.
+        c.dialect_refused();
+        counters.refused.fetch_add(1, Ordering::Relaxed);
+        let msize = frame::version(t).map_or(s.ceiling, |v| v.msize);
+        let len = confine::rversion_unknown(rbuf, tag, msize);
+        return Some(pipe::send_message(pipe, &rbuf[..len], s.board_rx).map_err(usb_exit));
+    }
+    counters.set_activity(Activity::Connecting);
+    let connected = cx.board_backend.connect();
+    counters.set_activity(Activity::Forwarding);
+    match connected {
+        Ok(b) => {
+            s.backend = Some(b);
+            s.live = true;
+            counters.sessions.fetch_add(1, Ordering::Relaxed);
+            s.began_ms = counters.session_began();
+            note_recoverable(s, limits, counters);
+            None
+        }
+        Err(e) => Some(reply_error(pipe, rbuf, s, tag, e.errno, counters)),
+    }
+}
+
+/// Sends `t` to the server and reads its reply into `rb`. A lost session is
+/// rebuilt (recover.rs) and the request sent again if that cannot change
+/// its result.
+fn exchange(cx: &Ctx, s: &mut Session, t: &[u8], rb: &mut [u8], kind: u8) -> Result<usize, Failed> {
+    let mut attempt_since = None;
+    let mut resent = false;
+    loop {
+        let Some(backend) = s.backend.as_mut() else { return Err(Failed::Answer(frame::EIO)) };
+        let e = match backend.exchange(t, rb, s.ceiling, cx.limits.request_timeout) {
+            Ok(m) => return Ok(m),
+            Err(e) if kind == TVERSION => return Err(Failed::Lost(e)),
+            Err(e) => e,
+        };
+        let since = *attempt_since.get_or_insert_with(Instant::now);
+        match recover_session(cx.board_backend, cx.counters, s, &e, &cx.limits, since) {
+            Recovery::Off => return Err(Failed::Lost(e)),
+            Recovery::GaveUp => return Err(Failed::Answer(e.errno())),
+            Recovery::Done => {}
+        }
+        let gate = s.table().map_or(Gate::Pass, |tab| recover::gate(t, tab));
+        if gate != Gate::Pass {
+            return Err(Failed::Gate(gate));
+        }
+        if !recover::repeatable(t, s.table()) {
+            return Err(Failed::NotRepeated);
+        }
+        if resent {
+            // The server broke the session on this very request again: it
+            // is the request, not the server. The session goes on; the
+            // request gets EIO.
+            tracing::warn!(
+                "the server broke the session again on the board's {} sent after recovery: answering it EIO instead of sending it a third time",
+                frame::type_name(kind)
+            );
+            return Err(Failed::Answer(frame::EIO));
+        }
+        resent = true;
+        tracing::debug!("sending the board's {} again on the recovered session", frame::type_name(kind));
+    }
+}
+
+/// The board's answer when the exchange gave it no reply of the server's.
+fn answer_failed<P: UsbPipe + ?Sized>(
+    pipe: &mut P,
+    cx: &Ctx,
+    s: &mut Session,
+    buf: &mut [u8],
+    t: &[u8],
+    (tag, kind): (u16, u8),
+    f: Failed,
+) -> Result<(), Exit> {
+    match f {
+        Failed::Lost(e) => {
+            lose_session(cx.board_backend, cx.counters, s, &e);
+            reply_error(pipe, buf, s, tag, e.errno(), cx.counters)
+        }
+        Failed::Answer(errno) => reply_error(pipe, buf, s, tag, errno, cx.counters),
+        Failed::Gate(g) => answer_gate(pipe, buf, s, tag, kind, g, cx.counters),
+        Failed::NotRepeated => {
+            not_repeated(s, t, cx.limits.request_timeout);
+            reply_error(pipe, buf, s, tag, frame::EIO, cx.counters)
+        }
+    }
+}
+
+/// The server's reply to `t`, `r_len` bytes in `rb`: shown to confinement
+/// (which may rewrite it, or answer the board itself) and to the tracker,
+/// counted, and sent to the board.
+#[allow(clippy::too_many_arguments)]
+fn send_reply<P: UsbPipe + ?Sized>(
+    pipe: &mut P,
+    cx: &Ctx,
+    s: &mut Session,
+    (tag, kind): (u16, u8),
+    t: &[u8],
+    rb: &mut [u8],
+    r_len: usize,
+    answered: Instant,
+) -> Result<Answered, Exit> {
+    let counters = cx.counters;
+    let mut r_len = r_len;
+    if let (Some(c), Some(backend), false) = (s.confine.as_mut(), s.backend.as_mut(), kind == TVERSION) {
+        match confined_reply(c, backend, rb, r_len, s.ceiling, cx.limits.request_timeout, counters) {
+            Ok(Some(len)) => r_len = len,
+            Ok(None) => {}
+            Err(Answer::Error(errno)) => return answered_here(reply_error(pipe, rb, s, tag, errno, counters)),
+            Err(Answer::Lost(e)) => {
+                lose_session(cx.board_backend, counters, s, &e);
+                return answered_here(reply_error(pipe, rb, s, tag, e.errno(), counters));
+            }
+        }
+    }
+    let r = &rb[..r_len];
+    if kind == TVERSION {
+        if let Some(v) = frame::version(r) {
+            s.ceiling = s.ceiling.min(v.msize.max(frame::HEADER_LEN as u32));
+        }
+    } else if let Some(tr) = s.track.as_mut() {
+        tr.reply(r);
+        if tr.broken().is_some() {
+            counters.recoverable.store(2, Ordering::Relaxed);
+        }
+    }
+    tracing::trace!(target: "usb9pfsd::wire", "server → board {}", Decoded(r));
+    counters.attach_answered(t, r);
+    // Counted before the transfer: once the board has the reply, anyone it
+    // tells must already see the count.
+    counters.r_messages.fetch_add(1, Ordering::Relaxed);
+    counters.r_bytes.fetch_add(r_len as u64, Ordering::Relaxed);
+    if kind != TVERSION {
+        counters.served.fetch_add(1, Ordering::Relaxed);
+    }
+    pipe::send_message(pipe, r, s.board_rx).map_err(usb_exit)?;
+    let at = Instant::now();
+    add_ns(&counters.time.reply_ns, answered, at);
+    Ok(Answered { at, new_session: kind == TVERSION })
 }
 
 /// Re-arms consecutive with no T-message between them before the board's

@@ -50,7 +50,7 @@ impl Sysfs {
         }
         let dev = self.devices.join(&info.port_path);
         let at = |name| attr(&dev, name).and_then(|v| v.parse::<u8>().ok());
-        at("busnum") == Some(info.bus) && at("devnum") == Some(info.address)
+        at("busnum") == Some(info.busaddr.bus) && at("devnum") == Some(info.busaddr.addr)
     }
 }
 
@@ -78,8 +78,6 @@ fn probe_device(dev: &Path) -> Option<Vec<GadgetInfo>> {
             .iter()
             .map(|i| GadgetInfo {
                 busaddr: BusAddr { bus, addr },
-                bus,
-                address: addr,
                 port_path: sysname.clone(),
                 vid,
                 pid,

@@ -54,7 +54,7 @@ pub fn gadget(max_packet: usize, buflen: u32) -> (HostEnd, Board) {
 }
 
 /// What travels board → host: a packet, or the mark a cancelled IN
-/// transfer leaves (what libusb's cancel completion is for real hardware).
+/// transfer leaves (what a discarded URB is for real hardware).
 enum Packet {
     Data(Vec<u8>),
     Cancel,

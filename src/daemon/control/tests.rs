@@ -5,6 +5,7 @@
 use std::os::unix::fs::PermissionsExt;
 
 use super::*;
+use crate::config::serve::ServeSpec;
 use crate::daemon::supervisor::{Silent, Spawn, Supervisor};
 use crate::worker::Job;
 

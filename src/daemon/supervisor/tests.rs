@@ -107,7 +107,7 @@ impl Rig {
     }
 
     async fn board(&self, busaddr: &str) -> Option<BoardStatus> {
-        self.status().await.into_iter().find(|b| b.busaddr == busaddr)
+        self.status().await.into_iter().find(|b| b.board.busaddr == busaddr)
     }
 
     fn spawned(&self) -> usize {
@@ -256,7 +256,7 @@ async fn an_unplug_reported_late_is_a_removal_not_a_restart_with_a_warning() {
     r.off_bus.lock().expect("lock").insert(BusAddr { bus: 1, addr: 2 });
     tokio::time::advance(FIRST_RESTART).await;
     let boards = r.status().await;
-    assert_eq!(boards.iter().map(|b| b.busaddr.as_str()).collect::<Vec<_>>(), ["001-003"], "the unplugged board is forgotten");
+    assert_eq!(boards.iter().map(|b| b.board.busaddr.as_str()).collect::<Vec<_>>(), ["001-003"], "the unplugged board is forgotten");
     assert_eq!(r.spawned(), 3, "only the board still on the bus restarted");
     // udev's removal, late, changes nothing.
     r.send(HotplugEvent::Gone(BusAddr { bus: 1, addr: 2 }));
@@ -360,7 +360,7 @@ async fn each_usb9pfs_interface_is_a_board_and_removal_stops_them_all() {
     r.send(HotplugEvent::Present(with_interface("A", 1, 2, 10)));
     r.send(HotplugEvent::Present(with_interface("B", 2, 3, 0)));
     let s = r.status().await;
-    let listed: Vec<_> = s.iter().map(|b| (b.busaddr.as_str(), b.interface, b.state.clone())).collect();
+    let listed: Vec<_> = s.iter().map(|b| (b.board.busaddr.as_str(), b.board.interface, b.state.clone())).collect();
     assert_eq!(listed, vec![("001-002", 2, BoardState::Idle), ("001-002", 10, BoardState::Idle), ("002-003", 0, BoardState::Idle)]);
     assert_eq!(r.spawned(), 3, "one worker per interface");
     // One interface's failure leaves its sibling alone.
@@ -373,7 +373,7 @@ async fn each_usb9pfs_interface_is_a_board_and_removal_stops_them_all() {
     r.send(HotplugEvent::Gone(BusAddr { bus: 1, addr: 2 }));
     let s = r.status().await;
     assert_eq!(s.len(), 1);
-    assert_eq!(s[0].busaddr, "002-003");
+    assert_eq!(s[0].board.busaddr, "002-003");
     assert!(stops[0].requested(), "the running worker of interface 2 is asked to stop");
     assert!(!stops[2].requested(), "the other device's worker is untouched");
     // The orphan's last report is recognised and changes nothing.
@@ -519,7 +519,7 @@ async fn a_rescan_after_lost_udev_events_forgets_boards_that_went_meanwhile() {
     r.send(HotplugEvent::Present(gadget("A", 1, 2)));
     let s = r.status().await;
     assert_eq!(s.len(), 1);
-    assert_eq!(s[0].busaddr, "001-002");
+    assert_eq!(s[0].board.busaddr, "001-002");
     assert!(stops[1].requested() && !stops[0].requested());
     assert_eq!(r.spawned(), 2, "A keeps its worker");
 }

@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # list: `usb9pfsd list` and `usb9pfsd list --json` show the present boards with
-# bus, address, port path, VID:PID, serial, manufacturer, product and the
+# bus-address, port path, VID:PID, serial, manufacturer, product and the
 # mapped backend (by serial, by port path, and null for an unmapped board),
 # both with and without a running daemon that has claimed one of them.
 scenario_main() {
@@ -20,7 +20,7 @@ scenario_main() {
     FWD_EXTRA_CONFIG=$(printf '[[board]]\npath = "%s"\nbackend = "127.0.0.1:5641"\n' "$pb")
     fwd_write_config "$LOCAL/usb9pfsd.toml"
 
-    # expected rows from sysfs: serial -> "bus address port_path id manufacturer product backend"
+    # expected rows from sysfs: serial -> busaddr port_path id manufacturer product backend
     expected_json() {
         python3 - <<'PY'
 import json, os, sys
@@ -37,7 +37,7 @@ for d in os.listdir(base):
     if serial not in backends:
         continue
     r = lambda n: open(f"{base}/{d}/{n}").read().strip()
-    rows[serial] = {"bus": int(r("busnum")), "address": int(r("devnum")), "port_path": d,
+    rows[serial] = {"busaddr": "%03d-%03d" % (int(r("busnum")), int(r("devnum"))), "port_path": d,
                     "id": f"{r('idVendor')}:{r('idProduct')}", "serial": serial,
                     "manufacturer": r("manufacturer"), "product": r("product"),
                     "backend": backends[serial]}
@@ -69,7 +69,7 @@ PY
         want=$(expected_json)
         got=$(printf '%s' "$out" | python3 -c '
 import json, sys
-keys = ["bus", "address", "port_path", "id", "serial", "manufacturer", "product", "backend"]
+keys = ["busaddr", "port_path", "id", "serial", "manufacturer", "product", "backend"]
 try:
     arr = json.load(sys.stdin)
 except Exception as e:
@@ -82,13 +82,10 @@ for o in arr:
     if miss:
         print("object without %s: %s" % (miss, o)); sys.exit(0)
     if o["serial"] in ("0001-BOARD-A", "0002-BOARD-B", "0003-UNMAPPED"):
-        r = {k: o[k] for k in keys}
-        # bus/address may be numbers or decimal strings
-        r["bus"] = int(r["bus"]); r["address"] = int(r["address"])
-        rows[o["serial"]] = r
+        rows[o["serial"]] = {k: o[k] for k in keys}
 print(json.dumps(rows, sort_keys=True))
 ')
-        expect_eq "list --json ($when): the three boards with bus, address, port_path, id, serial, manufacturer, product, backend as in sysfs/config" "$want" "$got"
+        expect_eq "list --json ($when): the three boards with busaddr, port_path, id, serial, manufacturer, product, backend as in sysfs/config" "$want" "$got"
     }
 
     check_list idle
