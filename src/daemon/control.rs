@@ -36,7 +36,7 @@ use std::time::Duration;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::serve::{BoardSel, Serve};
+use crate::config::serve::{BoardSel, Serve, ServeSpec};
 use crate::config::Config;
 use crate::daemon::reload;
 use crate::daemon::status::StatusReport;
@@ -378,6 +378,7 @@ async fn serve(req: Request, peer: &Peer, inputs: &mpsc::UnboundedSender<Input>)
     let input = if req.command == "serve" {
         let spec = req.serve.ok_or("`serve` needs what to serve: a backend, an export, or both")?;
         spec.check()?;
+        may_serve_locally(peer.uid, &spec)?;
         let since = crate::counters::rfc3339(std::time::SystemTime::now());
         Input::Serve(Serve { board, spec, by_uid: peer.uid, since }, reply)
     } else {
@@ -385,6 +386,24 @@ async fn serve(req: Request, peer: &Peer, inputs: &mpsc::UnboundedSender<Input>)
     };
     inputs.send(input).map_err(|_| gone())?;
     answer.await.map_err(|_| gone())?
+}
+
+/// A managed export is served as its owner, so an admin who is not root
+/// may only serve a directory of their own: group usb9pfsd-admin must not
+/// become a way into other users' files.
+pub fn may_serve_locally(uid: u32, spec: &ServeSpec) -> Result<(), String> {
+    let managed = matches!(spec.backend, None | Some(crate::ninep::backend::BackendAddr::Managed(_)));
+    let Some(dir) = spec.export.as_deref().filter(|_| managed && uid != 0) else {
+        return Ok(());
+    };
+    match std::fs::metadata(dir) {
+        Ok(m) if m.uid() == uid => Ok(()),
+        Ok(m) => Err(format!(
+            "permission denied: {dir} belongs to uid {}, and usb9pfsd serves a directory as its owner; only root or its owner may serve it (this request came from uid {uid})",
+            m.uid()
+        )),
+        Err(e) => Err(format!("--export {dir}: {e}")),
+    }
 }
 
 async fn run(req: Request, peer: &Peer, inputs: &mpsc::UnboundedSender<Input>, config_path: Option<&Path>) -> Response {

@@ -338,3 +338,20 @@ async fn a_daemon_that_goes_away_without_answering_is_said_so() {
     server.join().expect("server thread");
     assert!(err.contains("closed the connection without an answer") && err.contains("could not start"), "{err}");
 }
+
+#[test]
+fn an_admin_who_is_not_root_may_serve_only_a_directory_of_their_own() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().to_str().expect("utf8").to_string();
+    let owner = std::fs::metadata(dir.path()).expect("stat").uid();
+    let managed = ServeSpec { export: Some(path.clone()), ..ServeSpec::default() };
+    assert_eq!(may_serve_locally(owner, &managed), Ok(()), "its owner");
+    assert_eq!(may_serve_locally(0, &managed), Ok(()), "root");
+    let other = owner.wrapping_add(4321);
+    let err = may_serve_locally(other, &managed).expect_err("someone else's directory");
+    assert!(err.starts_with("permission denied") && err.contains(&format!("uid {owner}")), "{err}");
+    // On a server of the user's, the export is a path on that server.
+    let remote = ServeSpec { backend: Some("10.0.0.2:564".parse().expect("addr")), ..managed.clone() };
+    assert_eq!(may_serve_locally(other, &remote), Ok(()));
+    assert!(may_serve_locally(other, &ServeSpec { export: Some("/nonexistent/x".into()), ..ServeSpec::default() }).is_err());
+}
