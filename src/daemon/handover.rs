@@ -43,6 +43,7 @@ use crate::ninep::backend::Backend;
 use crate::ninep::fids::TableRecord;
 use crate::ninep::forward::Session;
 use crate::ninep::frame::Dialect;
+use crate::ninep::managed::ManagedServer;
 use crate::worker::HandedSession;
 
 /// Format of the state record; a successor refuses any other.
@@ -73,6 +74,11 @@ pub struct SessionRecord {
     /// the successor then goes on untracked).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fids: Option<TableRecord>,
+    /// The managed diod serving the live session (`ninep/managed.rs`),
+    /// reaped by the successor when the session ends if it is its child
+    /// (an in-place re-exec). Absent: a server of the user's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_pid: Option<u32>,
 }
 
 /// One board as it crosses.
@@ -403,6 +409,7 @@ pub fn pack(boards: &[HandedBoard], lost: &[GadgetKey], serves: &[Serve]) -> io:
                     backend: hb.backend.clone(),
                     began_ms: s.began_ms,
                     fids: s.table_record(),
+                    server_pid: s.backend.as_ref().and_then(Backend::managed_pid),
                 },
             }
         })
@@ -469,7 +476,7 @@ pub fn sessions(boards: BTreeMap<GadgetKey, UnpackedBoard>) -> BTreeMap<GadgetKe
                 }
             });
             let backend = server.and_then(|fd| match Backend::from_fd(fd) {
-                Ok(b) => Some(b),
+                Ok(b) => Some(b.with_server(r.server_pid.and_then(ManagedServer::taken_over))),
                 Err(e) => {
                     tracing::warn!(busaddr = %key.busaddr, iface = key.interface, "the handed-over server connection is unusable ({e}); the session is lost");
                     None
@@ -545,6 +552,7 @@ mod tests {
                 backend: Some("127.0.0.1:564".into()),
                 began_ms: 1_764_115_200_000,
                 fids: None,
+                server_pid: None,
             },
         }
     }

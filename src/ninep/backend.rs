@@ -286,6 +286,13 @@ impl Backend {
         self.server.as_ref().map(ManagedServer::pid)
     }
 
+    /// The managed diod at the other end of a handed-over connection, to
+    /// be reaped with it.
+    pub fn with_server(mut self, server: Option<ManagedServer>) -> Backend {
+        self.server = server;
+        self
+    }
+
     /// A handle that can abort this connection from another thread.
     pub fn abort_handle(&self) -> AbortHandle {
         AbortHandle(Arc::downgrade(&self.stream))

@@ -38,13 +38,38 @@ const CHILD_FD: RawFd = 3;
 /// One running managed diod; killed and reaped when dropped.
 #[derive(Debug)]
 pub struct ManagedServer {
-    child: Child,
+    child: Server,
+}
+
+#[derive(Debug)]
+enum Server {
+    /// Started by this process image.
+    Spawned(Child),
+    /// Started by the image this process re-executed from (same pid, so
+    /// still our child): known by its pid from the hand-over state.
+    TakenOver(libc::pid_t),
 }
 
 impl ManagedServer {
-    /// The diod's process id (tests, logs).
+    /// The diod's process id (tests, logs, the hand-over state).
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        match &self.child {
+            Server::Spawned(c) => c.id(),
+            Server::TakenOver(pid) => *pid as u32,
+        }
+    }
+
+    /// The diod a predecessor image of this process started for a session
+    /// it handed over, if `pid` is still a child of this process (after an
+    /// in-place re-exec it is; after a restart it is not ours to reap, and
+    /// systemd has stopped it with the old process's cgroup anyway).
+    pub fn taken_over(pid: u32) -> Option<ManagedServer> {
+        let pid = libc::pid_t::try_from(pid).ok().filter(|p| *p > 0)?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command may hold spaces and parentheses: fields follow the last ')'.
+        let ppid: libc::pid_t = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+        // SAFETY: getpid cannot fail.
+        (ppid == unsafe { libc::getpid() }).then_some(ManagedServer { child: Server::TakenOver(pid) })
     }
 }
 
@@ -53,11 +78,23 @@ impl Drop for ManagedServer {
         // Our end of the socket is closed before this runs (see Backend's
         // field order), so diod is on its way out; a diod stuck in the
         // file system is killed rather than waited for.
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return;
+        match &mut self.child {
+            Server::Spawned(child) => {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Server::TakenOver(pid) => {
+                // SAFETY: `pid` is our child (checked when taken over) and
+                // nobody else reaps it, so the pid cannot have been reused.
+                unsafe {
+                    libc::kill(*pid, libc::SIGKILL);
+                    libc::waitpid(*pid, std::ptr::null_mut(), 0);
+                }
+            }
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -187,12 +224,26 @@ pub fn spawn(dir: &Path) -> io::Result<(UnixStream, ManagedServer)> {
         io::Error::new(e.kind(), why)
     })?;
     drop(theirs);
-    Ok((ours, ManagedServer { child }))
+    Ok((ours, ManagedServer { child: Server::Spawned(child) }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn after_a_reexec_only_a_child_of_this_process_is_taken_over_and_it_is_reaped_with_the_session() {
+        assert!(ManagedServer::taken_over(1).is_none(), "init is nobody's child to reap");
+        assert!(ManagedServer::taken_over(0).is_none());
+        let child = Command::new("sleep").arg("60").spawn().expect("sleep");
+        let pid = child.id();
+        // As after an exec: the new image has the pid, not the Child.
+        std::mem::forget(child);
+        let server = ManagedServer::taken_over(pid).expect("our child");
+        assert_eq!(server.pid(), pid);
+        drop(server);
+        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "killed and reaped, no zombie left");
+    }
 
     #[test]
     fn a_tree_owned_by_root_or_missing_or_not_a_directory_is_refused_with_what_to_do() {

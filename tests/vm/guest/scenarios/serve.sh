@@ -11,7 +11,8 @@
 #    mounts, checksums match), status says who set it and when, and a user
 #    outside root/usb9pfsd-admin cannot change it. A second serve while B is
 #    mounted leaves B's live session where it is; B's next mount sees the new
-#    tree. `usb9pfsd reexec` keeps the serve. A tree owned by root is refused
+#    tree. `usb9pfsd reexec` keeps the serve and B's live session with its
+#    diod, which the new image reaps. A tree owned by root is refused
 #    and the board's mount fails at once with the reason in status.
 #    `unserve` gives B back to the config (unserved: released).
 #
@@ -99,10 +100,14 @@ EOF
     expect_eq "B's next mount is served tree c" "tree c" "$(cat "${B_MNT[B]}/which" 2>&1)"
     local dc; dc=$(managed_diods "$tc" | head -n1)
     expect_eq "tree c's diod runs as its owner" "$DEV_UID" "$(stat -c %u "/proc/$dc" 2>&1)"
-    board_umount B || bad "board B: umount failed"
 
-    # The serve survives a re-exec of the daemon.
+    # A re-exec of the daemon with B mounted: the session and its diod
+    # carry on; the serve is kept; the new image reaps the diod it did not
+    # start when the session ends.
     out=$("$USB9PFSD" reexec 2>&1) || bad "usb9pfsd reexec failed: $out"
+    expect_eq "after reexec B's session reads through the same diod" "tree c $dc" "$(cat "${B_MNT[B]}/which" 2>&1) $(managed_diods "$tc" | head -n1)"
+    board_umount B || bad "board B: umount failed"
+    expect "after the umount that diod is gone, not left a zombie" wait_until 20 sh -c "! test -e /proc/$dc"
     expect_eq "after reexec the serve is still set" "0042-SERVE-B $tc" \
         "$(status_py '" ".join(x["board"] + " " + x["export"] for x in s["daemon"]["serves"] if x["export"] == "'"$tc"'")')"
 
