@@ -37,6 +37,11 @@ RULE=/usr/lib/udev/rules.d/70-usb9pfsd.rules
 SYSUSERS=/usr/lib/sysusers.d/usb9pfsd.conf
 MAN=/usr/share/man/man8/usb9pfsd.8.gz
 DOC=/usr/share/doc/usb9pfsd
+DIOD_UNIT=/usr/lib/systemd/system/usb9pfsd-diod@.service
+GADGET=/usr/share/usb9pfsd/usb9pfs-gadget
+BASH_COMPLETION=/usr/share/bash-completion/completions/usb9pfsd
+ZSH_COMPLETION=/usr/share/zsh/vendor-completions/_usb9pfsd
+FISH_COMPLETION=/usr/share/fish/vendor_completions.d/usb9pfsd.fish
 
 passed=0
 failed=0
@@ -68,6 +73,25 @@ check "$DOC/copyright installed 644" mode_is "$DOC/copyright" 644
 check "$DOC/README.md installed 644" mode_is "$DOC/README.md" 644
 check "$DOC/changelog.Debian.gz installed 644" mode_is "$DOC/changelog.Debian.gz" 644
 check "$DOC/examples/config.example.toml installed 644" mode_is "$DOC/examples/config.example.toml" 644
+check "$DIOD_UNIT installed 644" mode_is "$DIOD_UNIT" 644
+check "$DOC/examples/diod.conf installed 644" mode_is "$DOC/examples/diod.conf" 644
+check "$GADGET (the board-side gadget script) installed 755" mode_is "$GADGET" 755
+for f in "$BASH_COMPLETION" "$ZSH_COMPLETION" "$FISH_COMPLETION"; do
+	check "$f installed 644" mode_is "$f" 644
+done
+# bash-completion loads the file by the command's name: it must define the
+# completion for usb9pfsd (the content is checked against the CLI by
+# tests/generated_docs.rs).
+check "the bash completion defines a completion for usb9pfsd" \
+	bash -c "source $BASH_COMPLETION && complete -p usb9pfsd >/dev/null"
+# The gadget script runs on a board; here only what needs no configfs: its
+# usage (exit 2) and a clear refusal where there is no configfs (exit 1).
+out=$(sh "$GADGET" --bogus 2>&1) && rc=0 || rc=$?
+check "$GADGET with a bad option: exit 2 and its usage ($rc)" \
+	bash -c "[ $rc -eq 2 ] && grep -q 'usb9pfs-gadget down' <<<\"\$1\"" _ "$out"
+out=$(USB9PFS_CONFIGFS=/nonexistent sh "$GADGET" up --serial X 2>&1) && rc=0 || rc=$?
+check "$GADGET up without configfs: exit 1, says what the kernel needs ($rc)" \
+	bash -c "[ $rc -eq 1 ] && grep -q CONFIG_USB_CONFIGFS <<<\"\$1\"" _ "$out"
 
 # The installed binary runs: --help, the shipped config, and `list` as the
 # service runs it (user usb9pfsd, the installed config; no USB here, so the
@@ -124,6 +148,28 @@ score=$(systemd-analyze security --offline=yes "$UNIT" 2>/dev/null |
 check "systemd-analyze security exposure ${score:-?} <= 2.0" \
 	awk -v s="${score:-99}" 'BEGIN { exit !(s <= 2.0) }'
 
+# The diod unit: a template, not enabled by the package; verify it as an
+# instance. diod is only suggested, so this root may lack it: verify then
+# runs against a stand-in (verify checks that ExecStart's program exists),
+# removed again after.
+check "$DIOD_UNIT is not enabled at install" \
+	bash -c "[ -z \"\$(find /etc/systemd/system -name 'usb9pfsd-diod@*' 2>/dev/null)\" ]"
+diod_stub=""
+if [ ! -e /usr/sbin/diod ]; then
+	printf '#!/bin/sh\nexit 0\n' >/usr/sbin/diod && chmod 755 /usr/sbin/diod && diod_stub=1
+fi
+mkdir -p "$work/units"
+cp "$DIOD_UNIT" "$work/units/usb9pfsd-diod@check.service"
+verify=$(systemd-analyze verify "$work/units/usb9pfsd-diod@check.service" 2>&1) && rc=0 || rc=$?
+[ -z "$verify" ] || indent verify <<<"$verify"
+check "systemd-analyze verify usb9pfsd-diod@check.service is clean" test "$rc" -eq 0 -a -z "$verify"
+[ -z "$diod_stub" ] || rm -f /usr/sbin/diod
+score=$(systemd-analyze security --offline=yes "$work/units/usb9pfsd-diod@check.service" 2>/dev/null |
+	sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p')
+# diod runs as root with the capabilities to act as any user (packaging/README.md)
+check "systemd-analyze security of the diod unit: exposure ${score:-?} <= 3.5" \
+	awk -v s="${score:-99}" 'BEGIN { exit !(s <= 3.5) }'
+
 # udev parses every rules file for any event: replay one for a device every
 # machine has (here the root's own network namespace's lo, on the read-only
 # sysfs) and look for complaints about ours (syntax, unknown group).
@@ -172,6 +218,8 @@ log "dpkg -r"
 check "dpkg -r removes the package" dpkg -r "$PKG" </dev/null
 check "after remove: binary, unit and rule are gone" \
 	bash -c "[ ! -e /usr/bin/usb9pfsd ] && [ ! -e $UNIT ] && [ ! -e $RULE ]"
+check "after remove: the diod unit, the gadget script and the completions are gone" \
+	bash -c "[ ! -e $DIOD_UNIT ] && [ ! -e /usr/share/usb9pfsd ] && [ ! -e $BASH_COMPLETION ] && [ ! -e $ZSH_COMPLETION ] && [ ! -e $FISH_COMPLETION ]"
 check "after remove: $CONF is kept with the user's edit" grep -qxF "$marker" "$CONF"
 check "after remove: dpkg lists the package as config-files" \
 	test "$(dpkg-query -W -f='${db:Status-Status}' "$PKG")" = config-files

@@ -246,8 +246,13 @@ iface_claimed() { [ "$(iface_driver "$1" "$2")" = usbfs ]; }
 # Records B_IFNUM for every board of the gadget: its usb9pfs functions get
 # the gadget's usb9pfs interfaces in link order.
 board_plug() {
+    echo "${B_UDC[$1]}" > "$GADGETS/${B_GADGET[$1]:-$1}/UDC"
+    board_wait_plugged "$1"
+}
+# board_wait_plugged NAME: the second half of board_plug, for a gadget
+# something else bound (board_script_up).
+board_wait_plugged() {
     local name=$1 serial=${B_SERIAL[$1]} gname=${B_GADGET[$1]:-$1} p b i
-    echo "${B_UDC[$name]}" > "$GADGETS/$gname/UDC"
     wait_until 30 host_dev_present "$serial" || die "board $name ($serial) did not enumerate on the host side"
     p=$(host_dev_of "$serial")
     wait_until 20 test -e "/sys/bus/usb/devices/$p:1.0" || die "board $name: interface $p:1.0 missing"
@@ -262,6 +267,25 @@ board_plug() {
         B_FRESH[$b]=1
     done
     log "gadget $gname plugged: port $p, $node, usb9pfs interfaces: $ifs"
+}
+
+# board_script_up NAME SERIAL VID:PID TAG UDC SCRIPT: board NAME made and
+# plugged by the board-side script the package ships (board/usb9pfs-gadget,
+# run with the guest's /bin/sh) instead of gadget_create + board_on_gadget +
+# board_plug. It makes the same layout (gadget NAME, configs/c.1,
+# functions/usb9pfs.TAG), so board_unplug and board_plug work on it as on any
+# board. Fatal if the script fails.
+board_script_up() {
+    local name=$1 serial=$2 id=$3 tag=$4 udc=$5 script=$6 rc=0
+    sh "$script" up --name "$name" --tag "$tag" --serial "$serial" --vid "${id%%:*}" --pid "${id##*:}" \
+        --udc "$udc" --product "rig board $name" >>"$SC_OUT/gadget-script.log" 2>&1 || rc=$?
+    [ "$rc" -eq 0 ] || die "board $name: $script up failed (rc=$rc): $(tail -n2 "$SC_OUT/gadget-script.log" | tr '\n' ' ')"
+    G_SERIAL[$name]=$serial G_ID[$name]=$id G_UDC[$name]=$udc G_BOARDS[$name]=" $name"
+    B_SERIAL[$name]=$serial B_ID[$name]=$id B_TAG[$name]=$tag B_UDC[$name]=$udc B_GADGET[$name]=$name
+    B_MNT[$name]=$MNTROOT/$name
+    mkdir -p "${B_MNT[$name]}"
+    log "board $name: made by $script (serial=$serial id=$id tag=$tag udc=$udc)"
+    board_wait_plugged "$name"
 }
 
 # board_unplug NAME: unbind the gadget from its UDC. Refuses (fatal) if the board

@@ -14,6 +14,12 @@
 # (descriptor store; postinst's `usb9pfsd reexec`); unplugging the last board keeps the
 # service, which serves the board again when it returns; dpkg -P stops it and
 # leaves no unit, rule, process or user behind.
+#
+# The board's 9P server is the package's usb9pfsd-diod@.service, configured
+# from the shipped example (diod at boot), and the board is made by the
+# shipped board-side script /usr/share/usb9pfsd/usb9pfs-gadget: run again
+# while mounted it changes nothing, `down` refuses under the mount, and
+# after the umount `down` unplugs and removes the gadget, twice without harm.
 
 SERIAL=0001-BOARD-A
 
@@ -161,8 +167,9 @@ scenario_main() {
     expect "udevd answers on its control socket (udevadm control --ping)" udevadm control --ping
 
     rig_setup 1
-    local ex=$EXPORTS/a want m pid pid0 t0 t1 busre uid out rc score node p f
-    diod_start a 5640 "$ex"
+    local ex=$EXPORTS/a want m pid pid0 t0 t1 busre uid out rc score node p f devnum0
+    local gs=/usr/share/usb9pfsd/usb9pfs-gadget diod_unit=usb9pfsd-diod@rig.service
+    mkdir -p "$ex"
     dd if=/dev/urandom of="$ex/data.bin" bs=1M count=8 status=none
     want=$(sha "$ex/data.bin")
 
@@ -170,15 +177,36 @@ scenario_main() {
     sysguest_install
     printf '[[board]]\nserial = "%s"\nbackend = "127.0.0.1:5640"\n' "$SERIAL" > /etc/usb9pfsd/config.toml
     expect "the installed binary accepts the edited config" /usr/bin/usb9pfsd check-config /etc/usb9pfsd/config.toml
+
+    # ---- the board's 9P server: the package's diod unit, from its example
+    mkdir -p /etc/usb9pfsd/diod
+    sed -e 's|"127.0.0.1:564"|"127.0.0.1:5640"|' -e "s|\"/srv/boards\"|\"$ex\"|" \
+        /usr/share/doc/usb9pfsd/examples/diod.conf > /etc/usb9pfsd/diod/rig.conf
+    expect "the shipped diod.conf example took the rig's listen address and export" \
+        grep -qF "exports = { \"$ex\" }" /etc/usb9pfsd/diod/rig.conf
+    rc=0; systemctl enable --now "$diod_unit" >>"$SC_OUT/guest.log" 2>&1 || rc=$?
+    expect_eq "systemctl enable --now $diod_unit succeeds" 0 "$rc"
+    expect_eq "$diod_unit is enabled (starts at boot)" enabled "$(systemctl is-enabled "$diod_unit" 2>/dev/null)"
+    if wait_until 30 port_listening 5640; then ok "$diod_unit: diod listens on 127.0.0.1:5640"
+    else die "$diod_unit: nothing listens on 5640 ($(systemctl status "$diod_unit" 2>&1 | tail -n5 | tr '\n' ' '))"; fi
+    expect_eq "$diod_unit: the unit's main process is diod" diod \
+        "$(cat "/proc/$(systemctl show -p MainPID --value "$diod_unit")/comm" 2>/dev/null)"
+    expect "usb9pfsd probe --backend 127.0.0.1:5640 --aname $ex attaches through the unit's diod" \
+        /usr/bin/usb9pfsd probe --backend 127.0.0.1:5640 --aname "$ex"
+    expect_not "usb9pfsd probe of an aname diod does not export fails (the probe is real)" \
+        /usr/bin/usb9pfsd probe --backend 127.0.0.1:5640 --aname /nonexistent-export
+    systemd-analyze security --no-pager "$diod_unit" > "$SC_OUT/security-diod.txt" 2>&1 || true
+    note diod_unit_exposure "$(sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p' "$SC_OUT/security-diod.txt")"
     expect_eq "no board plugged: usb9pfsd.service is inactive" inactive "$(systemctl is-active usb9pfsd.service 2>/dev/null)"
     # (/lib is /usr/lib on Debian 12: systemd may name either)
     expect_eq "the unit is loaded from the package's file" /usr/lib/systemd/system/usb9pfsd.service \
         "$(readlink -f "$(unit_prop FragmentPath)")"
 
     # ---- plug: udev tags the board, systemd starts the service by itself
-    board_create A "$SERIAL" 1d6b:0109 rigA dummy_udc.0
+    expect "the package ships the board-side gadget script, executable ($gs)" test -x "$gs"
     t0=$(date +%s.%N)
-    board_plug A
+    board_script_up A "$SERIAL" 1d6b:0109 rigA dummy_udc.0 "$gs"
+    ok "board A made and plugged by $gs up"
     if wait_until 60 is_active; then
         t1=$(date +%s.%N)
         note plug_to_active_s "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')"
@@ -214,6 +242,25 @@ scenario_main() {
     dd if=/dev/urandom of="$LOCAL/up.bin" bs=1M count=1 status=none
     timeout -s KILL 120 cp "$LOCAL/up.bin" "$m/up.bin"
     expect_eq "1 MiB file written through the service arrives intact on the server" "$(sha "$LOCAL/up.bin")" "$(sha "$ex/up.bin")"
+
+    # ---- the gadget script again, the board mounted: idempotent, and it
+    # refuses what would unbind the UDC under the mount (trap 3)
+    devnum0=$(cat "/sys/bus/usb/devices/$p/devnum")
+    rc=0; out=$(sh "$gs" up --name A --tag rigA --serial "$SERIAL" --vid 1d6b --pid 0109 --udc dummy_udc.0 \
+        --product "rig board A" 2>&1) || rc=$?
+    expect_eq "gadget script up, run a second time with the same options: exits 0" 0 "$rc"
+    expect "gadget script up, second run: says it has nothing to do ($out)" grep -q 'already up' <<<"$out"
+    expect_eq "gadget script up, second run: the board did not re-enumerate (same USB address)" "$devnum0" \
+        "$(cat "/sys/bus/usb/devices/$p/devnum" 2>/dev/null)"
+    rc=0; out=$(sh "$gs" up --name A --tag rigA --serial OTHER-SERIAL --udc dummy_udc.0 2>&1) || rc=$?
+    expect_eq "gadget script up with another serial while mounted: refused (exit 1)" 1 "$rc"
+    rc=0; out=$(sh "$gs" down --name A 2>&1) || rc=$?
+    expect_eq "gadget script down while mounted: refused (exit 1)" 1 "$rc"
+    expect "gadget script down while mounted: says to umount first ($out)" grep -q 'umount it first' <<<"$out"
+    expect_eq "after the refusals: the gadget is still bound, same serial" "dummy_udc.0 $SERIAL" \
+        "$(cat "$GADGETS/A/UDC") $(cat "$GADGETS/A/strings/0x409/serialnumber")"
+    expect_eq "after the refusals: the mount still reads the 1 MiB file" "$(sha "$LOCAL/up.bin")" \
+        "$(timeout -s KILL 60 sha256sum "$m/up.bin" | cut -d' ' -f1)"
 
     # ---- the journal
     save_journal
@@ -336,6 +383,7 @@ scenario_main() {
     managed_export_under_the_unit
 
     # ---- dpkg -P with the service running and the board plugged
+    cp "$gs" "$LOCAL/usb9pfs-gadget"    # for its `down` after the purge
     rc=0
     dpkg -P usb9pfsd </dev/null >"$SC_OUT/dpkg-P.log" 2>&1 || rc=$?
     expect_eq "dpkg -P usb9pfsd succeeds" 0 "$rc"
@@ -343,12 +391,19 @@ scenario_main() {
         grep -qiE 'failed|error|refused' "$SC_OUT/dpkg-P.log"
     expect_not "after purge: the service is not active" is_active
     expect_not "after purge: no usb9pfsd process" pgrep -x usb9pfsd
+    expect_not "after purge: $diod_unit was stopped (prerm)" pgrep -x diod
+    expect_not "after purge: nothing listens on 5640" port_listening 5640
     expect_eq "after purge: systemd no longer has the unit" not-found "$(unit_prop LoadState)"
-    for f in /usr/lib/systemd/system/usb9pfsd.service /usr/lib/udev/rules.d/70-usb9pfsd.rules \
-             /usr/lib/sysusers.d/usb9pfsd.conf /usr/bin/usb9pfsd /etc/usb9pfsd; do
+    for f in /usr/lib/systemd/system/usb9pfsd.service /usr/lib/systemd/system/usb9pfsd-diod@.service \
+             /usr/share/usb9pfsd /usr/lib/udev/rules.d/70-usb9pfsd.rules \
+             /usr/lib/sysusers.d/usb9pfsd.conf /usr/bin/usb9pfsd /etc/usb9pfsd/config.toml; do
         expect "after purge: $f is gone" test ! -e "$f"
     done
-    expect_not "after purge: no usb9pfsd.service anywhere under /etc/systemd" \
+    # The admin's diod config is not the package's: it stays, and so does
+    # /etc/usb9pfsd around it, with nothing else in it.
+    expect_eq "after purge: /etc/usb9pfsd holds only the admin's diod/rig.conf" "/etc/usb9pfsd/diod/rig.conf" \
+        "$(find /etc/usb9pfsd -type f 2>/dev/null | tr '\n' ' ' | sed 's/ $//')"
+    expect_not "after purge: no usb9pfsd unit (nor $diod_unit's enablement) anywhere under /etc/systemd" \
         sh -c 'find /etc/systemd /run/systemd/system -name "usb9pfsd*" | grep -q .'
     expect_not "after purge: user usb9pfsd is gone" getent passwd usb9pfsd
     expect_not "after purge: group usb9pfsd-admin is gone, like the user" getent group usb9pfsd-admin
@@ -359,4 +414,12 @@ scenario_main() {
         expect_eq "after purge: the board's node is back to udev's default, root:root 664" "root:root 664" \
             "$(stat -c '%U:%G %a' "$node")"
     fi
+
+    # ---- the gadget script's down, the board unmounted (since the purge)
+    rc=0; out=$(sh "$LOCAL/usb9pfs-gadget" down --name A 2>&1) || rc=$?
+    expect_eq "gadget script down: exits 0 ($out)" 0 "$rc"
+    expect "gadget script down: the board left the host" wait_until 30 host_dev_absent "$SERIAL"
+    expect "gadget script down: the gadget is gone from configfs" test ! -e "$GADGETS/A"
+    rc=0; out=$(sh "$LOCAL/usb9pfs-gadget" down --name A 2>&1) || rc=$?
+    expect_eq "gadget script down, a second time: exits 0 ($out)" 0 "$rc"
 }
