@@ -127,9 +127,10 @@ pub enum Command {
     /// Takes effect at the board's next mount; a live session is never cut.
     /// Only root, the daemon's user and group usb9pfsd-admin may.
     Serve {
-        /// The board: its serial, its port path (1-1.2) or
-        /// BUS-ADDRESS#INTERFACE (001-004#0, as `status` shows it);
-        /// `serial:X` or `path:X` where a serial looks like a port path.
+        /// The board: its serial, its port path (1-1.2), one interface of
+        /// the gadget on that port (1-1.2#1), or BUS-ADDRESS#INTERFACE
+        /// (001-004#0, as `status` shows it); `serial:X` or `path:X` where
+        /// a serial looks like a port path.
         board: String,
         /// The 9P server (host:port, [ipv6]:port, unix:/path). Without it,
         /// usb9pfsd starts its own diod for --export DIR at each mount.

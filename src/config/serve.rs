@@ -5,8 +5,8 @@
 //! and a hand-over (it travels in the hand-over state), and like a reload
 //! takes effect at the board's next mount: a live session is never cut.
 //!
-//! BOARD is a serial, a USB port path (`1-1.2`) or a bus-address and
-//! interface (`001-004#0`); `serial:X` and `path:X` say which when a serial
+//! BOARD is a serial, a USB port path (`1-1.2`), a port path and
+//! interface (`1-1.2#1`) or a bus-address and interface (`001-004#0`); `serial:X` and `path:X` say which when a serial
 //! looks like a port path.
 //!
 //! This module is data and matching only: it must never touch boards,
@@ -28,6 +28,9 @@ use crate::ninep::confine::Policy;
 pub enum BoardSel {
     Serial(String),
     Path(String),
+    /// One usb9pfs interface of the gadget on a port (`1-1.2#1`): survives
+    /// re-enumeration, unlike a bus address.
+    PathInterface(String, u8),
     At(GadgetKey),
 }
 
@@ -36,6 +39,7 @@ impl BoardSel {
         match self {
             BoardSel::Serial(s) => g.serial.as_deref() == Some(s.as_str()),
             BoardSel::Path(p) => &g.port_path == p,
+            BoardSel::PathInterface(p, i) => &g.port_path == p && g.interface == *i,
             BoardSel::At(k) => g.key() == *k,
         }
     }
@@ -48,6 +52,7 @@ impl fmt::Display for BoardSel {
             BoardSel::Serial(s) if looks_like_path_or_at(s) => write!(f, "serial:{s}"),
             BoardSel::Serial(s) => f.write_str(s),
             BoardSel::Path(p) => f.write_str(p),
+            BoardSel::PathInterface(p, i) => write!(f, "{p}#{i}"),
             BoardSel::At(k) => write!(f, "{k}"),
         }
     }
@@ -80,11 +85,25 @@ impl FromStr for BoardSel {
             check_port_path(path).map_err(|m| format!("board {s:?}: {m}"))?;
             return Ok(BoardSel::Path(path.to_string()));
         }
+        if let Some((path, interface)) = s.split_once('#') {
+            // BUS-ADDRESS#N has exactly one '-' and no '.'; a port path has
+            // at least one '-' and a '.' past the root hub's port, or
+            // bus-port alone (1-1), which BUS-ADDRESS also is: as status
+            // writes it, a bus address has three digits on each side.
+            let bus_address = path.split_once('-').is_some_and(|(b, a)| b.len() == 3 && a.len() == 3);
+            if !bus_address && check_port_path(path).is_ok() {
+                if let Ok(i) = interface.parse::<u8>() {
+                    return Ok(BoardSel::PathInterface(path.to_string(), i));
+                }
+            }
+        }
         if let Some(k) = parse_at(s) {
             return Ok(BoardSel::At(k));
         }
         if s.contains('#') {
-            return Err(format!("board {s:?} is not BUS-ADDRESS#INTERFACE like 001-004#0 (see `usb9pfsd status`)"));
+            return Err(format!(
+                "board {s:?} is not BUS-ADDRESS#INTERFACE like 001-004#0 (see `usb9pfsd status`) nor PORT-PATH#INTERFACE like 1-1.2#0"
+            ));
         }
         if check_port_path(s).is_ok() {
             return Ok(BoardSel::Path(s.to_string()));
@@ -210,6 +229,7 @@ mod tests {
             ("0001-A", BoardSel::Serial("0001-A".into())),
             ("1-1.2", BoardSel::Path("1-1.2".into())),
             ("003-007#0", BoardSel::At(g.key())),
+            ("1-1.2#0", BoardSel::PathInterface("1-1.2".into(), 0)),
             ("serial:1-1.2", BoardSel::Serial("1-1.2".into())),
             ("path:1-1.2", BoardSel::Path("1-1.2".into())),
         ] {
@@ -220,8 +240,10 @@ mod tests {
         assert!("1-1.2".parse::<BoardSel>().expect("path").matches(&g));
         assert!("003-007#0".parse::<BoardSel>().expect("at").matches(&g));
         assert!(!"003-007#1".parse::<BoardSel>().expect("at").matches(&g), "another interface");
+        assert!("1-1.2#0".parse::<BoardSel>().expect("path#if").matches(&g));
+        assert!(!"1-1.2#1".parse::<BoardSel>().expect("path#if").matches(&g), "another interface");
         assert!(!"serial:1-1.2".parse::<BoardSel>().expect("serial").matches(&g));
-        for bad in ["", "003-007#x", "a#b", "999-1#0"] {
+        for bad in ["", "003-007#x", "a#b", "003-007#300", "1-1.2#x"] {
             assert!(bad.parse::<BoardSel>().is_err(), "{bad:?} refused");
         }
     }

@@ -195,6 +195,9 @@ pub fn bind(path: &Path) -> Result<Listener, String> {
         // reachable for the group like the socket.
         std::fs::DirBuilder::new().mode(0o750).create(dir).map_err(fail)?;
         give_to_group(dir);
+    } else if let Some(dir) = path.parent().filter(|d| made_by_us(d)) {
+        // Made by an earlier run, perhaps before group usb9pfsd existed.
+        give_to_group(dir);
     }
     let std_listener = match std::os::unix::net::UnixListener::bind(path) {
         Ok(l) => l,
@@ -235,6 +238,14 @@ fn give_to_group(path: &Path) {
     if let Err(e) = std::os::unix::fs::chown(path, None, Some(gid)) {
         tracing::debug!("cannot give {} to group {GROUP}: {e}", path.display());
     }
+}
+
+/// Whether `dir` looks like the socket directory `bind` makes: 0750 and
+/// ours (never a shared directory such as /tmp or /run).
+fn made_by_us(dir: &Path) -> bool {
+    // SAFETY: geteuid cannot fail.
+    let own = unsafe { libc::geteuid() };
+    std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir() && m.uid() == own && m.mode() & 0o7777 == 0o750)
 }
 
 /// The id of a group by name (getgrnam_r), None if it does not exist.
