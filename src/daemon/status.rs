@@ -238,7 +238,7 @@ pub fn table(r: &StatusReport) -> String {
     ]);
     for b in &r.boards {
         let c = &b.counters;
-        let notes = t.row(vec![
+        t.row(vec![
             dash(&b.board.serial),
             b.board.busaddr.clone(),
             b.board.interface.to_string(),
@@ -250,54 +250,65 @@ pub fn table(r: &StatusReport) -> String {
             format!("{}/{}", size(c.t_bytes), size(c.r_bytes)),
             c.error_replies.to_string(),
             b.restarts.to_string(),
-        ]);
-        let mut more = |line: String| notes.push(line);
-        match &b.state {
-            BoardState::Ignored { reason } => more(format!("ignored: {reason}")),
-            BoardState::Backoff { retry_in_ms } => {
-                more(format!("backing off until {} (in {})", dash(&b.backoff_until), span(retry_in_ms.div_ceil(1000))))
-            }
-            _ => {}
-        }
-        if let Some(next) = &b.backend_pending {
-            more(format!("backend changes to {next} at the board's next mount (config reload)"));
-        }
-        if b.release_pending {
-            more("no longer mapped (config reload): released once idle".into());
-        }
-        if b.session_handed_over {
-            more("9P session kept across the last usb9pfsd restart (handed over)".into());
-        }
-        if c.rearms > 0 {
-            more(format!("usb9pfs function re-armed {} time(s) after the board unmounted", c.rearms));
-        }
-        if let Some(c) = &b.confine {
-            more(format!("confined: {c}; {} request(s) refused", b.counters.refused));
-        }
-        if c.recoveries + c.recovery_failures > 0 {
-            more(format!(
-                "server restarts survived: {} (last took {} ms: {} fid(s) replayed, {} stale); given up: {}",
-                c.recoveries, c.last_recovery_ms, c.last_recovery_fids_replayed, c.last_recovery_fids_stale, c.recovery_failures
-            ));
-        }
-        if c.recoverable == Some(false) {
-            more("this session cannot be recovered if its server restarts (see the journal for why)".into());
-        }
-        if let Some(m) = b.mount.as_ref().filter(|m| m.state == "refused") {
-            let uid = who(&m.uname, m.uid);
-            more(format!(
-                "mount refused at {}: the server answered the attach to aname {:?} as {uid} with {}; `usb9pfsd probe` says what it means",
-                m.at,
-                m.aname,
-                m.error.as_deref().unwrap_or("an error")
-            ));
-        }
-        if let Some(e) = &b.last_error {
-            more(format!("last error at {}: {e}", dash(&b.last_error_at)));
-        }
+        ])
+        .extend(row_notes(b));
     }
     out.push_str(&t.render());
     out
+}
+
+/// The indented lines under a board's row: what needs explaining (why it
+/// is not served, pending changes, recoveries, a refused mount, the last
+/// error).
+fn row_notes(b: &BoardStatus) -> Vec<String> {
+    let dash = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".into());
+    let c = &b.counters;
+    let mut notes = Vec::new();
+    let mut more = |line: String| notes.push(line);
+    match &b.state {
+        BoardState::Ignored { reason } => more(format!("ignored: {reason}")),
+        BoardState::Backoff { retry_in_ms } => {
+            more(format!("backing off until {} (in {})", dash(&b.backoff_until), span(retry_in_ms.div_ceil(1000))))
+        }
+        _ => {}
+    }
+    if let Some(next) = &b.backend_pending {
+        more(format!("backend changes to {next} at the board's next mount (config reload)"));
+    }
+    if b.release_pending {
+        more("no longer mapped (config reload): released once idle".into());
+    }
+    if b.session_handed_over {
+        more("9P session kept across the last usb9pfsd restart (handed over)".into());
+    }
+    if c.rearms > 0 {
+        more(format!("usb9pfs function re-armed {} time(s) after the board unmounted", c.rearms));
+    }
+    if let Some(c) = &b.confine {
+        more(format!("confined: {c}; {} request(s) refused", b.counters.refused));
+    }
+    if c.recoveries + c.recovery_failures > 0 {
+        more(format!(
+            "server restarts survived: {} (last took {} ms: {} fid(s) replayed, {} stale); given up: {}",
+            c.recoveries, c.last_recovery_ms, c.last_recovery_fids_replayed, c.last_recovery_fids_stale, c.recovery_failures
+        ));
+    }
+    if c.recoverable == Some(false) {
+        more("this session cannot be recovered if its server restarts (see the journal for why)".into());
+    }
+    if let Some(m) = b.mount.as_ref().filter(|m| m.state == "refused") {
+        let uid = who(&m.uname, m.uid);
+        more(format!(
+            "mount refused at {}: the server answered the attach to aname {:?} as {uid} with {}; `usb9pfsd probe` says what it means",
+            m.at,
+            m.aname,
+            m.error.as_deref().unwrap_or("an error")
+        ));
+    }
+    if let Some(e) = &b.last_error {
+        more(format!("last error at {}: {e}", dash(&b.last_error_at)));
+    }
+    notes
 }
 
 #[cfg(test)]
