@@ -287,6 +287,15 @@ impl Config {
         self.resolve_file(g)
     }
 
+    /// The directories managed servers of this config export, templates
+    /// left out (they name a directory only for a board).
+    pub fn managed_exports(&self) -> impl Iterator<Item = &Path> {
+        self.default.iter().chain(self.boards.iter().map(|r| &r.target)).filter_map(|t| match &t.backend {
+            BackendAddr::Managed(dir) if !dir.to_string_lossy().contains('{') => Some(dir.as_path()),
+            _ => None,
+        })
+    }
+
     /// What the file alone says about `g` (after `allow_ids`).
     fn resolve_file(&self, g: &GadgetInfo) -> Decision {
         let by = |m: &Match| {

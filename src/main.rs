@@ -415,13 +415,9 @@ fn check_config(path: &Path, probe_as: Option<&cli::AttachArgs>) -> Result<(), F
     let mut warnings: Vec<String> = warnings.iter().map(ToString::to_string).collect();
     // A managed export that cannot be served (missing, root's): said now,
     // not at the board's first mount.
-    for t in c.default.iter().chain(c.boards.iter().map(|r| &r.target)) {
-        if let usb9pfsd::ninep::backend::BackendAddr::Managed(dir) = &t.backend {
-            if !dir.to_string_lossy().contains('{') {
-                if let Err(e) = usb9pfsd::ninep::managed::owner(dir) {
-                    warnings.push(format!("{}: {e}", path.display()));
-                }
-            }
+    for dir in c.managed_exports() {
+        if let Err(e) = usb9pfsd::ninep::managed::owner(dir) {
+            warnings.push(format!("{}: {e}", path.display()));
         }
     }
     println!("{}: OK{}", path.display(), if warnings.is_empty() { String::new() } else { format!(", {} warning(s)", warnings.len()) });
