@@ -1,5 +1,5 @@
 //! Who a board is: its place on the bus right now ([`BusAddr`], the key of
-//! its worker) and what it says about itself ([`GadgetInfo`]).
+//! its worker) and what it says about itself ([`BoardInfo`]).
 //!
 //! Plain data only; it must never open a device or read sysfs.
 
@@ -26,12 +26,12 @@ impl fmt::Display for BusAddr {
 /// carry several usb9pfs functions (one interface and mount tag each), and
 /// each is an independent transport with its own 9P session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct GadgetKey {
+pub struct BoardKey {
     pub busaddr: BusAddr,
     pub interface: u8,
 }
 
-impl fmt::Display for GadgetKey {
+impl fmt::Display for BoardKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}#{}", self.busaddr, self.interface)
     }
@@ -67,7 +67,7 @@ pub struct BoardIdentity {
 /// One usb9pfs interface of a USB device, with what the device says about
 /// itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GadgetInfo {
+pub struct BoardInfo {
     pub busaddr: BusAddr,
     /// Kernel port path, e.g. `1-1.2` (stable across resets on the same port).
     pub port_path: String,
@@ -84,9 +84,9 @@ pub struct GadgetInfo {
     pub alt: u8,
 }
 
-impl GadgetInfo {
-    pub fn key(&self) -> GadgetKey {
-        GadgetKey { busaddr: self.busaddr, interface: self.interface }
+impl BoardInfo {
+    pub fn key(&self) -> BoardKey {
+        BoardKey { busaddr: self.busaddr, interface: self.interface }
     }
 
     /// The board as every JSON output names it.
@@ -106,8 +106,8 @@ impl GadgetInfo {
 
     /// A board for tests: VID:PID 1d6b:0109 on port `<bus>-1`, interface 0.
     #[doc(hidden)]
-    pub fn example(serial: Option<&str>, bus: u8, addr: u8) -> GadgetInfo {
-        GadgetInfo {
+    pub fn example(serial: Option<&str>, bus: u8, addr: u8) -> BoardInfo {
+        BoardInfo {
             busaddr: BusAddr { bus, addr },
             port_path: format!("{bus}-1"),
             vid: 0x1d6b,

@@ -341,11 +341,11 @@ pub fn forward_backend(server: &str, port: u16, unix: Option<&std::path::Path>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::board::{usb_id, GadgetInfo};
+    use crate::board::{usb_id, BoardInfo};
     use crate::config::Decision;
 
-    fn g(serial: &str, port: &str, vid: u16) -> GadgetInfo {
-        GadgetInfo { port_path: port.into(), vid, id: usb_id(vid, 0x0109), ..GadgetInfo::example(Some(serial), 1, 1) }
+    fn g(serial: &str, port: &str, vid: u16) -> BoardInfo {
+        BoardInfo { port_path: port.into(), vid, id: usb_id(vid, 0x0109), ..BoardInfo::example(Some(serial), 1, 1) }
     }
 
     fn sel(args: &[&str]) -> Result<Selection, String> {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::board::GadgetInfo;
+use crate::board::BoardInfo;
 use crate::ninep::backend::BackendAddr;
 use crate::ninep::confine::Policy;
 
@@ -270,7 +270,7 @@ impl Config {
 
     /// Which backend serves `g`: serial, then port path, then defaults; an
     /// entry naming `g`'s interface beats one for every interface.
-    pub fn resolve(&self, g: &GadgetInfo) -> Decision {
+    pub fn resolve(&self, g: &BoardInfo) -> Decision {
         if let Some(ids) = &self.allow_ids {
             if !ids.contains(&(g.vid, g.pid)) {
                 return Decision::NotAllowed;
@@ -297,7 +297,7 @@ impl Config {
     }
 
     /// What the file alone says about `g` (after `allow_ids`).
-    fn resolve_file(&self, g: &GadgetInfo) -> Decision {
+    fn resolve_file(&self, g: &BoardInfo) -> Decision {
         let by = |m: &Match| {
             let rules = || self.boards.iter().filter(|r| &r.matcher == m);
             rules().find(|r| r.interface == Some(g.interface)).or_else(|| rules().find(|r| r.interface.is_none())).map(|r| r.target.clone())
@@ -322,7 +322,7 @@ impl Config {
 
 /// `target` for `g`: its export template expanded, and a managed server
 /// exporting what the board is confined to.
-fn expanded(mut target: Target, why: &'static str, g: &GadgetInfo) -> Decision {
+fn expanded(mut target: Target, why: &'static str, g: &BoardInfo) -> Decision {
     if let Some(template) = &target.confine.export {
         match expand_export(template, g) {
             Ok(export) => target.confine.export = Some(export),
@@ -373,7 +373,7 @@ fn plain_component(v: &str) -> bool {
 /// `template` with `g`'s port path, serial and interface in place of the
 /// placeholders. Err (a sentence for the log) if a value is not a plain path
 /// component: that board is not served at all.
-pub fn expand_export(template: &str, g: &GadgetInfo) -> Result<String, String> {
+pub fn expand_export(template: &str, g: &BoardInfo) -> Result<String, String> {
     let mut out = template.to_string();
     if out.contains("{serial}") {
         let serial = g.serial.as_deref().unwrap_or("");
@@ -850,8 +850,8 @@ mod tests {
         Config::parse(text, Path::new("test.toml"))
     }
 
-    fn gadget(serial: Option<&str>, port: &str, vid: u16, pid: u16) -> GadgetInfo {
-        GadgetInfo { port_path: port.into(), vid, pid, id: usb_id(vid, pid), ..GadgetInfo::example(serial, 1, 2) }
+    fn gadget(serial: Option<&str>, port: &str, vid: u16, pid: u16) -> BoardInfo {
+        BoardInfo { port_path: port.into(), vid, pid, id: usb_id(vid, pid), ..BoardInfo::example(serial, 1, 2) }
     }
 
     const EXAMPLE: &str = r#"
@@ -937,7 +937,7 @@ export = "/srv/boards/{path}"
         )
         .expect("parse");
         let on = |serial: Option<&str>, port: &str, interface: u8| {
-            let g = GadgetInfo { interface, ..gadget(serial, port, 1, 2) };
+            let g = BoardInfo { interface, ..gadget(serial, port, 1, 2) };
             match c.resolve(&g) {
                 Decision::Serve { target, why } => format!("{} {why}", target.backend),
                 other => format!("{other:?}"),

@@ -7,7 +7,7 @@
 
 use serde::Serialize;
 
-use crate::board::{BoardIdentity, GadgetInfo};
+use crate::board::{BoardIdentity, BoardInfo};
 use crate::config::{Config, Decision};
 use crate::daemon::status::ConfineStatus;
 use crate::table::{Align, Table};
@@ -37,7 +37,7 @@ pub struct Listed {
 
 /// Each present interface with what `config` does with it, in the order
 /// given.
-pub fn rows(config: &Config, gadgets: &[GadgetInfo]) -> Vec<Listed> {
+pub fn rows(config: &Config, gadgets: &[BoardInfo]) -> Vec<Listed> {
     gadgets
         .iter()
         .map(|g| {
@@ -108,8 +108,8 @@ pub fn table(rows: &[Listed]) -> String {
 /// `forward` serves one gadget (every usb9pfs interface of it) and refuses
 /// to guess among several that `config` would serve. Ok(true): one is
 /// present; Ok(false): none yet (the daemon waits for it).
-pub fn single_gadget(config: &Config, gadgets: &[GadgetInfo]) -> Result<bool, String> {
-    let mut matching: Vec<&GadgetInfo> = gadgets.iter().filter(|g| matches!(config.resolve(g), Decision::Serve { .. })).collect();
+pub fn single_gadget(config: &Config, gadgets: &[BoardInfo]) -> Result<bool, String> {
+    let mut matching: Vec<&BoardInfo> = gadgets.iter().filter(|g| matches!(config.resolve(g), Decision::Serve { .. })).collect();
     matching.sort_by_key(|g| g.busaddr);
     matching.dedup_by_key(|g| g.busaddr);
     match matching.as_slice() {
@@ -130,8 +130,8 @@ mod tests {
         Config::parse(text, std::path::Path::new("test.toml")).expect("config")
     }
 
-    fn gadget(serial: &str, bus: u8, addr: u8, interface: u8) -> GadgetInfo {
-        GadgetInfo { interface, port_path: format!("{bus}-1"), ..GadgetInfo::example(Some(serial), bus, addr) }
+    fn gadget(serial: &str, bus: u8, addr: u8, interface: u8) -> BoardInfo {
+        BoardInfo { interface, port_path: format!("{bus}-1"), ..BoardInfo::example(Some(serial), bus, addr) }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use clap::{CommandFactory, Parser};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 
-use usb9pfsd::board::{GadgetInfo, GadgetKey};
+use usb9pfsd::board::{BoardInfo, BoardKey};
 use usb9pfsd::cli::{self, Cli, Command, Failure};
 use usb9pfsd::config::{self, Config};
 use usb9pfsd::daemon::status::IN_FLIGHT;
@@ -175,7 +175,7 @@ impl Spawn for Threads {
         worker::spawn(job).map_err(|e| format!("cannot start a worker thread: {e}"))
     }
 
-    fn on_bus(&self, info: &GadgetInfo) -> bool {
+    fn on_bus(&self, info: &BoardInfo) -> bool {
         usb9pfsd::usb::discover::Sysfs::default().on_bus(info)
     }
 }
@@ -307,7 +307,7 @@ async fn leave_in_fd_store(tx: &mpsc::UnboundedSender<Input>, config_path: Optio
     }
     match succession::to_fd_store(tx).await {
         Ok(s) => {
-            let list = |keys: &[GadgetKey]| keys.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(", ");
+            let list = |keys: &[BoardKey]| keys.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(", ");
             tracing::info!(
                 "SIGTERM: left {} board session(s) in systemd's descriptor store for the next start: {}",
                 s.kept.len(),

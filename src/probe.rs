@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::board::{BoardIdentity, GadgetInfo};
+use crate::board::{BoardIdentity, BoardInfo};
 use crate::config::{expand_export, Config, Decision, Match, Target};
 use crate::ninep::backend::{Backend, BackendAddr};
 use crate::ninep::confine::{After, Confine, Verdict, TATTACH};
@@ -197,7 +197,7 @@ pub fn plans(c: &Config) -> Vec<Plan> {
 /// A probe per usb9pfs interface plugged in now that `c` serves, with its
 /// target exactly as the daemon would resolve it (templates expanded from
 /// the board itself).
-pub fn plugged_plans(c: &Config, gadgets: &[GadgetInfo]) -> Vec<Plan> {
+pub fn plugged_plans(c: &Config, gadgets: &[BoardInfo]) -> Vec<Plan> {
     gadgets
         .iter()
         .filter_map(|g| {
@@ -221,7 +221,7 @@ fn expanded(t: &Target, serial: Option<&str>, path: Option<&str>, interface: u8)
             return Err(format!("its export {template:?} names {placeholder}, which only the board plugged in tells"));
         }
     }
-    let g = GadgetInfo { port_path: path.unwrap_or("0-0").to_string(), interface, ..GadgetInfo::example(serial, 0, 0) };
+    let g = BoardInfo { port_path: path.unwrap_or("0-0").to_string(), interface, ..BoardInfo::example(serial, 0, 0) };
     let mut t = t.clone();
     t.confine.export = Some(expand_export(template, &g)?);
     Ok(t)
@@ -534,7 +534,7 @@ mod tests {
         assert!(p[0].target.as_ref().is_err_and(|e| e.contains("{path}")), "{:?}", p[0]);
         assert_eq!(p[1].entry, "[[board]] serial \"A\"");
         assert_eq!(p[1].target.as_ref().expect("A").confine.export.as_deref(), Some("/srv/s/A"));
-        let plugged = plugged_plans(&c, &[GadgetInfo::example(Some("B"), 3, 7)]);
+        let plugged = plugged_plans(&c, &[BoardInfo::example(Some("B"), 3, 7)]);
         assert_eq!(plugged.len(), 1);
         assert_eq!(plugged[0].entry, "plugged board B at 003-007#0 (by defaults)");
         assert_eq!(plugged[0].target.as_ref().expect("B").confine.export.as_deref(), Some("/srv/3-1"));
@@ -550,7 +550,7 @@ mod tests {
         assert!(entry.get("busaddr").is_none() && entry.get("serial").is_none(), "{entry}");
         // The board's export template cannot expand safely: the plan fails
         // without a connection, and still names the board.
-        let g = GadgetInfo { port_path: "3-1.9".into(), ..GadgetInfo::example(Some("../B"), 3, 7) };
+        let g = BoardInfo { port_path: "3-1.9".into(), ..BoardInfo::example(Some("../B"), 3, 7) };
         let c =
             Config::parse("[defaults]\nbackend = \"h:1\"\nexport = \"/srv/{serial}\"\n", std::path::Path::new("t.toml")).expect("config");
         let plugged = plugged_plans(&c, &[g]);

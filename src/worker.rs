@@ -11,7 +11,7 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
-use crate::board::{GadgetInfo, GadgetKey};
+use crate::board::{BoardInfo, BoardKey};
 use crate::counters::Counters;
 use crate::ninep::forward::{self, BackendPolicy, Exit, Limits, Session};
 use crate::usb::device::{Device, OpenError};
@@ -19,7 +19,7 @@ use crate::usb::pipe::{StopSwitch, UsbPipe};
 
 /// Everything a worker needs, prepared by the supervisor.
 pub struct Job {
-    pub info: GadgetInfo,
+    pub info: BoardInfo,
     pub board_backend: Arc<dyn BackendPolicy>,
     pub counters: Arc<Counters>,
     pub limits: Limits,
@@ -75,14 +75,14 @@ pub enum End {
 /// generation so that late reports from a replaced worker are recognised.
 #[derive(Clone)]
 pub struct Reporter {
-    pub key: GadgetKey,
+    pub key: BoardKey,
     pub generation: u64,
     pub sink: Arc<dyn Fn(Report) + Send + Sync>,
 }
 
 #[derive(Debug)]
 pub struct Report {
-    pub key: GadgetKey,
+    pub key: BoardKey,
     pub generation: u64,
     pub event: WorkerEvent,
 }

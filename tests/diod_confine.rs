@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use usb9pfsd::board::GadgetInfo;
+use usb9pfsd::board::BoardInfo;
 use usb9pfsd::daemon::status::Counters;
 use usb9pfsd::ninep::board_backend::BoardBackend;
 use usb9pfsd::ninep::confine::Policy;
@@ -159,7 +159,7 @@ struct Rig {
 }
 
 fn rig(port: u16, policy: &Policy) -> Rig {
-    let gadget = GadgetInfo::example(Some("CONFINED"), 1, 2);
+    let gadget = BoardInfo::example(Some("CONFINED"), 1, 2);
     let (host, board) = sim::gadget(512, 16384);
     let counters = Arc::new(Counters::default());
     let backend = Arc::new(BoardBackend::new(format!("127.0.0.1:{port}").parse().expect("addr")));

@@ -18,7 +18,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use super::{check_export, check_port_path, check_serial, Target, DEFAULT_BUFLEN, DEFAULT_RECOVER_WINDOW};
-use crate::board::{BusAddr, GadgetInfo, GadgetKey};
+use crate::board::{BoardInfo, BoardKey, BusAddr};
 use crate::ninep::backend::BackendAddr;
 use crate::ninep::confine::Policy;
 
@@ -31,11 +31,11 @@ pub enum BoardSel {
     /// One usb9pfs interface of the gadget on a port (`1-1.2#1`): survives
     /// re-enumeration, unlike a bus address.
     PathInterface(String, u8),
-    At(GadgetKey),
+    At(BoardKey),
 }
 
 impl BoardSel {
-    pub fn matches(&self, g: &GadgetInfo) -> bool {
+    pub fn matches(&self, g: &BoardInfo) -> bool {
         match self {
             BoardSel::Serial(s) => g.serial.as_deref() == Some(s.as_str()),
             BoardSel::Path(p) => &g.port_path == p,
@@ -63,14 +63,14 @@ fn looks_like_path_or_at(s: &str) -> bool {
 }
 
 /// `BBB-DDD#N`, as status and the journal write a board.
-fn parse_at(s: &str) -> Option<GadgetKey> {
+fn parse_at(s: &str) -> Option<BoardKey> {
     let (busaddr, interface) = s.split_once('#')?;
     let (bus, addr) = busaddr.split_once('-')?;
     let all_digits = |x: &str| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit());
     if !all_digits(bus) || !all_digits(addr) || !all_digits(interface) {
         return None;
     }
-    Some(GadgetKey { busaddr: BusAddr { bus: bus.parse().ok()?, addr: addr.parse().ok()? }, interface: interface.parse().ok()? })
+    Some(BoardKey { busaddr: BusAddr { bus: bus.parse().ok()?, addr: addr.parse().ok()? }, interface: interface.parse().ok()? })
 }
 
 impl FromStr for BoardSel {
@@ -224,7 +224,7 @@ mod tests {
 
     #[test]
     fn a_board_is_named_by_serial_port_path_or_bus_address_and_interface() {
-        let g = GadgetInfo { port_path: "1-1.2".into(), ..GadgetInfo::example(Some("0001-A"), 3, 7) };
+        let g = BoardInfo { port_path: "1-1.2".into(), ..BoardInfo::example(Some("0001-A"), 3, 7) };
         for (text, sel) in [
             ("0001-A", BoardSel::Serial("0001-A".into())),
             ("1-1.2", BoardSel::Path("1-1.2".into())),

@@ -36,7 +36,7 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use serde::{Deserialize, Serialize};
 
-use crate::board::{BusAddr, GadgetKey};
+use crate::board::{BoardKey, BusAddr};
 use crate::config::serve::Serve;
 use crate::daemon::supervisor::handover::HandedBoard;
 use crate::ninep::backend::Backend;
@@ -94,8 +94,8 @@ pub struct BoardRecord {
 }
 
 impl BoardRecord {
-    pub fn key(&self) -> GadgetKey {
-        GadgetKey { busaddr: BusAddr { bus: self.bus, addr: self.addr }, interface: self.interface }
+    pub fn key(&self) -> BoardKey {
+        BoardKey { busaddr: BusAddr { bus: self.bus, addr: self.addr }, interface: self.interface }
     }
 }
 
@@ -177,12 +177,12 @@ pub fn dialect_from(s: &str) -> Option<Dialect> {
 }
 
 /// Descriptor name of a board's usbfs node.
-pub fn usb_name(key: GadgetKey) -> String {
+pub fn usb_name(key: BoardKey) -> String {
     format!("usb-{:03}-{:03}-{}", key.busaddr.bus, key.busaddr.addr, key.interface)
 }
 
 /// Descriptor name of a board's server connection.
-pub fn server_name(key: GadgetKey) -> String {
+pub fn server_name(key: BoardKey) -> String {
     format!("srv-{:03}-{:03}-{}", key.busaddr.bus, key.busaddr.addr, key.interface)
 }
 
@@ -246,13 +246,13 @@ pub fn is_stream_socket(fd: &impl AsFd) -> bool {
 #[derive(Default)]
 pub struct Unpacked {
     /// Boards to take over, with their descriptors, checked.
-    pub boards: BTreeMap<GadgetKey, UnpackedBoard>,
+    pub boards: BTreeMap<BoardKey, UnpackedBoard>,
     /// Why something passed was refused (logged; its descriptors closed).
     pub refused: Vec<String>,
     /// Every descriptor name seen (to remove them from systemd's store).
     pub names: Vec<String>,
     /// Boards the predecessor could not hand over (busy at its deadline).
-    pub lost: Vec<GadgetKey>,
+    pub lost: Vec<BoardKey>,
     /// The predecessor's `usb9pfsd serve` mappings.
     pub serves: Vec<Serve>,
 }
@@ -290,7 +290,7 @@ pub fn unpack(named: Vec<(String, OwnedFd)>) -> Unpacked {
         .lost
         .iter()
         .filter(|l| l.bus != 0 && l.addr != 0 && l.addr <= 127)
-        .map(|l| GadgetKey { busaddr: BusAddr { bus: l.bus, addr: l.addr }, interface: l.interface })
+        .map(|l| BoardKey { busaddr: BusAddr { bus: l.bus, addr: l.addr }, interface: l.interface })
         .take(1024)
         .collect();
     out.serves = state.serves;
@@ -389,7 +389,7 @@ pub fn parse_fds_env(v: &str) -> Vec<(String, RawFd)> {
 
 /// What crosses for `boards`: the state memfd (keep it open until the
 /// successor has it) and every descriptor by name, the state first.
-pub fn pack(boards: &[HandedBoard], lost: &[GadgetKey], serves: &[Serve]) -> io::Result<(OwnedFd, Vec<(String, RawFd)>)> {
+pub fn pack(boards: &[HandedBoard], lost: &[BoardKey], serves: &[Serve]) -> io::Result<(OwnedFd, Vec<(String, RawFd)>)> {
     let live: Vec<bool> = boards.iter().map(clean_live).collect();
     let records = boards
         .iter()
@@ -463,7 +463,7 @@ fn unread(fd: RawFd) -> usize {
 /// Turns checked boards into sessions to carry on with. A server
 /// descriptor that is no usable socket loses the session (the board's next
 /// request fails with EIO until it mounts again), never the board.
-pub fn sessions(boards: BTreeMap<GadgetKey, UnpackedBoard>) -> BTreeMap<GadgetKey, HandedSession> {
+pub fn sessions(boards: BTreeMap<BoardKey, UnpackedBoard>) -> BTreeMap<BoardKey, HandedSession> {
     boards
         .into_iter()
         .map(|(key, inh)| {
@@ -727,7 +727,7 @@ mod tests {
 
     fn handed(session: Session) -> HandedBoard {
         HandedBoard {
-            info: crate::board::GadgetInfo::example(Some("A"), 1, 4),
+            info: crate::board::BoardInfo::example(Some("A"), 1, 4),
             backend: None,
             handed: HandedSession { node: None, session },
         }
@@ -769,7 +769,7 @@ mod tests {
 
     #[test]
     fn names_are_stable() {
-        let k = GadgetKey { busaddr: BusAddr { bus: 3, addr: 17 }, interface: 10 };
+        let k = BoardKey { busaddr: BusAddr { bus: 3, addr: 17 }, interface: 10 };
         assert_eq!((usb_name(k), server_name(k)), ("usb-003-017-10".to_string(), "srv-003-017-10".to_string()));
     }
 }

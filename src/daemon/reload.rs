@@ -10,7 +10,7 @@
 //!
 //! It must never do I/O, look at workers or keep state between reloads.
 
-use crate::board::GadgetInfo;
+use crate::board::BoardInfo;
 use crate::config::{Config, Decision, Target};
 
 /// What a reload does to one board.
@@ -31,7 +31,7 @@ pub enum Action {
 /// One action per board, in the order `boards` gives them.
 pub fn plan<'a, K, I>(old: &Config, new: &Config, boards: I) -> Vec<(K, Action)>
 where
-    I: IntoIterator<Item = (K, &'a GadgetInfo)>,
+    I: IntoIterator<Item = (K, &'a BoardInfo)>,
 {
     boards
         .into_iter()
@@ -92,8 +92,8 @@ mod tests {
         Config::parse(text, Path::new("t.toml")).expect("config")
     }
 
-    fn gadget(serial: &str, port: &str, vid: u16) -> GadgetInfo {
-        GadgetInfo { port_path: port.into(), vid, id: usb_id(vid, 0x0109), ..GadgetInfo::example(Some(serial), 1, 2) }
+    fn gadget(serial: &str, port: &str, vid: u16) -> BoardInfo {
+        BoardInfo { port_path: port.into(), vid, id: usb_id(vid, 0x0109), ..BoardInfo::example(Some(serial), 1, 2) }
     }
 
     fn target(backend: &str, buflen: u32) -> Target {

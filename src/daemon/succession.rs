@@ -17,7 +17,7 @@ use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use sd_notify::NotifyState;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::board::GadgetKey;
+use crate::board::BoardKey;
 use crate::config::Config;
 use crate::daemon::handover;
 use crate::daemon::protocol;
@@ -48,11 +48,11 @@ pub struct Passed {
 #[derive(Default)]
 pub struct TakenOver {
     /// The boards' sessions, taken over when each board shows up.
-    pub sessions: BTreeMap<GadgetKey, HandedSession>,
+    pub sessions: BTreeMap<BoardKey, HandedSession>,
     /// Boards the predecessor could not hand over (busy when it stopped).
-    pub lost: Vec<GadgetKey>,
+    pub lost: Vec<BoardKey>,
     /// The serial each session was recorded with.
-    pub serials: BTreeMap<GadgetKey, Option<String>>,
+    pub serials: BTreeMap<BoardKey, Option<String>>,
     /// The predecessor's `usb9pfsd serve` mappings.
     pub serves: Vec<crate::config::serve::Serve>,
 }
@@ -237,10 +237,10 @@ pub async fn reexec(
 /// What a stop left in systemd's descriptor store.
 pub struct Stored {
     /// Boards whose sessions wait in the store for the next start.
-    pub kept: Vec<GadgetKey>,
+    pub kept: Vec<BoardKey>,
     /// Boards still busy at the deadline: not stored; the shutdown that
     /// follows answers their request with EIO.
-    pub busy: Vec<GadgetKey>,
+    pub busy: Vec<BoardKey>,
     /// Kept alive until the process exits (the boards' descriptors, which
     /// systemd has copies of).
     _boards: Vec<HandedBoard>,

@@ -6,7 +6,7 @@
 //! in `supervisor/apply.rs`).
 //!
 //! A board is one usb9pfs interface, keyed by bus, address and interface
-//! number ([`GadgetKey`]): a reset or re-enumeration is a new key, hence a
+//! number ([`BoardKey`]): a reset or re-enumeration is a new key, hence a
 //! fresh worker and a fresh backend connection; a gadget with two usb9pfs
 //! functions is two boards. One board's failures never touch another board's
 //! entry. The supervisor must never touch endpoints or sockets itself; it only
@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, Instant};
 
-use crate::board::{BusAddr, GadgetInfo, GadgetKey};
+use crate::board::{BoardInfo, BoardKey, BusAddr};
 use crate::config::serve::{BoardSel, Serve};
 use crate::config::{Config, ConfigError, Decision, Target};
 use crate::daemon::reload;
@@ -78,7 +78,7 @@ pub trait Spawn: Send {
     /// Whether the device `info` describes is still on the bus (an unplug
     /// fails its transfers before udev reports the removal, and under load
     /// the report can trail the first restart). True when unsure.
-    fn on_bus(&self, _info: &GadgetInfo) -> bool {
+    fn on_bus(&self, _info: &BoardInfo) -> bool {
         true
     }
 }
@@ -112,7 +112,7 @@ enum Slot {
 }
 
 struct Board {
-    info: GadgetInfo,
+    info: BoardInfo,
     target: Option<Target>,
     backend: Option<Arc<BoardBackend>>,
     counters: Arc<Counters>,
@@ -139,9 +139,9 @@ pub struct Supervisor<S: Spawn> {
     spawner: S,
     notify: Box<dyn Notify>,
     inputs: mpsc::UnboundedSender<Input>,
-    boards: BTreeMap<GadgetKey, Board>,
+    boards: BTreeMap<BoardKey, Board>,
     /// Workers of removed boards that have not reported their end yet.
-    orphans: BTreeMap<GadgetKey, u64>,
+    orphans: BTreeMap<BoardKey, u64>,
     /// Serials / port paths of unserved boards already logged once.
     noted: HashSet<String>,
     next_generation: u64,
@@ -152,12 +152,12 @@ pub struct Supervisor<S: Spawn> {
     hand_over_pending: bool,
     /// Boards the predecessor could not hand over (busy when it stopped):
     /// said in their status when they show up.
-    lost: BTreeSet<GadgetKey>,
+    lost: BTreeSet<BoardKey>,
     /// Sessions a predecessor handed over, taken over when their board shows up.
-    handed_over: BTreeMap<GadgetKey, HandedSession>,
+    handed_over: BTreeMap<BoardKey, HandedSession>,
     /// The serial each handed-over session was recorded with: a different
     /// board at the same address does not get it.
-    handed_over_serials: BTreeMap<GadgetKey, Option<String>>,
+    handed_over_serials: BTreeMap<BoardKey, Option<String>>,
     /// The file a reload re-reads (None for `usb9pfsd forward`).
     config_path: Option<PathBuf>,
     config_loaded_at: SystemTime,
@@ -199,21 +199,21 @@ impl<S: Spawn> Supervisor<S> {
     /// Sessions handed over by a predecessor: each board carries on with its
     /// own when it is reported present (and still mapped); the rest are
     /// closed once coldplug is done.
-    pub fn with_handed_over(mut self, sessions: BTreeMap<GadgetKey, HandedSession>) -> Self {
+    pub fn with_handed_over(mut self, sessions: BTreeMap<BoardKey, HandedSession>) -> Self {
         self.handed_over = sessions;
         self
     }
 
     /// The serial each handed-over session was recorded with (a board at
     /// that address with another serial starts afresh).
-    pub fn with_handed_over_serials(mut self, serials: BTreeMap<GadgetKey, Option<String>>) -> Self {
+    pub fn with_handed_over_serials(mut self, serials: BTreeMap<BoardKey, Option<String>>) -> Self {
         self.handed_over_serials = serials;
         self
     }
 
     /// Boards whose sessions the predecessor could not hand over (their
     /// request was still waiting for its server when it stopped).
-    pub fn with_lost(mut self, lost: impl IntoIterator<Item = GadgetKey>) -> Self {
+    pub fn with_lost(mut self, lost: impl IntoIterator<Item = BoardKey>) -> Self {
         self.lost = lost.into_iter().collect();
         self
     }
@@ -326,9 +326,9 @@ impl<S: Spawn> Supervisor<S> {
     /// workers (blocked on the server or the board) and remember each one
     /// until it reports its end, so the interface is known to be released.
     fn on_gone(&mut self, at: BusAddr) {
-        let keys: Vec<GadgetKey> = self
+        let keys: Vec<BoardKey> = self
             .boards
-            .range(GadgetKey { busaddr: at, interface: 0 }..=GadgetKey { busaddr: at, interface: u8::MAX })
+            .range(BoardKey { busaddr: at, interface: 0 }..=BoardKey { busaddr: at, interface: u8::MAX })
             .map(|(k, _)| *k)
             .collect();
         if keys.is_empty() {
@@ -353,7 +353,7 @@ impl<S: Spawn> Supervisor<S> {
         self.report_status();
     }
 
-    fn on_present(&mut self, info: GadgetInfo) {
+    fn on_present(&mut self, info: BoardInfo) {
         if self.boards.contains_key(&info.key()) {
             return;
         }
@@ -448,12 +448,12 @@ impl<S: Spawn> Supervisor<S> {
     }
 
     /// Starts a worker for a board that has a target.
-    fn start(&mut self, at: GadgetKey) {
+    fn start(&mut self, at: BoardKey) {
         self.start_with(at, None);
     }
 
     /// Starts a worker, carrying on with `handed` if given.
-    fn start_with(&mut self, at: GadgetKey, mut handed: Option<HandedSession>) {
+    fn start_with(&mut self, at: BoardKey, mut handed: Option<HandedSession>) {
         if let Some(c) = handed.as_mut().filter(|c| c.session.ceiling > self.config.max_frame) {
             // A session handed over from a process (or a config) with a
             // larger max_frame: the config in force bounds it too.
@@ -575,7 +575,7 @@ impl<S: Spawn> Supervisor<S> {
 
     fn restart_due(&mut self) {
         let now = Instant::now();
-        let due: Vec<GadgetKey> =
+        let due: Vec<BoardKey> =
             self.boards.iter().filter(|(_, b)| matches!(b.slot, Slot::Waiting(t) if t <= now)).map(|(at, _)| *at).collect();
         for at in due {
             // (a device's earlier interface may have been forgotten below)

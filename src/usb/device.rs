@@ -46,7 +46,7 @@ use rusb::constants::*;
 use rusb::ffi;
 use rusb::{Context, DeviceHandle, UsbContext};
 
-use crate::board::GadgetInfo;
+use crate::board::BoardInfo;
 use crate::usb::descriptors::{self, Usb9pfsInterface};
 use crate::usb::pipe::{partial_frame_wait, StopSwitch, TransferMem, UsbError, UsbPipe, NOT_READY_RETRY};
 
@@ -105,7 +105,7 @@ impl Device {
     /// the descriptors, detaches a kernel driver if one holds it (and
     /// usb-storage, as p9_fwd.py does), claims it, selects its alternate
     /// setting and clears any halt left on its endpoints.
-    pub fn open(info: &GadgetInfo, stop: Arc<StopSwitch>) -> Result<Device, OpenError> {
+    pub fn open(info: &BoardInfo, stop: Arc<StopSwitch>) -> Result<Device, OpenError> {
         let path = info.busaddr.devnode();
         let node = OpenOptions::new().read(true).write(true).open(&path).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => OpenError::Gone,
@@ -178,7 +178,7 @@ impl Device {
     /// no detach, no SET_INTERFACE, no clear-halt — the board's session is
     /// live and must not notice. Claiming again on the same file is a no-op
     /// for usbfs; it only tells libusb the interface is ours.
-    pub fn take_over(info: &GadgetInfo, node: File, stop: Arc<StopSwitch>) -> Result<Device, OpenError> {
+    pub fn take_over(info: &BoardInfo, node: File, stop: Arc<StopSwitch>) -> Result<Device, OpenError> {
         let path = info.busaddr.devnode();
         let ctx = context().map_err(|e| OpenError::Failed(format!("cannot initialise libusb: {e}")))?;
         // SAFETY: `node` outlives `handle` (field order in `Device`).

@@ -13,7 +13,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::board::{usb_id, BusAddr, GadgetInfo};
+use crate::board::{usb_id, BoardInfo, BusAddr};
 use crate::usb::descriptors;
 
 /// The USB part of sysfs (`/sys/bus/usb/devices`), rooted elsewhere in tests.
@@ -31,11 +31,11 @@ impl Default for Sysfs {
 impl Sysfs {
     /// Every usb9pfs interface present now, ordered by bus, address and
     /// interface number.
-    pub fn scan(&self) -> Vec<GadgetInfo> {
+    pub fn scan(&self) -> Vec<BoardInfo> {
         let Ok(entries) = fs::read_dir(&self.devices) else {
             return Vec::new();
         };
-        let mut found: Vec<GadgetInfo> =
+        let mut found: Vec<BoardInfo> =
             entries.flatten().filter(|e| !e.file_name().to_string_lossy().contains(':')).flat_map(|e| probe(&e.path())).collect();
         found.sort_by_key(|g| g.key());
         found
@@ -44,7 +44,7 @@ impl Sysfs {
     /// False only when sysfs shows the device at `info`'s bus-address has
     /// left the bus (its directory gone, or another device on its port);
     /// true when it is there or sysfs cannot tell (no USB sysfs at all).
-    pub fn on_bus(&self, info: &GadgetInfo) -> bool {
+    pub fn on_bus(&self, info: &BoardInfo) -> bool {
         if !self.devices.is_dir() {
             return true;
         }
@@ -56,11 +56,11 @@ impl Sysfs {
 
 /// Reads one usb_device directory: one entry per usb9pfs interface of its
 /// active configuration (none for any other device).
-pub fn probe(dev: &Path) -> Vec<GadgetInfo> {
+pub fn probe(dev: &Path) -> Vec<BoardInfo> {
     probe_device(dev).unwrap_or_default()
 }
 
-fn probe_device(dev: &Path) -> Option<Vec<GadgetInfo>> {
+fn probe_device(dev: &Path) -> Option<Vec<BoardInfo>> {
     let sysname = dev.file_name()?.to_string_lossy().into_owned();
     let bus: u8 = attr(dev, "busnum")?.parse().ok()?;
     let addr: u8 = attr(dev, "devnum")?.parse().ok()?;
@@ -76,7 +76,7 @@ fn probe_device(dev: &Path) -> Option<Vec<GadgetInfo>> {
         layout
             .usb9pfs
             .iter()
-            .map(|i| GadgetInfo {
+            .map(|i| BoardInfo {
                 busaddr: BusAddr { bus, addr },
                 port_path: sysname.clone(),
                 vid,
@@ -199,17 +199,17 @@ mod tests {
         let s = Sysfs { devices: PathBuf::from("/nonexistent/sys/bus/usb/devices") };
         assert!(s.scan().is_empty());
         // and cannot tell a board has gone
-        assert!(s.on_bus(&GadgetInfo::example(Some("A"), 1, 2)));
+        assert!(s.on_bus(&BoardInfo::example(Some("A"), 1, 2)));
     }
 
     #[test]
     fn a_board_is_on_the_bus_while_its_port_holds_it() {
         let dir = tempfile::tempdir().expect("tmp");
         let sysfs = Sysfs { devices: dir.path().to_path_buf() };
-        let board = GadgetInfo::example(Some("A"), 1, 2); // on port 1-1
+        let board = BoardInfo::example(Some("A"), 1, 2); // on port 1-1
         assert!(!sysfs.on_bus(&board), "nothing on its port");
         fake::device_with(dir.path(), "1-1", 1, 2, (0x1d6b, 0x0109), Some("A"), &[Alt::usb9pfs(0, 0, 1)]);
         assert!(sysfs.on_bus(&board));
-        assert!(!sysfs.on_bus(&GadgetInfo::example(Some("A"), 1, 3)), "another device on that port now");
+        assert!(!sysfs.on_bus(&BoardInfo::example(Some("A"), 1, 3)), "another device on that port now");
     }
 }

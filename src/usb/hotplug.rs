@@ -12,7 +12,7 @@ use std::io;
 
 use tokio::io::unix::AsyncFd;
 
-use crate::board::{BusAddr, GadgetInfo, GadgetKey};
+use crate::board::{BoardInfo, BoardKey, BusAddr};
 use crate::usb::discover::{probe, Sysfs};
 
 /// Reports coldplug, then follows udev until the supervisor goes away.
@@ -21,7 +21,7 @@ use crate::usb::discover::{probe, Sysfs};
 pub enum HotplugEvent {
     /// A usb9pfs interface is present (coldplug, add, bind); one event per
     /// interface. Repeats are harmless.
-    Present(GadgetInfo),
+    Present(BoardInfo),
     /// Whatever was at this bus address is gone (remove, unbind): every
     /// interface of the device.
     Gone(BusAddr),
@@ -29,7 +29,7 @@ pub enum HotplugEvent {
     ColdplugDone,
     /// After lost udev events: exactly these interfaces are present now
     /// (each is also reported `Present`); any other board is gone.
-    Rescanned(Vec<GadgetKey>),
+    Rescanned(Vec<BoardKey>),
 }
 
 pub async fn run(sysfs: Sysfs, tx: impl Fn(HotplugEvent) -> bool) -> io::Result<()> {

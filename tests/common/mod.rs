@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use usb9pfsd::board::GadgetInfo;
+use usb9pfsd::board::BoardInfo;
 use usb9pfsd::daemon::status::Counters;
 use usb9pfsd::ninep::board_backend::BoardBackend;
 use usb9pfsd::ninep::forward::Limits;
@@ -138,8 +138,8 @@ pub fn content(len: usize) -> Vec<u8> {
         .collect()
 }
 
-pub fn gadget() -> GadgetInfo {
-    GadgetInfo::example(Some("ITEST"), 1, 2)
+pub fn gadget() -> BoardInfo {
+    BoardInfo::example(Some("ITEST"), 1, 2)
 }
 
 /// An in-memory board served by a real worker whose backend is `backend`.

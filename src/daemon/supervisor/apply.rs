@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::{Slot, Spawn, Supervisor};
-use crate::board::{GadgetInfo, GadgetKey};
+use crate::board::{BoardInfo, BoardKey};
 use crate::config::serve::{BoardSel, Serve};
 use crate::config::{Config, ConfigError, Decision, Target};
 use crate::daemon::reload::{self, Action, Summary};
@@ -23,7 +23,7 @@ use crate::ninep::board_backend::BoardBackend;
 use crate::worker::End;
 
 /// The key of the supervisor's board map: one usb9pfs interface.
-type Key = GadgetKey;
+type Key = BoardKey;
 
 /// What a `serve` or `unserve` did: the boards it touched, by action, and
 /// the boards present now that it names.
@@ -293,7 +293,7 @@ impl<S: Spawn> Supervisor<S> {
 }
 
 /// Why the config leaves a board alone, for `status` and the log.
-fn unserved_reason(decision: &Decision, info: &GadgetInfo) -> String {
+fn unserved_reason(decision: &Decision, info: &BoardInfo) -> String {
     match decision {
         Decision::NotAllowed => format!("VID:PID {} is not in [daemon] allow_ids", info.id),
         Decision::Refused { why } => format!("not served: {why}"),

@@ -25,7 +25,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::{Slot, Spawn, Supervisor};
-use crate::board::{GadgetInfo, GadgetKey};
+use crate::board::{BoardInfo, BoardKey};
 use crate::worker::{End, HandedSession};
 
 /// How long the boards get to reach a message boundary (a request waiting
@@ -35,7 +35,7 @@ pub const HANDOVER_WAIT: Duration = Duration::from_secs(5);
 /// One board handed over.
 #[derive(Debug)]
 pub struct HandedBoard {
-    pub info: GadgetInfo,
+    pub info: BoardInfo,
     /// The server the live session talks to, for the successor's logs.
     pub backend: Option<String>,
     pub handed: HandedSession,
@@ -59,7 +59,7 @@ pub struct HandOver {
     pub boards: Vec<HandedBoard>,
     /// Boards still busy at the deadline ([`Mode::Ready`] only): not handed
     /// over; this process still serves them until it stops.
-    pub busy: Vec<GadgetKey>,
+    pub busy: Vec<BoardKey>,
     /// `usb9pfsd serve`'s mappings, for the successor to keep.
     pub serves: Vec<Serve>,
 }
@@ -70,7 +70,7 @@ pub type HandOverReply = oneshot::Sender<Result<HandOver, String>>;
 pub(super) struct Handing {
     reply: Option<HandOverReply>,
     mode: Mode,
-    waiting: BTreeSet<GadgetKey>,
+    waiting: BTreeSet<BoardKey>,
     handed: Vec<HandedBoard>,
     pub(super) deadline: Instant,
 }
@@ -96,7 +96,7 @@ impl<S: Spawn> Supervisor<S> {
     }
 
     /// A worker stopped and left its session behind.
-    pub(super) fn on_handed(&mut self, key: GadgetKey, handed: HandedSession) {
+    pub(super) fn on_handed(&mut self, key: BoardKey, handed: HandedSession) {
         let Some(b) = self.boards.get(&key) else {
             return;
         }; // removed meanwhile: dropping closes it
@@ -125,7 +125,7 @@ impl<S: Spawn> Supervisor<S> {
     }
 
     /// A worker of a board being handed over ended.
-    pub(super) fn on_handing_end(&mut self, key: GadgetKey, end: &End) -> bool {
+    pub(super) fn on_handing_end(&mut self, key: BoardKey, end: &End) -> bool {
         let Some(h) = &mut self.handing else {
             return false;
         };
@@ -144,7 +144,7 @@ impl<S: Spawn> Supervisor<S> {
     }
 
     /// A board being handed over was unplugged: nothing of it will come.
-    pub(super) fn forget_handing(&mut self, key: GadgetKey) {
+    pub(super) fn forget_handing(&mut self, key: BoardKey) {
         if let Some(h) = &mut self.handing {
             if h.waiting.remove(&key) {
                 self.finish_hand_over();
@@ -234,7 +234,7 @@ impl<S: Spawn> Supervisor<S> {
             }
             self.start_with(key, Some(hb.handed));
         }
-        let deferred: Vec<GadgetKey> = self.boards.iter().filter(|(_, b)| matches!(b.slot, Slot::Deferred(_))).map(|(k, _)| *k).collect();
+        let deferred: Vec<BoardKey> = self.boards.iter().filter(|(_, b)| matches!(b.slot, Slot::Deferred(_))).map(|(k, _)| *k).collect();
         for key in deferred {
             let Some(b) = self.boards.get_mut(&key) else {
                 continue;

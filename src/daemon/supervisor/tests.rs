@@ -34,7 +34,7 @@ impl Spawn for Recorder {
         self.jobs.lock().expect("lock").push(job);
         Ok(())
     }
-    fn on_bus(&self, info: &GadgetInfo) -> bool {
+    fn on_bus(&self, info: &BoardInfo) -> bool {
         !self.off_bus.lock().expect("lock").contains(&info.busaddr)
     }
 }
@@ -91,8 +91,8 @@ fn rig(config: &str) -> Rig {
     Rig { tx, jobs, fail_spawn, off_bus, notes }
 }
 
-fn gadget(serial: &str, bus: u8, addr: u8) -> GadgetInfo {
-    GadgetInfo::example(Some(serial), bus, addr)
+fn gadget(serial: &str, bus: u8, addr: u8) -> BoardInfo {
+    BoardInfo::example(Some(serial), bus, addr)
 }
 
 impl Rig {
@@ -355,7 +355,7 @@ async fn shutdown_returns() {
 #[tokio::test(start_paused = true)]
 async fn each_usb9pfs_interface_is_a_board_and_removal_stops_them_all() {
     let r = rig(CONFIG);
-    let with_interface = |serial: &str, bus: u8, addr: u8, interface: u8| GadgetInfo { interface, ..gadget(serial, bus, addr) };
+    let with_interface = |serial: &str, bus: u8, addr: u8, interface: u8| BoardInfo { interface, ..gadget(serial, bus, addr) };
     r.send(HotplugEvent::Present(with_interface("A", 1, 2, 2)));
     r.send(HotplugEvent::Present(with_interface("A", 1, 2, 10)));
     r.send(HotplugEvent::Present(with_interface("B", 2, 3, 0)));
@@ -492,7 +492,7 @@ async fn handed_over_sessions_are_taken_over_by_present_mapped_boards_only() {
     let config = Config::parse(CONFIG, Path::new("t.toml")).expect("config");
     let (tx, rx) = mpsc::unbounded_channel();
     let jobs = Jobs::default();
-    let key = |bus, addr| GadgetKey { busaddr: BusAddr { bus, addr }, interface: 0 };
+    let key = |bus, addr| BoardKey { busaddr: BusAddr { bus, addr }, interface: 0 };
     let sessions = [(key(1, 2), handed(true)), (key(2, 3), handed(true)), (key(3, 4), handed(false))].into_iter().collect();
     let sup = Supervisor::new(config, Recorder { jobs: jobs.clone(), ..Default::default() }, Box::new(Silent), tx.clone())
         .with_handed_over(sessions);
@@ -881,7 +881,7 @@ async fn a_successor_says_which_boards_kept_their_sessions_and_which_lost_theirs
     let config = Config::parse(CONFIG, Path::new("t.toml")).expect("config");
     let (tx, rx) = mpsc::unbounded_channel();
     let jobs = Jobs::default();
-    let key = |bus, addr| GadgetKey { busaddr: BusAddr { bus, addr }, interface: 0 };
+    let key = |bus, addr| BoardKey { busaddr: BusAddr { bus, addr }, interface: 0 };
     let sup = Supervisor::new(config, Recorder { jobs: jobs.clone(), ..Default::default() }, Box::new(Silent), tx.clone())
         .with_handed_over([(key(1, 2), handed(true))].into_iter().collect())
         .with_lost([key(2, 3)]);
@@ -916,7 +916,7 @@ async fn a_handed_over_session_is_bounded_by_the_max_frame_in_force_and_kept_onl
     let config = Config::parse(&text, Path::new("t.toml")).expect("config");
     let (tx, rx) = mpsc::unbounded_channel();
     let jobs = Jobs::default();
-    let key = |bus, addr| GadgetKey { busaddr: BusAddr { bus, addr }, interface: 0 };
+    let key = |bus, addr| BoardKey { busaddr: BusAddr { bus, addr }, interface: 0 };
     let serials = [(key(1, 2), Some("A".to_string())), (key(2, 3), Some("someone-else".to_string()))].into_iter().collect();
     let sup = Supervisor::new(config, Recorder { jobs: jobs.clone(), ..Default::default() }, Box::new(Silent), tx.clone())
         .with_handed_over([(key(1, 2), handed(true)), (key(2, 3), handed(true))].into_iter().collect())
