@@ -39,6 +39,7 @@ MAN=/usr/share/man/man8/usb9pfsd.8.gz
 DOC=/usr/share/doc/usb9pfsd
 DIOD_UNIT=/usr/lib/systemd/system/usb9pfsd-diod@.service
 GADGET=/usr/share/usb9pfsd/usb9pfs-gadget
+KPATCH=/usr/share/usb9pfsd/board-kernel/usb9pfs-one-request-token-per-session.patch
 BASH_COMPLETION=/usr/share/bash-completion/completions/usb9pfsd
 ZSH_COMPLETION=/usr/share/zsh/vendor-completions/_usb9pfsd
 FISH_COMPLETION=/usr/share/fish/vendor_completions.d/usb9pfsd.fish
@@ -76,6 +77,9 @@ check "$DOC/examples/config.example.toml installed 644" mode_is "$DOC/examples/c
 check "$DIOD_UNIT installed 644" mode_is "$DIOD_UNIT" 644
 check "$DOC/examples/diod.conf installed 644" mode_is "$DOC/examples/diod.conf" 644
 check "$GADGET (the board-side gadget script) installed 755" mode_is "$GADGET" 755
+check "$KPATCH (for the board's kernel) installed 644" mode_is "$KPATCH" 644
+check "the board kernel patch patches net/9p/trans_usbg.c and says which text marks the fix" \
+	bash -c "grep -qx '+++ b/net/9p/trans_usbg.c' $KPATCH && grep -q '^Upstream-has: ' $KPATCH"
 for f in "$BASH_COMPLETION" "$ZSH_COMPLETION" "$FISH_COMPLETION"; do
 	check "$f installed 644" mode_is "$f" 644
 done
@@ -218,7 +222,7 @@ log "dpkg -r"
 check "dpkg -r removes the package" dpkg -r "$PKG" </dev/null
 check "after remove: binary, unit and rule are gone" \
 	bash -c "[ ! -e /usr/bin/usb9pfsd ] && [ ! -e $UNIT ] && [ ! -e $RULE ]"
-check "after remove: the diod unit, the gadget script and the completions are gone" \
+check "after remove: the diod unit, the gadget script, the kernel patch and the completions are gone" \
 	bash -c "[ ! -e $DIOD_UNIT ] && [ ! -e /usr/share/usb9pfsd ] && [ ! -e $BASH_COMPLETION ] && [ ! -e $ZSH_COMPLETION ] && [ ! -e $FISH_COMPLETION ]"
 check "after remove: $CONF is kept with the user's edit" grep -qxF "$marker" "$CONF"
 check "after remove: dpkg lists the package as config-files" \
